@@ -1,0 +1,147 @@
+"""The ``syndicate`` command: a click group whose commands stay thin.
+
+Each command opens the store, calls one library function and prints the
+result (``--json`` for scripts). Errors are one line on stderr and a non-zero
+exit; a traceback only with ``--debug``. Command groups live one file per
+area beside this one and register themselves on :data:`main` at import.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from ..config import Settings, load_settings
+from ..errors import SyndicateError
+from ..store import Store, open_store
+
+T = TypeVar("T")
+
+
+@dataclass
+class App:
+    """What every command gets: settings read once, the store opened on demand."""
+
+    config: str | None
+    db: str | None
+    debug: bool
+    _settings: Settings | None = None
+    _store: Store | None = None
+    cleanup: list[Any] = field(default_factory=list)
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = load_settings(self.config, db=self.db)
+        return self._settings
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            self._store = open_store(self.settings.db)
+        return self._store
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+
+class SyndicateGroup(click.Group):
+    """Turns SyndicateError into ``error: message`` and its exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except SyndicateError as exc:
+            app = ctx.find_object(App)
+            if app is not None and app.debug:
+                raise
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+        finally:
+            app = ctx.find_object(App)
+            if app is not None:
+                app.close()
+
+
+pass_app = click.make_pass_decorator(App)
+
+
+def is_tty() -> bool:
+    return sys.stderr.isatty() and not os.environ.get("CI")
+
+
+@contextmanager
+def progress(items: Iterable[T], length: int | None, label: str) -> Iterator[Iterable[T]]:
+    """A progress bar on a terminal; silent under cron and in tests."""
+    if is_tty():
+        with click.progressbar(items, length=length, label=label, file=sys.stderr) as bar:
+            yield bar
+    else:
+        yield items
+
+
+def emit_json(value: Any) -> None:
+    click.echo(json.dumps(value, ensure_ascii=False, indent=2, default=str))
+
+
+@click.group(cls=SyndicateGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--db", envvar="SYNDICATE_DB", help="SQLite database file [default: data/syndicate.db].")
+@click.option("--config", "config", envvar="SYNDICATE_CONFIG", help="Config file [default: ./syndicate.toml].")
+@click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
+@click.version_option(package_name="syndicate")
+@click.pass_context
+def main(ctx: click.Context, db: str | None, config: str | None, debug: bool) -> None:
+    """Feeds and email digests from one article store.
+
+    \b
+    Example:
+        syndicate init
+        syndicate article import data/articles
+        syndicate article search "khoi nghiep"
+    """
+    ctx.obj = App(config=config, db=db, debug=debug)
+
+
+@main.command()
+@pass_app
+def init(app: App) -> None:
+    """Create the database and, if absent, a commented config with a secret key.
+
+    \b
+    Example:
+        syndicate init
+        syndicate --db /var/lib/syndicate/news.db --config /etc/syndicate.toml init
+    """
+    from ..config import config_path, write_default_config
+
+    path, _ = config_path(app.config, os.environ)
+    if write_default_config(path):
+        click.echo(f"wrote {path} (with a new secret_key; keep it private)")
+    else:
+        click.echo(f"kept {path} (already exists)")
+    store = app.store
+    click.echo(f"database {store.path} ready ({store.count_articles():,} articles)")
+
+
+def _register() -> None:
+    from . import articles  # noqa: F401
+
+
+_register()
+
+
+def run() -> None:  # pragma: no cover - console entry convenience
+    main()
+
+
+__all__ = ["main", "App", "pass_app", "progress", "emit_json", "Path"]

@@ -1,0 +1,135 @@
+"""``syndicate article ...``: list, show, search and remove stored articles."""
+
+from __future__ import annotations
+
+import click
+
+from ..models import Article, to_iso
+from . import App, emit_json, main, pass_app
+
+
+def article_dict(a: Article, full: bool = False) -> dict[str, object]:
+    out: dict[str, object] = {
+        "id": a.id,
+        "guid": a.guid,
+        "slug": a.slug,
+        "title": a.title,
+        "category": a.category,
+        "author": a.author,
+        "published": to_iso(a.published),
+        "updated": to_iso(a.changed),
+        "url": a.url,
+    }
+    if full:
+        out.update(
+            summary=a.summary, tags=a.tags, image=a.image, source=a.source, language=a.language,
+            body_text=a.body_text, body_html=a.body_html, origin=a.origin,
+            related=[r.__dict__ for r in a.related],
+        )
+    return out
+
+
+def _table(articles: list[Article]) -> None:
+    for a in articles:
+        click.echo(f"{a.id:>7}  {a.published:%Y-%m-%d}  {a.category[:14]:<14}  {a.title[:80]}")
+
+
+@main.group()
+def article() -> None:
+    """Import, list, show, search and remove articles.
+
+    \b
+    Example:
+        syndicate article import data/articles
+        syndicate article list --limit 5
+    """
+
+
+@article.command("list")
+@click.option("--limit", default=20, show_default=True, help="How many, newest first.")
+@click.option("--category", help="Only this category (name or slug).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@pass_app
+def list_(app: App, limit: int, category: str | None, as_json: bool) -> None:
+    """List the newest articles.
+
+    \b
+    Example:
+        syndicate article list --limit 5 --category "Công nghệ"
+    """
+    from ..sanitize import slugify
+
+    articles = app.store.newest_articles(limit, slugify(category) if category else None)
+    if as_json:
+        emit_json([article_dict(a) for a in articles])
+    else:
+        _table(articles)
+
+
+@article.command()
+@click.argument("key")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@pass_app
+def show(app: App, key: str, as_json: bool) -> None:
+    """Show one article by id, slug or guid.
+
+    \b
+    Example:
+        syndicate article show 1
+    """
+    a = app.store.get_article(key)
+    if as_json:
+        emit_json(article_dict(a, full=True))
+        return
+    click.echo(a.title)
+    click.echo("=" * min(len(a.title), 78))
+    for label, value in [
+        ("id", a.id), ("guid", a.guid), ("slug", a.slug), ("category", a.category),
+        ("author", a.author), ("source", a.source), ("published", to_iso(a.published)),
+        ("updated", to_iso(a.changed)), ("tags", ", ".join(a.tags)), ("url", a.url),
+        ("origin", a.origin),
+    ]:
+        if value:
+            click.echo(f"{label + ':':<11}{value}")
+    click.echo("")
+    click.echo(a.body_text)
+    if a.related:
+        click.echo("\nrelated:")
+        for r in a.related:
+            click.echo(f"  - {r.title}" + (f" ({r.date})" if r.date else ""))
+
+
+@article.command()
+@click.argument("query")
+@click.option("--limit", default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@pass_app
+def search(app: App, query: str, limit: int, as_json: bool) -> None:
+    """Full-text search, with or without Vietnamese diacritics.
+
+    \b
+    Example:
+        syndicate article search "khoi nghiep"
+    """
+    articles = app.store.search_articles(query, limit)
+    if as_json:
+        emit_json([article_dict(a) for a in articles])
+    else:
+        _table(articles)
+        if not articles:
+            click.echo(f"no article matches {query!r}", err=True)
+
+
+@article.command()
+@click.argument("keys", nargs=-1, required=True)
+@pass_app
+def remove(app: App, keys: tuple[str, ...]) -> None:
+    """Remove articles by id, slug or guid.
+
+    \b
+    Example:
+        syndicate article remove 12 old-news-slug
+    """
+    for key in keys:
+        a = app.store.remove_article(key)
+        click.echo(f"removed {a.id}: {a.title}")

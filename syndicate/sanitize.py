@@ -1,0 +1,124 @@
+"""Text hygiene: HTML cleaning (nh3), NFC, XML-safe text, slugs, search folding.
+
+Everything that enters the store passes through here, so every later stage
+(feeds, emails, pages) can trust that text is NFC, carries no character XML
+1.0 forbids, and that HTML holds no script, handler, ``javascript:`` URL or
+inline style.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import unicodedata
+
+import nh3
+
+# Characters XML 1.0 cannot carry: C0 controls but tab/LF/CR, lone surrogates,
+# U+FFFE/U+FFFF. C1 controls are legal but never meant in news text: dropped too.
+_XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
+
+ALLOWED_TAGS = {
+    "a", "abbr", "b", "blockquote", "br", "caption", "cite", "code", "dd", "del",
+    "div", "dl", "dt", "em", "figcaption", "figure", "h1", "h2", "h3", "h4", "h5",
+    "h6", "hr", "i", "img", "ins", "kbd", "li", "mark", "ol", "p", "pre", "q", "s",
+    "small", "span", "strong", "sub", "sup", "table", "tbody", "td", "tfoot", "th",
+    "thead", "time", "tr", "u", "ul",
+}
+ALLOWED_ATTRIBUTES = {
+    "a": {"href", "title"},
+    "abbr": {"title"},
+    "img": {"src", "alt", "title", "width", "height"},
+    "td": {"colspan", "rowspan"},
+    "th": {"colspan", "rowspan", "scope"},
+    "time": {"datetime"},
+    "figure": {"class"},
+    "figcaption": {"class"},
+    "p": {"class"},
+    "ol": {"start"},
+}
+URL_SCHEMES = {"http", "https", "mailto"}
+
+
+def xml_safe(text: str) -> str:
+    """Drop the characters XML 1.0 cannot carry."""
+    return _XML_ILLEGAL.sub("", text)
+
+
+def clean_text(text: str) -> str:
+    """NFC, XML-safe, CRLF folded to LF, no-break spaces kept as they are."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return xml_safe(unicodedata.normalize("NFC", text))
+
+
+def one_line(text: str) -> str:
+    """Clean text squeezed onto one line (titles, names, header-bound values)."""
+    return " ".join(clean_text(text).split())
+
+
+def clean_html(fragment: str) -> str:
+    """Sanitise untrusted HTML: no scripts, handlers, styles or unsafe URLs.
+
+    Example:
+        >>> clean_html('<p onclick="x()">Hi<script>alert(1)</script></p>')
+        '<p>Hi</p>'
+    """
+    cleaned = nh3.clean(
+        clean_text(fragment),
+        tags=ALLOWED_TAGS,
+        attributes=ALLOWED_ATTRIBUTES,
+        url_schemes=URL_SCHEMES,
+        link_rel="noopener noreferrer",
+        strip_comments=True,
+    )
+    return xml_safe(unicodedata.normalize("NFC", cleaned))
+
+
+_BLOCK_END = re.compile(r"</(p|div|h[1-6]|li|blockquote|figure|figcaption|tr|pre|dt|dd)\s*>|<br\s*/?>|<hr\s*/?>", re.I)
+_TAG = re.compile(r"<[^>]+>")
+
+
+def html_to_text(fragment: str) -> str:
+    """Readable plain text from sanitised HTML: one paragraph per block."""
+    text = _BLOCK_END.sub("\n\n", fragment)
+    text = html.unescape(_TAG.sub("", text))
+    paragraphs = [" ".join(p.split()) for p in re.split(r"\n\s*\n", text)]
+    return "\n\n".join(p for p in paragraphs if p)
+
+
+def paragraphs_to_html(paragraphs: list[tuple[str, str]]) -> str:
+    """HTML from (kind, text) pairs; kind is ``p`` or ``caption``."""
+    out = []
+    for kind, text in paragraphs:
+        escaped = html.escape(text, quote=False)
+        if kind == "caption":
+            out.append(f'<p class="caption"><em>{escaped}</em></p>')
+        else:
+            out.append(f"<p>{escaped}</p>")
+    return "\n".join(out)
+
+
+def fold(text: str) -> str:
+    """Lower-case text with diacritics removed, for accent-blind search.
+
+    Example:
+        >>> fold("Khởi nghiệp Đổi mới")
+        'khoi nghiep doi moi'
+    """
+    text = text.replace("đ", "d").replace("Đ", "D")
+    decomposed = unicodedata.normalize("NFD", text)
+    stripped = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+    return unicodedata.normalize("NFC", stripped).lower()
+
+
+def slugify(text: str, max_length: int = 80) -> str:
+    """ASCII slug for URLs and file names.
+
+    Example:
+        >>> slugify("Công nghệ & Đổi mới")
+        'cong-nghe-doi-moi'
+    """
+    slug = re.sub(r"[^a-z0-9]+", "-", fold(text)).strip("-")
+    if len(slug) > max_length:
+        slug = slug[:max_length].rsplit("-", 1)[0] or slug[:max_length]
+    return slug or "untitled"

@@ -1,0 +1,56 @@
+"""The store: the only package that touches SQLite.
+
+``open_store(path)`` connects (WAL, busy timeout, foreign keys), applies any
+pending migrations, and returns a :class:`Store` whose methods are the named
+queries of each area: articles (``store/articles.py``), lists and subscribers
+(``store/subscribers.py``), the outbox (``store/outbox.py``). Parameters are
+always bound, never formatted into SQL.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import sqlite_utils
+
+from ..errors import StoreError
+from .articles import ArticleQueries, UpsertResult
+from .migrations import ALL
+
+__all__ = ["Store", "open_store", "UpsertResult"]
+
+
+class Store(ArticleQueries):
+    """Every named query, grouped by area in the mixins it inherits."""
+
+
+def open_store(path: str | Path, *, migrate: bool = True) -> Store:
+    """Open (creating if needed) the SQLite store at ``path`` and migrate it.
+
+    Example:
+        >>> store = open_store(tmp / "s.db")  # doctest: +SKIP
+        >>> store.count_articles()  # doctest: +SKIP
+        0
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(str(path), timeout=30, check_same_thread=False)
+        conn.execute("PRAGMA busy_timeout = 30000")
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA foreign_keys = ON")
+    except (sqlite3.Error, OSError) as exc:
+        raise StoreError(f"cannot open database {path}: {exc}") from None
+    if mode.lower() != "wal" and str(path) != ":memory:":
+        raise StoreError(f"database {path}: cannot switch to WAL mode (got {mode!r})")
+    db = sqlite_utils.Database(conn)
+    if migrate:
+        try:
+            for migrations in ALL:
+                migrations.apply(db)
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise StoreError(f"database {path}: migration failed: {exc} (is it a syndicate database?)") from None
+    return Store(db, str(path))

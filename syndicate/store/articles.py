@@ -1,0 +1,254 @@
+"""Article queries: upsert by guid, newest-N, since-T, search, removal."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from ..errors import NotFound
+from ..models import Article, RelatedLink, utcnow
+from ..sanitize import fold
+from .base import StoreBase, dumps, iso, parse_time
+
+_COLUMNS = (
+    "id, guid, slug, url, title, summary, body_html, body_text, author, category, "
+    "tags, image, image_alt, source, language, published, updated, related, origin"
+)
+
+
+@dataclass
+class UpsertResult:
+    """What one upsert did, article by article (guid lists keep order)."""
+
+    inserted: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    changed_categories: set[str] = field(default_factory=set)
+
+    def merge(self, other: UpsertResult) -> None:
+        self.inserted += other.inserted
+        self.updated += other.updated
+        self.unchanged += other.unchanged
+        self.changed_categories |= other.changed_categories
+
+
+def content_hash(a: Article) -> str:
+    """Hash of everything a reader sees; a change here bumps ``updated``."""
+    parts = [
+        a.title, a.slug, a.url, a.summary, a.body_html, a.body_text, a.author,
+        a.category, "\x1f".join(a.tags), a.image, a.image_alt, a.source, a.language,
+        a.published.isoformat(),
+        dumps([[r.title, r.url, r.summary, r.date] for r in a.related]),
+    ]
+    return hashlib.sha256("\x1e".join(parts).encode("utf-8")).hexdigest()
+
+
+def row_to_article(row: sqlite3.Row) -> Article:
+    return Article(
+        id=row["id"],
+        guid=row["guid"],
+        slug=row["slug"],
+        url=row["url"],
+        title=row["title"],
+        summary=row["summary"],
+        body_html=row["body_html"],
+        body_text=row["body_text"],
+        author=row["author"],
+        category=row["category"],
+        tags=json.loads(row["tags"]),
+        image=row["image"],
+        image_alt=row["image_alt"],
+        source=row["source"],
+        language=row["language"],
+        published=parse_time(row["published"]),  # type: ignore[arg-type]
+        updated=parse_time(row["updated"]),
+        related=[RelatedLink(**r) for r in json.loads(row["related"])],
+        origin=row["origin"],
+    )
+
+
+class ArticleQueries(StoreBase):
+    def upsert_articles(self, articles: Iterable[Article], now: datetime | None = None) -> UpsertResult:
+        """Insert new articles and update changed ones, in one transaction.
+
+        The guid decides identity: the same guid never makes a second row.
+        ``updated`` moves only when the content hash changes.
+        """
+        now = now or utcnow()
+        result = UpsertResult()
+        with self.transaction(immediate=True) as conn:
+            for a in articles:
+                digest = content_hash(a)
+                old = conn.execute(
+                    "SELECT id, slug, content_hash, updated, category_slug FROM articles WHERE guid = ?",
+                    [a.guid],
+                ).fetchone()
+                if old is not None and old[2] == digest:
+                    result.unchanged.append(a.guid)
+                    a.id = old[0]
+                    continue
+                slug = self._free_slug(a.slug, old[0] if old else None)
+                a.slug = slug
+                values = {
+                    "guid": a.guid, "slug": slug, "url": a.url, "title": a.title,
+                    "summary": a.summary, "body_html": a.body_html, "body_text": a.body_text,
+                    "author": a.author, "category": a.category, "category_slug": a.category_slug,
+                    "tags": dumps(a.tags), "image": a.image, "image_alt": a.image_alt,
+                    "source": a.source, "language": a.language, "published": iso(a.published),
+                    "related": dumps([r.__dict__ for r in a.related]),
+                    "content_hash": digest, "origin": a.origin,
+                }
+                if old is None:
+                    values["updated"] = iso(a.updated or a.published)
+                    values["imported"] = iso(now)
+                    cols = ", ".join(values)
+                    marks = ", ".join("?" for _ in values)
+                    cur = conn.execute(f"INSERT INTO articles ({cols}) VALUES ({marks})", list(values.values()))
+                    a.id = cur.lastrowid
+                    result.inserted.append(a.guid)
+                else:
+                    previous = parse_time(old[3])
+                    bumped = a.updated if a.updated and previous and a.updated > previous else now
+                    values["updated"] = iso(bumped)
+                    sets = ", ".join(f"{k} = ?" for k in values)
+                    conn.execute(f"UPDATE articles SET {sets} WHERE id = ?", [*values.values(), old[0]])
+                    conn.execute("DELETE FROM articles_fts WHERE rowid = ?", [old[0]])
+                    a.id = old[0]
+                    result.updated.append(a.guid)
+                    result.changed_categories.add(old[4])
+                conn.execute(
+                    "INSERT INTO articles_fts (rowid, title, summary, body) VALUES (?, ?, ?, ?)",
+                    [a.id, fold(a.title), fold(a.summary), fold(a.body_text)],
+                )
+                result.changed_categories.add(a.category_slug)
+        result.changed_categories.discard("")
+        return result
+
+    def _free_slug(self, wanted: str, own_id: int | None) -> str:
+        slug, n = wanted, 1
+        while True:
+            row = self.conn.execute("SELECT id FROM articles WHERE slug = ?", [slug]).fetchone()
+            if row is None or row[0] == own_id:
+                return slug
+            n += 1
+            slug = f"{wanted}-{n}"
+
+    def get_article(self, key: str | int) -> Article:
+        """One article by id, slug or guid; NotFound names what was asked."""
+        row = self.query_one(
+            f"SELECT {_COLUMNS} FROM articles WHERE id = ? OR slug = ? OR guid = ? LIMIT 1",
+            [int(key) if str(key).isdigit() else -1, str(key), str(key)],
+        )
+        if row is None:
+            raise NotFound(f"no article with id, slug or guid {str(key)!r} (see `syndicate article list`)")
+        return row_to_article(row)
+
+    def newest_articles(
+        self, limit: int = 50, category_slug: str | None = None, offset: int = 0
+    ) -> list[Article]:
+        """The newest ``limit`` articles, optionally in one category (indexed)."""
+        if category_slug:
+            rows = self.query(
+                f"SELECT {_COLUMNS} FROM articles WHERE category_slug = ? "
+                "ORDER BY published DESC, id DESC LIMIT ? OFFSET ?",
+                [category_slug, limit, offset],
+            )
+        else:
+            rows = self.query(
+                f"SELECT {_COLUMNS} FROM articles ORDER BY published DESC, id DESC LIMIT ? OFFSET ?",
+                [limit, offset],
+            )
+        return [row_to_article(r) for r in rows]
+
+    def articles_since(
+        self,
+        since: datetime,
+        until: datetime | None = None,
+        category_slugs: Iterable[str] | None = None,
+        limit: int = 1000,
+    ) -> list[Article]:
+        """Articles published in ``(since, until]``, newest first (indexed)."""
+        sql = f"SELECT {_COLUMNS} FROM articles WHERE published > ?"
+        params: list[object] = [iso(since)]
+        if until is not None:
+            sql += " AND published <= ?"
+            params.append(iso(until))
+        cats = sorted(set(category_slugs or ()))
+        if cats:
+            sql += f" AND category_slug IN ({', '.join('?' for _ in cats)})"
+            params += cats
+        sql += " ORDER BY published DESC, id DESC LIMIT ?"
+        params.append(limit)
+        return [row_to_article(r) for r in self.query(sql, params)]
+
+    def count_articles_since(
+        self, since: datetime, until: datetime | None = None, category_slugs: Iterable[str] | None = None
+    ) -> int:
+        sql = "SELECT count(*) FROM articles WHERE published > ?"
+        params: list[object] = [iso(since)]
+        if until is not None:
+            sql += " AND published <= ?"
+            params.append(iso(until))
+        cats = sorted(set(category_slugs or ()))
+        if cats:
+            sql += f" AND category_slug IN ({', '.join('?' for _ in cats)})"
+            params += cats
+        return int(self.scalar(sql, params))
+
+    def search_articles(self, query: str, limit: int = 20) -> list[Article]:
+        """Full-text search, blind to case and Vietnamese diacritics."""
+        words = fold(query).split()
+        if not words:
+            return []
+        match = " ".join('"' + w.replace('"', '""') + '"' for w in words)
+        rows = self.query(
+            f"SELECT {', '.join('a.' + c.strip() for c in _COLUMNS.split(','))} "
+            "FROM articles_fts f JOIN articles a ON a.id = f.rowid "
+            "WHERE articles_fts MATCH ? ORDER BY bm25(articles_fts, 10.0, 3.0, 1.0) LIMIT ?",
+            [match, limit],
+        )
+        return [row_to_article(r) for r in rows]
+
+    def remove_article(self, key: str | int) -> Article:
+        article = self.get_article(key)
+        with self.transaction(immediate=True) as conn:
+            conn.execute("DELETE FROM articles_fts WHERE rowid = ?", [article.id])
+            conn.execute("DELETE FROM articles WHERE id = ?", [article.id])
+        return article
+
+    def count_articles(self, category_slug: str | None = None) -> int:
+        if category_slug:
+            return int(self.scalar("SELECT count(*) FROM articles WHERE category_slug = ?", [category_slug]))
+        return int(self.scalar("SELECT count(*) FROM articles"))
+
+    def categories(self) -> list[tuple[str, str, int]]:
+        """(slug, display name, article count) for every category in use."""
+        rows = self.conn.execute(
+            "SELECT category_slug, max(category), count(*) FROM articles "
+            "WHERE category_slug != '' GROUP BY category_slug ORDER BY category_slug"
+        ).fetchall()
+        return [(r[0], r[1], r[2]) for r in rows]
+
+    def latest_change(self, category_slug: str | None = None) -> datetime | None:
+        """The newest ``updated`` among articles (in a category)."""
+        if category_slug:
+            value = self.scalar("SELECT max(updated) FROM articles WHERE category_slug = ?", [category_slug])
+        else:
+            value = self.scalar("SELECT max(updated) FROM articles")
+        return parse_time(value)
+
+    def get_meta(self, key: str) -> str | None:
+        value = self.scalar("SELECT value FROM meta WHERE key = ?", [key])
+        return str(value) if value is not None else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                [key, value],
+            )

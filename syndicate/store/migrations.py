@@ -1,0 +1,79 @@
+"""Schema history. Every set is applied in order when a store is opened.
+
+Never edit a migration that has shipped: add a new one. Each area keeps its
+own set so the article, subscriber and outbox schemas evolve independently;
+``ALL`` lists them in the order they must run (later sets reference earlier
+tables).
+"""
+
+from __future__ import annotations
+
+from sqlite_utils import Database, Migrations
+
+articles = Migrations("syndicate.articles")
+
+
+@articles()
+def m001_articles(db: Database) -> None:
+    db.execute(
+        """
+        CREATE TABLE articles (
+            id INTEGER PRIMARY KEY,
+            guid TEXT NOT NULL UNIQUE,
+            slug TEXT NOT NULL UNIQUE,
+            url TEXT NOT NULL DEFAULT '',
+            title TEXT NOT NULL,
+            summary TEXT NOT NULL DEFAULT '',
+            body_html TEXT NOT NULL DEFAULT '',
+            body_text TEXT NOT NULL DEFAULT '',
+            author TEXT NOT NULL DEFAULT '',
+            category TEXT NOT NULL DEFAULT '',
+            tags TEXT NOT NULL DEFAULT '[]',
+            image TEXT NOT NULL DEFAULT '',
+            source TEXT NOT NULL DEFAULT '',
+            language TEXT NOT NULL DEFAULT '',
+            published TEXT NOT NULL,
+            updated TEXT NOT NULL,
+            content_hash TEXT NOT NULL,
+            imported TEXT NOT NULL
+        )
+        """
+    )
+    db.execute("CREATE INDEX articles_published ON articles (published DESC, id DESC)")
+
+
+@articles()
+def m002_search_and_categories(db: Database) -> None:
+    """Accent-blind full-text search, category slugs, related links, image alt."""
+    db.execute("ALTER TABLE articles ADD COLUMN category_slug TEXT NOT NULL DEFAULT ''")
+    db.execute("ALTER TABLE articles ADD COLUMN related TEXT NOT NULL DEFAULT '[]'")
+    db.execute("ALTER TABLE articles ADD COLUMN image_alt TEXT NOT NULL DEFAULT ''")
+    db.execute("ALTER TABLE articles ADD COLUMN origin TEXT NOT NULL DEFAULT ''")
+    db.execute("CREATE INDEX articles_category ON articles (category_slug, published DESC, id DESC)")
+    db.execute("CREATE INDEX articles_updated ON articles (updated)")
+    # Folded copies (lower case, no diacritics) so `khoi nghiep` finds `khởi nghiệp`.
+    db.execute(
+        "CREATE VIRTUAL TABLE articles_fts USING fts5("
+        "title, summary, body, tokenize = 'unicode61 remove_diacritics 2')"
+    )
+    from ..sanitize import fold, slugify
+
+    rows = db.execute("SELECT id, title, summary, body_text, category FROM articles").fetchall()
+    for id_, title, summary, body, category in rows:
+        db.execute(
+            "UPDATE articles SET category_slug = ? WHERE id = ?",
+            [slugify(category) if category else "", id_],
+        )
+        db.execute(
+            "INSERT INTO articles_fts (rowid, title, summary, body) VALUES (?, ?, ?, ?)",
+            [id_, fold(title), fold(summary), fold(body)],
+        )
+
+
+@articles()
+def m003_meta(db: Database) -> None:
+    """Key/value facts about the store (feed build stamps, locks)."""
+    db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+
+
+ALL: list[Migrations] = [articles]

@@ -1,0 +1,60 @@
+"""The CLI spine: every command has help with an example; errors are one line."""
+
+from __future__ import annotations
+
+import click
+from click.testing import CliRunner
+
+from syndicate.cli import main
+
+
+def _walk(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], click.Command]]:
+    out = []
+    for name, cmd in group.commands.items():
+        out.append((prefix + (name,), cmd))
+        if isinstance(cmd, click.Group):
+            out += _walk(cmd, prefix + (name,))
+    return out
+
+
+def test_every_command_has_help_with_an_example(cli: CliRunner) -> None:
+    commands = _walk(main)
+    assert len(commands) >= 5
+    for path, _cmd in commands:
+        result = cli.invoke(main, [*path, "--help"])
+        assert result.exit_code == 0, (path, result.output)
+        assert "Example:" in result.output, f"`syndicate {' '.join(path)} --help` has no example"
+
+
+def test_error_is_one_line_and_nonzero(cli: CliRunner) -> None:
+    result = cli.invoke(main, ["article", "show", "nope"])
+    assert result.exit_code == 1
+    assert result.stderr == "error: no article with id, slug or guid 'nope' (see `syndicate article list`)\n"
+
+
+def test_debug_shows_the_exception(cli: CliRunner) -> None:
+    result = cli.invoke(main, ["--debug", "article", "show", "nope"])
+    assert result.exit_code != 0
+    assert result.exception is not None and "nope" in str(result.exception)
+
+
+def test_bad_config_names_key_and_file(cli: CliRunner, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "syndicate.toml").write_text('[site]\ntimezone = "Mars/Base"\n', encoding="utf-8")
+    result = cli.invoke(main, ["article", "list"])
+    assert result.exit_code == 78
+    assert result.stderr == (
+        "error: syndicate.toml: 'timezone' is 'Mars/Base', not an IANA time zone such as 'Asia/Ho_Chi_Minh'\n"
+    )
+    (tmp_path / "syndicate.toml").write_text('[smtp]\nport = "many"\n', encoding="utf-8")
+    result = cli.invoke(main, ["article", "list"])
+    assert "syndicate.toml: 'smtp_port' is 'many'" in result.stderr
+
+
+def test_init_writes_config_once(cli: CliRunner, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    first = cli.invoke(main, ["init"])
+    assert first.exit_code == 0, first.output
+    text = (tmp_path / "syndicate.toml").read_text(encoding="utf-8")
+    assert 'secret_key = "' in text
+    second = cli.invoke(main, ["init"])
+    assert "kept syndicate.toml" in second.output
+    assert (tmp_path / "syndicate.toml").read_text(encoding="utf-8") == text
