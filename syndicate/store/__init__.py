@@ -17,11 +17,13 @@ import sqlite_utils
 from ..errors import StoreError
 from .articles import ArticleQueries, UpsertResult
 from .migrations import ALL
+from .outbox import OutboxQueries
+from .subscribers import SubscriberQueries
 
 __all__ = ["Store", "open_store", "UpsertResult"]
 
 
-class Store(ArticleQueries):
+class Store(ArticleQueries, SubscriberQueries, OutboxQueries):
     """Every named query, grouped by area in the mixins it inherits."""
 
 

@@ -1,0 +1,3 @@
+"""``syndicate feeds`` commands."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""``syndicate send`` commands."""
+
+from __future__ import annotations

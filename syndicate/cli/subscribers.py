@@ -1,0 +1,3 @@
+"""``syndicate subscribers`` commands."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""The ASGI app behind ``syndicate serve``: feeds (web/feeds.py) and pages (web/pages.py)."""
+
+from __future__ import annotations
