@@ -1,7 +1,8 @@
 """Schema history. Every set is applied in order when a store is opened.
 
 Never edit a migration that has shipped: add a new one. Each area keeps its
-own set so the article, subscriber and outbox schemas evolve independently;
+own set (articles here; the others beside their queries in
+subscribers.py and outbox.py) so the article, subscriber and outbox schemas evolve independently;
 ``ALL`` lists them in the order they must run (later sets reference earlier
 tables).
 """
@@ -76,4 +77,11 @@ def m003_meta(db: Database) -> None:
     db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
 
 
-ALL: list[Migrations] = [articles]
+def _all() -> list[Migrations]:
+    from .outbox import migrations as outbox
+    from .subscribers import migrations as subscribers
+
+    return [articles, subscribers, outbox]
+
+
+ALL: list[Migrations] = _all()

@@ -1,0 +1,3 @@
+"""``syndicate bounces`` commands."""
+
+from __future__ import annotations
