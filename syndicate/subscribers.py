@@ -1,0 +1,435 @@
+"""Subscribers and their consent: addresses, tokens, subscribe/confirm/unsubscribe, erasure.
+
+The rules live here; the SQL in ``store/subscribers.py``; the doors (CLI, web)
+only call these functions. Bulk CSV import/export streams, batch by batch.
+
+Statuses: a subscription is ``pending`` until its confirm link is used
+(double opt-in), then ``active``; it leaves as ``unsubscribed``, ``bounced``
+or ``complained``. An address that left is never made active again by an
+admin or an import without ``resubscribe=True``, which is recorded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import unicodedata
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from email_validator import EmailNotValidError, validate_email
+from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+
+from .config import Settings
+from .errors import AddressError, InputError, NotFound, TokenError
+from .models import CADENCES, Event, NewsList, Subscriber, Subscription, utcnow
+from .sanitize import one_line
+
+if TYPE_CHECKING:
+    from .store import Store
+
+PURPOSES = ("confirm", "unsubscribe", "preferences")
+LEFT = ("unsubscribed", "bounced", "complained")
+
+
+# -- addresses -------------------------------------------------------------------
+
+
+def normalize_address(raw: str) -> str:
+    """Trim, validate and normalise an address: domain lower-cased, local part kept.
+
+    Internationalised addresses (UTF-8 local parts, IDN domains) are accepted;
+    domains are kept in Unicode form, NFC.
+
+    Example:
+        >>> normalize_address("  Bob.Smith@Example.ORG ")
+        'Bob.Smith@example.org'
+        >>> normalize_address("bob@")
+        Traceback (most recent call last):
+        ...
+        syndicate.errors.AddressError: 'bob@' is not an email address: there must be something after the @-sign
+    """
+    text = unicodedata.normalize("NFC", raw.strip())
+    if not text:
+        raise AddressError("'' is not an email address: it is empty")
+    try:
+        result = validate_email(text, check_deliverability=False, allow_smtputf8=True)
+    except EmailNotValidError as exc:
+        reason = str(exc).rstrip(".")
+        reason = reason[:1].lower() + reason[1:]
+        raise AddressError(f"{text!r} is not an email address: {reason}") from None
+    local, _, domain = result.normalized.rpartition("@")
+    return f"{local}@{domain.lower()}"
+
+
+def address_hash(email: str) -> str:
+    """The sha256 kept for suppressions and token binding; blind to case.
+
+    Example:
+        >>> address_hash("Bob@example.org") == address_hash("bob@EXAMPLE.org")
+        True
+    """
+    return hashlib.sha256(email.strip().lower().encode("utf-8")).hexdigest()
+
+
+@lru_cache(maxsize=1024)
+def _zone_ok(name: str) -> bool:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+def check_timezone(name: str) -> str:
+    """An IANA zone name, or InputError naming it.
+
+    Example:
+        >>> check_timezone("Asia/Ho_Chi_Minh")
+        'Asia/Ho_Chi_Minh'
+    """
+    name = name.strip()
+    if not name or "\\" in name or ".." in name or not _zone_ok(name):
+        raise InputError(f"{name!r} is not an IANA time zone such as 'Asia/Ho_Chi_Minh' or 'Europe/Berlin'")
+    return name
+
+
+def check_categories(wanted: list[str] | None, newslist: NewsList) -> list[str]:
+    """Categories a subscriber may choose: a subset of the list's (any, if the list covers all)."""
+    from .sanitize import slugify
+
+    chosen = sorted({slugify(c) for c in (wanted or []) if c.strip()})
+    if newslist.categories:
+        extra = [c for c in chosen if c not in newslist.categories]
+        if extra:
+            raise InputError(
+                f"list {newslist.slug!r} does not cover {', '.join(extra)}; choose from {', '.join(newslist.categories)}"
+            )
+    return chosen
+
+
+# -- tokens ----------------------------------------------------------------------
+
+
+def _serializer(settings: Settings, purpose: str) -> URLSafeTimedSerializer:
+    if purpose not in PURPOSES:
+        raise ValueError(f"unknown token purpose {purpose!r}")
+    return URLSafeTimedSerializer(settings.require_secret(), salt=f"syndicate.{purpose}")
+
+
+def make_token(settings: Settings, purpose: str, subscriber_id: int, list_id: int, email: str = "") -> str:
+    """A signed, URL-safe token for one subscriber, one list, one purpose.
+
+    Pass ``email`` to bind the token to the address too (a hash of it, checked
+    by :func:`resolve_token`), so it cannot act on anyone else.
+
+    Example:
+        >>> from syndicate.config import Secret
+        >>> s = Settings(secret_key=Secret("k"))
+        >>> read_token(s, make_token(s, "unsubscribe", 7, 2), "unsubscribe")
+        (7, 2)
+    """
+    payload: list[Any] = [subscriber_id, list_id]
+    if email:
+        payload.append(address_hash(email)[:16])
+    return _serializer(settings, purpose).dumps(payload)
+
+
+def _load(settings: Settings, token: str, purpose: str) -> list[Any]:
+    max_age = settings.mail_pending_max_age_days * 86400 if purpose == "confirm" else None
+    try:
+        payload = _serializer(settings, purpose).loads(token, max_age=max_age)
+    except SignatureExpired:
+        raise TokenError(
+            f"this {purpose} link has expired (links last {settings.mail_pending_max_age_days} days); "
+            "subscribe again to get a new one"
+        ) from None
+    except BadSignature:
+        raise TokenError(f"this {purpose} link is not valid (it was altered, cut short, or is for something else)") from None
+    if not (isinstance(payload, list) and len(payload) in (2, 3)
+            and all(isinstance(x, int) and not isinstance(x, bool) for x in payload[:2])):
+        raise TokenError(f"this {purpose} link is not valid (unexpected contents)")
+    return payload
+
+
+def read_token(settings: Settings, token: str, purpose: str) -> tuple[int, int]:
+    """(subscriber_id, list_id) from a token, or TokenError (forged, expired, wrong purpose)."""
+    payload = _load(settings, token, purpose)
+    return int(payload[0]), int(payload[1])
+
+
+def resolve_token(store: Store, settings: Settings, token: str, purpose: str) -> tuple[Subscriber, Subscription, NewsList]:
+    """Check a token against the store: its subscriber, subscription and list must still exist and match."""
+    payload = _load(settings, token, purpose)
+    gone = TokenError(f"this {purpose} link no longer applies: the subscription was removed or the address erased")
+    try:
+        subscriber = store.get_subscriber_by_id(payload[0])
+        newslist = store.get_list_by_id(payload[1])
+    except NotFound:
+        raise gone from None
+    if len(payload) == 3 and address_hash(subscriber.email)[:16] != payload[2]:
+        raise gone
+    subscription = store.find_subscription(payload[0], payload[1])
+    if subscription is None:
+        raise gone
+    return subscriber, subscription, newslist
+
+
+def confirm_url(settings: Settings, subscriber_id: int, list_id: int, email: str = "") -> str:
+    return f"{settings.base_url.rstrip('/')}/confirm/{make_token(settings, 'confirm', subscriber_id, list_id, email)}"
+
+
+def unsubscribe_url(settings: Settings, subscriber_id: int, list_id: int, email: str = "") -> str:
+    return f"{settings.base_url.rstrip('/')}/unsubscribe/{make_token(settings, 'unsubscribe', subscriber_id, list_id, email)}"
+
+
+def preferences_url(settings: Settings, subscriber_id: int, list_id: int, email: str = "") -> str:
+    return f"{settings.base_url.rstrip('/')}/preferences/{make_token(settings, 'preferences', subscriber_id, list_id, email)}"
+
+
+# -- consent -----------------------------------------------------------------------
+
+
+@dataclass
+class SubscribeResult:
+    """What a subscribe or confirm did."""
+
+    subscriber: Subscriber
+    subscription: Subscription
+    newslist: NewsList
+    created: bool  # a new subscription (or a revived one) was made
+    needs_confirmation: bool  # a confirmation mail should go out
+
+
+def subscribe(
+    store: Store,
+    settings: Settings,
+    email: str,
+    list_slug: str,
+    *,
+    name: str = "",
+    categories: list[str] | None = None,
+    timezone: str | None = None,
+    locale: str | None = None,
+    cadence: str | None = None,
+    send_hour: int | None = None,
+    source: str = "cli",
+    actor: str = "",
+    confirmed: bool = False,
+    resubscribe: bool = False,
+    now: datetime | None = None,
+) -> SubscribeResult:
+    """Subscribe an address to a list: ``pending`` (double opt-in) unless ``confirmed``.
+
+    Idempotent for someone already pending or active. An address that left
+    the list, or is suppressed, needs ``resubscribe=True`` from an admin;
+    from the web (``source="web"``) it may ask again, and its own
+    confirmation is the consent.
+    """
+    now = now or utcnow()
+    address = normalize_address(email)
+    newslist = store.get_list(list_slug)
+    assert newslist.id is not None
+    chosen = check_categories(categories, newslist)
+    if cadence is not None and cadence not in CADENCES:
+        raise InputError(f"cadence {cadence!r} is not one of {', '.join(CADENCES)}")
+    if send_hour is not None and not 0 <= send_hour <= 23:
+        raise InputError(f"send hour {send_hour} is not between 0 and 23")
+    consent_by_link = source == "web" and not confirmed
+    digest = address_hash(address)
+    with store.transaction(immediate=True):
+        reason = store.suppression(digest)
+        if reason is not None and not (resubscribe or consent_by_link):
+            raise InputError(
+                f"{address} is suppressed ({reason}); add --resubscribe only if they asked to come back"
+            )
+        subscriber = store.find_subscriber(address)
+        if subscriber is None:
+            subscriber = store.add_subscriber(Subscriber(
+                email=address, name=one_line(name),
+                timezone=check_timezone(timezone) if timezone else settings.timezone,
+                locale=one_line(locale or newslist.language), created=now,
+            ))
+        elif name or timezone:
+            subscriber.name = one_line(name) or subscriber.name
+            subscriber.timezone = check_timezone(timezone) if timezone else subscriber.timezone
+            store.update_subscriber(subscriber)
+        assert subscriber.id is not None
+        status = "active" if confirmed else "pending"
+        sub = store.find_subscription(subscriber.id, newslist.id)
+        if sub is not None and sub.status in ("pending", "active"):
+            if confirmed and sub.status == "pending":
+                sub.status, sub.confirmed = "active", now
+                store.save_subscription(sub, _event("confirm", now, source, actor, sub, "by admin"))
+                return SubscribeResult(subscriber, sub, newslist, created=False, needs_confirmation=False)
+            return SubscribeResult(subscriber, sub, newslist, created=False,
+                                   needs_confirmation=sub.status == "pending" and source == "web")
+        if sub is not None:  # left before
+            previous = sub.status
+            if not (resubscribe or consent_by_link):
+                raise InputError(
+                    f"{address} is {sub.status} from {newslist.slug}; add --resubscribe only if they asked to come back"
+                )
+            sub.status, sub.unsubscribed, sub.hard_bounces = status, None, 0
+            sub.confirmed = now if confirmed else sub.confirmed
+            sub.created = now if not confirmed else sub.created
+            if chosen:
+                sub.categories = chosen
+            kind, detail = "resubscribe", f"{status}, was {previous}"
+        else:
+            sub = Subscription(
+                subscriber_id=subscriber.id, list_id=newslist.id, status=status,
+                cadence=cadence or newslist.cadence, weekday=newslist.weekday,
+                send_hour=newslist.send_hour if send_hour is None else send_hour,
+                categories=chosen, created=now, confirmed=now if confirmed else None,
+            )
+            kind, detail = ("admin-add", "active") if confirmed else ("subscribe", "pending")
+            if resubscribe and reason is not None:
+                kind, detail = "resubscribe", f"{status}, was suppressed ({reason})"
+        if reason is not None:
+            store.remove_suppression(digest)
+        store.save_subscription(sub, _event(kind, now, source, actor, sub, detail))
+    return SubscribeResult(subscriber, sub, newslist, created=True, needs_confirmation=not confirmed)
+
+
+def _event(kind: str, at: datetime, source: str, actor: str, sub: Subscription, detail: str = "") -> Event:
+    return Event(kind=kind, at=at, source=source, actor=one_line(actor)[:200], subscriber_id=sub.subscriber_id,
+                 list_id=sub.list_id, detail=detail)
+
+
+def confirm(store: Store, settings: Settings, token: str, *, source: str = "web", actor: str = "",
+            now: datetime | None = None) -> SubscribeResult:
+    """Use a confirm link: ``pending`` becomes ``active``. Idempotent once active."""
+    now = now or utcnow()
+    with store.transaction(immediate=True):
+        subscriber, sub, newslist = resolve_token(store, settings, token, "confirm")
+        if sub.status == "pending":
+            sub.status, sub.confirmed = "active", now
+            store.save_subscription(sub, _event("confirm", now, source, actor, sub))
+            return SubscribeResult(subscriber, sub, newslist, created=True, needs_confirmation=False)
+        if sub.status != "active":
+            raise TokenError(f"this confirm link no longer applies: the subscription is {sub.status}; subscribe again")
+    return SubscribeResult(subscriber, sub, newslist, created=False, needs_confirmation=False)
+
+
+def unsubscribe(
+    store: Store, settings: Settings, subscriber_id: int, list_id: int, *, source: str, actor: str = "",
+    detail: str = "", now: datetime | None = None,
+) -> Subscription:
+    """Unsubscribe at once (idempotent) and cancel any digest still queued for it."""
+    now = now or utcnow()
+    with store.transaction(immediate=True):
+        sub = store.get_subscription(subscriber_id, list_id)
+        if sub.status != "unsubscribed":
+            sub.status, sub.unsubscribed = "unsubscribed", now
+            store.save_subscription(sub, _event("unsubscribe", now, source, actor, sub, detail))
+        cancel = getattr(store, "cancel_queued_deliveries", None)
+        if cancel is not None and sub.id is not None:
+            cancel(sub.id)
+    return sub
+
+
+def unsubscribe_by_token(store: Store, settings: Settings, token: str, *, source: str = "web", actor: str = "",
+                         now: datetime | None = None) -> SubscribeResult:
+    """Use an unsubscribe link (these never expire). Idempotent."""
+    subscriber, _sub, newslist = resolve_token(store, settings, token, "unsubscribe")
+    assert subscriber.id is not None and newslist.id is not None
+    sub = unsubscribe(store, settings, subscriber.id, newslist.id, source=source, actor=actor, now=now)
+    return SubscribeResult(subscriber, sub, newslist, created=False, needs_confirmation=False)
+
+
+def resubscribe(store: Store, settings: Settings, email: str, list_slug: str, *, source: str = "cli",
+                actor: str = "", now: datetime | None = None) -> SubscribeResult:
+    """An admin brings back someone who asked to return: active again, recorded."""
+    return subscribe(store, settings, email, list_slug, source=source, actor=actor, confirmed=True,
+                     resubscribe=True, now=now)
+
+
+def unsubscribe_address(store: Store, settings: Settings, email: str, list_slug: str | None, *, source: str = "cli",
+                        actor: str = "", now: datetime | None = None) -> list[Subscription]:
+    """Unsubscribe an address from one list, or from every list if ``list_slug`` is None."""
+    subscriber = store.get_subscriber(normalize_address(email))
+    assert subscriber.id is not None
+    if list_slug is not None:
+        list_ids = [store.get_list(list_slug).id]
+    else:
+        list_ids = [s.list_id for s in store.subscriptions_of(subscriber.id)]
+    return [unsubscribe(store, settings, subscriber.id, lid, source=source, actor=actor, now=now)
+            for lid in list_ids if lid is not None]
+
+
+def update_preferences(
+    store: Store, settings: Settings, token: str, *, cadence: str | None = None, weekday: int | None = None,
+    send_hour: int | None = None, timezone: str | None = None, categories: list[str] | None = None,
+    name: str | None = None, source: str = "web", actor: str = "", now: datetime | None = None,
+) -> SubscribeResult:
+    """Change a subscriber's schedule, topics or time zone through a preferences link."""
+    now = now or utcnow()
+    if cadence is not None and cadence not in CADENCES:
+        raise InputError(f"cadence {cadence!r} is not one of {', '.join(CADENCES)}")
+    if weekday is not None and not 0 <= weekday <= 6:
+        raise InputError(f"weekday {weekday} is not between 0 (Monday) and 6 (Sunday)")
+    if send_hour is not None and not 0 <= send_hour <= 23:
+        raise InputError(f"send hour {send_hour} is not between 0 and 23")
+    with store.transaction(immediate=True):
+        subscriber, sub, newslist = resolve_token(store, settings, token, "preferences")
+        changes = []
+        if timezone is not None or name is not None:
+            subscriber.timezone = check_timezone(timezone) if timezone is not None else subscriber.timezone
+            subscriber.name = one_line(name) if name is not None else subscriber.name
+            store.update_subscriber(subscriber)
+            changes.append(f"timezone={subscriber.timezone}")
+        for attr, value in (("cadence", cadence), ("weekday", weekday), ("send_hour", send_hour)):
+            if value is not None:
+                setattr(sub, attr, value)
+                changes.append(f"{attr}={value}")
+        if categories is not None:
+            sub.categories = check_categories(categories, newslist)
+            changes.append(f"categories={','.join(sub.categories) or 'all'}")
+        store.save_subscription(sub, _event("preferences", now, source, actor, sub, "; ".join(changes)))
+    return SubscribeResult(subscriber, sub, newslist, created=False, needs_confirmation=False)
+
+
+def erase(store: Store, settings: Settings, email: str, *, source: str = "cli", actor: str = "",
+          now: datetime | None = None) -> int:
+    """Erase a person (GDPR art. 17): subscriber, subscriptions and queued mail deleted;
+    their events kept without actor, detail or link to them; only a sha256 of the
+    address is kept, as a suppression. Returns how many subscriptions went."""
+    now = now or utcnow()
+    address = normalize_address(email)
+    subscriber = store.get_subscriber(address)
+    assert subscriber.id is not None
+    return store.erase_subscriber(
+        subscriber.id, address_hash(address), Event(kind="erase", at=now, source=source, actor=one_line(actor)[:200])
+    )
+
+
+def purge_pending(store: Store, settings: Settings, *, older_than_days: int | None = None, source: str = "cli",
+                  actor: str = "", now: datetime | None = None) -> int:
+    """Delete pending subscriptions never confirmed within ``older_than_days`` (default from settings)."""
+    days = settings.mail_pending_max_age_days if older_than_days is None else older_than_days
+    if days < 0:
+        raise InputError(f"--older-than {days}: give a number of days, 0 or more")
+    return store.purge_pending((now or utcnow()) - timedelta(days=days), source=source, actor=actor)
+
+
+@dataclass
+class SubscriberReport:
+    """Everything known about one subscriber, for ``subscriber show``."""
+
+    subscriber: Subscriber
+    subscriptions: list[tuple[Subscription, str]]  # with the list slug
+    events: list[Event]
+
+
+def describe(store: Store, email: str) -> SubscriberReport:
+    subscriber = store.get_subscriber(normalize_address(email))
+    assert subscriber.id is not None
+    slugs = {nl.id: nl.slug for nl in store.all_lists()}
+    return SubscriberReport(
+        subscriber,
+        [(s, slugs.get(s.list_id, "?")) for s in store.subscriptions_of(subscriber.id)],
+        store.events_for(subscriber.id),
+    )
