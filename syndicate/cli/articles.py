@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ..models import Article, to_iso
-from . import App, emit_json, main, pass_app
+from . import App, emit_json, main, pass_app, progress
 
 
 def article_dict(a: Article, full: bool = False) -> dict[str, object]:
@@ -43,6 +43,53 @@ def article() -> None:
         syndicate article import data/articles
         syndicate article list --limit 5
     """
+
+
+@article.command("import")
+@click.argument("paths", nargs=-1, required=True)
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "markdown", "json", "jsonl", "feed"]),
+    help="Force the format [default: by extension, else by content].",
+)
+@click.option("--published", help="Date for articles that give none (text pages otherwise use the file's mtime).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON for scripts.")
+@pass_app
+@click.pass_context
+def import_(ctx: click.Context, app: App, paths: tuple[str, ...], fmt: str | None, published: str | None,
+            as_json: bool) -> None:
+    """Import articles from files, directories (recursively) or feed URLs.
+
+    Formats: plain-text news pages (.txt), Markdown with front matter (.md),
+    JSON (.json), JSON Lines (.jsonl), RSS/Atom (.xml, .rss, .atom, http(s)://).
+    A bad file is one `error:` line; the others still land; the exit code is 1
+    when anything failed.
+
+    \b
+    Example:
+        syndicate article import data/articles
+        syndicate article import news.jsonl --json
+        syndicate article import page.txt --published 2026-11-20T08:00:00+07:00
+        syndicate article import https://example.org/feed.xml
+    """
+    from ..ingest import collect_sources, import_paths, parse_published
+
+    settings = app.settings
+    when = parse_published(published, settings.tz)
+    sources = collect_sources(paths)
+    with progress(sources, len(sources), "importing") as bar:
+        report = import_paths(app.store, bar, fmt=fmt, published=when, default_tz=settings.tz)
+    if as_json:
+        emit_json(report.as_dict())
+    else:
+        for note in report.notes:
+            click.echo(f"note: {note}")
+        click.echo(report.summary())
+    for warning in report.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    for error in report.errors:
+        click.echo(f"error: {error}", err=True)
+    if report.errors:
+        ctx.exit(1)
 
 
 @article.command("list")

@@ -1,0 +1,149 @@
+"""RSS and Atom feeds, from a file or an ``http(s)://`` URL (read with feedparser).
+
+Each entry becomes an Article: guid = the entry's id (else its link), content
+sanitised, the first category the article's category and the rest its tags.
+A feed that is not well-formed but still yields entries imports with a
+warning; a feed that yields nothing is an error naming it.
+"""
+
+from __future__ import annotations
+
+import calendar
+import urllib.error
+import urllib.request
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import feedparser
+
+from ..errors import ParseError
+from ..models import Article
+from ..sanitize import clean_html, html_to_text, one_line, slugify
+from .common import Options, Parsed, Problem, detect_language, summarize
+
+MAX_BYTES = 64 * 1024 * 1024
+USER_AGENT = "syndicate/0.1 (+feed import)"
+
+
+def is_url(source: str) -> bool:
+    return source.lower().startswith(("http://", "https://"))
+
+
+def fetch(url: str, timeout: float = 30.0) -> tuple[bytes, str]:
+    """The body and final URL of ``url``; ParseError saying why it cannot be read."""
+    request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, "Accept": "application/rss+xml, "
+                                                   "application/atom+xml, application/xml;q=0.9, */*;q=0.5"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - http(s) only
+            body = response.read(MAX_BYTES + 1)
+            final = response.geturl()
+    except urllib.error.HTTPError as exc:
+        raise ParseError(f"cannot fetch feed: HTTP {exc.code} {exc.reason}") from None
+    except urllib.error.URLError as exc:
+        raise ParseError(f"cannot fetch feed: {exc.reason}") from None
+    except (TimeoutError, OSError) as exc:
+        raise ParseError(f"cannot fetch feed: {exc}") from None
+    if len(body) > MAX_BYTES:
+        raise ParseError(f"feed is larger than {MAX_BYTES // (1024 * 1024)} MB")
+    return body, final
+
+
+def _time(entry: Any, key: str) -> datetime | None:
+    value = entry.get(key)
+    if not value:
+        return None
+    return datetime.fromtimestamp(calendar.timegm(value), UTC)
+
+
+def _text(value: str, detail: Any) -> str:
+    kind = (detail or {}).get("type", "text/plain")
+    if "html" in kind:
+        return one_line(html_to_text(clean_html(value)))
+    return one_line(value)
+
+
+def _image(entry: Any) -> str:
+    for key in ("media_content", "media_thumbnail"):
+        for media in entry.get(key) or []:
+            url = media.get("url", "")
+            if url.startswith(("http://", "https://")) and media.get("medium", "image") == "image":
+                return str(url)
+    for link in entry.get("links") or []:
+        if link.get("rel") == "enclosure" and str(link.get("type", "")).startswith("image/"):
+            href = link.get("href", "")
+            if href.startswith(("http://", "https://")):
+                return str(href)
+    return ""
+
+
+def parse(source: str, opts: Options) -> Parsed:
+    """Yield the Articles of a feed file or URL, with a warning if the feed is malformed."""
+    if is_url(source):
+        body, base = fetch(source)
+    else:
+        try:
+            body = Path(source).read_bytes()
+        except OSError as exc:
+            raise ParseError(f"cannot read: {exc.strerror or exc}") from None
+        base = ""
+    headers = {"content-location": base} if base else {}
+    parsed = feedparser.parse(body, response_headers=headers, sanitize_html=True, resolve_relative_uris=bool(base))
+    entries = parsed.get("entries") or []
+    if not entries:
+        if parsed.get("bozo"):
+            raise ParseError(f"cannot read feed: {parsed.get('bozo_exception')}")
+        if not parsed.get("version"):
+            raise ParseError("not an RSS or Atom feed")
+        yield Problem("note", "", "the feed has no entries")
+        return
+    if parsed.get("bozo"):
+        yield Problem("warning", "", f"feed is not well-formed ({parsed.get('bozo_exception')}); imported what could be read")
+    feed = parsed.get("feed", {})
+    feed_title = one_line(str(feed.get("title", "")))
+    feed_language = one_line(str(feed.get("language", "")))[:2].lower()
+    for n, entry in enumerate(entries, 1):
+        title = _text(entry.get("title", ""), entry.get("title_detail"))
+        if not title:
+            yield Problem("error", f"entry {n}", "no title")
+            continue
+        published = _time(entry, "published_parsed") or _time(entry, "updated_parsed") or opts.published
+        if published is None:
+            yield Problem("error", f"entry {n} ({title[:40]})", "no published or updated date")
+            continue
+        updated = _time(entry, "updated_parsed")
+        content = entry.get("content") or []
+        html_parts = [c.get("value", "") for c in content if "html" in c.get("type", "")]
+        raw = html_parts[0] if html_parts else (content[0].get("value", "") if content else "")
+        summary_raw = entry.get("summary", "")
+        if not raw:
+            raw = summary_raw
+            summary_raw = ""
+        body_html = clean_html(raw)
+        if body_html and "<" not in body_html:
+            body_html = f"<p>{body_html}</p>"
+        body_text = html_to_text(body_html)
+        summary = one_line(html_to_text(clean_html(summary_raw))) if summary_raw else summarize(body_text)
+        terms = [one_line(t.get("term", "")) for t in entry.get("tags") or []]
+        terms = [t for t in terms if t]
+        link = one_line(entry.get("link", ""))
+        guid = one_line(entry.get("id", "")) or link or f"urn:syndicate:{slugify(title)}"
+        source_title = one_line(str((entry.get("source") or {}).get("title", ""))) or feed_title
+        yield Article(
+            guid=guid,
+            title=title,
+            slug=slugify(title),
+            published=published,
+            updated=updated if updated and updated > published else None,
+            body_html=body_html,
+            body_text=body_text,
+            summary=summary,
+            url=link if link.startswith(("http://", "https://")) else "",
+            author=one_line(entry.get("author", "")),
+            category=terms[0] if terms else "",
+            tags=list(dict.fromkeys(terms[1:])),
+            image=_image(entry),
+            source=source_title,
+            language=opts.language or feed_language or detect_language(title + " " + body_text[:2000]),
+            origin=source,
+        )
