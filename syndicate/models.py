@@ -157,3 +157,4 @@ class Delivery:
     created: datetime | None = None
     sent_at: datetime | None = None
     id: int | None = None
+    lease_owner: str = ""

@@ -1,13 +1,514 @@
-"""The outbox: deliveries planned, claimed with a lease, sent, retried."""
+"""The outbox: deliveries planned, claimed with a lease, sent, retried.
+
+One ``deliveries`` row per (list, subscriber, period), UNIQUE in the schema,
+so planning the same period twice can never queue a second digest. A run
+claims rows in ``BEGIN IMMEDIATE`` transactions (status ``sending`` with
+``lease_owner`` and ``lease_until``), so two drains never take the same row.
+Rows left ``sending`` by a run that died are turned ``unknown`` and are not
+resent unless an admin asks (``syndicate outbox retry --unknown``).
+
+The ``digests`` table archives each rendered digest (one per list, period and
+category set) for the "view in browser" pages.
+"""
 
 from __future__ import annotations
 
-from sqlite_utils import Migrations
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
 
-from .base import StoreBase
+from sqlite_utils import Database, Migrations
+
+from ..errors import NotFound
+from ..models import DELIVERY_STATUSES, Delivery, utcnow
+from .base import StoreBase, dumps, iso, parse_time
 
 migrations = Migrations("syndicate.outbox")
 
+#: Hard bounces after which a subscription is set ``bounced``.
+HARD_BOUNCE_LIMIT = 3
+#: Rows per executemany / claim when the caller does not say.
+BATCH = 1000
+
+
+@migrations()
+def m001_deliveries(db: Database) -> None:
+    db.execute(
+        """
+        CREATE TABLE deliveries (
+            id INTEGER PRIMARY KEY,
+            list_id INTEGER NOT NULL REFERENCES lists(id) ON DELETE CASCADE,
+            subscriber_id INTEGER NOT NULL REFERENCES subscribers(id) ON DELETE CASCADE,
+            subscription_id INTEGER NOT NULL REFERENCES subscriptions(id) ON DELETE CASCADE,
+            period TEXT NOT NULL,
+            status TEXT NOT NULL DEFAULT 'queued' CHECK (status IN
+                ('queued', 'sending', 'sent', 'failed', 'unknown', 'skipped', 'cancelled')),
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt TEXT,
+            lease_until TEXT,
+            lease_owner TEXT NOT NULL DEFAULT '',
+            message_id TEXT NOT NULL DEFAULT '',
+            error TEXT NOT NULL DEFAULT '',
+            created TEXT NOT NULL,
+            sent_at TEXT,
+            window_start TEXT,
+            window_end TEXT,
+            categories TEXT NOT NULL DEFAULT '[]',
+            bounced INTEGER NOT NULL DEFAULT 0,
+            UNIQUE (list_id, subscriber_id, period)
+        )
+        """
+    )
+    db.execute("CREATE INDEX deliveries_status ON deliveries (status, next_attempt, id)")
+    db.execute("CREATE INDEX deliveries_subscription ON deliveries (subscription_id, status)")
+    db.execute(
+        """
+        CREATE TABLE digests (
+            id INTEGER PRIMARY KEY,
+            list_id INTEGER NOT NULL REFERENCES lists(id) ON DELETE CASCADE,
+            period TEXT NOT NULL,
+            categories_key TEXT NOT NULL DEFAULT '',
+            subject TEXT NOT NULL,
+            html TEXT NOT NULL,
+            text TEXT NOT NULL,
+            article_count INTEGER NOT NULL DEFAULT 0,
+            created TEXT NOT NULL,
+            UNIQUE (list_id, period, categories_key)
+        )
+        """
+    )
+
+
+@dataclass(frozen=True)
+class DueCandidate:
+    """An active subscription with what the due-time logic needs."""
+
+    subscription_id: int
+    subscriber_id: int
+    list_id: int
+    cadence: str
+    weekday: int
+    send_hour: int
+    categories: tuple[str, ...]
+    last_period: str
+    last_sent_at: datetime | None
+    since: datetime | None  # confirmed, else created: no digest for a period before this
+    timezone: str
+
+
+@dataclass(frozen=True)
+class PlannedDelivery:
+    """One row to queue (or record as skipped) for a due subscription."""
+
+    list_id: int
+    subscriber_id: int
+    subscription_id: int
+    period: str
+    window_start: datetime
+    window_end: datetime
+    categories: tuple[str, ...]
+    skipped: bool = False
+
+
+@dataclass(frozen=True)
+class ClaimedDelivery:
+    """A delivery this run holds the lease on, with who it goes to."""
+
+    id: int
+    list_id: int
+    subscriber_id: int
+    subscription_id: int
+    period: str
+    attempts: int
+    window_start: datetime
+    window_end: datetime
+    categories: tuple[str, ...]
+    email: str
+    name: str
+
+
+@dataclass(frozen=True)
+class BounceOutcome:
+    """What recording one bounce did to its subscription."""
+
+    delivery_id: int
+    subscription_id: int
+    hard_bounces: int
+    status: str  # the subscription's status afterwards
+
+
+@dataclass(frozen=True)
+class ArchivedDigest:
+    list_id: int
+    period: str
+    categories_key: str
+    subject: str
+    html: str
+    text: str
+    article_count: int
+    created: datetime
+
+
+@dataclass
+class OutboxCounts:
+    """Rows per status (every status present), and the oldest queued row."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    due_now: int = 0
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+_CLAIMED_COLUMNS = (
+    "d.id, d.list_id, d.subscriber_id, d.subscription_id, d.period, d.attempts, "
+    "d.window_start, d.window_end, d.categories, s.email, s.name"
+)
+
+
+def _chunks(items: Sequence[object], size: int) -> Iterator[Sequence[object]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def _row_to_delivery(row: object) -> Delivery:
+    r: dict[str, object] = dict(row)  # type: ignore[call-overload]
+    return Delivery(
+        id=r["id"],  # type: ignore[arg-type]
+        list_id=r["list_id"],  # type: ignore[arg-type]
+        subscriber_id=r["subscriber_id"],  # type: ignore[arg-type]
+        subscription_id=r["subscription_id"],  # type: ignore[arg-type]
+        period=r["period"],  # type: ignore[arg-type]
+        status=r["status"],  # type: ignore[arg-type]
+        attempts=r["attempts"],  # type: ignore[arg-type]
+        next_attempt=parse_time(r["next_attempt"]),  # type: ignore[arg-type]
+        lease_until=parse_time(r["lease_until"]),  # type: ignore[arg-type]
+        lease_owner=r["lease_owner"],  # type: ignore[arg-type]
+        message_id=r["message_id"],  # type: ignore[arg-type]
+        error=r["error"],  # type: ignore[arg-type]
+        created=parse_time(r["created"]),  # type: ignore[arg-type]
+        sent_at=parse_time(r["sent_at"]),  # type: ignore[arg-type]
+    )
+
 
 class OutboxQueries(StoreBase):
-    pass
+    # -- planning ---------------------------------------------------------
+
+    def due_subscriptions(self, list_id: int | None = None, page: int = 5000) -> Iterator[DueCandidate]:
+        """Every active subscription with its schedule, streamed in id order.
+
+        The store cannot know local time; :func:`syndicate.digest.due` decides
+        which of these are due at a given moment. Pages by id so that writes
+        between pages (planning) never disturb the read.
+        """
+        after = 0
+        sql = (
+            "SELECT x.id, x.subscriber_id, x.list_id, x.cadence, x.weekday, x.send_hour, x.categories, "
+            "x.last_period, x.last_sent_at, coalesce(x.confirmed, x.created), s.timezone "
+            "FROM subscriptions x JOIN subscribers s ON s.id = x.subscriber_id "
+            "WHERE x.status = 'active' AND x.id > ?"
+        )
+        params: list[object] = []
+        if list_id is not None:
+            sql += " AND x.list_id = ?"
+            params.append(list_id)
+        sql += " ORDER BY x.id LIMIT ?"
+        while True:
+            rows = self.conn.execute(sql, [after, *params, page]).fetchall()
+            if not rows:
+                return
+            for r in rows:
+                yield DueCandidate(
+                    subscription_id=r[0], subscriber_id=r[1], list_id=r[2], cadence=r[3] or "daily",
+                    weekday=int(r[4] or 0), send_hour=int(r[5] if r[5] is not None else 7),
+                    categories=tuple(json.loads(r[6] or "[]")), last_period=r[7] or "",
+                    last_sent_at=parse_time(r[8]), since=parse_time(r[9]), timezone=r[10] or "UTC",
+                )
+            after = rows[-1][0]
+
+    def plan_deliveries(self, planned: Iterable[PlannedDelivery], now: datetime | None = None,
+                        batch: int = BATCH) -> tuple[int, int]:
+        """Queue planned rows (INSERT OR IGNORE) and move each subscription's
+        ``last_period``/``last_sent_at`` on, batch by batch, each batch atomic.
+
+        ``last_sent_at`` becomes the end of the window the digest covers, so
+        the next digest starts exactly where this one ended. Returns
+        (queued, skipped) rows actually inserted.
+        """
+        created = iso(now or utcnow())
+        queued = skipped = 0
+        buf: list[PlannedDelivery] = []
+
+        def flush() -> None:
+            nonlocal queued, skipped
+            with self.transaction(immediate=True) as conn:
+                for p in buf:
+                    cur = conn.execute(
+                        "INSERT OR IGNORE INTO deliveries (list_id, subscriber_id, subscription_id, period, status, "
+                        "created, window_start, window_end, categories) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        [p.list_id, p.subscriber_id, p.subscription_id, p.period,
+                         "skipped" if p.skipped else "queued", created, iso(p.window_start),
+                         iso(p.window_end), dumps(list(p.categories))],
+                    )
+                    if cur.rowcount:
+                        if p.skipped:
+                            skipped += 1
+                        else:
+                            queued += 1
+                conn.executemany(
+                    "UPDATE subscriptions SET last_period = ?, last_sent_at = ? WHERE id = ?",
+                    [(p.period, iso(p.window_end), p.subscription_id) for p in buf],
+                )
+            buf.clear()
+
+        for p in planned:
+            buf.append(p)
+            if len(buf) >= batch:
+                flush()
+        if buf:
+            flush()
+        return queued, skipped
+
+    # -- claiming -----------------------------------------------------------
+
+    def claim_deliveries(self, owner: str, now: datetime, lease_until: datetime, limit: int) -> list[ClaimedDelivery]:
+        """Take up to ``limit`` queued rows due by ``now`` for ``owner``.
+
+        One ``BEGIN IMMEDIATE`` transaction: rows whose subscription is no
+        longer active are cancelled, the rest become ``sending`` under the
+        lease and their attempt count goes up. Two claimers never get the
+        same row.
+        """
+        if limit <= 0:
+            return []
+        with self.transaction(immediate=True) as conn:
+            conn.execute(
+                "UPDATE deliveries SET status = 'cancelled', error = 'subscription no longer active' "
+                "WHERE id IN (SELECT d.id FROM deliveries d JOIN subscriptions x ON x.id = d.subscription_id "
+                "WHERE d.status = 'queued' AND x.status != 'active')"
+            )
+            ids = [
+                r[0]
+                for r in conn.execute(
+                    "UPDATE deliveries SET status = 'sending', lease_owner = ?, lease_until = ?, "
+                    "attempts = attempts + 1 WHERE id IN (SELECT id FROM deliveries WHERE status = 'queued' "
+                    "AND (next_attempt IS NULL OR next_attempt <= ?) ORDER BY id LIMIT ?) RETURNING id",
+                    [owner, iso(lease_until), iso(now), limit],
+                ).fetchall()
+            ]
+            out: list[ClaimedDelivery] = []
+            for chunk in _chunks(sorted(ids), 500):
+                marks = ", ".join("?" for _ in chunk)
+                for r in conn.execute(
+                    f"SELECT {_CLAIMED_COLUMNS} FROM deliveries d JOIN subscribers s ON s.id = d.subscriber_id "
+                    f"WHERE d.id IN ({marks}) ORDER BY d.id",
+                    list(chunk),
+                ):
+                    out.append(
+                        ClaimedDelivery(
+                            id=r[0], list_id=r[1], subscriber_id=r[2], subscription_id=r[3], period=r[4],
+                            attempts=r[5], window_start=parse_time(r[6]) or now, window_end=parse_time(r[7]) or now,
+                            categories=tuple(json.loads(r[8])), email=r[9], name=r[10] or "",
+                        )
+                    )
+        return out
+
+    def mark_orphans_unknown(self, owner: str, now: datetime, *, all_foreign: bool = False) -> int:
+        """Rows left ``sending`` by another run: possibly on the wire, never
+        resent automatically. ``all_foreign`` (used while holding the run lock,
+        when no other run can be alive) ignores the lease expiry."""
+        with self.transaction(immediate=True) as conn:
+            cur = conn.execute(
+                "UPDATE deliveries SET status = 'unknown', error = 'interrupted while sending (run ' || "
+                "lease_owner || '); not resent automatically' WHERE status = 'sending' AND lease_owner != ? "
+                "AND (? OR lease_until IS NULL OR lease_until < ?)",
+                [owner, 1 if all_foreign else 0, iso(now)],
+            )
+            return cur.rowcount
+
+    # -- recording results (each call one transaction; nest in
+    #    ``store.transaction()`` to record several kinds at once) ----------
+
+    def mark_sent(self, owner: str, items: Sequence[tuple[int, str]], sent_at: datetime) -> None:
+        """(delivery id, message id) pairs sent by ``owner``."""
+        with self.transaction(immediate=True) as conn:
+            conn.executemany(
+                "UPDATE deliveries SET status = 'sent', message_id = ?, sent_at = ?, error = '', "
+                "lease_until = NULL WHERE id = ? AND lease_owner = ?",
+                [(mid, iso(sent_at), did, owner) for did, mid in items],
+            )
+
+    def mark_failed(self, owner: str, items: Sequence[tuple[int, str]], *, bounced: bool = False) -> None:
+        """(delivery id, error) pairs that will not be retried."""
+        with self.transaction(immediate=True) as conn:
+            conn.executemany(
+                "UPDATE deliveries SET status = 'failed', error = ?, lease_until = NULL, bounced = ? "
+                "WHERE id = ? AND lease_owner = ?",
+                [(err[:500], 1 if bounced else 0, did, owner) for did, err in items],
+            )
+
+    def schedule_retry(self, owner: str, items: Sequence[tuple[int, datetime, str]]) -> None:
+        """(delivery id, next attempt, error): back to ``queued`` for later."""
+        with self.transaction(immediate=True) as conn:
+            conn.executemany(
+                "UPDATE deliveries SET status = 'queued', next_attempt = ?, error = ?, lease_until = NULL "
+                "WHERE id = ? AND lease_owner = ?",
+                [(iso(when), err[:500], did, owner) for did, when, err in items],
+            )
+
+    def mark_unknown(self, owner: str, ids: Sequence[int], reason: str) -> None:
+        with self.transaction(immediate=True) as conn:
+            conn.executemany(
+                "UPDATE deliveries SET status = 'unknown', error = ?, lease_until = NULL WHERE id = ? AND lease_owner = ?",
+                [(reason[:500], did, owner) for did in ids],
+            )
+
+    def release_claims(self, owner: str) -> int:
+        """Give back rows claimed but never handed to the transport."""
+        with self.transaction(immediate=True) as conn:
+            cur = conn.execute(
+                "UPDATE deliveries SET status = 'queued', attempts = max(attempts - 1, 0), lease_until = NULL "
+                "WHERE status = 'sending' AND lease_owner = ? AND message_id = ''",
+                [owner],
+            )
+            return cur.rowcount
+
+    def cancel_queued_deliveries(self, subscription_id: int) -> int:
+        """Cancel what is still queued for a subscription (on unsubscribe)."""
+        with self.transaction(immediate=True) as conn:
+            cur = conn.execute(
+                "UPDATE deliveries SET status = 'cancelled', error = 'unsubscribed' "
+                "WHERE subscription_id = ? AND status = 'queued'",
+                [subscription_id],
+            )
+            return cur.rowcount
+
+    def record_bounce(self, delivery_id: int, hard: bool, detail: str, now: datetime | None = None,
+                      limit: int = HARD_BOUNCE_LIMIT) -> BounceOutcome:
+        """Count a bounce against the delivery's subscription and log an event.
+
+        ``limit`` hard bounces set the subscription ``bounced`` (it then gets
+        no more digests). Soft bounces are logged only.
+        """
+        now = now or utcnow()
+        with self.transaction(immediate=True) as conn:
+            row = conn.execute(
+                "SELECT subscription_id, subscriber_id, list_id FROM deliveries WHERE id = ?", [delivery_id]
+            ).fetchone()
+            if row is None:
+                raise NotFound(f"no delivery with id {delivery_id} (a bounce for a deleted or foreign message?)")
+            sub_id, subscriber_id, list_id = row
+            if hard:
+                conn.execute("UPDATE deliveries SET bounced = 1 WHERE id = ?", [delivery_id])
+                conn.execute("UPDATE subscriptions SET hard_bounces = hard_bounces + 1 WHERE id = ?", [sub_id])
+            conn.execute(
+                "INSERT INTO events (at, kind, source, actor, subscriber_id, list_id, detail) "
+                "VALUES (?, ?, 'sender', '', ?, ?, ?)",
+                [iso(now), "hard-bounce" if hard else "soft-bounce", subscriber_id, list_id,
+                 f"delivery {delivery_id}: {detail}"[:500]],
+            )
+            changed = hard and conn.execute(
+                "UPDATE subscriptions SET status = 'bounced', unsubscribed = ? WHERE id = ? AND hard_bounces >= ? "
+                "AND status IN ('active', 'pending')",
+                [iso(now), sub_id, limit],
+            ).rowcount
+            state = conn.execute("SELECT hard_bounces, status FROM subscriptions WHERE id = ?", [sub_id]).fetchone()
+            if changed:
+                conn.execute(
+                    "INSERT INTO events (at, kind, source, actor, subscriber_id, list_id, detail) "
+                    "VALUES (?, 'bounce', 'sender', '', ?, ?, ?)",
+                    [iso(now), subscriber_id, list_id, f"{state[0]} hard bounces"],
+                )
+                conn.execute(
+                    "UPDATE deliveries SET status = 'cancelled', error = 'subscription bounced' "
+                    "WHERE subscription_id = ? AND status = 'queued'",
+                    [sub_id],
+                )
+        return BounceOutcome(delivery_id, sub_id, int(state[0]) if state else 0, state[1] if state else "")
+
+    # -- status and admin -----------------------------------------------------
+
+    def outbox_status(self, now: datetime | None = None) -> OutboxCounts:
+        counts = {s: 0 for s in DELIVERY_STATUSES}
+        for status, n in self.conn.execute("SELECT status, count(*) FROM deliveries GROUP BY status"):
+            counts[status] = n
+        due = self.scalar(
+            "SELECT count(*) FROM deliveries WHERE status = 'queued' AND (next_attempt IS NULL OR next_attempt <= ?)",
+            [iso(now or utcnow())],
+        )
+        return OutboxCounts(counts=counts, due_now=int(due))
+
+    def retry_failed(self, *, unknown: bool = False) -> int:
+        """Requeue failed rows (not hard bounces, only active subscriptions);
+        with ``unknown`` also rows whose fate is unknown (may duplicate)."""
+        statuses = ["failed", "unknown"] if unknown else ["failed"]
+        with self.transaction(immediate=True) as conn:
+            cur = conn.execute(
+                "UPDATE deliveries SET status = 'queued', attempts = 0, next_attempt = NULL, lease_owner = '', "
+                f"lease_until = NULL WHERE status IN ({', '.join('?' for _ in statuses)}) AND bounced = 0 "
+                "AND subscription_id IN (SELECT id FROM subscriptions WHERE status = 'active')",
+                statuses,
+            )
+            return cur.rowcount
+
+    def get_delivery(self, delivery_id: int) -> Delivery:
+        row = self.query_one("SELECT * FROM deliveries WHERE id = ?", [delivery_id])
+        if row is None:
+            raise NotFound(f"no delivery with id {delivery_id} (see `syndicate outbox status`)")
+        return _row_to_delivery(row)
+
+    def deliveries_for(self, subscription_id: int) -> list[Delivery]:
+        rows = self.query("SELECT * FROM deliveries WHERE subscription_id = ? ORDER BY id", [subscription_id])
+        return [_row_to_delivery(r) for r in rows]
+
+    # -- the archive ----------------------------------------------------------
+
+    def archive_digest(self, d: ArchivedDigest) -> None:
+        """Keep the first rendering of a (list, period, category set)."""
+        with self.transaction(immediate=True) as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO digests (list_id, period, categories_key, subject, html, text, "
+                "article_count, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [d.list_id, d.period, d.categories_key, d.subject, d.html, d.text, d.article_count, iso(d.created)],
+            )
+
+    def archived_digests(self, list_id: int, limit: int = 100) -> list[ArchivedDigest]:
+        """The list's archived digests, newest period first (all category sets)."""
+        rows = self.query(
+            "SELECT * FROM digests WHERE list_id = ? ORDER BY period DESC, categories_key LIMIT ?", [list_id, limit]
+        )
+        return [_row_to_archived(r) for r in rows]
+
+    def get_archived_digest(self, list_id: int, period: str, categories_key: str | None = None) -> ArchivedDigest:
+        """One archived digest; without ``categories_key`` the all-categories
+        one if there is one, else the first."""
+        if categories_key is not None:
+            row = self.query_one(
+                "SELECT * FROM digests WHERE list_id = ? AND period = ? AND categories_key = ?",
+                [list_id, period, categories_key],
+            )
+        else:
+            row = self.query_one(
+                "SELECT * FROM digests WHERE list_id = ? AND period = ? ORDER BY categories_key != '', "
+                "categories_key LIMIT 1",
+                [list_id, period],
+            )
+        if row is None:
+            raise NotFound(f"no archived digest for list {list_id} and period {period!r}")
+        return _row_to_archived(row)
+
+
+def _row_to_archived(row: object) -> ArchivedDigest:
+    r: dict[str, object] = dict(row)  # type: ignore[call-overload]
+    return ArchivedDigest(
+        list_id=int(r["list_id"]),  # type: ignore[call-overload]
+        period=str(r["period"]),
+        categories_key=str(r["categories_key"]),
+        subject=str(r["subject"]),
+        html=str(r["html"]),
+        text=str(r["text"]),
+        article_count=int(r["article_count"]),  # type: ignore[call-overload]
+        created=parse_time(str(r["created"])) or utcnow(),
+    )

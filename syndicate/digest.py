@@ -1,0 +1,444 @@
+"""Digests: who is due now, which articles, render once, personalise.
+
+A subscription is due when its local send hour (and weekday, for weekly
+digests) has come in the subscriber's time zone and it has not had that
+period yet. Periods are named by the local date of their send moment:
+``2026-11-24`` (daily) or ``2026-W48`` (ISO week, weekly). A run that was
+missed sends one digest for the newest period, covering the whole gap: each
+digest holds the articles published in ``(window_start, window_end]``, where
+the window starts where the subscription's previous digest ended
+(``last_sent_at``; for the first digest, one period before) and ends at the
+period's send moment.
+
+Rendering happens once per (list, period, category set, window): templates
+are rendered with placeholder tokens, CSS is inlined once, and each
+subscriber's greeting and links are substituted with ``str.replace``.
+"""
+
+from __future__ import annotations
+
+import html
+import textwrap
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import css_inline
+import jinja2
+
+from .config import Settings
+from .models import Article, NewsList, utcnow
+from .render import format_date, format_number, make_environment
+from .store import Store
+from .store.outbox import ArchivedDigest, DueCandidate, PlannedDelivery
+
+#: Articles shown in one digest; the rest are "and N more".
+MAX_ARTICLES = 20
+
+# Per-subscriber parts: ASCII tokens that survive Jinja escaping and css-inline.
+GREETING = "@@SYN-GREETING@@"
+UNSUBSCRIBE = "@@SYN-UNSUBSCRIBE@@"
+PREFERENCES = "@@SYN-PREFERENCES@@"
+
+STRINGS: dict[str, dict[str, str]] = {
+    "vi": {
+        "hello": "Xin chào,",
+        "hello_name": "Xin chào {name},",
+        "intro": "Đây là {count} tin mới từ {list}.",
+        "intro_one": "Đây là tin mới từ {list}.",
+        "more": "và {n} tin khác trên {site}",
+        "footer": "Bạn nhận thư này vì đã đăng ký {list}.",
+        "view_in_browser": "Xem trên trình duyệt",
+        "preferences": "Tùy chỉnh nhận tin",
+        "unsubscribe": "Hủy đăng ký",
+        "week": "Tuần {week}/{year}",
+        "confirm_subject": "Xác nhận đăng ký {list}",
+        "confirm_intro": "Vui lòng xác nhận bạn muốn nhận bản tin",
+        "confirm_button": "Xác nhận đăng ký",
+        "confirm_ignore": "Nếu bạn không đăng ký, hãy bỏ qua thư này; bạn sẽ không nhận thêm thư nào.",
+        "welcome_subject": "Chào mừng bạn đến với {list}",
+        "welcome_intro": "Cảm ơn bạn đã đăng ký",
+        "schedule_daily": "Bạn sẽ nhận bản tin mỗi ngày lúc {hour}:00.",
+        "schedule_weekly": "Bạn sẽ nhận bản tin vào {weekday} hằng tuần lúc {hour}:00.",
+    },
+    "en": {
+        "hello": "Hello,",
+        "hello_name": "Hello {name},",
+        "intro": "Here are {count} new stories from {list}.",
+        "intro_one": "Here is a new story from {list}.",
+        "more": "and {n} more on {site}",
+        "footer": "You receive this because you subscribed to {list}.",
+        "view_in_browser": "View in browser",
+        "preferences": "Preferences",
+        "unsubscribe": "Unsubscribe",
+        "week": "Week {week}, {year}",
+        "confirm_subject": "Confirm your subscription to {list}",
+        "confirm_intro": "Please confirm that you want to receive",
+        "confirm_button": "Confirm subscription",
+        "confirm_ignore": "If you did not subscribe, ignore this email; you will get nothing more.",
+        "welcome_subject": "Welcome to {list}",
+        "welcome_intro": "Thank you for subscribing to",
+        "schedule_daily": "You will receive it every day at {hour}:00.",
+        "schedule_weekly": "You will receive it every {weekday} at {hour}:00.",
+    },
+}
+_WEEKDAYS = {
+    "vi": ["Thứ Hai", "Thứ Ba", "Thứ Tư", "Thứ Năm", "Thứ Sáu", "Thứ Bảy", "Chủ Nhật"],
+    "en": ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"],
+}
+
+
+def strings(language: str) -> dict[str, str]:
+    """The UI strings for a list's language (Vietnamese or English)."""
+    return STRINGS["vi" if language.startswith("vi") else "en"]
+
+
+# -- periods and due time (pure functions) -------------------------------------
+
+
+@dataclass(frozen=True)
+class Period:
+    """One digest period: its key, its send moment and the one before (UTC)."""
+
+    key: str
+    moment: datetime
+    previous: datetime
+    local_date: date
+
+
+@lru_cache(maxsize=512)
+def zone(name: str) -> ZoneInfo:
+    """A time zone by IANA name; an unknown name falls back to UTC."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo("UTC")
+
+
+def send_moment(day: date, hour: int, tz: ZoneInfo) -> datetime:
+    """The UTC instant of ``hour``:00 local time on ``day``.
+
+    An hour that does not exist (spring forward) resolves to the instant the
+    clock jumps past it; an hour that happens twice (fall back) to the first.
+
+    Example:
+        >>> send_moment(date(2026, 11, 1), 7, ZoneInfo("America/New_York")).isoformat()
+        '2026-11-01T12:00:00+00:00'
+        >>> send_moment(date(2026, 10, 31), 7, ZoneInfo("America/New_York")).isoformat()
+        '2026-10-31T11:00:00+00:00'
+    """
+    return datetime(day.year, day.month, day.day, hour, tzinfo=tz).astimezone(UTC)
+
+
+def period_key(day: date, cadence: str) -> str:
+    """The period a local date belongs to.
+
+    Example:
+        >>> period_key(date(2026, 11, 24), "daily"), period_key(date(2026, 11, 24), "weekly")
+        ('2026-11-24', '2026-W48')
+    """
+    if cadence == "weekly":
+        year, week, _ = day.isocalendar()
+        return f"{year}-W{week:02d}"
+    return day.isoformat()
+
+
+def current_period(now: datetime, cadence: str, weekday: int, send_hour: int, tz: ZoneInfo) -> Period:
+    """The newest period whose send moment is at or before ``now``.
+
+    Example:
+        >>> p = current_period(datetime(2026, 11, 24, 0, 30, tzinfo=UTC), "daily", 0, 7, ZoneInfo("Asia/Ho_Chi_Minh"))
+        >>> p.key, p.moment.isoformat()
+        ('2026-11-24', '2026-11-24T00:00:00+00:00')
+    """
+    local = now.astimezone(tz).date()
+    step = 7 if cadence == "weekly" else 1
+    if cadence == "weekly":
+        local -= timedelta(days=(local.weekday() - weekday) % 7)
+    moment = send_moment(local, send_hour, tz)
+    if moment > now:
+        local -= timedelta(days=step)
+        moment = send_moment(local, send_hour, tz)
+    previous = send_moment(local - timedelta(days=step), send_hour, tz)
+    return Period(period_key(local, cadence), moment, previous, local)
+
+
+def is_newer(key: str, last: str) -> bool:
+    """Whether period ``key`` comes after ``last`` (a cadence change counts as new).
+
+    Example:
+        >>> is_newer("2026-11-24", "2026-11-23"), is_newer("2026-11-24", "2026-11-24"), is_newer("2026-W48", "")
+        (True, False, True)
+    """
+    if not last:
+        return True
+    if ("W" in key) != ("W" in last):
+        return True
+    return key > last
+
+
+class DueClock:
+    """Answers "is this subscription due at ``now``?" with periods cached per
+    (zone, cadence, weekday, hour), so 100,000 subscriptions cost a few
+    dictionary look-ups each."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now.astimezone(UTC)
+        self._cache: dict[tuple[str, str, int, int], Period] = {}
+
+    def period(self, timezone: str, cadence: str, weekday: int, send_hour: int) -> Period:
+        key = (timezone, cadence, weekday, send_hour)
+        p = self._cache.get(key)
+        if p is None:
+            p = current_period(self.now, cadence, weekday, send_hour, zone(timezone))
+            self._cache[key] = p
+        return p
+
+    def due(self, c: DueCandidate) -> Period | None:
+        """The period ``c`` is due for now, or None."""
+        p = self.period(c.timezone, c.cadence, c.weekday, c.send_hour)
+        if c.since is not None and p.moment < c.since:
+            return None  # joined after this period went out: wait for the next one
+        if not is_newer(p.key, c.last_period):
+            return None
+        return p
+
+
+def window_for(c: DueCandidate, p: Period) -> tuple[datetime, datetime]:
+    """(start, end] of the articles a digest for period ``p`` covers."""
+    start = c.last_sent_at if c.last_sent_at is not None and c.last_sent_at < p.moment else p.previous
+    return start, p.moment
+
+
+def effective_categories(c_categories: tuple[str, ...] | list[str], newslist: NewsList) -> tuple[str, ...]:
+    """The subscription's categories, else the list's, else () meaning all."""
+    return tuple(sorted(set(c_categories or newslist.categories or ())))
+
+
+def plan(store: Store, now: datetime, lists: dict[int, NewsList] | None = None,
+         list_id: int | None = None) -> Iterator[PlannedDelivery]:
+    """Stream one planned delivery per due subscription (skipped if empty).
+
+    Counting articles is cached per (list, categories, window), so a list
+    with many subscribers on few category sets costs a few queries.
+    """
+    clock = DueClock(now)
+    if lists is None:
+        lists = {nl.id: nl for nl in store.all_lists() if nl.id is not None}
+    counts: dict[tuple[tuple[str, ...], datetime, datetime], int] = {}
+    for c in store.due_subscriptions(list_id=list_id):
+        nl = lists.get(c.list_id)
+        if nl is None:
+            continue
+        p = clock.due(c)
+        if p is None:
+            continue
+        start, end = window_for(c, p)
+        cats = effective_categories(c.categories, nl)
+        key = (cats, start, end)
+        n = counts.get(key)
+        if n is None:
+            n = store.count_articles_since(start, end, cats or None)
+            counts[key] = n
+        yield PlannedDelivery(
+            list_id=c.list_id, subscriber_id=c.subscriber_id, subscription_id=c.subscription_id, period=p.key,
+            window_start=start, window_end=end, categories=cats, skipped=n == 0,
+        )
+
+
+# -- rendering -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ArticleView:
+    """What a digest template shows of one article (absolute links)."""
+
+    title: str
+    link: str
+    summary: str
+    summary_wrapped: str
+    category: str
+    author: str
+    published: datetime
+    image: str
+    image_alt: str
+
+
+@dataclass(frozen=True)
+class RenderedDigest:
+    """A digest rendered once, with placeholders for per-subscriber parts."""
+
+    newslist: NewsList
+    period: str
+    categories_key: str
+    subject: str
+    html: str
+    text: str
+    article_count: int
+    view_url: str
+    language: str
+
+
+@dataclass
+class Personalised:
+    subject: str
+    html: str
+    text: str
+
+
+def categories_key(cats: tuple[str, ...]) -> str:
+    return ",".join(cats)
+
+
+def period_label(period: str, language: str, local_day: date | None = None) -> str:
+    """A period as a reader writes it: a date, or a week.
+
+    Example:
+        >>> period_label("2026-11-24", "vi"), period_label("2026-W48", "en")
+        ('Thứ Ba, 24/11/2026', 'Week 48, 2026')
+    """
+    if "-W" in period:
+        year, week = period.split("-W")
+        return strings(language)["week"].format(week=int(week), year=year)
+    day = local_day or date.fromisoformat(period)
+    return format_date(datetime(day.year, day.month, day.day), language, with_weekday=True)
+
+
+def _summary(a: Article) -> str:
+    text = " ".join((a.summary or a.body_text).split())
+    if len(text) > 280:
+        text = text[:277].rsplit(" ", 1)[0] + "…"
+    return text
+
+
+class DigestRenderer:
+    """Renders digests once per group and personalises them per subscriber."""
+
+    def __init__(self, store: Store, settings: Settings, env: jinja2.Environment | None = None,
+                 max_articles: int = MAX_ARTICLES, archive: bool = True) -> None:
+        self.store = store
+        self.settings = settings
+        self.env = env or make_environment(settings)
+        self.max_articles = max_articles
+        self.archive = archive
+        self._inliner = css_inline.CSSInliner(keep_at_rules=True)
+        self._cache: dict[tuple[int, str, tuple[str, ...], datetime, datetime], RenderedDigest] = {}
+        self._lists: dict[int, NewsList] = {}
+
+    def newslist(self, list_id: int) -> NewsList:
+        nl = self._lists.get(list_id)
+        if nl is None:
+            nl = self.store.get_list_by_id(list_id)
+            self._lists[list_id] = nl
+        return nl
+
+    def render(self, newslist: NewsList, period: str, cats: tuple[str, ...], start: datetime, end: datetime,
+               now: datetime | None = None) -> RenderedDigest:
+        """The digest for a group, from cache after the first call."""
+        assert newslist.id is not None
+        key = (newslist.id, period, cats, start, end)
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit
+        base = self.settings.base_url.rstrip("/")
+        lang = newslist.language or self.settings.language
+        t = strings(lang)
+        articles = self.store.articles_since(start, end, cats or None, limit=self.max_articles)
+        total = len(articles)
+        if total >= self.max_articles:
+            total = self.store.count_articles_since(start, end, cats or None)
+        views = [
+            ArticleView(
+                title=a.title, link=f"{base}/articles/{a.slug}", summary=_summary(a),
+                summary_wrapped=textwrap.fill(_summary(a), 72, initial_indent="   ", subsequent_indent="   "),
+                category=a.category, author=a.author, published=a.published, image=a.image,
+                image_alt=a.image_alt or a.title,
+            )
+            for a in articles
+        ]
+        label = period_label(period, lang)
+        view_url = f"{base}/archive/{newslist.slug}/{period}"
+        subject = f"{newslist.name}: {label}"
+        more = total - len(views)
+        ctx = {
+            "lang": lang, "t": t, "newslist": newslist, "articles": views, "subject": subject,
+            "period_label": label, "greeting": GREETING, "unsubscribe_url": UNSUBSCRIBE,
+            "preferences_url": PREFERENCES, "view_url": view_url, "site_url": base + "/",
+            "intro": (t["intro"] if len(views) != 1 else t["intro_one"]).format(
+                count=format_number(total, lang), list=newslist.name),
+            "preheader": " · ".join(v.title for v in views[:3]),
+            "more": more, "more_url": base + "/",
+            "more_label": t["more"].format(n=format_number(more, lang), site=self.settings.title),
+            "footer": t["footer"].format(list=newslist.name),
+        }
+        html_out = self._inliner.inline(self.env.get_template("email/digest.html").render(ctx))
+        text_out = self.env.get_template("email/digest.txt").render(ctx)
+        rendered = RenderedDigest(
+            newslist=newslist, period=period, categories_key=categories_key(cats), subject=subject,
+            html=html_out, text=text_out, article_count=len(views), view_url=view_url, language=lang,
+        )
+        self._cache[key] = rendered
+        if self.archive:
+            generic = personalise(rendered, "", f"{base}/unsubscribe", f"{base}/preferences")
+            self.store.archive_digest(ArchivedDigest(
+                list_id=newslist.id, period=period, categories_key=rendered.categories_key, subject=subject,
+                html=generic.html, text=generic.text, article_count=len(views), created=now or utcnow(),
+            ))
+        return rendered
+
+
+def greeting(name: str, language: str) -> str:
+    """Example:
+    >>> greeting("Lan", "vi"), greeting("", "en")
+    ('Xin chào Lan,', 'Hello,')
+    """
+    t = strings(language)
+    name = " ".join(name.split())
+    return t["hello_name"].format(name=name) if name else t["hello"]
+
+
+def personalise(r: RenderedDigest, name: str, unsubscribe_url: str, preferences_url: str) -> Personalised:
+    """Substitute one subscriber's greeting and links (HTML-escaped in HTML).
+
+    Example:
+        >>> nl = NewsList(slug="s", name="S", id=1)
+        >>> r = RenderedDigest(nl, "2026-11-24", "", "S", f"<p>{GREETING}</p>", f"{GREETING}", 1, "", "en")
+        >>> personalise(r, "<b>Ann</b>", "u", "p").html
+        '<p>Hello &lt;b&gt;Ann&lt;/b&gt;,</p>'
+    """
+    g = greeting(name, r.language)
+    return Personalised(
+        subject=r.subject,
+        html=r.html.replace(GREETING, html.escape(g, quote=False))
+        .replace(UNSUBSCRIBE, html.escape(unsubscribe_url))
+        .replace(PREFERENCES, html.escape(preferences_url)),
+        text=r.text.replace(GREETING, g).replace(UNSUBSCRIBE, unsubscribe_url).replace(PREFERENCES, preferences_url),
+    )
+
+
+@dataclass
+class ConfirmationContent:
+    subject: str
+    html: str
+    text: str
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+def render_notice(settings: Settings, env: jinja2.Environment, kind: str, newslist: NewsList, name: str,
+                  action_url: str, unsubscribe_url: str = "", cadence: str = "daily", weekday: int = 0,
+                  send_hour: int = 7) -> ConfirmationContent:
+    """Render ``confirm`` or ``welcome`` for one subscriber, in the list's language."""
+    lang = newslist.language or settings.language
+    t = strings(lang)
+    days = _WEEKDAYS["vi" if lang.startswith("vi") else "en"]
+    schedule = (t["schedule_weekly"] if cadence == "weekly" else t["schedule_daily"]).format(
+        hour=f"{send_hour:02d}", weekday=days[weekday % 7])
+    subject = t[f"{kind}_subject"].format(list=newslist.name)
+    ctx = {
+        "lang": lang, "t": t, "newslist": newslist, "subject": subject, "greeting": greeting(name, lang),
+        "action_url": action_url, "unsubscribe_url": unsubscribe_url, "schedule": schedule,
+    }
+    html_out = css_inline.CSSInliner(keep_at_rules=True).inline(env.get_template(f"email/{kind}.html").render(ctx))
+    return ConfirmationContent(subject, html_out, env.get_template(f"email/{kind}.txt").render(ctx))
