@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import hashlib
 import unicodedata
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from email_validator import EmailNotValidError, validate_email
@@ -24,8 +26,19 @@ from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
 from .config import Settings
 from .errors import AddressError, InputError, NotFound, TokenError
-from .models import CADENCES, Event, NewsList, Subscriber, Subscription, utcnow
+from .models import (
+    CADENCES,
+    SUBSCRIPTION_STATUSES,
+    Event,
+    NewsList,
+    Subscriber,
+    Subscription,
+    from_iso,
+    to_iso,
+    utcnow,
+)
 from .sanitize import one_line
+from .store.subscribers import ImportRow, ListStats
 
 if TYPE_CHECKING:
     from .store import Store
@@ -433,3 +446,387 @@ def describe(store: Store, email: str) -> SubscriberReport:
         [(s, slugs.get(s.list_id, "?")) for s in store.subscriptions_of(subscriber.id)],
         store.events_for(subscriber.id),
     )
+
+
+# -- lists -----------------------------------------------------------------------
+
+
+def _check_list_fields(nl: NewsList) -> NewsList:
+    from .sanitize import slugify
+
+    if not nl.slug or slugify(nl.slug) != nl.slug:
+        raise InputError(f"list slug {nl.slug!r} must be lower-case ASCII words joined by '-', e.g. {slugify(nl.slug or nl.name)!r}")
+    nl.name = one_line(nl.name)
+    if not nl.name:
+        raise InputError(f"list {nl.slug!r} needs a --name")
+    nl.description = one_line(nl.description)
+    nl.sender_name = one_line(nl.sender_name)
+    if nl.sender_address:
+        nl.sender_address = normalize_address(nl.sender_address)
+    nl.categories = sorted({slugify(c) for c in nl.categories if c.strip()})
+    if nl.cadence not in CADENCES:
+        raise InputError(f"cadence {nl.cadence!r} is not one of {', '.join(CADENCES)}")
+    if not 0 <= nl.weekday <= 6:
+        raise InputError(f"weekday {nl.weekday} is not between 0 (Monday) and 6 (Sunday)")
+    if not 0 <= nl.send_hour <= 23:
+        raise InputError(f"send hour {nl.send_hour} is not between 0 and 23")
+    nl.language = one_line(nl.language) or "vi"
+    return nl
+
+
+def create_list(store: Store, newslist: NewsList, *, now: datetime | None = None) -> NewsList:
+    """Create a newsletter after checking its fields (slug, sender address, cadence, hour)."""
+    return store.create_list(_check_list_fields(newslist), now=now)
+
+
+def update_list(store: Store, slug: str, **changes: Any) -> NewsList:
+    """Change some fields of a list; ``None`` values are left alone."""
+    nl = store.get_list(slug)
+    for key, value in changes.items():
+        if value is None:
+            continue
+        if not hasattr(nl, key) or key in ("id", "slug", "created"):
+            raise InputError(f"a list has no field {key!r} that can be changed")
+        setattr(nl, key, value)
+    return store.update_list(_check_list_fields(nl))
+
+
+def remove_list(store: Store, slug: str, *, force: bool = False) -> NewsList:
+    """Remove a list; refuses while it has active or pending subscribers unless ``force``."""
+    nl = store.get_list(slug)
+    assert nl.id is not None
+    live = store.count_subscriptions(nl.id, "active") + store.count_subscriptions(nl.id, "pending")
+    if live and not force:
+        raise InputError(f"list {slug!r} still has {live:,} active or pending subscribers; add --force to remove it anyway")
+    store.remove_list(nl.id)
+    return nl
+
+
+def load_lists(store: Store, path: Path, *, now: datetime | None = None) -> list[NewsList]:
+    """Create the lists described in a TOML file (``[[list]]`` tables); existing slugs are updated."""
+    import tomllib
+
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise InputError(f"{path}: cannot read lists: {exc}") from None
+    out = []
+    known = {f for f in NewsList.__dataclass_fields__ if f not in ("id", "created")}
+    for i, item in enumerate(doc.get("list", []), 1):
+        extra = set(item) - known
+        if extra or "slug" not in item:
+            raise InputError(f"{path}: list #{i}: needs 'slug'; unknown keys {', '.join(sorted(extra)) or 'none'}")
+        try:
+            current = store.get_list(item["slug"])
+        except NotFound:
+            out.append(create_list(store, NewsList(**item), now=now))
+        else:
+            out.append(update_list(store, current.slug, **{k: v for k, v in item.items() if k != "slug"}))
+    return out
+
+
+# -- stats -----------------------------------------------------------------------
+
+
+def stats(store: Store, *, days: int = 30, now: datetime | None = None) -> list[ListStats]:
+    """Per list: counts by status, and joins/leaves over the last ``days`` days."""
+    return store.list_stats((now or utcnow()) - timedelta(days=days))
+
+
+# -- CSV import and export ---------------------------------------------------------
+
+EXPORT_COLUMNS = ["email", "name", "timezone", "locale", "list", "status", "cadence", "weekday", "send_hour",
+                  "categories", "created", "confirmed", "unsubscribed"]
+_ALIASES = {
+    "email": "email", "emailaddress": "email", "e-mail": "email", "mail": "email", "emailaddr": "email",
+    "name": "name", "fullname": "name", "displayname": "name",
+    "firstname": "first", "fname": "first", "givenname": "first",
+    "lastname": "last", "lname": "last", "surname": "last", "familyname": "last",
+    "timezone": "timezone", "tz": "timezone", "timezone_": "timezone",
+    "locale": "locale", "language": "locale", "lang": "locale",
+    "list": "list", "status": "status", "cadence": "cadence", "weekday": "weekday",
+    "sendhour": "send_hour", "hour": "send_hour", "categories": "categories", "topics": "categories",
+    "created": "created", "confirmed": "confirmed", "unsubscribed": "unsubscribed",
+    "attributes": "attributes", "attribs": "attributes",
+}
+BATCH_SIZE = 5000
+
+
+def _header_key(raw: str) -> str:
+    return "".join(ch for ch in raw.strip().lower() if ch.isalnum() or ch == "-")
+
+
+@dataclass
+class ImportReport:
+    """The summary of one CSV import."""
+
+    file: str
+    list_slug: str
+    dry_run: bool = False
+    rows: int = 0
+    new_subscribers: int = 0
+    new_subscriptions: int = 0
+    resubscribed: int = 0
+    duplicates: int = 0
+    existing: int = 0
+    suppressed: int = 0
+    errors: int = 0
+    first_errors: list[str] = field(default_factory=list)
+
+    @property
+    def skipped(self) -> int:
+        return self.duplicates + self.existing + self.suppressed
+
+    def summary(self) -> str:
+        verb = "would add" if self.dry_run else "added"
+        return (
+            f"{self.file}: {self.rows:,} rows; {verb} {self.new_subscriptions:,} subscriptions to {self.list_slug} "
+            f"({self.new_subscribers:,} new subscribers, {self.resubscribed:,} resubscribed); skipped "
+            f"{self.duplicates:,} duplicates, {self.existing:,} already on the list, {self.suppressed:,} suppressed; "
+            f"{self.errors:,} errors"
+        )
+
+    def error_message(self) -> str:
+        """One line naming the bad rows, for ``error: ...``."""
+        shown = "; ".join(self.first_errors[:5])
+        more = f"; and {self.errors - 5:,} more" if self.errors > 5 else ""
+        rest = "nothing was written (dry run)" if self.dry_run else "the other rows were imported"
+        return f"{shown}{more} (skipped {self.errors:,} of {self.rows:,} rows; {rest})"
+
+
+class CsvImport:
+    """A streamed CSV import. Iterate it to run it: it yields once per batch
+    (rows done so far), so a progress bar can follow; ``report`` holds the result.
+
+    Rows are read with the csv module one at a time and written in batches of
+    ``batch_size`` (one transaction each), so memory stays flat whatever the
+    file size.
+    """
+
+    def __init__(
+        self, store: Store, settings: Settings, path: Path, list_slug: str | None, *, confirmed: bool = False,
+        resubscribe: bool = False, dry_run: bool = False, errors_path: Path | None = None, actor: str = "",
+        batch_size: int = BATCH_SIZE, now: datetime | None = None,
+    ) -> None:
+        self.store, self.settings, self.path = store, settings, path
+        self.list_slug = list_slug
+        self.confirmed, self.resubscribe, self.dry_run = confirmed, resubscribe, dry_run
+        self.errors_path, self.actor, self.batch_size = errors_path, actor, batch_size
+        self.now = now or utcnow()
+        self.report = ImportReport(file=str(path), list_slug=list_slug or "the lists named in the file", dry_run=dry_run)
+        self.lists: dict[str, NewsList] = {}
+        if list_slug is not None:
+            self.lists[list_slug] = store.get_list(list_slug)
+        if not path.is_file():
+            raise InputError(f"{path}: no such file")
+
+    def estimated_batches(self) -> int:
+        """How many batches the file holds, counted from its line breaks (fast, approximate)."""
+        lines = 0
+        with self.path.open("rb") as fh:
+            while chunk := fh.read(1 << 20):
+                lines += chunk.count(b"\n")
+        return max(1, lines // self.batch_size + 1)
+
+    def run(self) -> ImportReport:
+        for _ in self:
+            pass
+        return self.report
+
+    def __iter__(self) -> Iterator[int]:
+        import csv
+
+        baseline = self.store.import_baseline()
+        source = f"import:{self.path.name}"
+        errors_fh = self.errors_path.open("w", encoding="utf-8", newline="") if self.errors_path else None
+        try:
+            with self.path.open(encoding="utf-8-sig", newline="") as fh:
+                reader = csv.reader(fh)
+                try:
+                    header = next(reader)
+                except StopIteration:
+                    raise InputError(f"{self.path}: the file is empty; it needs a header row with an 'email' column") from None
+                except (UnicodeDecodeError, csv.Error) as exc:
+                    raise InputError(f"{self.path} line 1: cannot read the header: {exc}") from None
+                columns = self._columns(header)
+                err_writer = csv.writer(errors_fh) if errors_fh else None
+                if err_writer:
+                    err_writer.writerow([*header, "reason"])
+                batch: list[ImportRow] = []
+                for row, line in self._rows(reader):
+                    self.report.rows += 1
+                    try:
+                        batch.append(self._parse(row, line, columns))
+                    except InputError as exc:
+                        self._reject(err_writer, row, line, str(exc))
+                    if len(batch) >= self.batch_size:
+                        self._flush(batch, baseline, source, err_writer)
+                        batch = []
+                        yield self.report.rows
+                if batch:
+                    self._flush(batch, baseline, source, err_writer)
+                yield self.report.rows
+        finally:
+            if errors_fh:
+                errors_fh.close()
+
+    def _rows(self, reader: Any) -> Iterator[tuple[list[str], int]]:
+        import csv
+
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except UnicodeDecodeError:
+                raise InputError(
+                    f"{self.path} line {reader.line_num + 1}: not UTF-8 text; save the file as UTF-8 CSV"
+                ) from None
+            except csv.Error as exc:
+                raise InputError(f"{self.path} line {reader.line_num}: {exc}") from None
+            if row and any(cell.strip() for cell in row):
+                yield row, reader.line_num
+
+    def _columns(self, header: list[str]) -> dict[str, int]:
+        columns: dict[str, int] = {}
+        for i, raw in enumerate(header):
+            key = _ALIASES.get(_header_key(raw))
+            if key and key not in columns:
+                columns[key] = i
+        if "email" not in columns:
+            raise InputError(
+                f"{self.path} line 1: no email column (expected a header such as 'email' or 'Email Address'; "
+                f"found {', '.join(repr(h) for h in header[:8])})"
+            )
+        if self.list_slug is None and "list" not in columns:
+            raise InputError(f"{self.path}: name a list with --list SLUG (the file has no 'list' column)")
+        return columns
+
+    def _reject(self, writer: Any, row: list[str], line: int, reason: str) -> None:
+        self.report.errors += 1
+        if len(self.report.first_errors) < 5:
+            self.report.first_errors.append(f"{self.path} line {line}: {reason}")
+        if writer:
+            writer.writerow([*row, reason])
+
+    def _parse(self, row: list[str], line: int, columns: dict[str, int]) -> ImportRow:
+        def cell(key: str) -> str:
+            i = columns.get(key)
+            return row[i].strip() if i is not None and i < len(row) else ""
+
+        email = normalize_address(cell("email"))
+        name = cell("name") or " ".join(p for p in (cell("first"), cell("last")) if p)
+        timezone, locale = cell("timezone"), cell("locale")
+        if "attributes" in columns and cell("attributes"):
+            import json
+
+            try:
+                attrs = json.loads(cell("attributes"))
+            except ValueError:
+                raise InputError("the attributes column is not JSON") from None
+            if isinstance(attrs, dict):
+                timezone = timezone or str(attrs.get("timezone", "") or attrs.get("tz", ""))
+                locale = locale or str(attrs.get("locale", "") or attrs.get("language", ""))
+                name = name or str(attrs.get("name", ""))
+        out = ImportRow(line=line, email=email, email_hash=address_hash(email), name=one_line(name)[:200],
+                        timezone=check_timezone(timezone) if timezone else "", locale=one_line(locale)[:35], raw=row)
+        out.list_slug = cell("list") if self.list_slug is None else self.list_slug
+        if not out.list_slug:
+            raise InputError("the list column is empty")
+        status = cell("status").lower()
+        if status and status not in ("pending", "active", *LEFT):
+            raise InputError(f"status {status!r} is not one of pending, active, {', '.join(LEFT)}")
+        out.status = status if status in ("pending", *LEFT) else ("active" if self.confirmed else "pending")
+        cadence = cell("cadence").lower()
+        if cadence and cadence not in CADENCES:
+            raise InputError(f"cadence {cadence!r} is not one of {', '.join(CADENCES)}")
+        out.cadence = cadence
+        for key, top in (("weekday", 6), ("send_hour", 23)):
+            text = cell(key)
+            if text:
+                if not text.isdigit() or int(text) > top:
+                    raise InputError(f"{key} {text!r} is not a whole number from 0 to {top}")
+                setattr(out, key, int(text))
+        cats = cell("categories")
+        if cats:
+            from .sanitize import slugify
+
+            out.categories = sorted({slugify(c) for c in cats.replace(",", ";").split(";") if c.strip()})
+        for key in ("created", "confirmed", "unsubscribed"):
+            text = cell(key)
+            if text:
+                try:
+                    setattr(out, key, from_iso(text))
+                except ValueError:
+                    raise InputError(f"{key} {text!r} is not an ISO 8601 time") from None
+        return out
+
+    def _flush(self, batch: list[ImportRow], baseline: int, source: str, writer: Any) -> None:
+        by_list: dict[str, list[ImportRow]] = {}
+        for r in batch:
+            by_list.setdefault(r.list_slug, []).append(r)
+        for slug, rows in by_list.items():
+            nl = self.lists.get(slug)
+            if nl is None:
+                try:
+                    nl = self.lists[slug] = self.store.get_list(slug)
+                except NotFound:
+                    for r in rows:
+                        self._reject(writer, r.raw, r.line, f"no list with slug {slug!r}")
+                    continue
+            if nl.categories:
+                good = []
+                for r in rows:
+                    extra = [c for c in (r.categories or []) if c not in nl.categories]
+                    if extra:
+                        self._reject(writer, r.raw, r.line, f"list {slug!r} does not cover {', '.join(extra)}")
+                    else:
+                        good.append(r)
+                rows = good
+            outcome = self.store.import_batch(
+                nl, rows, source=source, actor=self.actor, resubscribe=self.resubscribe, baseline=baseline,
+                now=self.now, write=not self.dry_run,
+            )
+            rep = self.report
+            rep.new_subscribers += outcome.new_subscribers
+            rep.new_subscriptions += outcome.new_subscriptions
+            rep.resubscribed += outcome.resubscribed
+            for r, reason in outcome.skipped:
+                if reason.startswith("duplicate"):
+                    rep.duplicates += 1
+                elif reason.startswith("suppressed") or "--resubscribe" in reason:
+                    rep.suppressed += 1
+                else:
+                    rep.existing += 1
+                if writer:
+                    writer.writerow([*r.raw, reason])
+
+
+def import_csv(store: Store, settings: Settings, path: Path, list_slug: str | None, **options: Any) -> ImportReport:
+    """Import subscribers from a CSV file in one call (see :class:`CsvImport` for options)."""
+    return CsvImport(store, settings, path, list_slug, **options).run()
+
+
+def export_csv(store: Store, out: TextIO, *, list_slug: str | None = None, status: str | None = None) -> int:
+    """Write subscriptions as CSV that :func:`import_csv` reads back to the same data. Returns rows written."""
+    import csv
+
+    if status is not None and status not in SUBSCRIPTION_STATUSES:
+        raise InputError(f"status {status!r} is not one of {', '.join(SUBSCRIPTION_STATUSES)}")
+    list_id = store.get_list(list_slug).id if list_slug else None
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(EXPORT_COLUMNS)
+    n = 0
+    for person, sub, slug in store.iter_subscriptions(list_id, status, only_subscribed=True):
+        assert sub is not None
+        writer.writerow([
+            person.email, person.name, person.timezone, person.locale, slug, sub.status, sub.cadence, sub.weekday,
+            sub.send_hour, ";".join(sub.categories), _iso_or_blank(sub.created), _iso_or_blank(sub.confirmed),
+            _iso_or_blank(sub.unsubscribed),
+        ])
+        n += 1
+    return n
+
+
+def _iso_or_blank(value: datetime | None) -> str:
+    return to_iso(value) if value is not None else ""

@@ -179,6 +179,12 @@ class ImportRow:
     weekday: int | None = None
     send_hour: int | None = None
     categories: list[str] | None = None
+    list_slug: str = ""
+    status: str = "pending"  # what the new subscription gets
+    created: datetime | None = None
+    confirmed: datetime | None = None
+    unsubscribed: datetime | None = None
+    raw: list[str] = field(default_factory=list)  # the row as read, for the rejects file
 
 
 @dataclass
@@ -210,7 +216,6 @@ class ListStats:
         return self.joined - self.left
 
 
-JOIN_KINDS = ("confirm", "import", "resubscribe", "admin-add")
 LEAVE_KINDS = ("unsubscribe", "bounce", "complaint")
 
 
@@ -366,7 +371,7 @@ class SubscriberQueries(StoreBase):
         return s
 
     def iter_subscriptions(
-        self, list_id: int | None = None, status: str | None = None, batch: int = 1000
+        self, list_id: int | None = None, status: str | None = None, batch: int = 1000, only_subscribed: bool = False
     ) -> Iterator[tuple[Subscriber, Subscription | None, str]]:
         """Every subscriber (with each subscription and its list slug), streamed in id order.
 
@@ -381,7 +386,7 @@ class SubscriberQueries(StoreBase):
         if status is not None:
             where.append("t.status = ?")
             params.append(status)
-        join = "JOIN" if where else "LEFT JOIN"
+        join = "JOIN" if where or only_subscribed else "LEFT JOIN"
         sql = (
             f"SELECT {', '.join('s.' + c.strip() for c in _SUBSCRIBER_COLS.split(','))}, "
             f"{', '.join('t.' + c.strip() for c in _SUBSCRIPTION_COLS.split(','))}, l.slug "
@@ -558,9 +563,9 @@ class SubscriberQueries(StoreBase):
                 ).fetchall()
             )
             joined = self.scalar(
-                f"SELECT count(*) FROM events WHERE list_id = ? AND at >= ? AND kind IN "
-                f"({', '.join('?' for _ in JOIN_KINDS)}) AND detail NOT LIKE 'pending%'",
-                [nl.id, iso(since), *JOIN_KINDS],
+                "SELECT count(*) FROM events WHERE list_id = ? AND at >= ? AND (kind IN ('confirm', 'admin-add') "
+                "OR (kind IN ('import', 'resubscribe') AND detail LIKE 'active%'))",
+                [nl.id, iso(since)],
             )
             left = self.scalar(
                 f"SELECT count(*) FROM events WHERE list_id = ? AND at >= ? AND kind IN "
@@ -581,7 +586,7 @@ class SubscriberQueries(StoreBase):
         return int(self.scalar("SELECT coalesce(max(id), 0) FROM subscriptions"))
 
     def import_batch(
-        self, newslist: NewsList, rows: list[ImportRow], *, status: str, source: str, actor: str,
+        self, newslist: NewsList, rows: list[ImportRow], *, source: str, actor: str,
         resubscribe: bool, baseline: int, now: datetime, write: bool = True,
     ) -> ImportOutcome:
         """Write one batch of validated rows in one transaction (or only classify them if not ``write``).
@@ -640,6 +645,8 @@ class SubscriberQueries(StoreBase):
                     joining.append((sid, r))
                 elif found[0] > baseline:
                     out.skipped.append((r, "duplicate in this file"))
+                elif r.status in LEFT_STATUSES:
+                    out.skipped.append((r, f"already {found[1]} on {newslist.slug}"))
                 elif found[1] in LEFT_STATUSES and resubscribe:
                     reviving.append((found[0], sid, r))
                 elif found[1] in LEFT_STATUSES:
@@ -651,13 +658,13 @@ class SubscriberQueries(StoreBase):
             out.resubscribed = len(reviving)
             if not write:
                 return out
-            self._write_import(conn, newslist, fresh, joining, reviving, status=status, at=at, source=source,
+            self._write_import(conn, newslist, fresh, joining, reviving, at=at, source=source,
                                actor=actor, suppressed_hashes=[r.email_hash for r in rows if r.email_hash in suppressed])
         return out
 
     def _write_import(
         self, conn: sqlite3.Connection, nl: NewsList, fresh: list[ImportRow], joining: list[tuple[int, ImportRow]],
-        reviving: list[tuple[int, int, ImportRow]], *, status: str, at: str, source: str, actor: str,
+        reviving: list[tuple[int, int, ImportRow]], *, at: str, source: str, actor: str,
         suppressed_hashes: list[str],
     ) -> None:
         ids: list[int] = []
@@ -667,7 +674,8 @@ class SubscriberQueries(StoreBase):
             start = max(start, int(seq[0]) if seq else 0)
             conn.executemany(
                 "INSERT INTO subscribers (email, name, timezone, locale, created) VALUES (?, ?, ?, ?, ?)",
-                [(r.email, r.name, r.timezone or "Asia/Ho_Chi_Minh", r.locale or nl.language, at) for r in fresh],
+                [(r.email, r.name, r.timezone or "Asia/Ho_Chi_Minh", r.locale or nl.language, iso(r.created) or at)
+                 for r in fresh],
             )
             last = int(conn.execute("SELECT max(id) FROM subscribers").fetchone()[0])
             if last - start == len(fresh):  # ids were handed out in order under our write lock
@@ -678,30 +686,31 @@ class SubscriberQueries(StoreBase):
                     [dumps([r.email for r in fresh])],
                 ).fetchall())
                 ids = [lookup[r.email.lower()] for r in fresh]
-        confirmed = at if status == "active" else None
         pairs = [*zip(ids, fresh, strict=True), *joining]
         conn.executemany(
             "INSERT INTO subscriptions (subscriber_id, list_id, status, cadence, weekday, send_hour, categories, "
-            "created, confirmed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "created, confirmed, unsubscribed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
-                (sid, nl.id, status, r.cadence or nl.cadence, nl.weekday if r.weekday is None else r.weekday,
-                 nl.send_hour if r.send_hour is None else r.send_hour, dumps(r.categories or []), at, confirmed)
+                (sid, nl.id, r.status, r.cadence or nl.cadence, nl.weekday if r.weekday is None else r.weekday,
+                 nl.send_hour if r.send_hour is None else r.send_hour, dumps(r.categories or []),
+                 iso(r.created) or at, iso(r.confirmed) or (at if r.status == "active" else None),
+                 iso(r.unsubscribed) or (at if r.status in LEFT_STATUSES else None))
                 for sid, r in pairs
             ],
         )
         conn.executemany(
             "UPDATE subscriptions SET status = ?, confirmed = coalesce(?, confirmed), unsubscribed = NULL, "
             "hard_bounces = 0 WHERE id = ?",
-            [(status, confirmed, tid) for tid, _sid, _r in reviving],
+            [(r.status, at if r.status == "active" else None, tid) for tid, _sid, r in reviving],
         )
         if suppressed_hashes:
             conn.executemany("DELETE FROM suppressions WHERE email_hash = ?", [(h,) for h in suppressed_hashes])
         conn.executemany(
             _INSERT_EVENT,
             [
-                *[(at, "import", source, actor, sid, nl.id, status) for sid, _r in pairs],
-                *[(at, "resubscribe", source, actor, sid, nl.id, f"{status}, by import --resubscribe")
-                  for _tid, sid, _r in reviving],
+                *[(at, "import", source, actor, sid, nl.id, r.status) for sid, r in pairs],
+                *[(at, "resubscribe", source, actor, sid, nl.id, f"{r.status}, by import --resubscribe")
+                  for _tid, sid, r in reviving],
             ],
         )
 
