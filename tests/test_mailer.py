@@ -1,0 +1,413 @@
+"""render_mail bytes parsed back with the email package; DKIM checked by dkimpy; VERP; Maildir."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import mailbox
+import re
+from datetime import UTC, datetime, timedelta, timezone
+from email.header import decode_header, make_header
+from email.message import EmailMessage
+from pathlib import Path
+
+import dkim
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
+
+from syndicate.config import Secret, Settings
+from syndicate.errors import AddressError, ConfigError, TransportError
+from syndicate.mailer import (
+    DkimSigner,
+    Mail,
+    MaildirTransport,
+    MemoryTransport,
+    SmtpTransport,
+    clean_text,
+    encode_address,
+    format_address,
+    list_headers,
+    make_transport,
+    parse_verp,
+    render_mail,
+    verp_address,
+)
+
+SUBJECT_VI = "Bản tin sáng thứ Ba: Khởi nghiệp, công nghệ và đời sống ở Thành phố Hồ Chí Minh — số 48"
+TEXT_VI = "Xin chào Nguyễn Văn An,\n\nĐây là những tin nổi bật hôm nay.\n" * 40
+HTML_VI = "<p>Xin chào <b>Nguyễn Văn An</b>,</p>\n<p>Đây là những tin nổi bật hôm nay.</p>\n" * 40
+DATE = datetime(2026, 11, 24, 7, 0, tzinfo=timezone(timedelta(hours=7)))
+
+
+def make_mail(**changes: object) -> Mail:
+    base: dict[str, object] = dict(
+        from_name="Bản tin Sài Gòn",
+        from_addr="tin@news.example.org",
+        to_name="Nguyễn Văn An",
+        to_addr="an@example.org",
+        subject=SUBJECT_VI,
+        text=TEXT_VI,
+        html=HTML_VI,
+        message_id="digest.1.2.2026-11-24@news.example.org",
+        date=DATE,
+        headers=[
+            *list_headers("Tin sáng", "sang.news.example.org", "https://news.example.org/unsubscribe/tok",
+                          "mailto:unsubscribe@news.example.org?subject=tok"),
+            ("Feedback-ID", "sang:digest:syndicate"),
+            ("Precedence", "bulk"),
+            ("Auto-Submitted", "auto-generated"),
+        ],
+        return_path="bounce+1-abc@news.example.org",
+    )
+    base.update(changes)
+    return Mail(**base)  # type: ignore[arg-type]
+
+
+def parse(raw: bytes) -> EmailMessage:
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    assert isinstance(msg, EmailMessage)
+    assert not msg.defects, msg.defects
+    return msg
+
+
+def body_of(msg: EmailMessage, kind: str) -> str:
+    part = msg.get_body((kind,))
+    assert part is not None
+    content = part.get_content()
+    assert isinstance(content, str)
+    return content.replace("\r\n", "\n")
+
+
+def check_wire_form(raw: bytes) -> None:
+    raw.decode("ascii")  # 7-bit only
+    assert b"\n" not in raw.replace(b"\r\n", b"")
+    assert b"\r" not in raw.replace(b"\r\n", b"")
+    lines = raw.split(b"\r\n")
+    assert max(len(line) for line in lines) <= 998
+    head = raw.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
+    assert max(len(line) for line in head) <= 998
+    assert all(len(line) <= 78 for line in head)
+
+
+def test_every_header_round_trips() -> None:
+    raw = render_mail(make_mail())
+    check_wire_form(raw)
+    msg = parse(raw)
+    assert msg["Subject"] == SUBJECT_VI
+    sender = msg["From"].addresses[0]
+    assert (sender.display_name, sender.addr_spec) == ("Bản tin Sài Gòn", "tin@news.example.org")
+    to = msg["To"].addresses[0]
+    assert (to.display_name, to.addr_spec) == ("Nguyễn Văn An", "an@example.org")
+    assert msg["Date"].datetime == DATE
+    assert msg["Message-ID"] == "<digest.1.2.2026-11-24@news.example.org>"
+    assert msg["MIME-Version"] == "1.0"
+    assert msg.get_content_type() == "multipart/alternative"
+    assert msg["List-Id"] == "Tin sáng <sang.news.example.org>"
+    assert msg["List-Unsubscribe"] == (
+        "<https://news.example.org/unsubscribe/tok>, <mailto:unsubscribe@news.example.org?subject=tok>"
+    )
+    assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert msg["Feedback-ID"] == "sang:digest:syndicate"
+    assert msg["Precedence"] == "bulk"
+    assert msg["Auto-Submitted"] == "auto-generated"
+    assert "Return-Path" not in msg
+    assert body_of(msg, "plain") == TEXT_VI
+    assert body_of(msg, "html") == HTML_VI
+    for part in msg.iter_parts():
+        assert part["Content-Transfer-Encoding"] == "base64"
+        assert part.get_content_charset() == "utf-8"
+
+
+def test_text_only_when_no_html() -> None:
+    msg = parse(render_mail(make_mail(html="")))
+    assert msg.get_content_type() == "text/plain"
+    assert msg.get_content().replace("\r\n", "\n") == TEXT_VI
+
+
+def test_output_is_deterministic() -> None:
+    assert render_mail(make_mail()) == render_mail(make_mail())
+
+
+def test_idna_domains_never_rfc2047_in_address() -> None:
+    raw = render_mail(make_mail(to_addr="an@bücher.de", from_addr="tin@báo.vn"))
+    head = raw.split(b"\r\n\r\n")[0].decode("ascii")
+    assert "<an@xn--bcher-kva.de>" in head
+    assert "<tin@xn--bo-mia.vn>" in head
+    assert re.search(r"<[^>]*=\?", head) is None
+    assert parse(raw)["To"].addresses[0].domain == "xn--bcher-kva.de"
+
+
+def test_ascii_names_plain_or_quoted() -> None:
+    raw = render_mail(make_mail(from_name="Daily News", to_name='Smith, "Bob" <boss>', subject="Hello world"))
+    head = raw.split(b"\r\n\r\n")[0].decode("ascii")
+    assert "From: Daily News <tin@news.example.org>" in head
+    assert "Subject: Hello world" in head
+    msg = parse(raw)
+    assert msg["To"].addresses[0].display_name == 'Smith, "Bob" <boss>'
+    assert msg["To"].addresses[0].addr_spec == "an@example.org"
+
+
+def test_empty_name_gives_bare_address() -> None:
+    msg = parse(render_mail(make_mail(to_name="")))
+    assert msg["To"] == "an@example.org"
+
+
+@pytest.mark.parametrize(
+    "field",
+    ["subject", "from_name", "to_name"],
+)
+def test_header_injection_in_text_is_neutralised(field: str) -> None:
+    evil = "Hi\r\nBcc: victim@evil.example\r\n\r\n<script>x</script>\nX-Evil: 1\x00\x0b\u2028Z"
+    raw = render_mail(make_mail(**{field: evil}))
+    check_wire_form(raw)
+    msg = parse(raw)
+    assert "Bcc" not in msg and "X-Evil" not in msg
+    assert body_of(msg, "plain") == TEXT_VI
+    value = msg["Subject"] if field == "subject" else msg["From" if field == "from_name" else "To"].addresses[0].display_name
+    assert value == "Hi Bcc: victim@evil.example <script>x</script> X-Evil: 1 Z"
+
+
+@pytest.mark.parametrize(
+    "addr",
+    ["an@example.org\r\nBcc: v@evil.example", "an@example.org\nBcc: v@evil.example", "an @example.org",
+     "<an@example.org>", "an@exa mple.org", "an", "@example.org", "an@", "ấn@example.org", "an@-bad-.org"],
+)
+def test_bad_addresses_raise(addr: str) -> None:
+    with pytest.raises(AddressError):
+        render_mail(make_mail(to_addr=addr))
+    with pytest.raises(AddressError):
+        encode_address(addr)
+
+
+def test_extra_header_injection_and_misuse() -> None:
+    msg = parse(render_mail(make_mail(headers=[("X-Campaign", "a\r\nBcc: v@evil.example")])))
+    assert msg["X-Campaign"] == "a Bcc: v@evil.example" and "Bcc" not in msg
+    with pytest.raises(ValueError):
+        render_mail(make_mail(headers=[("Bad Name", "x")]))
+    with pytest.raises(ValueError):
+        render_mail(make_mail(headers=[("Subject", "second subject")]))
+    with pytest.raises(ValueError):
+        list_headers("x", "a b", "https://x.org/u")
+    with pytest.raises(ValueError):
+        list_headers("x", "x.org", "https://x.org/u>\r\nBcc: a@b.c")
+    with pytest.raises(ValueError):
+        render_mail(make_mail(message_id="a\r\nb@c"))
+    with pytest.raises(ValueError):
+        render_mail(make_mail(date=datetime(2026, 1, 1)))
+
+
+def test_non_ascii_extra_header_is_encoded() -> None:
+    msg = parse(render_mail(make_mail(headers=[("X-Chuyen-Muc", "Công nghệ")])))
+    assert msg["X-Chuyen-Muc"] == "Công nghệ"
+
+
+def test_nfc_normalisation() -> None:
+    decomposed = "Tin to\u0301m ta\u0306\u0301t"  # NFD-ish input
+    msg = parse(render_mail(make_mail(subject=decomposed, text=decomposed)))
+    assert msg["Subject"] == "Tin tóm tắt"
+    assert body_of(msg, "plain") == "Tin tóm tắt"
+
+
+def test_clean_text_examples() -> None:
+    assert clean_text("  a\t\tb\r\nc  ") == "a b c"
+    assert format_address("", "a@b.org", "To") == "To: a@b.org"
+
+
+header_text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=200)
+body_text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=2000)
+
+
+@hsettings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(subject=header_text, name=header_text, text=body_text, html=body_text)
+def test_property_arbitrary_unicode_round_trips(subject: str, name: str, text: str, html: str) -> None:
+    raw = render_mail(make_mail(subject=subject, to_name=name, text=text, html=html))
+    check_wire_form(raw)
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    assert isinstance(msg, EmailMessage)
+    assert "Bcc" not in msg
+    assert str(msg["Subject"]) == clean_text(subject)
+    # the RFC 2047 decoder (email.header) drops the space between encoded words; the
+    # 3.11 address parser keeps it, so compare it without spaces
+    assert msg["To"].addresses[0].display_name.replace(" ", "") == clean_text(name).replace(" ", "")
+    to_raw = raw.split(b"\r\nTo:", 1)[1].split(b"\r\nSubject:", 1)[0].decode("ascii")
+    phrase = to_raw.rpartition("<")[0] if "<" in to_raw else ""
+    decoded = str(make_header(decode_header(phrase.replace("\r\n", "")))).strip() if phrase.strip() else ""
+    if phrase.strip().startswith('"'):
+        decoded = decoded[1:-1].replace('\\"', '"').replace("\\\\", "\\")
+    assert decoded.strip() == clean_text(name)
+    assert msg["To"].addresses[0].addr_spec == "an@example.org"
+    canon = text.replace("\r\n", "\n").replace("\r", "\n")
+    import unicodedata
+
+    if html:
+        assert body_of(msg, "plain") == unicodedata.normalize("NFC", canon)
+        assert body_of(msg, "html") == unicodedata.normalize("NFC", html.replace("\r\n", "\n").replace("\r", "\n"))
+    else:
+        assert msg.get_content().replace("\r\n", "\n") == unicodedata.normalize("NFC", canon)
+
+
+# --- DKIM -------------------------------------------------------------------
+
+
+def _keys() -> list[object]:
+    return [rsa.generate_private_key(public_exponent=65537, key_size=2048), ed25519.Ed25519PrivateKey.generate()]
+
+
+@pytest.fixture(scope="module", params=["rsa", "ed25519"])
+def signer(request: pytest.FixtureRequest) -> DkimSigner:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048) if request.param == "rsa" else (
+        ed25519.Ed25519PrivateKey.generate()
+    )
+    return DkimSigner("news.example.org", "sel2026", key)
+
+
+def verify(raw: bytes, signer: DkimSigner) -> bool:
+    record = signer.dns_record().encode("ascii")
+
+    def dnsfunc(name: bytes, timeout: int = 5) -> bytes:
+        assert name == b"sel2026._domainkey.news.example.org."
+        return record
+
+    return bool(dkim.verify(raw, dnsfunc=dnsfunc))
+
+
+def test_dkim_verifies_with_dkimpy(signer: DkimSigner) -> None:
+    raw = render_mail(make_mail(), signer)
+    assert raw.startswith(b"DKIM-Signature: v=1; a=" + signer.algorithm.encode())
+    check_wire_form(raw)
+    assert verify(raw, signer)
+    msg = parse(raw)
+    assert msg["Subject"] == SUBJECT_VI
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        lambda raw: raw.replace(b"Message-ID: <digest.1", b"Message-ID: <digest.9"),
+        lambda raw: raw[:-40] + b"A" + raw[-39:],
+        lambda raw: raw.replace(b"\r\nMIME-Version", b"\r\nSubject: forged\r\nMIME-Version"),
+        lambda raw: raw.replace(b"\r\nMIME-Version", b"\r\nFrom: evil@evil.example\r\nMIME-Version"),
+    ],
+    ids=["header", "body", "added-subject", "added-from"],
+)
+def test_dkim_fails_after_tampering(signer: DkimSigner, tamper: object) -> None:
+    raw = render_mail(make_mail(), signer)
+    assert callable(tamper)
+    changed = tamper(raw)
+    assert changed != raw
+    assert not verify(changed, signer)
+
+
+def test_dkim_from_settings(tmp_path: Path) -> None:
+    assert DkimSigner.from_settings(Settings()) is None
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = tmp_path / "dkim.pem"
+    pem.write_bytes(rsa_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption()))
+    s = Settings(dkim_domain="news.example.org", dkim_selector="sel2026", dkim_key_file=str(pem))
+    signer = DkimSigner.from_settings(s)
+    assert signer is not None and signer.algorithm == "rsa-sha256"
+    assert verify(render_mail(make_mail(), signer), signer)
+    # dkimpy's own Ed25519 format: a base64 seed
+    import base64
+
+    ed = ed25519.Ed25519PrivateKey.generate()
+    seed = ed.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
+    raw_key = tmp_path / "ed.key"
+    raw_key.write_text(base64.b64encode(seed).decode() + "\n")
+    signer = DkimSigner.from_settings(s.with_(dkim_key_file=str(raw_key)))
+    assert signer is not None and signer.algorithm == "ed25519-sha256"
+    assert verify(render_mail(make_mail(), signer), signer)
+    with pytest.raises(ConfigError, match="domain and selector"):
+        DkimSigner.from_settings(Settings(dkim_key_file=str(pem)))
+    with pytest.raises(ConfigError, match="missing.pem"):
+        DkimSigner.from_settings(s.with_(dkim_key_file=str(tmp_path / "missing.pem")))
+    bad = tmp_path / "bad.pem"
+    bad.write_text("not a key")
+    with pytest.raises(ConfigError, match="bad.pem"):
+        DkimSigner.from_settings(s.with_(dkim_key_file=str(bad)))
+
+
+# --- VERP -------------------------------------------------------------------
+
+
+def test_verp_round_trip_and_forgery(settings: Settings) -> None:
+    s = settings.with_(mail_sender_address="tin@news.example.org", mail_return_path_domain="bounces.example.org")
+    addr = verp_address(s, 12345)
+    assert re.fullmatch(r"bounce\+12345-[0-9a-f]{10}@bounces\.example\.org", addr)
+    assert parse_verp(addr, s) == 12345
+    assert parse_verp(f"<{addr.upper()}>", s) == 12345  # some MTAs change case
+    mac = addr.split("-")[1].split("@")[0]
+    assert parse_verp(addr.replace("12345", "12346"), s) is None
+    assert parse_verp(f"bounce+12345-{'0' * 10}@bounces.example.org", s) is None
+    assert parse_verp(f"bounce+12346-{mac}@bounces.example.org", s) is None
+    assert parse_verp("someone@example.org", s) is None
+    other = s.with_(secret_key=Secret("another-secret"))
+    assert parse_verp(addr, other) is None
+    assert verp_address(s.with_(mail_return_path_domain=""), 7).endswith("@news.example.org")
+    with pytest.raises(ConfigError):
+        verp_address(Settings(), 1)
+
+
+# --- Transports ---------------------------------------------------------------
+
+
+def test_memory_transport() -> None:
+    t = MemoryTransport(fail=lambda f, r, m: TransportError("no", temporary=False, code=550) if "bad" in r[0] else None)
+    raw = render_mail(make_mail())
+    asyncio.run(t.send("b@x.org", ["an@example.org"], raw))
+    with pytest.raises(TransportError) as info:
+        asyncio.run(t.send("b@x.org", ["bad@example.org"], raw))
+    assert info.value.code == 550 and not info.value.temporary
+    assert t.sent == [("b@x.org", ["an@example.org"], raw)]
+
+
+def test_maildir_transport_writes_readable_messages(tmp_path: Path) -> None:
+    t = MaildirTransport(tmp_path / "md")
+    mails = [make_mail(message_id=f"m{i}@news.example.org", to_addr=f"u{i}@example.org") for i in range(5)]
+
+    async def go() -> None:
+        for m in mails:
+            await t.send(m.envelope_from, m.recipients, render_mail(m))
+        await t.close()
+
+    asyncio.run(go())
+    assert list((tmp_path / "md" / "tmp").iterdir()) == []
+    box = mailbox.Maildir(tmp_path / "md", factory=None, create=False)
+    got = {}
+    for key in box.iterkeys():
+        msg = parse(box.get_bytes(key))
+        got[msg["Message-ID"]] = msg
+        assert msg["Return-Path"] == "<bounce+1-abc@news.example.org>"
+        assert msg["Subject"] == SUBJECT_VI
+        assert body_of(msg, "html") == HTML_VI
+    assert sorted(got) == sorted(f"<m{i}@news.example.org>" for i in range(5))
+
+
+def test_maildir_unwritable_is_transport_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises((TransportError, OSError)):
+        asyncio.run(MaildirTransport(blocker / "md").send("a@b.org", ["c@d.org"], b"x"))
+
+
+def test_make_transport(settings: Settings) -> None:
+    assert isinstance(make_transport(settings), MaildirTransport)
+    assert isinstance(make_transport(settings, "memory"), MemoryTransport)
+    assert isinstance(make_transport(settings.with_(smtp_host="127.0.0.1")), SmtpTransport)
+    with pytest.raises(ConfigError, match="host"):
+        make_transport(settings, "smtp")
+    with pytest.raises(ConfigError, match="carrier-pigeon"):
+        make_transport(settings, "carrier-pigeon")
+
+
+def test_envelope_is_idna(settings: Settings) -> None:
+    m = make_mail(to_addr="an@bücher.de", return_path="")
+    assert m.recipients == ["an@xn--bcher-kva.de"]
+    assert m.envelope_from == "tin@news.example.org"
+    _ = UTC
