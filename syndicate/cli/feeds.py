@@ -1,3 +1,66 @@
-"""``syndicate feeds`` commands."""
+"""``syndicate feed build`` and ``syndicate serve``: publish feeds as files, or serve them."""
 
 from __future__ import annotations
+
+import click
+
+from . import App, emit_json, main, pass_app
+
+
+@main.group()
+def feed() -> None:
+    """Build RSS, Atom and JSON feeds (site, categories, monthly archives).
+
+    \b
+    Example:
+        syndicate feed build --out site
+    """
+
+
+@feed.command()
+@click.option("--out", "out_dir", help="Output directory [default: [feeds] out, 'site'].")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@pass_app
+def build(app: App, out_dir: str | None, as_json: bool) -> None:
+    """Write every feed and index page atomically; unchanged files are left alone.
+
+    \b
+    Example:
+        syndicate feed build
+        syndicate feed build --out /var/www/news --json
+    """
+    from ..publish import publish_all
+
+    settings = app.settings
+    report = publish_all(app.store, settings, out_dir or settings.feeds_out)
+    if as_json:
+        emit_json(report.as_dict())
+        return
+    for path in report.written:
+        click.echo(f"wrote {report.out_dir}/{path}")
+    click.echo(
+        f"{len(report.written):,} written, {len(report.unchanged):,} unchanged in {report.out_dir}/; "
+        f"subscribe at {settings.base_url.rstrip('/')}/atom.xml"
+    )
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8080, show_default=True, type=int, help="Port to listen on.")
+@pass_app
+def serve(app: App, host: str, port: int) -> None:
+    """Serve feeds (with ETag/304 and gzip) and the public pages over HTTP.
+
+    \b
+    Example:
+        syndicate serve --port 8080
+        curl -I http://127.0.0.1:8080/atom.xml
+    """
+    import uvicorn
+
+    from ..web import create_app
+
+    settings = app.settings
+    app.store  # noqa: B018 - open (and migrate) the database before the first request
+    click.echo(f"serving http://{host}:{port}/ — paste http://{host}:{port}/atom.xml into a feed reader", err=True)
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", proxy_headers=False)

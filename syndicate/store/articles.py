@@ -252,3 +252,88 @@ class ArticleQueries(StoreBase):
                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 [key, value],
             )
+
+    # --- feeds: archive months and change stamps (H2) ---------------------------------
+
+    def article_months(self, category_slug: str | None = None) -> list[str]:
+        """Every ``YYYY-MM`` (UTC, by published) holding an article, oldest first."""
+        if category_slug:
+            rows = self.conn.execute(
+                "SELECT DISTINCT substr(published, 1, 7) FROM articles WHERE category_slug = ? ORDER BY 1",
+                [category_slug],
+            ).fetchall()
+        else:
+            rows = self.conn.execute("SELECT DISTINCT substr(published, 1, 7) FROM articles ORDER BY 1").fetchall()
+        return [r[0] for r in rows]
+
+    def articles_in_month(self, month: str, category_slug: str | None = None) -> list[Article]:
+        """The articles published in one ``YYYY-MM`` (UTC), newest first (indexed range)."""
+        start, end = _month_bounds(month)
+        sql = f"SELECT {_COLUMNS} FROM articles WHERE published >= ? AND published < ?"
+        params: list[object] = [start, end]
+        if category_slug:
+            sql += " AND category_slug = ?"
+            params.append(category_slug)
+        sql += " ORDER BY published DESC, id DESC"
+        return [row_to_article(r) for r in self.query(sql, params)]
+
+    def adjacent_months(self, month: str, category_slug: str | None = None) -> tuple[str | None, str | None]:
+        """The nearest older and newer months holding articles (two indexed probes)."""
+        start, end = _month_bounds(month)
+        where = "category_slug = ? AND " if category_slug else ""
+        extra: list[object] = [category_slug] if category_slug else []
+        older = self.scalar(
+            f"SELECT published FROM articles WHERE {where}published < ? ORDER BY published DESC LIMIT 1",
+            [*extra, start],
+        )
+        newer = self.scalar(
+            f"SELECT published FROM articles WHERE {where}published >= ? ORDER BY published ASC LIMIT 1",
+            [*extra, end],
+        )
+        return (older[:7] if older else None, newer[:7] if newer else None)
+
+    def category_name(self, category_slug: str) -> str | None:
+        """The display name of a category slug (from its newest article), or None."""
+        value = self.scalar(
+            "SELECT category FROM articles WHERE category_slug = ? ORDER BY published DESC, id DESC LIMIT 1",
+            [category_slug],
+        )
+        return str(value) if value is not None else None
+
+    def article_months_for(self, guids: Iterable[str]) -> set[tuple[str, str]]:
+        """(month, category_slug) of each named article that still exists."""
+        out: set[tuple[str, str]] = set()
+        for guid in guids:
+            row = self.conn.execute(
+                "SELECT substr(published, 1, 7), category_slug FROM articles WHERE guid = ?", [guid]
+            ).fetchone()
+            if row is not None:
+                out.add((row[0], row[1]))
+        return out
+
+    def months_changed_since(self, since: datetime) -> set[tuple[str, str]]:
+        """(month, category_slug) of articles whose ``updated`` is at or after ``since`` (indexed)."""
+        rows = self.conn.execute(
+            "SELECT DISTINCT substr(published, 1, 7), category_slug FROM articles WHERE updated >= ?",
+            [iso(since)],
+        ).fetchall()
+        return {(r[0], r[1]) for r in rows}
+
+    def data_version(self) -> int:
+        """SQLite's ``PRAGMA data_version``: changes when another connection commits."""
+        return int(self.scalar("PRAGMA data_version"))
+
+    def articles_stamp(self) -> tuple[int, int, str]:
+        """(count, max id, max updated): changes whenever articles are added, edited or removed."""
+        # Three statements, so SQLite answers max() from an index instead of a scan.
+        count = int(self.scalar("SELECT count(*) FROM articles"))
+        top = int(self.scalar("SELECT coalesce(max(id), 0) FROM articles"))
+        newest = str(self.scalar("SELECT coalesce(max(updated), '') FROM articles"))
+        return (count, top, newest)
+
+
+def _month_bounds(month: str) -> tuple[str, str]:
+    """ISO bounds ``[start, end)`` of a ``YYYY-MM`` month, as the store sorts them."""
+    year, mon = int(month[:4]), int(month[5:7])
+    nyear, nmon = (year + 1, 1) if mon == 12 else (year, mon + 1)
+    return f"{year:04d}-{mon:02d}-01T00:00:00+00:00", f"{nyear:04d}-{nmon:02d}-01T00:00:00+00:00"

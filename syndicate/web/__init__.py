@@ -1,3 +1,51 @@
-"""The ASGI app behind ``syndicate serve``: feeds (web/feeds.py) and pages (web/pages.py)."""
+"""The ASGI app behind ``syndicate serve``: feeds (web/feeds.py) and pages (web/pages.py).
+
+Feed routes come first so a feed URL never reaches a page handler; the page
+routes are whatever ``syndicate.web.pages.routes(ctx)`` returns.
+"""
 
 from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.routing import BaseRoute
+
+from ..config import Settings
+from . import feeds as feed_web
+from .context import WebContext
+
+
+def create_app(settings: Settings) -> Starlette:
+    """The whole web app: feeds with conditional GET, then the public pages.
+
+    Example:
+        >>> from syndicate.config import Settings
+        >>> app = create_app(Settings())
+        >>> [r.path for r in app.routes][:3]
+        ['/rss.xml', '/atom.xml', '/feed.json']
+    """
+    from . import pages
+
+    ctx = WebContext(settings)
+    cache = feed_web.FeedCache(ctx)
+    routes: list[BaseRoute] = feed_web.routes(ctx, cache)
+    page_routes = getattr(pages, "routes", None)
+    if callable(page_routes):
+        routes += page_routes(ctx)
+    handlers: dict[Any, Any] = {}
+    page_handlers = getattr(pages, "exception_handlers", None)
+    if callable(page_handlers):
+        handlers = page_handlers(ctx)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        cache.close()
+
+    app = Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
+    app.state.ctx = ctx
+    app.state.feed_cache = cache
+    return app

@@ -1,0 +1,508 @@
+"""RSS 2.0, Atom 1.0 and JSON Feed 1.1 bytes from articles: items in, bytes out.
+
+A writer in Pelican's manner: nothing here touches the store or the disk.
+:mod:`syndicate.publish` fetches articles and writes files; the web app serves
+the same bytes. One URL layout serves both (``Scope`` and :func:`parse_path`)::
+
+    /rss.xml  /atom.xml  /feed.json                          site feeds
+    /category/<slug>/rss.xml  .../atom.xml  .../feed.json    one category
+    /feeds/rss/2024-10.xml  /feeds/atom/2024-10.xml  /feeds/json/2024-10.json
+    /category/<slug>/feeds/atom/2024-10.xml ...              monthly archives
+
+Archives follow RFC 5005 (archived feeds): the subscription feed links
+``prev-archive`` to the newest month; each month links ``prev-archive``
+(older), ``next-archive`` (newer) and ``current``, so a reader can walk back
+to the first article. Ids are tag URIs made only from the site's domain, a
+fixed year and the article guid, so edits never change them.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import mimetypes
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote, urljoin, urlsplit
+
+from feedgen.ext.base import BaseEntryExtension, BaseExtension
+from feedgen.feed import FeedGenerator
+from lxml import etree
+
+from . import __version__
+from .config import Settings
+from .models import Article
+from .sanitize import clean_html, clean_text, html_to_text, one_line
+
+FORMATS = ("rss", "atom", "json")
+FILENAMES = {"rss": "rss.xml", "atom": "atom.xml", "json": "feed.json"}
+EXTENSIONS = {"rss": "xml", "atom": "xml", "json": "json"}
+CONTENT_TYPES = {
+    "rss": "application/rss+xml; charset=utf-8",
+    "atom": "application/atom+xml; charset=utf-8",
+    "json": "application/feed+json; charset=utf-8",
+}
+TAG_YEAR = "2024"  # fixed forever: part of every id
+EMPTY_UPDATED = datetime(2024, 1, 1, tzinfo=UTC)  # an empty feed's <updated>, so its bytes stay stable
+SUMMARY_CHARS = 280
+
+NS_ATOM = "http://www.w3.org/2005/Atom"
+NS_FH = "http://purl.org/syndication/history/1.0"
+NS_DC = "http://purl.org/dc/elements/1.1/"
+
+_SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,99}$")
+_MONTH = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
+_PATH = re.compile(
+    r"^(?:/category/(?P<slug>[a-z0-9][a-z0-9-]{0,99}))?"
+    r"(?:/(?P<file>rss\.xml|atom\.xml|feed\.json)"
+    r"|/feeds/(?P<fmt>rss|atom|json)/(?P<month>\d{4}-\d{2})\.(?P<ext>xml|json))$"
+)
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Which articles a feed carries: the whole site or one category.
+
+    Per-list feeds will be a third ``kind`` with prefix ``/list/<slug>``.
+
+    Example:
+        >>> Scope.category("the-thao").feed_path("atom")
+        '/category/the-thao/atom.xml'
+        >>> SITE.archive_path("json", "2024-10")
+        '/feeds/json/2024-10.json'
+    """
+
+    kind: str = "site"  # site | category
+    slug: str = ""
+    name: str = ""
+
+    @classmethod
+    def category(cls, slug: str, name: str = "") -> Scope:
+        if not _SLUG.match(slug):
+            raise ValueError(f"category slug {slug!r} is not a URL slug (a-z, 0-9, -)")
+        return cls("category", slug, name or slug)
+
+    @property
+    def prefix(self) -> str:
+        return f"/category/{self.slug}" if self.kind == "category" else ""
+
+    @property
+    def key(self) -> str:
+        return f"category/{self.slug}" if self.kind == "category" else "site"
+
+    @property
+    def category_slug(self) -> str | None:
+        return self.slug if self.kind == "category" else None
+
+    def feed_path(self, fmt: str) -> str:
+        return f"{self.prefix}/{FILENAMES[fmt]}"
+
+    def archive_path(self, fmt: str, month: str) -> str:
+        return f"{self.prefix}/feeds/{fmt}/{month}.{EXTENSIONS[fmt]}"
+
+    def page_path(self) -> str:
+        return f"{self.prefix}/"
+
+    def title(self, settings: Settings) -> str:
+        return f"{settings.title} — {self.name}" if self.kind == "category" else settings.title
+
+
+SITE = Scope()
+
+
+@dataclass(frozen=True)
+class FeedPath:
+    """A parsed feed URL path: scope, format and (for archives) the month."""
+
+    scope: Scope
+    fmt: str
+    month: str | None = None
+
+
+def parse_path(path: str) -> FeedPath | None:
+    """The feed a URL path names, or None if it names no feed.
+
+    Example:
+        >>> parse_path("/category/kinh-te/feeds/atom/2024-10.xml")
+        FeedPath(scope=Scope(kind='category', slug='kinh-te', name='kinh-te'), fmt='atom', month='2024-10')
+        >>> parse_path("/feeds/json/2024-10.xml") is None
+        True
+    """
+    m = _PATH.match(path)
+    if m is None:
+        return None
+    scope = Scope.category(m["slug"]) if m["slug"] else SITE
+    if m["file"]:
+        fmt = {"rss.xml": "rss", "atom.xml": "atom", "feed.json": "json"}[m["file"]]
+        return FeedPath(scope, fmt)
+    fmt, month = m["fmt"], m["month"]
+    if m["ext"] != EXTENSIONS[fmt] or not _MONTH.match(month):
+        return None
+    return FeedPath(scope, fmt, month)
+
+
+def site_domain(settings: Settings) -> str:
+    host = urlsplit(settings.base_url).hostname or "localhost"
+    try:
+        return host.encode("idna").decode("ascii")
+    except UnicodeError:
+        return quote(host, safe="")
+
+
+def tag_uri(settings: Settings, guid: str) -> str:
+    """The article's permanent id: domain, fixed year, guid; nothing else.
+
+    Example:
+        >>> from syndicate.config import Settings
+        >>> tag_uri(Settings(base_url="https://news.example.org"), "vnx:123 khởi")
+        'tag:news.example.org,2024:article:vnx:123%20kh%E1%BB%9Fi'
+    """
+    return f"tag:{site_domain(settings)},{TAG_YEAR}:article:{quote(guid, safe=':/@!$()*+,;=-._~')}"
+
+
+def feed_id(settings: Settings, scope: Scope) -> str:
+    return f"tag:{site_domain(settings)},{TAG_YEAR}:feed:{scope.key}"
+
+
+def base(settings: Settings) -> str:
+    return settings.base_url.rstrip("/")
+
+
+def absolute(settings: Settings, url: str) -> str:
+    """An http(s) URL, resolved against base_url; '' for any other scheme."""
+    url = one_line(url)
+    if not url:
+        return ""
+    resolved = urljoin(base(settings) + "/", url)
+    if urlsplit(resolved).scheme not in ("http", "https"):
+        return ""
+    return quote(resolved, safe=":/?#[]@!$&'()*+,;=%-._~")
+
+
+def article_link(settings: Settings, article: Article) -> str:
+    """The article's absolute link: its own URL, else its page on this site."""
+    return absolute(settings, article.url) or f"{base(settings)}/articles/{quote(article.slug, safe='-._~')}"
+
+
+@dataclass(frozen=True)
+class FeedItem:
+    """One article made ready for every format: cleaned, absolute, XML-safe."""
+
+    id: str
+    title: str
+    link: str
+    summary: str
+    content_html: str
+    content_text: str
+    author: str
+    category: str
+    category_term: str
+    tags: tuple[str, ...]
+    published: datetime
+    updated: datetime
+    image: str = ""
+    image_type: str = ""
+    image_alt: str = ""
+    language: str = ""
+
+
+def feed_item(article: Article, settings: Settings) -> FeedItem:
+    """Clean one article once; each writer then only serialises."""
+    content_html = clean_html(article.body_html) if article.body_html.strip() else ""
+    text = clean_text(article.body_text).strip()
+    if not content_html and text:
+        content_html = "\n".join(f"<p>{html.escape(p, quote=False)}</p>" for p in text.split("\n\n") if p.strip())
+    if not text and content_html:
+        text = html_to_text(content_html)
+    summary = clean_text(article.summary).strip()
+    if not summary and text:
+        summary = text[:SUMMARY_CHARS].rsplit(" ", 1)[0] + "…" if len(text) > SUMMARY_CHARS else text
+    image = absolute(settings, article.image)
+    image_type = (mimetypes.guess_type(urlsplit(image).path)[0] or "image/jpeg") if image else ""
+    published = article.published.astimezone(UTC)
+    updated = max(article.changed.astimezone(UTC), published)
+    return FeedItem(
+        id=tag_uri(settings, article.guid),
+        title=one_line(article.title) or "(untitled)",
+        link=article_link(settings, article),
+        summary=summary,
+        content_html=content_html,
+        content_text=text,
+        author=one_line(article.author),
+        category=one_line(article.category),
+        category_term=article.category_slug,
+        tags=tuple(t for t in (one_line(t) for t in article.tags) if t),
+        published=published,
+        updated=updated,
+        image=image,
+        image_type=image_type if image_type.startswith("image/") else "image/jpeg",
+        image_alt=one_line(article.image_alt),
+        language=one_line(article.language),
+    )
+
+
+def feed_items(articles: Sequence[Article], settings: Settings) -> list[FeedItem]:
+    return [feed_item(a, settings) for a in articles]
+
+
+@dataclass(frozen=True)
+class FeedMeta:
+    """Everything feed-level, for all three formats of one document.
+
+    ``month`` is None for the subscription (current) feed; then
+    ``prev_month`` is the newest archive month. For an archive document
+    ``prev_month``/``next_month`` are its older/newer neighbours.
+    """
+
+    settings: Settings
+    scope: Scope
+    updated: datetime
+    month: str | None = None
+    prev_month: str | None = None
+    next_month: str | None = None
+
+    def url(self, path: str) -> str:
+        return base(self.settings) + path
+
+    def self_url(self, fmt: str) -> str:
+        path = self.scope.archive_path(fmt, self.month) if self.month else self.scope.feed_path(fmt)
+        return self.url(path)
+
+    def alternate_url(self) -> str:
+        return self.url(self.scope.page_path())
+
+    def archive_links(self, fmt: str) -> list[tuple[str, str]]:
+        """(rel, href) pairs of RFC 5005 links for this document."""
+        links = []
+        if self.month:
+            links.append(("current", self.url(self.scope.feed_path(fmt))))
+        if self.prev_month:
+            links.append(("prev-archive", self.url(self.scope.archive_path(fmt, self.prev_month))))
+        if self.month and self.next_month:
+            links.append(("next-archive", self.url(self.scope.archive_path(fmt, self.next_month))))
+        return links
+
+    @property
+    def title(self) -> str:
+        title = one_line(self.scope.title(self.settings))
+        return f"{title} ({self.month})" if self.month else title
+
+    @property
+    def subtitle(self) -> str:
+        return one_line(self.settings.subtitle) or self.title
+
+    @property
+    def hub(self) -> str:
+        return absolute(self.settings, self.settings.feeds_hub_url) if self.settings.feeds_hub_url else ""
+
+
+def feed_updated(items: Sequence[FeedItem]) -> datetime:
+    """The feed's <updated>: the newest change among its items."""
+    return max((i.updated for i in items), default=EMPTY_UPDATED)
+
+
+# --- feedgen extensions: what feedgen cannot say by itself -------------------------------
+
+
+class _FeedExtension(BaseExtension):  # type: ignore[misc]
+    """Feed-level links feedgen drops from RSS (hub, RFC 5005) and <fh:archive/>."""
+
+    def __init__(self) -> None:
+        self.links: list[tuple[str, str]] = []
+        self.archive = False
+
+    def extend_ns(self) -> dict[str, str]:
+        return {"fh": NS_FH, "dc": NS_DC}
+
+    def _add(self, parent: Any, atom: bool) -> None:
+        tag = "link" if atom else f"{{{NS_ATOM}}}link"
+        for rel, href in self.links:
+            etree.SubElement(parent, tag, rel=rel, href=href)
+        if self.archive:
+            etree.SubElement(parent, f"{{{NS_FH}}}archive")
+
+    def extend_atom(self, feed: Any) -> Any:
+        self._add(feed, atom=True)
+        return feed
+
+    def extend_rss(self, feed: Any) -> Any:
+        self._add(feed[0], atom=False)
+        return feed
+
+
+class _EntryExtension(BaseEntryExtension):  # type: ignore[misc]
+    """RSS items: <dc:creator> for a name-only author, <atom:updated>.
+
+    Atom entries: feedgen 1.0 drops rel/type/length from entry links (a
+    shadowed variable), so they are rewritten here from ``links``.
+    """
+
+    def __init__(self) -> None:
+        self.creator = ""
+        self.updated = ""
+        self.links: list[dict[str, str]] = []
+
+    def extend_ns(self) -> dict[str, str]:
+        return {"dc": NS_DC}
+
+    def extend_rss(self, entry: Any) -> Any:
+        if self.creator:
+            etree.SubElement(entry, f"{{{NS_DC}}}creator").text = self.creator
+        if self.updated:
+            etree.SubElement(entry, f"{{{NS_ATOM}}}updated").text = self.updated
+        return entry
+
+    def extend_atom(self, entry: Any) -> Any:
+        for old in entry.findall("link"):
+            entry.remove(old)
+        for attrs in self.links:
+            etree.SubElement(entry, "link", **attrs)
+        return entry
+
+
+def _generator(meta: FeedMeta, items: Sequence[FeedItem], fmt: str) -> FeedGenerator:
+    fg = FeedGenerator()
+    fg.register_extension("syndicate", _FeedExtension, _EntryExtension, atom=True, rss=True)
+    fg.id(feed_id(meta.settings, meta.scope))
+    fg.title(meta.title)
+    fg.subtitle(meta.subtitle)
+    fg.author(name=one_line(meta.settings.title) or "syndicate")
+    fg.link(href=meta.self_url(fmt), rel="self", type=CONTENT_TYPES[fmt].split(";")[0])
+    fg.link(href=meta.alternate_url(), rel="alternate", type="text/html")  # last: RSS <link>
+    if meta.settings.language:
+        fg.language(one_line(meta.settings.language))
+    fg.updated(meta.updated)
+    fg.ttl(meta.settings.feeds_ttl)
+    fg.generator("syndicate", version=__version__)
+    ext: _FeedExtension = fg.syndicate
+    ext.links = ([("hub", meta.hub)] if meta.hub else []) + meta.archive_links(fmt)
+    ext.archive = meta.month is not None
+    for item in items:
+        fe = fg.add_entry(order="append")
+        fe.id(item.id)
+        fe.guid(item.id, permalink=False)
+        fe.title(item.title)
+        fe.link(href=item.link, rel="alternate")
+        fe.syndicate.links = [{"href": item.link, "rel": "alternate", "type": "text/html"}]
+        if item.summary:
+            fe.summary(item.summary)
+        if item.content_html:
+            fe.content(item.content_html, type="html")
+        if item.author:
+            fe.author(name=item.author)
+            fe.syndicate.creator = item.author
+        if item.category:
+            fe.category(term=item.category_term or item.category, label=item.category)
+        fe.published(item.published)
+        fe.updated(item.updated)
+        fe.syndicate.updated = item.updated.isoformat()
+        if item.image:
+            fe.enclosure(item.image, 0, item.image_type)
+            fe.syndicate.links.append({"href": item.image, "rel": "enclosure", "type": item.image_type, "length": "0"})
+    return fg
+
+
+def rss_bytes(meta: FeedMeta, items: Sequence[FeedItem]) -> bytes:
+    """RSS 2.0 with content:encoded, dc:creator, atom:link self/hub/archives."""
+    out: bytes = _generator(meta, items, "rss").rss_str(pretty=True, encoding="UTF-8")
+    return out
+
+
+def atom_bytes(meta: FeedMeta, items: Sequence[FeedItem]) -> bytes:
+    """Atom 1.0 with content type="html", RFC 5005 links and fh:archive."""
+    out: bytes = _generator(meta, items, "atom").atom_str(pretty=True, encoding="UTF-8")
+    return out
+
+
+def _iso(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat()
+
+
+def json_feed_bytes(meta: FeedMeta, items: Sequence[FeedItem]) -> bytes:
+    """JSON Feed 1.1 (https://jsonfeed.org/version/1.1), written by hand.
+
+    ``next_url`` walks to older items (the archive months); ``_rfc5005`` is an
+    extension object carrying the same links as the XML feeds.
+    """
+    doc: dict[str, Any] = {
+        "version": "https://jsonfeed.org/version/1.1",
+        "title": meta.title,
+        "home_page_url": meta.alternate_url(),
+        "feed_url": meta.self_url("json"),
+        "description": meta.subtitle,
+        "authors": [{"name": one_line(meta.settings.title) or "syndicate"}],
+    }
+    if meta.settings.language:
+        doc["language"] = one_line(meta.settings.language)
+    if meta.hub:
+        doc["hubs"] = [{"type": "WebSub", "url": meta.hub}]
+    links = dict(meta.archive_links("json"))
+    if "prev-archive" in links:
+        doc["next_url"] = links["prev-archive"]
+    if links or meta.month:
+        doc["_rfc5005"] = {
+            "archive": meta.month is not None,
+            **{rel.replace("-", "_"): href for rel, href in links.items()},
+        }
+    doc["_syndicate"] = {"updated": _iso(meta.updated), "ttl": meta.settings.feeds_ttl}
+    out = []
+    for item in items:
+        entry: dict[str, Any] = {"id": item.id, "url": item.link, "title": item.title}
+        if item.content_html:
+            entry["content_html"] = item.content_html
+        entry["content_text"] = item.content_text
+        if item.summary:
+            entry["summary"] = item.summary
+        if item.image:
+            entry["image"] = item.image
+        entry["date_published"] = _iso(item.published)
+        entry["date_modified"] = _iso(item.updated)
+        if item.author:
+            entry["authors"] = [{"name": item.author}]
+        tags = ([item.category] if item.category else []) + [t for t in item.tags if t != item.category]
+        if tags:
+            entry["tags"] = tags
+        if item.language:
+            entry["language"] = item.language
+        if item.image:
+            entry["attachments"] = [{"url": item.image, "mime_type": item.image_type}]
+        out.append(entry)
+    doc["items"] = out
+    return (json.dumps(doc, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
+
+
+WRITERS = {"rss": rss_bytes, "atom": atom_bytes, "json": json_feed_bytes}
+
+
+def render_feeds(meta: FeedMeta, items: Sequence[FeedItem], formats: Sequence[str] = FORMATS) -> dict[str, bytes]:
+    """Every format of one document, from items cleaned once."""
+    return {fmt: WRITERS[fmt](meta, items) for fmt in formats}
+
+
+@dataclass(frozen=True)
+class FeedLink:
+    """One autodiscovery ``<link rel="alternate">``: what pages put in their <head>."""
+
+    type: str
+    title: str
+    href: str
+    label: str
+
+
+def feed_links(settings: Settings, scope: Scope = SITE) -> list[FeedLink]:
+    """Autodiscovery links for a scope's three feeds (absolute URLs).
+
+    Example:
+        >>> from syndicate.config import Settings
+        >>> [link.href for link in feed_links(Settings(base_url="https://n.example"))]
+        ['https://n.example/rss.xml', 'https://n.example/atom.xml', 'https://n.example/feed.json']
+    """
+    title = one_line(scope.title(settings))
+    labels = {"rss": "RSS", "atom": "Atom", "json": "JSON Feed"}
+    return [
+        FeedLink(CONTENT_TYPES[fmt].split(";")[0], f"{title} ({labels[fmt]})", base(settings) + scope.feed_path(fmt), labels[fmt])
+        for fmt in FORMATS
+    ]
