@@ -10,10 +10,8 @@ holds SQL. Sync work runs in Starlette's thread pool with ``ctx.store()``.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
-import inspect
 import logging
 import re
 import threading
@@ -414,23 +412,15 @@ class Pages:
                 return
             assert result.subscriber.id is not None and result.newslist.id is not None
             url = subscribers.confirm_url(self.settings, result.subscriber.id, result.newslist.id, result.subscriber.email)
-            asyncio.run(self._send_confirmation(result.subscriber, result.newslist, url))
+            from ..mailer import make_transport
+            from ..sender import send_confirmation
+
+            # Runs its own event loop in this worker thread and closes the transport.
+            send_confirmation(store, self.settings, make_transport(self.settings), result.subscriber, result.newslist, url)
         except SyndicateError as exc:
             log.info("web subscribe to %s not completed: %s", slug, exc)
         except Exception:
             log.exception("web subscribe to %s failed", slug)
-
-    async def _send_confirmation(self, subscriber: Subscriber, newslist: NewsList, url: str) -> None:
-        from ..mailer import make_transport
-        from ..sender import send_confirmation
-
-        transport = make_transport(self.settings)
-        try:
-            outcome = send_confirmation(self.ctx.store(), self.settings, transport, subscriber, newslist, url)
-            if inspect.isawaitable(outcome):
-                await outcome
-        finally:
-            await transport.close()
 
     def confirm(self, request: Request) -> Response:
         from .. import subscribers
