@@ -365,15 +365,17 @@ class OutboxQueries(StoreBase):
                 [(reason[:500], did, owner) for did in ids],
             )
 
-    def release_claims(self, owner: str) -> int:
+    def release_claims(self, owner: str, ids: Sequence[int]) -> int:
         """Give back rows claimed but never handed to the transport."""
         with self.transaction(immediate=True) as conn:
-            cur = conn.execute(
-                "UPDATE deliveries SET status = 'queued', attempts = max(attempts - 1, 0), lease_until = NULL "
-                "WHERE status = 'sending' AND lease_owner = ? AND message_id = ''",
-                [owner],
-            )
-            return cur.rowcount
+            n = 0
+            for did in ids:
+                n += conn.execute(
+                    "UPDATE deliveries SET status = 'queued', attempts = max(attempts - 1, 0), lease_until = NULL "
+                    "WHERE id = ? AND status = 'sending' AND lease_owner = ?",
+                    [did, owner],
+                ).rowcount
+            return n
 
     def cancel_queued_deliveries(self, subscription_id: int) -> int:
         """Cancel what is still queued for a subscription (on unsubscribe)."""
