@@ -98,6 +98,13 @@ def mail(i: int, settings: Settings) -> Mail:
     )
 
 
+async def send_once(t: SmtpTransport, m: Mail) -> None:
+    try:
+        await t.send(m.envelope_from, m.recipients, render_mail(m))
+    finally:
+        await t.close()
+
+
 def test_pool_delivers_intact_and_reuses_connections(server: tuple[Handler, int]) -> None:
     handler, port = server
     settings = smtp_settings(port)
@@ -213,7 +220,7 @@ def test_connection_refused_is_temporary() -> None:
     settings = smtp_settings(free_port())
     m = mail(5, settings)
     with pytest.raises(TransportError) as info:
-        asyncio.run(SmtpTransport(settings).send(m.envelope_from, m.recipients, render_mail(m)))
+        asyncio.run(send_once(SmtpTransport(settings), m))
     assert info.value.temporary is True
     assert "cannot connect to SMTP 127.0.0.1" in str(info.value)
 
@@ -252,7 +259,7 @@ def test_auth_login() -> None:
     try:
         good = smtp_settings(port, smtp_username="tin", smtp_password=Secret("mat-khau"))
         m = mail(7, good)
-        asyncio.run(SmtpTransport(good).send(m.envelope_from, m.recipients, render_mail(m)))
+        asyncio.run(send_once(SmtpTransport(good), m))
         assert len(handler.received) == 1
     finally:
         controller.stop()
