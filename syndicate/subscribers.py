@@ -11,7 +11,10 @@ admin or an import without ``resubscribe=True``, which is recorded.
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import json
+import re
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -37,7 +40,7 @@ from .models import (
     to_iso,
     utcnow,
 )
-from .sanitize import one_line
+from .sanitize import one_line, slugify
 from .store.subscribers import ImportRow, ListStats
 
 if TYPE_CHECKING:
@@ -65,6 +68,13 @@ def normalize_address(raw: str) -> str:
         syndicate.errors.AddressError: 'bob@' is not an email address: there must be something after the @-sign
     """
     text = unicodedata.normalize("NFC", raw.strip())
+    # Fast path for the common case, same answer as the full check: a plain
+    # ASCII dot-atom local part at a domain email-validator already accepted.
+    local, at, domain = text.rpartition("@")
+    if at and len(local) <= 64 and domain.isascii() and _DOT_ATOM.match(local):
+        normal_domain = _valid_domain(domain)
+        if normal_domain is not None and len(local) + 1 + len(domain) <= 254:
+            return f"{local}@{normal_domain}"
     if not text:
         raise AddressError("'' is not an email address: it is empty")
     try:
@@ -75,6 +85,20 @@ def normalize_address(raw: str) -> str:
         raise AddressError(f"{text!r} is not an email address: {reason}") from None
     local, _, domain = result.normalized.rpartition("@")
     return f"{local}@{domain.lower()}"
+
+
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_DOT_ATOM = re.compile(rf"{_ATEXT}(?:\.{_ATEXT})*\Z")
+
+
+@lru_cache(maxsize=4096)
+def _valid_domain(domain: str) -> str | None:
+    """The normalised domain if email-validator accepts it, else None (then the full check explains why)."""
+    try:
+        result = validate_email(f"a@{domain}", check_deliverability=False, allow_smtputf8=True)
+    except EmailNotValidError:
+        return None
+    return str(result.domain).lower()
 
 
 def address_hash(email: str) -> str:
@@ -111,8 +135,6 @@ def check_timezone(name: str) -> str:
 
 def check_categories(wanted: list[str] | None, newslist: NewsList) -> list[str]:
     """Categories a subscriber may choose: a subset of the list's (any, if the list covers all)."""
-    from .sanitize import slugify
-
     chosen = sorted({slugify(c) for c in (wanted or []) if c.strip()})
     if newslist.categories:
         extra = [c for c in chosen if c not in newslist.categories]
@@ -283,7 +305,7 @@ def subscribe(
             previous = sub.status
             if not (resubscribe or consent_by_link):
                 raise InputError(
-                    f"{address} is {sub.status} from {newslist.slug}; add --resubscribe only if they asked to come back"
+                    f"{subscriber.email} is {sub.status} from {newslist.slug}; add --resubscribe only if they asked to come back"
                 )
             sub.status, sub.unsubscribed, sub.hard_bounces = status, None, 0
             sub.confirmed = now if confirmed else sub.confirmed
@@ -452,8 +474,6 @@ def describe(store: Store, email: str) -> SubscriberReport:
 
 
 def _check_list_fields(nl: NewsList) -> NewsList:
-    from .sanitize import slugify
-
     if not nl.slug or slugify(nl.slug) != nl.slug:
         raise InputError(f"list slug {nl.slug!r} must be lower-case ASCII words joined by '-', e.g. {slugify(nl.slug or nl.name)!r}")
     nl.name = one_line(nl.name)
@@ -634,8 +654,6 @@ class CsvImport:
         return self.report
 
     def __iter__(self) -> Iterator[int]:
-        import csv
-
         baseline = self.store.import_baseline()
         source = f"import:{self.path.name}"
         errors_fh = self.errors_path.open("w", encoding="utf-8", newline="") if self.errors_path else None
@@ -671,8 +689,6 @@ class CsvImport:
                 errors_fh.close()
 
     def _rows(self, reader: Any) -> Iterator[tuple[list[str], int]]:
-        import csv
-
         while True:
             try:
                 row = next(reader)
@@ -718,8 +734,6 @@ class CsvImport:
         name = cell("name") or " ".join(p for p in (cell("first"), cell("last")) if p)
         timezone, locale = cell("timezone"), cell("locale")
         if "attributes" in columns and cell("attributes"):
-            import json
-
             try:
                 attrs = json.loads(cell("attributes"))
             except ValueError:
@@ -749,9 +763,7 @@ class CsvImport:
                 setattr(out, key, int(text))
         cats = cell("categories")
         if cats:
-            from .sanitize import slugify
-
-            out.categories = sorted({slugify(c) for c in cats.replace(",", ";").split(";") if c.strip()})
+                    out.categories = sorted({slugify(c) for c in cats.replace(",", ";").split(";") if c.strip()})
         for key in ("created", "confirmed", "unsubscribed"):
             text = cell(key)
             if text:
@@ -809,8 +821,6 @@ def import_csv(store: Store, settings: Settings, path: Path, list_slug: str | No
 
 def export_csv(store: Store, out: TextIO, *, list_slug: str | None = None, status: str | None = None) -> int:
     """Write subscriptions as CSV that :func:`import_csv` reads back to the same data. Returns rows written."""
-    import csv
-
     if status is not None and status not in SUBSCRIPTION_STATUSES:
         raise InputError(f"status {status!r} is not one of {', '.join(SUBSCRIPTION_STATUSES)}")
     list_id = store.get_list(list_slug).id if list_slug else None

@@ -1,0 +1,386 @@
+"""Subscribers: addresses, double opt-in, events, tokens, suppression, erasure, preferences."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from datetime import timedelta
+
+import pytest
+from click.testing import CliRunner
+from email_validator import EmailNotValidError, validate_email
+from hypothesis import given, settings as hsettings, strategies as st
+from itsdangerous import TimestampSigner, URLSafeTimedSerializer
+
+from syndicate import subscribers as lib
+from syndicate.cli import main
+from syndicate.config import Secret, Settings
+from syndicate.errors import AddressError, InputError, NotFound, TokenError
+from syndicate.models import NewsList, utcnow
+from syndicate.store import Store
+
+
+@pytest.fixture
+def tin_sang(store: Store) -> NewsList:
+    return lib.create_list(store, NewsList(slug="tin-sang", name="Tin sáng", send_hour=7))
+
+
+@pytest.fixture
+def weekly(store: Store) -> NewsList:
+    return lib.create_list(
+        store, NewsList(slug="weekly-tech", name="Weekly tech", cadence="weekly", weekday=4,
+                        categories=["cong-nghe", "khoi-nghiep"], language="en")
+    )
+
+
+# -- addresses --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("  Bob.Smith@Example.ORG\n", "Bob.Smith@example.org"),
+        ("an+news@EXAMPLE.com", "an+news@example.com"),
+        ("nguyễn@ví-dụ.example", "nguyễn@ví-dụ.example"),
+        ("user@XN--V-DUA.example", "user@vǟ.example"),
+        ("ü@München.example", "ü@münchen.example"),
+        ("nguye\u0302\u0303n@example.org", "nguyễn@example.org"),  # NFD in, NFC out
+    ],
+)
+def test_addresses_are_normalised(raw: str, expected: str) -> None:
+    assert lib.normalize_address(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ("bob@", "'bob@' is not an email address: there must be something after the @-sign"),
+        ("bob", "'bob' is not an email address: an email address must have an @-sign"),
+        ("", "'' is not an email address: it is empty"),
+        ("a@b", "'a@b' is not an email address: the part after the @-sign is not valid. It should have a period"),
+        ("a b@example.org", "'a b@example.org' is not an email address: the email address contains invalid "
+                            "characters before the @-sign: SPACE"),
+        ("x@example.invalid", "'x@example.invalid' is not an email address: the part after the @-sign is a "
+                              "special-use or reserved name that cannot be used with email"),
+    ],
+)
+def test_bad_addresses_are_rejected_with_a_clear_message(raw: str, message: str) -> None:
+    with pytest.raises(AddressError) as info:
+        lib.normalize_address(raw)
+    assert str(info.value) == message
+
+
+@hsettings(max_examples=300, deadline=None)
+@given(st.text(alphabet="abcXYZ09.+-_@!#~ é", min_size=0, max_size=24).map(lambda s: s + "@Example.org")
+       | st.text(alphabet="abc.@-_XY1", max_size=30))
+def test_fast_path_agrees_with_email_validator(raw: str) -> None:
+    """The shortcut for plain ASCII addresses must give exactly what the full check gives."""
+    try:
+        full = validate_email(raw.strip(), check_deliverability=False, allow_smtputf8=True).normalized
+        local, _, domain = full.rpartition("@")
+        expected: str | None = f"{local}@{domain.lower()}"
+    except EmailNotValidError:
+        expected = None
+    try:
+        got: str | None = lib.normalize_address(raw)
+    except AddressError:
+        got = None
+    assert got == expected
+
+
+def test_unknown_time_zone_is_rejected(store: Store, settings: Settings, tin_sang: NewsList) -> None:
+    with pytest.raises(InputError, match="'Mars/Base' is not an IANA time zone"):
+        lib.subscribe(store, settings, "an@example.org", "tin-sang", timezone="Mars/Base")
+    assert store.find_subscriber("an@example.org") is None
+
+
+# -- double opt-in and events -----------------------------------------------------
+
+
+def test_double_opt_in_then_unsubscribe_records_every_step(store: Store, settings: Settings, tin_sang: NewsList) -> None:
+    r = lib.subscribe(store, settings, "An@Example.org", "tin-sang", name="Nguyễn Văn An", source="web",
+                      actor="203.0.113.9")
+    assert (r.created, r.needs_confirmation, r.subscription.status) == (True, True, "pending")
+    assert r.subscriber.email == "An@example.org"
+    assert r.subscriber.timezone == settings.timezone
+    assert r.subscription.send_hour == 7
+    # pending people are not sent anything
+    assert list(store.iter_active_subscriptions(tin_sang.id or 0)) == []
+
+    again = lib.subscribe(store, settings, "an@example.org", "tin-sang", source="web")
+    assert (again.created, again.subscription.id) == (False, r.subscription.id)
+
+    sid, lid = r.subscriber.id or 0, tin_sang.id or 0
+    confirmed = lib.confirm(store, settings, lib.make_token(settings, "confirm", sid, lid, r.subscriber.email))
+    assert confirmed.subscription.status == "active" and confirmed.subscription.confirmed is not None
+    # a second click is harmless
+    assert lib.confirm(store, settings, lib.make_token(settings, "confirm", sid, lid)).created is False
+    active = list(store.iter_active_subscriptions(lid))
+    assert [(s.id, p.email) for s, p in active] == [(r.subscription.id, "An@example.org")]
+
+    token = lib.unsubscribe_url(settings, sid, lid, "An@example.org").rsplit("/", 1)[1]
+    out = lib.unsubscribe_by_token(store, settings, token, actor="198.51.100.7")
+    assert out.subscription.status == "unsubscribed"
+    lib.unsubscribe_by_token(store, settings, token)  # idempotent: no second event
+    events = store.events_for(sid)
+    assert [(e.kind, e.source, e.actor) for e in events] == [
+        ("subscribe", "web", "203.0.113.9"),
+        ("confirm", "web", ""),
+        ("unsubscribe", "web", "198.51.100.7"),
+    ]
+    assert all(e.list_id == lid for e in events)
+
+
+def test_admin_add_confirmed_is_active_at_once(store: Store, settings: Settings, weekly: NewsList) -> None:
+    r = lib.subscribe(store, settings, "emma@example.org", "weekly-tech", confirmed=True, actor="admin",
+                      categories=["Công nghệ"])
+    assert r.subscription.status == "active" and not r.needs_confirmation
+    assert (r.subscription.cadence, r.subscription.weekday, r.subscription.categories) == ("weekly", 4, ["cong-nghe"])
+    assert [(e.kind, e.actor, e.detail) for e in store.events_for(r.subscriber.id or 0)] == [
+        ("admin-add", "admin", "active")
+    ]
+    with pytest.raises(InputError, match="does not cover the-thao"):
+        lib.subscribe(store, settings, "x@example.org", "weekly-tech", categories=["thể thao"])
+
+
+def test_unsubscribe_cancels_queued_deliveries_when_the_outbox_can(
+    store: Store, settings: Settings, tin_sang: NewsList
+) -> None:
+    r = lib.subscribe(store, settings, "an@example.org", "tin-sang", confirmed=True)
+    cancelled: list[int] = []
+    original = getattr(store, "cancel_queued_deliveries", None)
+
+    def spy(subscription_id: int) -> int:
+        cancelled.append(subscription_id)
+        return original(subscription_id) if original else 0
+
+    store.cancel_queued_deliveries = spy  # type: ignore[method-assign]
+    lib.unsubscribe(store, settings, r.subscriber.id or 0, tin_sang.id or 0, source="cli")
+    assert cancelled == [r.subscription.id]
+
+
+# -- suppression ----------------------------------------------------------------------
+
+
+def test_left_addresses_need_resubscribe(store: Store, settings: Settings, tin_sang: NewsList) -> None:
+    r = lib.subscribe(store, settings, "an@example.org", "tin-sang", confirmed=True)
+    lib.unsubscribe_address(store, settings, "an@example.org", None, source="cli")
+    with pytest.raises(InputError) as info:
+        lib.subscribe(store, settings, "AN@example.org", "tin-sang", confirmed=True)
+    assert str(info.value) == (
+        "an@example.org is unsubscribed from tin-sang; add --resubscribe only if they asked to come back"
+    )
+    back = lib.resubscribe(store, settings, "an@example.org", "tin-sang", actor="admin")
+    assert back.subscription.status == "active"
+    assert [e.kind for e in store.events_for(r.subscriber.id or 0)] == ["admin-add", "unsubscribe", "resubscribe"]
+    assert store.events_for(r.subscriber.id or 0)[-1].detail == "active, was unsubscribed"
+
+
+def test_bounces_and_complaints(store: Store, settings: Settings, tin_sang: NewsList) -> None:
+    r = lib.subscribe(store, settings, "an@example.org", "tin-sang", confirmed=True)
+    sub_id = r.subscription.id or 0
+    assert store.record_hard_bounce(sub_id, threshold=2, detail="550 no such user") is False
+    assert store.get_subscription_by_id(sub_id).status == "active"
+    assert store.record_hard_bounce(sub_id, threshold=2) is True
+    assert store.get_subscription_by_id(sub_id).status == "bounced"
+    kinds = [e.kind for e in store.events_for(r.subscriber.id or 0)]
+    assert kinds == ["admin-add", "hard-bounce", "hard-bounce", "bounce"]
+    with pytest.raises(InputError, match="is bounced from tin-sang"):
+        lib.subscribe(store, settings, "an@example.org", "tin-sang", confirmed=True)
+
+    other = lib.subscribe(store, settings, "binh@example.org", "tin-sang", confirmed=True)
+    store.mark_bounced(other.subscription.id or 0, status="complained", source="bounce",
+                       suppress_hash=lib.address_hash("binh@example.org"))
+    assert store.suppression(lib.address_hash("Binh@example.org")) == "complained"
+
+
+# -- tokens ---------------------------------------------------------------------------
+
+
+def test_tokens_are_bound_to_purpose_subscriber_and_address(
+    store: Store, settings: Settings, tin_sang: NewsList
+) -> None:
+    a = lib.subscribe(store, settings, "an@example.org", "tin-sang", confirmed=True)
+    b = lib.subscribe(store, settings, "binh@example.org", "tin-sang", confirmed=True)
+    aid, bid, lid = a.subscriber.id or 0, b.subscriber.id or 0, tin_sang.id or 0
+    token = lib.make_token(settings, "unsubscribe", aid, lid, "an@example.org")
+    assert lib.read_token(settings, token, "unsubscribe") == (aid, lid)
+
+    with pytest.raises(TokenError, match="not valid"):  # wrong purpose
+        lib.read_token(settings, token, "preferences")
+    with pytest.raises(TokenError, match="not valid"):  # altered by one character
+        lib.read_token(settings, token[:-1] + ("A" if token[-1] != "A" else "B"), "unsubscribe")
+    other_key = settings.with_(secret_key=Secret("another-secret-key"))
+    with pytest.raises(TokenError, match="not valid"):  # signed elsewhere
+        lib.read_token(other_key, token, "unsubscribe")
+
+    # a payload for b signed with a's address hash: acts on nobody
+    forged = URLSafeTimedSerializer(settings.require_secret(), salt="syndicate.unsubscribe").dumps(
+        [bid, lid, hashlib.sha256(b"an@example.org").hexdigest()[:16]]
+    )
+    with pytest.raises(TokenError, match="no longer applies"):
+        lib.unsubscribe_by_token(store, settings, forged)
+    assert store.get_subscription(bid, lid).status == "active"
+    assert store.get_subscription(aid, lid).status == "active"
+
+    lib.unsubscribe_by_token(store, settings, token)
+    assert store.get_subscription(aid, lid).status == "unsubscribed"
+    assert store.get_subscription(bid, lid).status == "active"
+
+
+def test_confirm_tokens_expire_unsubscribe_tokens_do_not(store: Store, settings: Settings, tin_sang: NewsList) -> None:
+    r = lib.subscribe(store, settings, "an@example.org", "tin-sang")
+    sid, lid = r.subscriber.id or 0, tin_sang.id or 0
+    eight_days_ago = int(time.time()) - 8 * 86400
+
+    class OldSigner(TimestampSigner):
+        def get_timestamp(self) -> int:
+            return eight_days_ago
+
+    def old_token(purpose: str) -> str:
+        return URLSafeTimedSerializer(settings.require_secret(), salt=f"syndicate.{purpose}", signer=OldSigner).dumps(
+            [sid, lid]
+        )
+
+    with pytest.raises(TokenError, match="has expired"):
+        lib.confirm(store, settings, old_token("confirm"))
+    assert store.get_subscription(sid, lid).status == "pending"
+    longer = settings.with_(mail_pending_max_age_days=10)
+    assert lib.confirm(store, longer, old_token("confirm")).subscription.status == "active"
+    assert lib.unsubscribe_by_token(store, settings, old_token("unsubscribe")).subscription.status == "unsubscribed"
+
+
+def test_missing_secret_is_a_config_error(settings: Settings) -> None:
+    from syndicate.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="no secret_key"):
+        lib.make_token(settings.with_(secret_key=Secret("")), "confirm", 1, 1)
+
+
+def test_urls(settings: Settings) -> None:
+    url = lib.preferences_url(settings, 3, 4, "an@example.org")
+    assert url.startswith("https://news.example.org/preferences/")
+    assert lib.read_token(settings, url.rsplit("/", 1)[1], "preferences") == (3, 4)
+    assert lib.confirm_url(settings, 3, 4).startswith("https://news.example.org/confirm/")
+
+
+# -- preferences ----------------------------------------------------------------------
+
+
+def test_preferences_change_schedule_and_topics(store: Store, settings: Settings, weekly: NewsList) -> None:
+    r = lib.subscribe(store, settings, "emma@example.org", "weekly-tech", confirmed=True)
+    token = lib.make_token(settings, "preferences", r.subscriber.id or 0, weekly.id or 0, "emma@example.org")
+    out = lib.update_preferences(store, settings, token, cadence="daily", send_hour=18, timezone="Europe/Berlin",
+                                 categories=["khoi-nghiep"])
+    again = store.get_subscription(r.subscriber.id or 0, weekly.id or 0)
+    assert (again.cadence, again.send_hour, again.categories) == ("daily", 18, ["khoi-nghiep"])
+    assert store.get_subscriber("emma@example.org").timezone == "Europe/Berlin"
+    assert out.subscription.id == again.id
+    assert store.events_for(r.subscriber.id or 0)[-1].kind == "preferences"
+    with pytest.raises(InputError, match="send hour 24"):
+        lib.update_preferences(store, settings, token, send_hour=24)
+    with pytest.raises(TokenError):
+        lib.update_preferences(store, settings, token.replace(token[10], "x" if token[10] != "x" else "y"), cadence="daily")
+
+
+# -- erasure and purge ------------------------------------------------------------------
+
+
+def test_erase_keeps_only_a_hash(store: Store, settings: Settings, tin_sang: NewsList, weekly: NewsList) -> None:
+    r = lib.subscribe(store, settings, "an@example.org", "tin-sang", name="Nguyễn Văn An", confirmed=True,
+                      actor="admin")
+    lib.subscribe(store, settings, "an@example.org", "weekly-tech", confirmed=True, actor="admin")
+    keep = lib.subscribe(store, settings, "binh@example.org", "tin-sang", confirmed=True)
+    sid = r.subscriber.id or 0
+    token = lib.make_token(settings, "unsubscribe", sid, tin_sang.id or 0, "an@example.org")
+
+    assert lib.erase(store, settings, "AN@example.org ", actor="admin") == 2
+    with pytest.raises(NotFound):
+        store.get_subscriber("an@example.org")
+    assert store.subscriptions_of(sid) == [] and store.events_for(sid) == []
+    dump = "\n".join(store.conn.iterdump())
+    assert "an@example.org" not in dump.lower() and "Nguyễn Văn An" not in dump
+    assert hashlib.sha256(b"an@example.org").hexdigest() in dump
+    assert store.suppression(lib.address_hash("an@example.org")) == "erased"
+    # a link from an old email fails cleanly
+    with pytest.raises(TokenError, match="no longer applies"):
+        lib.unsubscribe_by_token(store, settings, token)
+    # the other subscriber is untouched; a new subscriber never reuses the id
+    assert store.get_subscriber("binh@example.org").id == keep.subscriber.id
+    with pytest.raises(InputError, match="suppressed \\(erased\\)"):
+        lib.subscribe(store, settings, "an@example.org", "tin-sang", confirmed=True)
+    fresh = lib.subscribe(store, settings, "chi@example.org", "tin-sang")
+    assert (fresh.subscriber.id or 0) > sid
+    # they may come back through the web form: their confirmation is the consent
+    again = lib.subscribe(store, settings, "an@example.org", "tin-sang", source="web")
+    assert again.subscription.status == "pending" and again.subscriber.id != sid
+
+
+def test_purge_pending(store: Store, settings: Settings, tin_sang: NewsList) -> None:
+    old = lib.subscribe(store, settings, "old@example.org", "tin-sang", now=utcnow() - timedelta(days=9))
+    new = lib.subscribe(store, settings, "new@example.org", "tin-sang")
+    lib.subscribe(store, settings, "on@example.org", "tin-sang", confirmed=True, now=utcnow() - timedelta(days=30))
+    assert lib.purge_pending(store, settings) == 1
+    assert store.find_subscription(old.subscriber.id or 0, tin_sang.id or 0) is None
+    assert store.find_subscription(new.subscriber.id or 0, tin_sang.id or 0) is not None
+    assert store.events_for(old.subscriber.id or 0)[-1].kind == "purge"
+    assert lib.purge_pending(store, settings, older_than_days=0, now=utcnow() + timedelta(seconds=5)) == 1
+
+
+def test_stats_count_statuses_and_growth(store: Store, settings: Settings, tin_sang: NewsList) -> None:
+    for i in range(4):
+        lib.subscribe(store, settings, f"u{i}@example.org", "tin-sang", confirmed=True)
+    lib.subscribe(store, settings, "p@example.org", "tin-sang")
+    lib.subscribe(store, settings, "gone@example.org", "tin-sang", confirmed=True, now=utcnow() - timedelta(days=60))
+    lib.unsubscribe_address(store, settings, "u0@example.org", "tin-sang", source="cli")
+    (row,) = lib.stats(store)
+    assert (row.active, row.pending, row.unsubscribed, row.joined, row.left, row.growth) == (4, 1, 1, 4, 1, 3)
+
+
+# -- CLI --------------------------------------------------------------------------------
+
+
+def test_cli_add_show_unsubscribe_erase(cli: CliRunner) -> None:
+    assert cli.invoke(main, ["list", "create", "tin-sang", "--name", "Tin sáng"]).exit_code == 0
+    added = cli.invoke(main, ["subscriber", "add", " Lan@Example.org", "--list", "tin-sang", "--name", "Lan"])
+    assert added.exit_code == 0, added.output
+    assert "added Lan@example.org on tin-sang: pending" in added.output
+    assert "confirm link: http://127.0.0.1:8080/confirm/" in added.output
+
+    bad = cli.invoke(main, ["subscriber", "add", "bob@", "--list", "tin-sang"])
+    assert bad.exit_code == 65
+    assert bad.stderr == "error: 'bob@' is not an email address: there must be something after the @-sign\n"
+
+    cli.invoke(main, ["subscriber", "unsubscribe", "lan@example.org"])
+    shown = cli.invoke(main, ["subscriber", "show", "lan@example.org", "--json"])
+    data = json.loads(shown.output)
+    assert data["subscriber"]["email"] == "Lan@example.org"
+    assert [s["status"] for s in data["subscriptions"]] == ["unsubscribed"]
+    assert [(e["kind"], e["source"]) for e in data["events"]] == [("subscribe", "cli"), ("unsubscribe", "cli")]
+    text = cli.invoke(main, ["subscriber", "show", "lan@example.org"]).output
+    assert "history:" in text and "unsubscribe" in text
+
+    refused = cli.invoke(main, ["subscriber", "add", "lan@example.org", "--list", "tin-sang", "--confirmed"])
+    assert refused.exit_code == 65 and "--resubscribe" in refused.stderr
+    back = cli.invoke(main, ["subscriber", "resubscribe", "lan@example.org", "--list", "tin-sang"])
+    assert back.output == "Lan@example.org is active on tin-sang\n"
+
+    erased = cli.invoke(main, ["subscriber", "erase", "lan@example.org", "--yes"])
+    assert erased.exit_code == 0, erased.output
+    gone = cli.invoke(main, ["subscriber", "show", "lan@example.org"])
+    assert gone.stderr == "error: no subscriber 'lan@example.org' (see `syndicate subscriber ls`)\n"
+    stats = json.loads(cli.invoke(main, ["stats", "--json"]).output)
+    assert stats[0]["slug"] == "tin-sang" and stats[0]["active"] == 0
+
+
+def test_cli_ls_and_purge(cli: CliRunner) -> None:
+    cli.invoke(main, ["list", "create", "tin-sang", "--name", "Tin sáng"])
+    for addr in ("a@example.org", "b@example.org"):
+        cli.invoke(main, ["subscriber", "add", addr, "--list", "tin-sang", "--confirmed"])
+    cli.invoke(main, ["subscriber", "add", "c@example.org", "--list", "tin-sang"])
+    rows = json.loads(cli.invoke(main, ["subscriber", "ls", "--status", "active", "--json"]).output)
+    assert [r["email"] for r in rows] == ["a@example.org", "b@example.org"]
+    assert len(cli.invoke(main, ["subscriber", "ls", "--limit", "1"]).output.splitlines()) == 1
+    purged = cli.invoke(main, ["subscriber", "purge-pending", "--older-than", "0"])
+    assert purged.exit_code == 0 and "purged" in purged.output
