@@ -10,7 +10,9 @@ from datetime import timedelta
 import pytest
 from click.testing import CliRunner
 from email_validator import EmailNotValidError, validate_email
-from hypothesis import given, settings as hsettings, strategies as st
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 
 from syndicate import subscribers as lib
