@@ -394,3 +394,10 @@ def test_tracebacks_never_reach_the_visitor(site: Settings, tmp_path: Path) -> N
     r = make_client(broken).get("/")
     assert r.status_code == 500 and "Đã xảy ra lỗi" in r.text and "Traceback" not in r.text
     assert_secure(r)
+
+
+def test_archived_digests_generic_links_explain_where_the_personal_ones_are(site: Settings) -> None:
+    client = make_client(site)
+    for path in ("/unsubscribe", "/preferences"):
+        r = client.get(path)
+        assert r.status_code == 200 and "Dùng đường dẫn trong email của bạn" in r.text

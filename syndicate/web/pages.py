@@ -540,6 +540,12 @@ class Pages:
             ),
         )
 
+    def personal_link(self, request: Request) -> Response:
+        """The archived digest's generic unsubscribe/preferences links: say where the personal one is."""
+        lang = self.lang_of()
+        t = self.t(lang)
+        return self.page("error.html", lang, 200, status="", heading=t["personal_link"], message=t["personal_link_text"])
+
     # archive ----------------------------------------------------------------------
 
     def archive_index(self, request: Request) -> Response:
@@ -612,6 +618,8 @@ def routes(ctx: WebContext, *, limits: RateLimits | None = None, max_body: int =
         route("/category/{slug}", pages.category, ["GET"]),
         route("/subscribe", pages.subscribe, ["POST"]),
         route("/confirm/{token}", pages.confirm, ["GET"]),
+        route("/unsubscribe", pages.personal_link, ["GET"]),
+        route("/preferences", pages.personal_link, ["GET"]),
         route("/unsubscribe/{token}", pages.unsubscribe_page, ["GET"]),
         route("/unsubscribe/{token}", pages.unsubscribe, ["POST"]),
         route("/preferences/{token}", pages.preferences, ["GET", "POST"]),
