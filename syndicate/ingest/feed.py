@@ -14,6 +14,8 @@ import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urljoin
+from xml.sax import SAXParseException
 
 import feedparser
 
@@ -50,7 +52,7 @@ def fetch(url: str, timeout: float = 30.0) -> tuple[bytes, str]:
 
 
 def _time(entry: Any, key: str) -> datetime | None:
-    value = entry.get(key)
+    value = dict.get(entry, key)  # not entry.get: feedparser maps updated->published with a warning
     if not value:
         return None
     return datetime.fromtimestamp(calendar.timegm(value), UTC)
@@ -77,6 +79,13 @@ def _image(entry: Any) -> str:
     return ""
 
 
+def _bozo(parsed: Any) -> str:
+    exc = parsed.get("bozo_exception")
+    if isinstance(exc, SAXParseException):
+        return f"XML error: {exc.getMessage()}"
+    return str(exc)
+
+
 def parse(source: str, opts: Options) -> Parsed:
     """Yield the Articles of a feed file or URL, with a warning if the feed is malformed."""
     if is_url(source):
@@ -87,18 +96,19 @@ def parse(source: str, opts: Options) -> Parsed:
         except OSError as exc:
             raise ParseError(f"cannot read: {exc.strerror or exc}") from None
         base = ""
-    headers = {"content-location": base} if base else {}
-    parsed = feedparser.parse(body, response_headers=headers, sanitize_html=True, resolve_relative_uris=bool(base))
+    # No content-location: feedparser would resolve a relative guid against it, and an
+    # entry's identity must not depend on where the feed was read from.
+    parsed = feedparser.parse(body, sanitize_html=True)
     entries = parsed.get("entries") or []
     if not entries:
-        if parsed.get("bozo"):
-            raise ParseError(f"cannot read feed: {parsed.get('bozo_exception')}")
         if not parsed.get("version"):
             raise ParseError("not an RSS or Atom feed")
+        if parsed.get("bozo"):
+            raise ParseError(f"cannot read feed: {_bozo(parsed)}")
         yield Problem("note", "", "the feed has no entries")
         return
     if parsed.get("bozo"):
-        yield Problem("warning", "", f"feed is not well-formed ({parsed.get('bozo_exception')}); imported what could be read")
+        yield Problem("warning", "", f"feed is not well-formed ({_bozo(parsed)}); imported what could be read")
     feed = parsed.get("feed", {})
     feed_title = one_line(str(feed.get("title", "")))
     feed_language = one_line(str(feed.get("language", "")))[:2].lower()
@@ -127,6 +137,8 @@ def parse(source: str, opts: Options) -> Parsed:
         terms = [one_line(t.get("term", "")) for t in entry.get("tags") or []]
         terms = [t for t in terms if t]
         link = one_line(entry.get("link", ""))
+        if link and base:
+            link = urljoin(base, link)
         guid = one_line(entry.get("id", "")) or link or f"urn:syndicate:{slugify(title)}"
         source_title = one_line(str((entry.get("source") or {}).get("title", ""))) or feed_title
         yield Article(

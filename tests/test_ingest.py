@@ -1,0 +1,386 @@
+"""Ingestion: every format, the sample page, bad files, re-imports, hostile HTML, the CLI."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import shutil
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+from click.testing import CliRunner
+from conftest import DATA, SAMPLE_VI
+
+from syndicate.cli import main
+from syndicate.errors import InputError
+from syndicate.ingest import detect_format, import_paths, parse_published
+from syndicate.models import Article
+from syndicate.store import Store
+
+SEED_TITLE = (
+    "Tìm kiếm cơ hội trong việc kết nối công nghệ, thúc đẩy phát triển hệ sinh thái "
+    "khởi nghiệp đổi mới sáng tạo tại Hải Phòng"
+)
+
+RSS = """<?xml version="1.0" encoding="utf-8"?>
+<rss version="2.0" xmlns:content="http://purl.org/rss/1.0/modules/content/">
+<channel><title>Tin Cảng</title><link>https://tin.example.org/</link><description>d</description>
+<item><title>Tàu lớn cập cảng</title><link>https://tin.example.org/a</link><guid>tin-a</guid>
+<pubDate>Sat, 21 Nov 2026 09:00:00 +0700</pubDate><category>Kinh tế</category><category>cảng</category>
+<content:encoded><![CDATA[<p onclick="x()">Nội dung <script>alert(1)</script><a href="javascript:alert(2)">xem</a></p>]]></content:encoded>
+</item>
+<item><title>Second item</title><link>https://tin.example.org/b</link>
+<pubDate>Sun, 22 Nov 2026 10:00:00 +0000</pubDate><description>Plain &lt;b&gt;summary&lt;/b&gt;</description></item>
+</channel></rss>
+"""
+
+ATOM = """<?xml version="1.0" encoding="utf-8"?>
+<feed xmlns="http://www.w3.org/2005/Atom"><title>Atom news</title><id>urn:x</id>
+<updated>2026-11-20T00:00:00Z</updated>
+<entry><title>Atom entry</title><id>urn:uuid:1234</id><updated>2026-11-20T08:00:00Z</updated>
+<published>2026-11-19T08:00:00Z</published><author><name>Ann</name></author>
+<category term="Technology"/><content type="html">&lt;p&gt;Body &lt;em&gt;text&lt;/em&gt;&lt;/p&gt;</content></entry>
+</feed>
+"""
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def by_title(store: Store, title: str) -> Article:
+    matches = [a for a in store.newest_articles(1000) if a.title == title]
+    assert len(matches) == 1, [a.title for a in store.newest_articles(1000)]
+    return matches[0]
+
+
+# --- plain-text news pages -------------------------------------------------------------------
+
+
+def test_sample_page_parts(store: Store, tmp_path: Path) -> None:
+    page = tmp_path / "page.txt"
+    shutil.copy(SAMPLE_VI, page)
+    os.utime(page, (1795000000, 1795000000))
+    report = import_paths(store, [page])
+    assert report.errors == [] and report.inserted == 1
+    assert report.notes == [f"{page}: published from file mtime (2026-11-18 11:06 UTC)"]
+    a = store.get_article(store.newest_articles(1)[0].guid)
+    assert a.title == SEED_TITLE
+    assert a.category == "Công nghệ" and a.category_slug == "cong-nghe"
+    assert a.author == "Nguyễn Hải"
+    assert a.source == "haiphong.gov.vn"
+    assert a.language == "vi"
+    assert a.published == datetime(2026, 11, 18, 11, 6, 40, tzinfo=UTC)
+    assert a.summary.startswith("Trong khuôn khổ chuyến công tác tại Hoa Kỳ và Canada")
+    for junk in ("Tin khác", "cookies", "Read More", "Nguồn tin", "Nguyễn Hải", "Dương Kinh", "\xa0"):
+        assert junk not in a.body_text and junk not in a.body_html, junk
+    assert a.body_text.endswith("hệ sinh thái khởi nghiệp đổi mới sáng tạo./.")
+    assert '<p class="caption"><em>Quang cảnh buổi làm việc với Đại sứ,Tổng Lãnh sự quán Việt Nam tại San Francisco</em></p>' in a.body_html
+    assert ('<p class="caption"><em>Đoàn công tác thành phố Hải Phòng tại Trung tâm Kết nối công nghệ '
+            "Plug and Play thuộc thành phố San Francisco</em></p>") in a.body_html
+    assert a.body_html.startswith("<p>Trong khuôn khổ")
+    assert [(r.title, r.date) for r in a.related][:2] == [
+        ("Công bố Quyết định về công tác cán bộ quận Dương Kinh", "2024-10-14"),
+        ("Không ép buộc học sinh tham gia học thêm, học liên kết giáo dục", "2024-10-12"),
+    ]
+    assert len(a.related) == 5
+    assert a.related[0].summary == "Sáng 14/10, Thành ủy Hải Phòng tổ chức Hội nghị công bố Quyết định về…"
+    assert a.slug.startswith("tim-kiem-co-hoi-trong-viec-ket-noi-cong-nghe")
+
+
+def test_text_page_published_option_and_page_date(store: Store, tmp_path: Path) -> None:
+    page = tmp_path / "page.txt"
+    shutil.copy(SAMPLE_VI, page)
+    when = parse_published("2026-11-20T08:00:00+07:00")
+    report = import_paths(store, [page], published=when)
+    assert report.notes == [f"{page}: published from --published"]
+    assert store.newest_articles(1)[0].published == datetime(2026, 11, 20, 1, 0, tzinfo=UTC)
+    dated = write(tmp_path / "dated.txt", "Kinh tế\n\nTiêu đề bài\n\nNgày đăng: 21/11/2026 09:15\n\nĐoạn một dài.\n\n"
+                                          "Đoạn hai cũng dài.\n\nNguồn tin: example.vn\n")
+    report = import_paths(store, [dated], default_tz=ZoneInfo("Asia/Ho_Chi_Minh"))
+    assert report.notes == [f"{dated}: published from the page (21/11/2026 09:15)"]
+    a = by_title(store, "Tiêu đề bài")
+    assert a.published == datetime(2026, 11, 21, 2, 15, tzinfo=UTC)
+    assert (a.category, a.source, a.author) == ("Kinh tế", "example.vn", "")
+
+
+def test_text_page_guid_survives_body_edits(store: Store, tmp_path: Path) -> None:
+    page = tmp_path / "page.txt"
+    shutil.copy(SAMPLE_VI, page)
+    os.utime(page, (1795000000, 1795000000))
+    import_paths(store, [page])
+    first = store.newest_articles(1)[0]
+    again = import_paths(store, [page])
+    assert (again.inserted, again.updated, again.unchanged) == (0, 0, 1)
+    page.write_text(page.read_text(encoding="utf-8").replace("sáng 9/10", "sáng ngày 9/10"), encoding="utf-8")
+    os.utime(page, (1795000000, 1795000000))
+    edited = import_paths(store, [page], published=first.published)
+    assert (edited.inserted, edited.updated) == (0, 1)
+    after = store.get_article(first.guid)
+    assert (after.id, after.guid, after.slug) == (first.id, first.guid, first.slug)
+    assert "sáng ngày 9/10" in after.body_text
+    assert store.count_articles() == 1
+
+
+# --- Markdown --------------------------------------------------------------------------------
+
+
+def test_markdown_yaml_and_toml_front_matter(store: Store, tmp_path: Path) -> None:
+    write(tmp_path / "a.md", "---\ntitle: Xe buýt điện\ndate: 2026-11-19T07:30:00+07:00\ncategory: Kinh tế\n"
+                             "tags: [giao thông, xe điện]\nauthor: Lê Phúc\nslug: xe-buyt\nimage: https://x.example/i.jpg\n"
+                             "---\n\nĐoạn **một**.\n\n<script>alert(1)</script>\n\n[link](javascript:alert(1))\n")
+    write(tmp_path / "b.markdown", '+++\ntitle = "Startup week"\ndate = 2026-11-18\ncategory = "Technology"\n'
+                                   'tags = ["startups"]\nsummary = "Short."\nid = "custom-id"\n+++\n\n# Heading\n\nBody.\n')
+    report = import_paths(store, [tmp_path], default_tz=ZoneInfo("Asia/Ho_Chi_Minh"))
+    assert report.errors == [] and report.inserted == 2 and report.files == 2
+    a = store.get_article("xe-buyt")
+    assert a.guid == "urn:syndicate:xe-buyt"
+    assert a.tags == ["giao thông", "xe điện"] and a.author == "Lê Phúc" and a.category == "Kinh tế"
+    assert a.image == "https://x.example/i.jpg" and a.language == "vi"
+    assert "<strong>một</strong>" in a.body_html
+    assert "<script" not in a.body_html and 'href="javascript' not in a.body_html  # left as inert text
+    assert a.summary == "Đoạn một."
+    b = store.get_article("custom-id")
+    assert b.published == datetime(2026, 11, 17, 17, 0, tzinfo=UTC)  # midnight in Asia/Ho_Chi_Minh
+    assert (b.summary, b.language, b.category_slug) == ("Short.", "en", "technology")
+    assert "<h1>Heading</h1>" in b.body_html
+
+
+def test_markdown_title_from_heading(store: Store, tmp_path: Path) -> None:
+    write(tmp_path / "h.md", "---\ndate: 2026-11-01\n---\n# From the heading\n\nText.\n")
+    report = import_paths(store, [tmp_path / "h.md"])
+    assert report.errors == []
+    a = by_title(store, "From the heading")
+    assert "<h1>" not in a.body_html and a.body_text == "Text."
+
+
+# --- JSON and JSON Lines ---------------------------------------------------------------------
+
+
+def test_json_array_object_and_aliases(store: Store, tmp_path: Path) -> None:
+    write(tmp_path / "arr.json", json.dumps([
+        {"id": "j1", "title": "One", "date": "2026-11-01T10:00:00Z", "body": "Para one.\n\nPara two.",
+         "categories": ["Economy", "Ports"], "author": {"name": "Ann"}, "link": "https://x.example/1"},
+        {"title": "Two", "published_at": "2026-11-02 10:00", "html": "<p>Two <b>bold</b></p>", "tags": "a, b, a"},
+    ]))
+    write(tmp_path / "obj.json", json.dumps({"articles": [
+        {"guid": "j3", "title": "Ba", "published": "2026-11-03T10:00:00+07:00", "content": "<p>Nội dung</p>",
+         "updated": "2026-11-04T10:00:00+07:00", "related": [{"title": "Khác", "url": "https://x.example/k"}]},
+    ]}, ensure_ascii=False))
+    report = import_paths(store, [tmp_path / "arr.json", tmp_path / "obj.json"])
+    assert report.errors == [] and report.inserted == 3
+    one = store.get_article("j1")
+    assert one.body_html == "<p>Para one.</p>\n<p>Para two.</p>" and one.body_text == "Para one.\n\nPara two."
+    assert (one.category, one.tags, one.author, one.url) == ("Economy", ["Ports"], "Ann", "https://x.example/1")
+    two = by_title(store, "Two")
+    assert two.guid == "urn:syndicate:two" and two.tags == ["a", "b"] and two.body_text == "Two bold"
+    assert two.published == datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
+    three = store.get_article("j3")
+    assert three.updated == datetime(2026, 11, 4, 3, 0, tzinfo=UTC) and three.language == "vi"
+    assert three.related[0].url == "https://x.example/k"
+
+
+def test_jsonl_bad_lines_do_not_stop_the_rest(store: Store, tmp_path: Path) -> None:
+    good = {"title": "Good", "published": "2026-11-20T00:00:00Z", "body_text": "x"}
+    lines = [json.dumps({**good, "id": f"g{i}", "title": f"Good {i}"}) for i in range(1, 4)]
+    lines.insert(1, '{"title": "broken" "published": 1}')
+    lines.append(json.dumps({"id": "nt", "published": "2026-11-20"}))
+    lines.append(json.dumps({"id": "nd", "title": "No date"}))
+    lines.append(json.dumps({"id": "bd", "title": "Bad date", "date": "yesterday"}))
+    lines.append("[1, 2]")
+    lines.append("")
+    path = write(tmp_path / "bulk.jsonl", "\n".join(lines) + "\n")
+    report = import_paths(store, [path], batch_size=2)
+    assert report.inserted == 3 and store.count_articles() == 3
+    assert report.errors == [
+        f"{path} line 2: not valid JSON (Expecting ',' delimiter at column 20)",
+        f"{path} line 5: no title (every article needs a 'title')",
+        f"{path} line 6: no published date (add 'published' or 'date'; use ISO 8601 such as 2026-11-20T08:00:00+07:00)",
+        f"{path} line 7: 'date' is 'yesterday', not a date (use ISO 8601 such as 2026-11-20T08:00:00+07:00)",
+        f"{path} line 8: expected an object with a 'title', got list",
+    ]
+
+
+# --- feeds -----------------------------------------------------------------------------------
+
+
+def test_rss_and_atom_files(store: Store, tmp_path: Path) -> None:
+    write(tmp_path / "f.rss", RSS)
+    write(tmp_path / "g.atom", ATOM)
+    report = import_paths(store, [tmp_path])
+    assert report.errors == [] and report.warnings == [] and report.inserted == 3
+    a = store.get_article("tin-a")
+    assert (a.category, a.tags, a.source, a.url) == ("Kinh tế", ["cảng"], "Tin Cảng", "https://tin.example.org/a")
+    assert a.published == datetime(2026, 11, 21, 2, 0, tzinfo=UTC)
+    for bad in ("<script", "onclick", "javascript:", "alert(1)"):
+        assert bad not in a.body_html, bad
+    b = store.get_article("https://tin.example.org/b")  # no guid: the link is the identity
+    assert b.body_text == "Plain summary"
+    atom = store.get_article("urn:uuid:1234")
+    assert atom.published == datetime(2026, 11, 19, 8, 0, tzinfo=UTC)
+    assert atom.updated == datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
+    assert (atom.author, atom.category, atom.body_html) == ("Ann", "Technology", "<p>Body <em>text</em></p>")
+
+
+def test_bozo_feed_with_entries_imports_with_a_warning(store: Store, tmp_path: Path) -> None:
+    path = write(tmp_path / "bozo.xml", RSS.replace("</channel></rss>", "<broken></channel></rss>"))
+    report = import_paths(store, [path])
+    assert report.errors == [] and report.inserted == 2
+    assert len(report.warnings) == 1 and report.warnings[0] == (
+        f"{path}: feed is not well-formed (XML error: mismatched tag); imported what could be read"
+    )
+
+
+@pytest.fixture
+def feed_server(tmp_path: Path) -> Iterator[str]:
+    root = tmp_path / "www"
+    write(root / "feed.xml", RSS)
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+            super().__init__(*args, directory=str(root), **kwargs)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+def test_feed_by_url(store: Store, feed_server: str) -> None:
+    report = import_paths(store, [f"{feed_server}/feed.xml", f"{feed_server}/missing.xml"])
+    assert report.inserted == 2 and store.get_article("tin-a").origin == f"{feed_server}/feed.xml"
+    assert report.errors == [f"{feed_server}/missing.xml: cannot fetch feed: HTTP 404 File not found"]
+
+
+# --- bad files, hostile input, detection ------------------------------------------------------
+
+
+def test_bad_files_give_exact_errors_and_good_files_land(store: Store, tmp_path: Path) -> None:
+    d = tmp_path / "in"
+    write(d / "good.md", "---\ntitle: Good one\ndate: 2026-11-20\n---\nBody.\n")
+    write(d / "notitle.md", "---\ndate: 2026-11-20\ncategory: X\n---\nNo heading here.\n")
+    write(d / "badyaml.md", "---\ntitle: [unclosed\n---\nBody.\n")
+    (d / "latin1.txt").write_bytes("Kinh tế\n\nTiêu đề\n\nĐoạn.\n".encode().replace("ế".encode(), b"\xea"))
+    write(d / "junk.xml", "this is not a feed at all")
+    write(d / "empty.json", "")
+    write(d / "good.jsonl", json.dumps({"title": "Good two", "date": "2026-11-21"}) + "\n")
+    write(d / ".hidden.md", "---\ntitle: Hidden\ndate: 2026-11-20\n---\n")
+    write(d / "notes.csv", "not,an,article\n")
+    report = import_paths(store, [d, tmp_path / "missing.md"])
+    assert report.files == 8
+    assert report.inserted == 2 and {a.title for a in store.newest_articles()} == {"Good one", "Good two"}
+    assert report.errors == [
+        f"{d}/badyaml.md: front matter is not valid YAML at line 2: expected ',' or ']', but got '<stream end>'",
+        f"{d}/empty.json: not valid JSON (Expecting value at line 1 column 1)",
+        f"{d}/junk.xml: not an RSS or Atom feed",
+        f"{d}/latin1.txt: not UTF-8 text (byte 0xea at offset 6); convert it first, e.g. iconv -f cp1258 -t utf-8",
+        f"{d}/notitle.md: no title: add 'title: ...' to the front matter",
+        f"{tmp_path}/missing.md: no such file or directory",
+    ]
+
+
+def test_unreadable_feed_is_an_error_naming_it(store: Store, tmp_path: Path) -> None:
+    path = write(tmp_path / "broken.rss", "<rss version='2.0'><channel><title>x</title>")
+    report = import_paths(store, [path])
+    assert report.inserted == 0
+    assert report.errors == [f"{path}: cannot read feed: XML error: no element found"]
+
+
+def test_hostile_html_is_cleaned(store: Store, tmp_path: Path) -> None:
+    record = {
+        "id": "evil",
+        "title": "Bad\x00 title\x1b with\u200b <b>tags</b>",
+        "published": "2026-11-20T00:00:00Z",
+        "body_html": (
+            '<p style="position:fixed;top:0" onclick="steal()">Hi<script>alert(1)</script></p>'
+            '<img src="x.png" onerror="alert(2)"><a href="javascript:alert(3)">x</a>'
+            '<a href="https://ok.example/">ok</a><iframe src="https://evil.example"></iframe>\x07'
+        ),
+        "summary": "<script>bad()</script>Sum\x0bmary",
+        "image": "javascript:alert(4)",
+    }
+    path = write(tmp_path / "evil.json", json.dumps([record]))
+    assert import_paths(store, [path]).errors == []
+    a = store.get_article("evil")
+    for bad in ("<script", "alert", "onclick", "onerror", "style=", "javascript:", "iframe", "\x07", "steal"):
+        assert bad not in a.body_html, bad
+    assert '<a href="https://ok.example/" rel="noopener noreferrer">ok</a>' in a.body_html
+    assert a.title == "Bad title with\u200b <b>tags</b>"  # text stays text; escaped where it is shown
+    assert a.summary == "Summary" and a.image == ""
+
+
+def test_detect_format_by_extension_content_and_force(tmp_path: Path) -> None:
+    assert detect_format("x.TXT") == "text" and detect_format("x.markdown") == "markdown"
+    assert detect_format("https://example.org/rss") == "feed"
+    assert detect_format(str(write(tmp_path / "a", "---\ntitle: x\n---\n"))) == "markdown"
+    assert detect_format(str(write(tmp_path / "b", '<?xml version="1.0"?><rss/>'))) == "feed"
+    assert detect_format(str(write(tmp_path / "c", '{"title": "a"}\n{"title": "b"}\n'))) == "jsonl"
+    assert detect_format(str(write(tmp_path / "d", '{\n "articles": []\n}'))) == "json"
+    assert detect_format(str(write(tmp_path / "e", "Kinh tế\n\nTitle\n"))) == "text"
+    assert detect_format("x.txt", "markdown") == "markdown"
+    with pytest.raises(InputError, match="unknown format 'yaml'; choose one of text, markdown, json, jsonl, feed"):
+        detect_format("x.txt", "yaml")
+    with pytest.raises(InputError, match="--published 'soon' is not a date"):
+        parse_published("soon")
+
+
+def test_forced_format(store: Store, tmp_path: Path) -> None:
+    path = write(tmp_path / "export.dat", json.dumps({"title": "Forced", "date": "2026-11-01"}) + "\n")
+    assert import_paths(store, [path], fmt="jsonl").inserted == 1
+
+
+# --- the sample data and the CLI --------------------------------------------------------------
+
+
+def test_sample_data_imports_cleanly_and_searches_both_ways(store: Store) -> None:
+    report = import_paths(store, [DATA / "articles"], default_tz=ZoneInfo("Asia/Ho_Chi_Minh"))
+    assert report.errors == [] and report.warnings == []
+    assert store.count_articles() >= 30
+    cats = store.categories()
+    assert len(cats) >= 5
+    recent = store.articles_since(datetime(2026, 11, 16, 17, 0, tzinfo=UTC), datetime(2026, 11, 24, 17, 0, tzinfo=UTC))
+    assert len({a.category_slug for a in recent}) >= 5 and len(recent) >= 10
+    assert {a.language for a in store.newest_articles(1000)} == {"vi", "en"}
+    for query in ("khởi nghiệp", "khoi nghiep", "KHOI NGHIEP Hai Phong"):
+        assert SEED_TITLE in [a.title for a in store.search_articles(query)], query
+    again = import_paths(store, [DATA / "articles"], default_tz=ZoneInfo("Asia/Ho_Chi_Minh"))
+    assert (again.inserted, again.updated, again.unchanged) == (0, 0, report.inserted)
+
+
+def test_cli_import_summary_errors_and_exit_codes(cli: CliRunner, tmp_path: Path) -> None:
+    write(tmp_path / "in" / "a.md", "---\ntitle: Một\ndate: 2026-11-20\ncategory: Kinh tế\n---\nThân bài.\n")
+    write(tmp_path / "in" / "b.jsonl", '{"title": "Hai", "date": "2026-11-21"}\nnot json\n')
+    result = cli.invoke(main, ["article", "import", "in"])
+    assert result.exit_code == 1
+    assert result.stdout == "imported 2 files: 2 new, 0 updated, 0 unchanged; 1 failed\n"
+    assert result.stderr == "error: in/b.jsonl line 2: not valid JSON (Expecting value at column 1)\n"
+
+    write(tmp_path / "in" / "b.jsonl", '{"title": "Hai", "date": "2026-11-21"}\n')
+    result = cli.invoke(main, ["article", "import", "in", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert (report["files"], report["inserted"], report["unchanged"], report["errors"]) == (2, 0, 2, [])
+
+    shutil.copy(SAMPLE_VI, tmp_path / "page.txt")
+    result = cli.invoke(main, ["article", "import", "page.txt", "--published", "2026-11-20T08:00"])
+    assert result.exit_code == 0
+    assert result.stdout == "note: page.txt: published from --published\nimported 1 file: 1 new, 0 updated, 0 unchanged\n"
+    listed = json.loads(cli.invoke(main, ["article", "search", "khoi nghiep", "--json"]).stdout)
+    assert listed[0]["published"] == "2026-11-20T01:00:00+00:00"  # read in the site's zone, Asia/Ho_Chi_Minh
+
+    result = cli.invoke(main, ["article", "import", "page.txt", "--published", "someday"])
+    assert result.exit_code == 65
+    assert result.stderr.startswith("error: --published 'someday' is not a date")
