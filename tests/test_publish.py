@@ -1,0 +1,303 @@
+"""Publishing: the file layout, atomic writes, unchanged files left alone, archives, WebSub pings."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import feedparser
+import pytest
+import uvicorn
+from click.testing import CliRunner
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from syndicate.cli import main
+from syndicate.config import Settings
+from syndicate.feeds import FORMATS, SITE, Scope, tag_uri
+from syndicate.models import Article
+from syndicate.publish import publish_all, publish_changed, write_if_changed
+from syndicate.store import Store
+
+T0 = datetime(2024, 1, 10, 8, 0, tzinfo=UTC)
+
+
+def art(i: int, days: int | None = None, category: str | None = None, **changes: object) -> Article:
+    values: dict[str, object] = dict(
+        guid=f"g{i}",
+        title=f"Bài số {i}",
+        slug=f"bai-{i}",
+        published=T0 + timedelta(days=11 * i if days is None else days),
+        body_html=f"<p>Nội dung {i}</p>",
+        summary=f"Tóm tắt {i}",
+        category=category if category is not None else ["Kinh tế", "Thể thao"][i % 2],
+    )
+    values.update(changes)
+    return Article(**values)  # type: ignore[arg-type]
+
+
+def files(root: Path) -> dict[str, tuple[int, int]]:
+    """Relative path -> (inode, mtime_ns) of every file under root."""
+    out = {}
+    for p in root.rglob("*"):
+        if p.is_file():
+            st = p.stat()
+            out[str(p.relative_to(root))] = (st.st_ino, st.st_mtime_ns)
+    return out
+
+
+class _Links(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.alternates: list[tuple[str, str]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if tag == "link" and a.get("rel") == "alternate":
+            self.alternates.append((a.get("type") or "", a.get("href") or ""))
+
+
+def test_publish_all_writes_the_layout_with_autodiscovery(store: Store, settings: Settings) -> None:
+    store.upsert_articles([art(i) for i in range(8)])  # Jan..Mar 2024, two categories
+    out = Path(settings.feeds_out)
+    report = publish_all(store, settings)
+    expected = {"rss.xml", "atom.xml", "feed.json", "index.html"}
+    for slug in ("kinh-te", "the-thao"):
+        expected |= {f"category/{slug}/{n}" for n in ("rss.xml", "atom.xml", "feed.json", "index.html")}
+    for prefix in ("", "category/kinh-te/", "category/the-thao/"):
+        for month in ("2024-01", "2024-02", "2024-03"):
+            expected |= {f"{prefix}feeds/rss/{month}.xml", f"{prefix}feeds/atom/{month}.xml",
+                         f"{prefix}feeds/json/{month}.json"}
+    assert set(report.written) == set(files(out)) == expected
+    assert report.unchanged == []
+    parser = _Links()
+    parser.feed((out / "index.html").read_text(encoding="utf-8"))
+    hrefs = {h for _t, h in parser.alternates}
+    for scope in (SITE, Scope.category("kinh-te"), Scope.category("the-thao")):
+        for fmt in FORMATS:
+            assert f"https://news.example.org{scope.feed_path(fmt)}" in hrefs
+    assert ("application/atom+xml", "https://news.example.org/atom.xml") in parser.alternates
+    cat_page = _Links()
+    cat_page.feed((out / "category/kinh-te/index.html").read_text(encoding="utf-8"))
+    assert ("application/rss+xml", "https://news.example.org/category/kinh-te/rss.xml") in cat_page.alternates
+    assert "Bài số 6" in (out / "category/kinh-te/index.html").read_text(encoding="utf-8")
+    kinh_te = feedparser.parse((out / "category/kinh-te/atom.xml").read_bytes())
+    assert kinh_te.bozo is False
+    assert [e.title for e in kinh_te.entries] == ["Bài số 6", "Bài số 4", "Bài số 2", "Bài số 0"]
+
+
+def test_unchanged_files_are_not_rewritten(store: Store, settings: Settings) -> None:
+    store.upsert_articles([art(i) for i in range(8)])
+    out = Path(settings.feeds_out)
+    publish_all(store, settings)
+    before = files(out)
+    time.sleep(0.01)
+    again = publish_all(store, settings)
+    assert again.written == [] and len(again.unchanged) == len(before)
+    assert files(out) == before  # same inodes, same mtimes
+    store.upsert_articles([art(9, category="Thể thao")])  # lands in 2024-04, a new month
+    third = publish_all(store, settings)
+    after = files(out)
+    rewritten = {p for p in before if after[p] != before[p]}
+    assert rewritten == set(third.written) - {p for p in third.written if p not in before}
+    assert "category/kinh-te/rss.xml" not in third.written  # other category untouched
+    assert {"rss.xml", "category/the-thao/rss.xml", "feeds/atom/2024-04.xml", "feeds/atom/2024-03.xml"} <= set(
+        third.written
+    )
+    assert not [p for p in after if p.endswith(".tmp") or "/." in p or p.startswith(".")]
+
+
+def test_writes_are_atomic_renames(tmp_path: Path) -> None:
+    assert write_if_changed(tmp_path, "feeds/a.xml", b"old") is True
+    target = tmp_path / "feeds/a.xml"
+    with open(target, "rb") as reader:  # a reader mid-way keeps the complete old file
+        inode = target.stat().st_ino
+        assert write_if_changed(tmp_path, "feeds/a.xml", b"new bytes") is True
+        assert reader.read() == b"old"
+    assert target.read_bytes() == b"new bytes"
+    assert target.stat().st_ino != inode  # replaced by rename, never rewritten in place
+    assert write_if_changed(tmp_path, "feeds/a.xml", b"new bytes") is False
+    assert sorted(p.name for p in target.parent.iterdir()) == ["a.xml"]
+
+
+def _walk(out: Path, settings: Settings, scope: Scope, fmt: str) -> list[str]:
+    """Follow prev-archive from the subscription feed to the oldest month; return every id seen."""
+    base = settings.base_url
+    seen: list[str] = []
+    path = out / scope.feed_path(fmt).lstrip("/")
+    visited = []
+    while True:
+        raw = path.read_bytes()
+        if fmt == "json":
+            doc = json.loads(raw)
+            seen += [i["id"] for i in doc["items"]]
+            nxt = doc.get("next_url")
+            links = doc.get("_rfc5005", {})
+            if visited:
+                assert links["archive"] is True and links["current"] == base + scope.feed_path(fmt)
+        else:
+            parsed = feedparser.parse(raw)
+            assert parsed.bozo is False
+            seen += [e.id for e in parsed.entries]
+            rels = {link.rel: link.href for link in parsed.feed.links}
+            nxt = rels.get("prev-archive")
+            if visited:
+                assert rels["current"] == base + scope.feed_path(fmt)
+                if len(visited) > 1:  # a month's next-archive points back where we came from
+                    assert rels["next-archive"] == visited[-2]
+        if not nxt:
+            return seen
+        assert nxt.startswith(base)
+        visited.append(nxt)
+        path = out / urlsplit(nxt).path.lstrip("/")
+
+
+def test_archives_walk_back_to_the_oldest_article(store: Store, settings: Settings) -> None:
+    settings = settings.with_(feeds_items=3)
+    articles = [art(i) for i in range(12)] + [art(100, days=400), art(101, days=-300)]  # gaps of empty months
+    store.upsert_articles(articles)
+    out = Path(settings.feeds_out)
+    publish_all(store, settings)
+    for scope, expected in (
+        (SITE, articles),
+        (Scope.category("kinh-te"), [a for a in articles if a.category == "Kinh tế"]),
+    ):
+        for fmt in FORMATS:
+            ids = _walk(out, settings, scope, fmt)
+            assert set(ids) == {tag_uri(settings, a.guid) for a in expected}, (scope, fmt)
+            assert len(ids) == len(expected) + 3  # the newest three appear in the feed and in their month
+    oldest = feedparser.parse((out / "feeds/atom/2023-03.xml").read_bytes())
+    assert "prev-archive" not in {link.rel for link in oldest.feed.links}
+    assert b"<fh:archive/>" in (out / "feeds/atom/2023-03.xml").read_bytes()
+
+
+class Hub:
+    """A tiny WebSub hub on 127.0.0.1 that records publish pings."""
+
+    def __init__(self) -> None:
+        self.pings: list[dict[str, list[str]]] = []
+
+        async def hub(request: Request) -> Response:
+            self.pings.append(parse_qs((await request.body()).decode()))
+            return Response(status_code=204)
+
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        self.port = sock.getsockname()[1]
+        sock.close()
+        app = Starlette(routes=[Route("/hub", hub, methods=["POST"])])
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hub"
+
+
+@pytest.fixture
+def hub() -> Iterator[Hub]:
+    h = Hub()
+    h.thread.start()
+    deadline = time.monotonic() + 10
+    while not h.server.started and time.monotonic() < deadline:
+        time.sleep(0.01)
+    yield h
+    h.server.should_exit = True
+    h.thread.join(10)
+
+
+def test_publish_changed_rebuilds_only_what_changed_and_pings_the_hub(
+    store: Store, settings: Settings, hub: Hub
+) -> None:
+    settings = settings.with_(feeds_hub_url=hub.url)
+    store.upsert_articles([art(i) for i in range(8)])
+    out = Path(settings.feeds_out)
+    publish_all(store, settings)
+    before = files(out)
+    result = store.upsert_articles([art(50, days=80, category="Thể thao")])  # 2024-03-30
+    report = publish_changed(store, settings, out, result.changed_categories, guids=result.inserted + result.updated)
+    assert set(report.written) == {
+        "rss.xml", "atom.xml", "feed.json", "index.html",
+        "category/the-thao/rss.xml", "category/the-thao/atom.xml", "category/the-thao/feed.json",
+        "category/the-thao/index.html",
+        "feeds/rss/2024-03.xml", "feeds/atom/2024-03.xml", "feeds/json/2024-03.json",
+        "category/the-thao/feeds/rss/2024-03.xml", "category/the-thao/feeds/atom/2024-03.xml",
+        "category/the-thao/feeds/json/2024-03.json",
+    }
+    after = files(out)
+    assert after["category/kinh-te/rss.xml"] == before["category/kinh-te/rss.xml"]
+    assert after["feeds/atom/2024-01.xml"] == before["feeds/atom/2024-01.xml"]
+    pinged = sorted(u for p in hub.pings for u in p["hub.url"])
+    assert all(p["hub.mode"] == ["publish"] for p in hub.pings)
+    assert pinged == sorted(report.pinged) == sorted(
+        f"https://news.example.org{s.feed_path(f)}" for s in (SITE, Scope.category("the-thao")) for f in FORMATS
+    )
+    # the same bytes as a full rebuild: incremental publishing misses nothing
+    full = publish_all(store, settings)
+    assert full.written == []
+
+
+def test_publish_changed_relinks_neighbours_of_a_new_month(store: Store, settings: Settings) -> None:
+    store.upsert_articles([art(1, days=0), art(2, days=70)])  # January and March
+    out = Path(settings.feeds_out)
+    publish_all(store, settings)
+    result = store.upsert_articles([art(3, days=35)])  # February appears between them
+    publish_changed(store, settings, out, result.changed_categories, guids=result.inserted)
+    jan = feedparser.parse((out / "feeds/atom/2024-01.xml").read_bytes())
+    mar = feedparser.parse((out / "feeds/atom/2024-03.xml").read_bytes())
+    assert {link.rel: link.href for link in jan.feed.links}["next-archive"].endswith("/feeds/atom/2024-02.xml")
+    assert {link.rel: link.href for link in mar.feed.links}["prev-archive"].endswith("/feeds/atom/2024-02.xml")
+    assert publish_all(store, settings).written == []
+
+
+def test_publish_changed_without_guids_uses_the_last_publish_time(store: Store, settings: Settings) -> None:
+    store.upsert_articles([art(i) for i in range(4)])
+    out = Path(settings.feeds_out)
+    publish_all(store, settings)
+    store.upsert_articles([art(2, title="Bài sửa")], now=datetime.now(UTC) + timedelta(seconds=5))
+    report = publish_changed(store, settings, out, {"kinh-te"})
+    assert "feeds/atom/2024-02.xml" in report.written  # art(2) is published 2024-02-01
+    assert "feeds/atom/2024-01.xml" not in report.written
+    assert publish_all(store, settings).written == []
+
+
+def test_an_unreachable_hub_is_reported_not_raised(store: Store, settings: Settings) -> None:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    settings = settings.with_(feeds_hub_url=f"http://127.0.0.1:{port}/hub")
+    store.upsert_articles([art(1)])
+    publish_all(store, settings)
+    result = store.upsert_articles([art(2)])
+    report = publish_changed(store, settings, None, result.changed_categories, guids=result.inserted)
+    assert report.pinged == [] and report.errors
+    assert report.errors[0].startswith(f"hub http://127.0.0.1:{port}/hub unreachable for https://news.example.org/")
+    assert (Path(settings.feeds_out) / "rss.xml").exists()
+
+
+def test_cli_feed_build(cli: CliRunner, tmp_path: Path) -> None:
+    from syndicate.store import open_store
+
+    s = open_store(tmp_path / "syndicate.db")
+    s.upsert_articles([art(1), art(2)])
+    s.close()
+    result = cli.invoke(main, ["feed", "build", "--out", "public", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert "atom.xml" in data["written"] and data["unchanged"] == 0
+    assert (tmp_path / "public/category/kinh-te/feed.json").exists()
+    again = cli.invoke(main, ["feed", "build", "--out", "public"])
+    assert again.exit_code == 0
+    assert again.output.startswith("0 written, ") and "unchanged in public/" in again.output
+    assert os.path.exists(tmp_path / "public" / "index.html")
