@@ -14,7 +14,6 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from click.testing import CliRunner
-from conftest import DATA, SAMPLE_VI
 
 from syndicate.cli import main
 from syndicate.errors import InputError
@@ -22,6 +21,9 @@ from syndicate.ingest import detect_format, import_paths, parse_published
 from syndicate.models import Article
 from syndicate.store import Store
 
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE_VI = ROOT.parent / "shared" / "samples" / "news-page-vi.txt"
+DATA = ROOT / "data"
 SEED_TITLE = (
     "Tìm kiếm cơ hội trong việc kết nối công nghệ, thúc đẩy phát triển hệ sinh thái "
     "khởi nghiệp đổi mới sáng tạo tại Hải Phòng"
