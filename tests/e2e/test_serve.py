@@ -1,0 +1,206 @@
+"""`syndicate serve` over real loopback HTTP: types, ETag/304, Last-Modified/304, gzip, rebuild on change."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime, parsedate_to_datetime
+from pathlib import Path
+
+import feedparser
+import httpx
+import pytest
+import uvicorn
+
+from syndicate.config import Settings
+from syndicate.models import Article
+from syndicate.publish import publish_all
+from syndicate.store import Store
+from syndicate.web import create_app
+
+T0 = datetime(2024, 10, 1, 8, 0, tzinfo=UTC)
+
+
+def art(i: int, **changes: object) -> Article:
+    values: dict[str, object] = dict(
+        guid=f"g{i}", title=f"Tin số {i}: đổi mới", slug=f"tin-{i}", published=T0 + timedelta(days=3 * i),
+        body_html=f"<p>Nội dung {i} " + "dài " * 200 + "</p>", category=["Kinh tế", "Xã hội"][i % 2],
+    )
+    values.update(changes)
+    return Article(**values)  # type: ignore[arg-type]
+
+
+def free_port() -> int:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = int(sock.getsockname()[1])
+    sock.close()
+    return port
+
+
+@dataclass
+class Served:
+    client: httpx.Client
+    settings: Settings
+    app: object
+
+
+@pytest.fixture
+def served(store: Store, settings: Settings) -> Iterator[Served]:
+    store.upsert_articles([art(i) for i in range(12)])
+    app = create_app(settings)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+        yield Served(client, settings, app)
+    server.should_exit = True
+    thread.join(10)
+
+
+def identity(client: httpx.Client, path: str, **headers: str) -> httpx.Response:
+    return client.get(path, headers={"accept-encoding": "identity", **headers})
+
+
+def test_content_types_and_cache_headers(served: Served) -> None:
+    c = served.client
+    expected = {
+        "/rss.xml": "application/rss+xml; charset=utf-8",
+        "/atom.xml": "application/atom+xml; charset=utf-8",
+        "/feed.json": "application/feed+json; charset=utf-8",
+        "/category/kinh-te/rss.xml": "application/rss+xml; charset=utf-8",
+        "/category/xa-hoi/feed.json": "application/feed+json; charset=utf-8",
+        "/feeds/atom/2024-10.xml": "application/atom+xml; charset=utf-8",
+        "/category/kinh-te/feeds/json/2024-10.json": "application/feed+json; charset=utf-8",
+    }
+    for path, ctype in expected.items():
+        r = identity(c, path)
+        assert r.status_code == 200, path
+        assert r.headers["content-type"] == ctype
+        assert r.headers["etag"].startswith('"') and not r.headers["etag"].startswith("W/")
+        assert parsedate_to_datetime(r.headers["last-modified"]) <= datetime.now(UTC)
+        assert r.headers["cache-control"].startswith("public, max-age=")
+        assert int(r.headers["content-length"]) == len(r.content)
+        if ctype.startswith("application/feed+json"):
+            assert r.json()["version"] == "https://jsonfeed.org/version/1.1"
+        else:
+            assert feedparser.parse(r.content).bozo is False
+    assert identity(c, "/category/nope/rss.xml").status_code == 404
+    assert identity(c, "/feeds/atom/1999-01.xml").status_code == 404
+    assert c.post("/rss.xml").status_code == 405
+
+
+def test_the_server_serves_the_published_bytes(served: Served, store: Store) -> None:
+    out = Path(served.settings.feeds_out)
+    publish_all(store, served.settings, out)
+    for path in ("/rss.xml", "/category/kinh-te/atom.xml", "/feeds/json/2024-10.json"):
+        assert identity(served.client, path).content == (out / path.lstrip("/")).read_bytes()
+
+
+def test_etag_gives_304_without_body(served: Served) -> None:
+    c = served.client
+    first = identity(c, "/atom.xml")
+    again = identity(c, "/atom.xml", **{"if-none-match": first.headers["etag"]})
+    assert again.status_code == 304 and again.content == b""
+    assert again.headers["etag"] == first.headers["etag"]
+    assert "content-length" not in again.headers or again.headers["content-length"] == "0"
+    listed = identity(c, "/atom.xml", **{"if-none-match": f'"nope", W/{first.headers["etag"]}'})
+    assert listed.status_code == 304
+    stale = identity(c, "/atom.xml", **{"if-none-match": '"something-else"'})
+    assert stale.status_code == 200 and stale.content == first.content
+    head = c.head("/atom.xml", headers={"accept-encoding": "identity"})
+    assert head.status_code == 200 and head.content == b"" and head.headers["etag"] == first.headers["etag"]
+
+
+def test_last_modified_gives_304(served: Served) -> None:
+    c = served.client
+    first = identity(c, "/rss.xml")
+    modified = parsedate_to_datetime(first.headers["last-modified"])
+    assert modified == T0 + timedelta(days=33)  # the newest article's change
+    same = identity(c, "/rss.xml", **{"if-modified-since": first.headers["last-modified"]})
+    assert same.status_code == 304 and same.content == b""
+    earlier = format_datetime(modified - timedelta(seconds=1), usegmt=True)
+    assert identity(c, "/rss.xml", **{"if-modified-since": earlier}).status_code == 200
+    assert identity(c, "/rss.xml", **{"if-modified-since": "not a date"}).status_code == 200
+
+
+def test_gzip(served: Served) -> None:
+    c = served.client
+    plain = identity(c, "/feed.json")
+    zipped = c.get("/feed.json", headers={"accept-encoding": "gzip"})
+    assert zipped.headers["content-encoding"] == "gzip"
+    assert zipped.headers["vary"] == "Accept-Encoding"
+    raw = c.build_request("GET", "/feed.json", headers={"accept-encoding": "gzip"})
+    streamed = c.send(raw, stream=True)
+    compressed = b"".join(streamed.iter_raw())
+    streamed.close()
+    assert len(compressed) < len(plain.content) / 3
+    assert gzip.decompress(compressed) == plain.content
+    assert "content-encoding" not in plain.headers
+    refused = identity(c, "/feed.json", **{"accept-encoding": "gzip;q=0, identity"})
+    assert "content-encoding" not in refused.headers
+    # either representation's tag revalidates
+    assert identity(c, "/feed.json", **{"if-none-match": zipped.headers["etag"]}).status_code == 304
+
+
+def test_importing_an_article_changes_the_etag_once(served: Served, store: Store) -> None:
+    c = served.client
+    cache = served.app.state.feed_cache  # type: ignore[attr-defined]
+    first = identity(c, "/atom.xml")
+    generation = cache.generation
+    for _ in range(5):
+        assert identity(c, "/atom.xml", **{"if-none-match": first.headers["etag"]}).status_code == 304
+    assert cache.generation == generation  # no rebuild without a change
+    store.upsert_articles([art(99, published=T0 + timedelta(days=60), title="Tin mới nhất")])
+    changed = identity(c, "/atom.xml", **{"if-none-match": first.headers["etag"]})
+    assert changed.status_code == 200
+    assert changed.headers["etag"] != first.headers["etag"]
+    assert feedparser.parse(changed.content).entries[0].title == "Tin mới nhất"
+    assert parsedate_to_datetime(changed.headers["last-modified"]) > parsedate_to_datetime(
+        first.headers["last-modified"]
+    )
+    assert cache.generation == generation + 1
+    # removing it brings back the same bytes (same ETag); Last-Modified still moves forward
+    store.remove_article("g99")
+    removed = identity(c, "/atom.xml")
+    assert removed.headers["etag"] == first.headers["etag"]
+    assert parsedate_to_datetime(removed.headers["last-modified"]) > parsedate_to_datetime(
+        changed.headers["last-modified"]
+    )
+
+
+def test_syndicate_serve_command(tmp_path: Path, store: Store, settings: Settings) -> None:
+    store.upsert_articles([art(1)])
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SYNDICATE_")}
+    env.update(SYNDICATE_DB=settings.db, SYNDICATE_SECRET_KEY="test-secret-key-0123456789")
+    cmd = [sys.executable, "-c", "from syndicate.cli import main; main()", "serve", "--port", str(port)]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                r = httpx.get(f"http://127.0.0.1:{port}/atom.xml", timeout=2)
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+                assert time.monotonic() < deadline, "syndicate serve did not start"
+                time.sleep(0.05)
+        assert r.status_code == 200 and r.headers["content-type"] == "application/atom+xml; charset=utf-8"
+        assert feedparser.parse(r.content).entries[0].title == "Tin số 1: đổi mới"
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=10)
