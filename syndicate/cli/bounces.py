@@ -1,3 +1,58 @@
 """``syndicate bounces`` commands."""
 
 from __future__ import annotations
+
+import click
+
+from . import App, emit_json, main, pass_app
+
+
+@main.group()
+def bounces() -> None:
+    """Read bounce messages (DSNs) and apply them to subscriptions.
+
+    \b
+    Example:
+        syndicate bounces process /var/mail/bounces
+    """
+
+
+@bounces.command("process")
+@click.argument("path", type=click.Path(path_type=str))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@pass_app
+def process(app: App, path: str, as_json: bool) -> None:
+    """Apply the bounces in a Maildir (its new/ messages) or one .eml file.
+
+    Hard bounces (5.x.x) count against the subscription; after the limit it is
+    set bounced. Processed Maildir messages move to cur/ so they count once.
+    Exits 1 if a message could not be read.
+
+    \b
+    Example:
+        syndicate bounces process ~/Maildir/.bounces
+        syndicate bounces process dsn.eml --json
+    """
+    from ..bounces import process_bounces
+
+    report = process_bounces(app.store, app.settings, path)
+    if as_json:
+        emit_json({
+            "messages": report.messages, "hard": report.hard, "soft": report.soft, "ignored": report.ignored,
+            "unmatched": report.unmatched, "newly_bounced": report.newly_bounced, "errors": report.errors,
+            "bounces": [
+                {"source": b.source, "delivery_id": b.delivery_id, "recipient": b.recipient, "hard": b.hard,
+                 "action": b.action, "status": b.status, "diagnostic": b.diagnostic}
+                for b in report.bounces
+            ],
+        })
+    else:
+        for b in report.bounces:
+            kind = "hard" if b.hard else "soft"
+            target = f"delivery {b.delivery_id}" if b.delivery_id is not None else "unmatched"
+            click.echo(f"{kind:<4}  {b.status or '-':<7}  {target:<16}  {b.recipient}")
+        for err in report.errors:
+            click.echo(f"error: {err}", err=True)
+        click.echo(report.summary())
+    if report.errors:
+        click.get_current_context().exit(1)

@@ -1,0 +1,232 @@
+"""Bounces: read delivery status notifications (RFC 3464) and apply them.
+
+A digest leaves with a VERP envelope sender (``bounce+<delivery id>-<mac>@...``,
+see :func:`syndicate.mailer.verp_address`), so a bounce names its delivery in
+the address it comes back to (``To``, ``Delivered-To``, ``X-Original-To``...).
+The MAC is checked: a forged or foreign bounce is counted as unmatched and
+changes nothing.
+
+Classification: a ``message/delivery-status`` part with ``Action: failed`` and
+a ``5.x.x`` status is a hard bounce; ``delayed`` or a ``4.x.x`` status is
+soft; ``delivered``/``relayed``/``expanded`` reports and auto-replies are
+ignored. A non-standard bounce (no DSN part, but sent by a mailer daemon to
+our VERP address) is classified by the first ``n.n.n`` status in its text.
+
+:func:`process_bounces` reads one ``.eml`` file or every message in a
+Maildir's ``new/`` folder (moving each processed one to ``cur/`` as seen, so a
+rerun never counts it twice) and records each bounce through
+``store.record_bounce``. One unreadable message never stops the rest.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import os
+import re
+from dataclasses import dataclass, field
+from email.message import EmailMessage, Message
+from email.parser import HeaderParser
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .config import Settings
+from .errors import InputError, NotFound
+from .mailer import clean_text, parse_verp
+from .store.outbox import HARD_BOUNCE_LIMIT
+
+if TYPE_CHECKING:
+    from .store import Store
+
+__all__ = ["Bounce", "BounceReport", "parse_bounce", "process_bounces"]
+
+_VERP_IN_TEXT = re.compile(r"bounce\+\d{1,18}-[0-9a-fA-F]{10}@[A-Za-z0-9.-]+")
+_STATUS = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
+_ADDRESS_HEADERS = ("Delivered-To", "X-Original-To", "Envelope-To", "X-Envelope-To", "To", "Cc")
+_DAEMON = re.compile(r"mailer-daemon|postmaster|mail delivery", re.IGNORECASE)
+_BOUNCE_SUBJECT = re.compile(r"undeliver|returned|failure|not delivered|delivery status|bounce", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Bounce:
+    """One bounce read from one message."""
+
+    source: str
+    delivery_id: int | None  # None: no valid VERP address (foreign or forged)
+    recipient: str
+    hard: bool
+    action: str  # failed | delayed | (empty for a non-DSN bounce)
+    status: str  # e.g. 5.1.1
+    diagnostic: str
+
+    @property
+    def detail(self) -> str:
+        parts = [p for p in (self.status, self.diagnostic or self.action) if p]
+        return clean_text(" ".join(parts))[:300] or "bounce"
+
+
+@dataclass
+class BounceReport:
+    """What :func:`process_bounces` did."""
+
+    messages: int = 0
+    hard: int = 0
+    soft: int = 0
+    ignored: int = 0  # not a bounce (auto-reply, success report)
+    unmatched: int = 0  # a bounce with no valid VERP address or an unknown delivery
+    newly_bounced: int = 0  # subscriptions set ``bounced`` by this run
+    errors: list[str] = field(default_factory=list)
+    bounces: list[Bounce] = field(default_factory=list)
+
+    def summary(self) -> str:
+        return (
+            f"{self.messages} messages: {self.hard} hard, {self.soft} soft bounces, "
+            f"{self.ignored} ignored, {self.unmatched} unmatched, "
+            f"{self.newly_bounced} subscriptions set bounced, {len(self.errors)} errors"
+        )
+
+
+def _find_verp(msg: Message, settings: Settings) -> int | None:
+    for name in _ADDRESS_HEADERS:
+        for value in msg.get_all(name) or []:
+            for candidate in _VERP_IN_TEXT.findall(str(value)):
+                found = parse_verp(candidate, settings)
+                if found is not None:
+                    return found
+    return None
+
+
+def _status_blocks(part: Message) -> list[Message]:
+    """The field blocks of a message/delivery-status part (per-message first)."""
+    payload = part.get_payload()
+    if isinstance(payload, list):
+        return [p for p in payload if isinstance(p, Message)]
+    raw = part.get_payload(decode=True)
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(payload)
+    blocks = re.split(r"\r?\n[ \t]*\r?\n", text.strip())
+    return [HeaderParser().parsestr(b.strip() + "\n") for b in blocks if b.strip()]
+
+
+def _field(block: Message, name: str) -> str:
+    value = block.get(name)
+    return clean_text(str(value)) if value is not None else ""
+
+
+def _strip_type(value: str) -> str:
+    """``rfc822; a@b.org`` -> ``a@b.org``; ``smtp; 550 ...`` -> ``550 ...``."""
+    return value.split(";", 1)[1].strip() if ";" in value else value
+
+
+def parse_bounce(data: bytes, settings: Settings, source: str = "") -> Bounce | None:
+    """The bounce in one raw message, or ``None`` if it is not a bounce.
+
+    Example:
+        >>> parse_bounce(b"Subject: Out of office\\r\\n\\r\\nBack on Monday.\\r\\n", Settings()) is None
+        True
+    """
+    msg = email.message_from_bytes(data, policy=email.policy.default)
+    assert isinstance(msg, EmailMessage)
+    delivery_id = _find_verp(msg, settings)
+    recipients: list[tuple[str, str, str, str]] = []  # action, status, recipient, diagnostic
+    for part in msg.walk():
+        if part.get_content_type() != "message/delivery-status":
+            continue
+        for block in _status_blocks(part):
+            action = _field(block, "Action").lower()
+            if not action:
+                continue
+            recipient = _strip_type(_field(block, "Final-Recipient") or _field(block, "Original-Recipient"))
+            m = _STATUS.search(_field(block, "Status"))
+            status = m.group(0) if m else ""
+            recipients.append((action, status, recipient, _strip_type(_field(block, "Diagnostic-Code"))))
+    if recipients:
+        failing = [r for r in recipients if r[0] in ("failed", "delayed")]
+        if not failing:
+            return None  # delivered / relayed / expanded: a success report
+        failing.sort(key=lambda r: (r[0] != "failed", not r[1].startswith("5")))
+        action, status, recipient, diagnostic = failing[0]
+        hard = action == "failed" and (status.startswith("5") or not status)
+        return Bounce(source, delivery_id, recipient, hard, action, status, diagnostic[:300])
+    # not a DSN: a bounce only if a mailer daemon sent it, or it reached our VERP address
+    sender = str(msg.get("From", ""))
+    subject = str(msg.get("Subject", ""))
+    auto_reply = str(msg.get("Auto-Submitted", "")).lower().startswith("auto-replied")
+    if not _DAEMON.search(sender) and (auto_reply or delivery_id is None or not _BOUNCE_SUBJECT.search(subject)):
+        return None  # a vacation reply or other mail, not a bounce
+    text = ""
+    body = msg.get_body(("plain",))
+    if body is not None:
+        try:
+            content = body.get_content()
+            text = content if isinstance(content, str) else ""
+        except (LookupError, ValueError):
+            text = ""
+    m = _STATUS.search(text)
+    status = m.group(0) if m else ""
+    failed = str(msg.get("X-Failed-Recipients", ""))
+    line = next((ln.strip() for ln in text.splitlines() if status and status in ln), "")
+    return Bounce(source, delivery_id, clean_text(failed), status.startswith("5"), "", status, clean_text(line)[:300])
+
+
+def _maildir_new(path: Path) -> list[Path]:
+    if not (path / "new").is_dir() or not (path / "cur").is_dir():
+        raise InputError(f"{path} is a folder but not a Maildir (it needs new/ and cur/)")
+    return sorted(p for p in (path / "new").iterdir() if p.is_file() and not p.name.startswith("."))
+
+
+def _mark_seen(path: Path) -> None:
+    name = path.name.split(":", 1)[0] + ":2,S"
+    os.replace(path, path.parent.parent / "cur" / name)
+
+
+def process_bounces(store: Store, settings: Settings, path: str | Path) -> BounceReport:
+    """Read DSNs from a Maildir (its ``new/`` messages) or one file, and record them.
+
+    Example:
+        >>> report = process_bounces(store, settings, "bounces/")  # doctest: +SKIP
+        >>> report.summary()  # doctest: +SKIP
+        '3 messages: 1 hard, 1 soft bounces, 1 ignored, 0 unmatched, 0 subscriptions set bounced, 0 errors'
+    """
+    path = Path(path)
+    if path.is_dir():
+        files, maildir = _maildir_new(path), True
+    elif path.is_file():
+        files, maildir = [path], False
+    else:
+        raise InputError(f"{path} does not exist (give a Maildir folder or one .eml file)")
+    report = BounceReport()
+    for file in files:
+        report.messages += 1
+        try:
+            data = file.read_bytes()
+            bounce = parse_bounce(data, settings, str(file))
+        except (OSError, ValueError, LookupError) as exc:
+            report.errors.append(f"{file}: cannot read it as a message: {exc}")
+            continue
+        if bounce is None:
+            report.ignored += 1
+        elif bounce.delivery_id is None:
+            report.unmatched += 1
+            report.bounces.append(bounce)
+        else:
+            try:
+                outcome = store.record_bounce(bounce.delivery_id, bounce.hard, bounce.detail)
+            except NotFound:
+                report.unmatched += 1
+                report.bounces.append(bounce)
+            else:
+                report.bounces.append(bounce)
+                if bounce.hard:
+                    report.hard += 1
+                else:
+                    report.soft += 1
+                if bounce.hard and outcome.status == "bounced":
+                    # the store sets ``bounced`` exactly when the count reaches the limit
+                    report.newly_bounced += outcome.hard_bounces == HARD_BOUNCE_LIMIT
+        if maildir:
+            try:
+                _mark_seen(file)
+            except OSError as exc:
+                report.errors.append(f"{file}: processed but cannot move it to cur/: {exc.strerror}")
+    return report
+

@@ -1,0 +1,268 @@
+"""DSN parsing (RFC 3464) and applying bounces to a real store through VERP addresses."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from syndicate.bounces import parse_bounce, process_bounces
+from syndicate.cli import main
+from syndicate.config import Settings
+from syndicate.errors import InputError
+from syndicate.mailer import MaildirTransport, verp_address
+from syndicate.models import NewsList
+from syndicate.store import Store, open_store
+from syndicate.store.outbox import HARD_BOUNCE_LIMIT, PlannedDelivery
+from syndicate.subscribers import create_list, subscribe
+
+
+def postfix_dsn(to: str, *, action: str = "failed", status: str = "5.1.1",
+                diagnostic: str = "smtp; 550 5.1.1 <an@example.org>: Recipient address rejected: User unknown") -> bytes:
+    """A DSN as Postfix writes it: multipart/report with the returned headers."""
+    return f"""Return-Path: <>
+Delivered-To: {to}
+Received: by mx.news.example.org (Postfix) id 4F1A2; Tue, 24 Nov 2026 07:01:02 +0700 (ICT)
+Date: Tue, 24 Nov 2026 07:01:02 +0700 (ICT)
+From: MAILER-DAEMON@mx.news.example.org (Mail Delivery System)
+Subject: Undelivered Mail Returned to Sender
+To: {to}
+Auto-Submitted: auto-replied
+MIME-Version: 1.0
+Content-Type: multipart/report; report-type=delivery-status;
+	boundary="4F1A2.1795500062/mx.news.example.org"
+Message-Id: <20261124000102.4F1A2@mx.news.example.org>
+
+This is a MIME-encapsulated message.
+
+--4F1A2.1795500062/mx.news.example.org
+Content-Description: Notification
+Content-Type: text/plain; charset=us-ascii
+
+This is the mail system at host mx.news.example.org.
+
+I'm sorry to have to inform you that your message could not
+be delivered to one or more recipients.
+
+--4F1A2.1795500062/mx.news.example.org
+Content-Description: Delivery report
+Content-Type: message/delivery-status
+
+Reporting-MTA: dns; mx.news.example.org
+X-Postfix-Queue-ID: 4F1A2
+X-Postfix-Sender: rfc822; {to}
+Arrival-Date: Tue, 24 Nov 2026 07:00:59 +0700 (ICT)
+
+Final-Recipient: rfc822; an@example.org
+Original-Recipient: rfc822;an@example.org
+Action: {action}
+Status: {status}
+Remote-MTA: dns; mx.example.org
+Diagnostic-Code: {diagnostic}
+
+--4F1A2.1795500062/mx.news.example.org
+Content-Description: Undelivered Message Headers
+Content-Type: text/rfc822-headers
+
+Return-Path: <{to}>
+From: =?UTF-8?B?QuG6o24gdGluIFPDoGkgR8Oybg==?= <tin@news.example.org>
+To: an@example.org
+Subject: =?UTF-8?B?VGluIHPDoW5n?=
+
+--4F1A2.1795500062/mx.news.example.org--
+""".replace("\n", "\r\n").encode("ascii")
+
+
+def exim_dsn_to_x_original(to: str) -> bytes:
+    """Exim-style: the VERP address only in X-Original-To, To shows the rewritten mailbox."""
+    return f"""X-Original-To: {to}
+Delivered-To: bounces@news.example.org
+From: Mail Delivery System <Mailer-Daemon@relay.example.net>
+To: bounces@news.example.org
+Subject: Mail delivery failed: returning message to sender
+X-Failed-Recipients: lan@example.net
+Auto-Submitted: auto-replied
+MIME-Version: 1.0
+Content-Type: multipart/report; report-type=delivery-status; boundary=1795500000-eximdsn-1
+
+--1795500000-eximdsn-1
+Content-type: text/plain; charset=us-ascii
+
+This message was created automatically by mail delivery software.
+  lan@example.net
+    mailbox is full: retry timeout exceeded
+
+--1795500000-eximdsn-1
+Content-type: message/delivery-status
+
+Reporting-MTA: dns; relay.example.net
+
+Action: failed
+Final-Recipient: rfc822;lan@example.net
+Status: 4.2.2
+
+--1795500000-eximdsn-1--
+""".encode("ascii")
+
+
+def plain_bounce(to: str) -> bytes:
+    """An old-style bounce with no DSN part (qmail-like)."""
+    return f"""To: {to}
+From: MAILER-DAEMON@mail.example.com
+Subject: failure notice
+
+Hi. This is the qmail-send program at mail.example.com.
+I'm afraid I wasn't able to deliver your message to the following addresses.
+
+<binh@example.com>:
+Remote host said: 550 5.1.1 No such user here
+""".encode("ascii")
+
+
+def auto_reply(to: str) -> bytes:
+    return f"""To: {to}
+From: An <an@example.org>
+Subject: =?UTF-8?B?VuG6r25nIG3hurd0?=
+Auto-Submitted: auto-replied
+
+Tôi vắng mặt đến thứ Hai.
+""".encode()
+
+
+@pytest.fixture
+def delivery_ids(store: Store, settings: Settings) -> list[int]:
+    nl = create_list(store, NewsList(slug="sang", name="Tin sáng", sender_address="tin@news.example.org"))
+    ids = []
+    for i, addr in enumerate(["an@example.org", "lan@example.net"]):
+        r = subscribe(store, settings, addr, "sang", confirmed=True)
+        assert nl.id is not None and r.subscriber.id is not None and r.subscription.id is not None
+        start = datetime(2026, 11, 23, tzinfo=UTC)
+        periods = [f"2026-11-{d}" for d in (20, 21, 22, 23)]
+        store.plan_deliveries([
+            PlannedDelivery(nl.id, r.subscriber.id, r.subscription.id, p, start, start, ()) for p in periods
+        ])
+        for d in store.deliveries_for(r.subscription.id):
+            assert d.id is not None
+            ids.append(d.id)
+        _ = i
+    return ids
+
+
+def vs(settings: Settings) -> Settings:
+    return settings.with_(mail_sender_address="tin@news.example.org")
+
+
+def test_parse_hard_and_soft(settings: Settings) -> None:
+    s = vs(settings)
+    to = verp_address(s, 7)
+    hard = parse_bounce(postfix_dsn(to), s)
+    assert hard is not None
+    assert (hard.delivery_id, hard.hard, hard.action, hard.status, hard.recipient) == (
+        7, True, "failed", "5.1.1", "an@example.org")
+    assert "User unknown" in hard.diagnostic and not hard.diagnostic.startswith("smtp;")
+    soft = parse_bounce(postfix_dsn(to, action="delayed", status="4.4.1",
+                                    diagnostic="smtp; 451 4.4.1 Connection timed out"), s)
+    assert soft is not None and soft.hard is False and soft.status == "4.4.1" and soft.delivery_id == 7
+    relayed = parse_bounce(postfix_dsn(to, action="relayed", status="2.0.0", diagnostic="smtp; 250 ok"), s)
+    assert relayed is None
+
+
+def test_parse_other_shapes(settings: Settings) -> None:
+    s = vs(settings)
+    to = verp_address(s, 8)
+    exim = parse_bounce(exim_dsn_to_x_original(to), s)
+    assert exim is not None and exim.delivery_id == 8
+    assert exim.hard is False and exim.status == "4.2.2"  # failed, but a 4.x.x (mailbox full): soft
+    qmail = parse_bounce(plain_bounce(to), s)
+    assert qmail is not None and qmail.delivery_id == 8 and qmail.hard is True and qmail.status == "5.1.1"
+    assert "No such user" in qmail.diagnostic
+    assert parse_bounce(auto_reply(to), s) is None
+
+
+def test_forged_or_foreign_verp_is_unmatched(settings: Settings) -> None:
+    s = vs(settings)
+    real = verp_address(s, 9)
+    forged = real.replace("bounce+9-", "bounce+10-")
+    b = parse_bounce(postfix_dsn(forged), s)
+    assert b is not None and b.delivery_id is None and b.hard
+    assert parse_bounce(postfix_dsn("someone@news.example.org"), s).delivery_id is None  # type: ignore[union-attr]
+
+
+def test_process_maildir_applies_and_counts_once(store: Store, settings: Settings, delivery_ids: list[int],
+                                                 tmp_path: Path) -> None:
+    s = vs(settings)
+    an = delivery_ids[:4]
+    lan = delivery_ids[4:]
+    box = MaildirTransport(tmp_path / "bounces")
+    for did in an[:HARD_BOUNCE_LIMIT]:
+        box.write("", postfix_dsn(verp_address(s, did)))
+    box.write("", exim_dsn_to_x_original(verp_address(s, lan[0])))
+    box.write("", postfix_dsn(verp_address(s, 999999)))  # valid MAC, unknown delivery
+    box.write("", postfix_dsn(verp_address(s, an[0]).replace(f"+{an[0]}-", f"+{lan[1]}-")))  # forged
+    box.write("", auto_reply(verp_address(s, an[0])))
+    report = process_bounces(store, s, tmp_path / "bounces")
+    assert (report.messages, report.hard, report.soft, report.ignored, report.unmatched, report.errors) == (
+        7, HARD_BOUNCE_LIMIT, 1, 1, 2, [])
+    assert report.newly_bounced == 1
+    an_sub = store.get_delivery(an[0]).subscription_id
+    lan_sub = store.get_delivery(lan[0]).subscription_id
+    statuses = {row["id"]: (row["status"], row["hard_bounces"]) for row in store.db.query(
+        "SELECT id, status, hard_bounces FROM subscriptions")}
+    assert statuses[an_sub] == ("bounced", HARD_BOUNCE_LIMIT)
+    assert statuses[lan_sub] == ("active", 0)
+    events = [row["kind"] for row in store.db.query("SELECT kind FROM events ORDER BY id")]
+    assert events.count("hard-bounce") == HARD_BOUNCE_LIMIT and events.count("soft-bounce") == 1
+    # processed messages moved to cur/, so a rerun counts nothing twice
+    assert list((tmp_path / "bounces" / "new").iterdir()) == []
+    assert len(list((tmp_path / "bounces" / "cur").iterdir())) == 7
+    again = process_bounces(store, s, tmp_path / "bounces")
+    assert again.messages == 0
+
+
+def test_process_single_file_and_errors(store: Store, settings: Settings, delivery_ids: list[int],
+                                        tmp_path: Path) -> None:
+    s = vs(settings)
+    eml = tmp_path / "dsn.eml"
+    eml.write_bytes(postfix_dsn(verp_address(s, delivery_ids[0])))
+    report = process_bounces(store, s, eml)
+    assert (report.messages, report.hard) == (1, 1)
+    assert eml.exists()
+    with pytest.raises(InputError, match="does not exist"):
+        process_bounces(store, s, tmp_path / "missing")
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(InputError, match="not a Maildir"):
+        process_bounces(store, s, tmp_path / "plain")
+
+
+def test_cli_bounces_process(cli: CliRunner, tmp_path: Path) -> None:
+    from syndicate.config import load_settings
+
+    settings = load_settings(db=str(tmp_path / "syndicate.db"))
+    store = open_store(settings.db)
+    try:
+        nl = create_list(store, NewsList(slug="sang", name="Tin sáng", sender_address="tin@news.example.org"))
+        r = subscribe(store, settings, "an@example.org", "sang", confirmed=True)
+        assert nl.id and r.subscriber.id and r.subscription.id
+        start = datetime(2026, 11, 23, tzinfo=UTC)
+        store.plan_deliveries([PlannedDelivery(nl.id, r.subscriber.id, r.subscription.id, "2026-11-23", start,
+                                               start, ())])
+        did = store.deliveries_for(r.subscription.id)[0].id
+        assert did is not None
+    finally:
+        store.close()
+    eml = tmp_path / "dsn.eml"
+    eml.write_bytes(postfix_dsn(verp_address(settings, did)))
+    result = cli.invoke(main, ["bounces", "process", str(eml)])
+    assert result.exit_code == 0, result.output
+    assert f"hard  5.1.1    delivery {did}" in result.output
+    assert "1 messages: 1 hard, 0 soft bounces, 0 ignored, 0 unmatched" in result.output
+    result = cli.invoke(main, ["bounces", "process", str(eml), "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["hard"] == 1 and data["bounces"][0]["delivery_id"] == did
+    result = cli.invoke(main, ["bounces", "process", str(tmp_path / "nope")])
+    assert result.exit_code == 65
+    assert result.output.strip() == f"error: {tmp_path / 'nope'} does not exist (give a Maildir folder or one .eml file)"
