@@ -331,6 +331,7 @@ def test_detect_format_by_extension_content_and_force(tmp_path: Path) -> None:
     assert detect_format(str(write(tmp_path / "b", '<?xml version="1.0"?><rss/>'))) == "feed"
     assert detect_format(str(write(tmp_path / "c", '{"title": "a"}\n{"title": "b"}\n'))) == "jsonl"
     assert detect_format(str(write(tmp_path / "d", '{\n "articles": []\n}'))) == "json"
+    assert detect_format(str(write(tmp_path / "d1", '{"articles": [{"title": "a"}]}\n'))) == "json"
     assert detect_format(str(write(tmp_path / "e", "Kinh tế\n\nTitle\n"))) == "text"
     assert detect_format("x.txt", "markdown") == "markdown"
     with pytest.raises(InputError, match="unknown format 'yaml'; choose one of text, markdown, json, jsonl, feed"):

@@ -15,6 +15,7 @@ error line in the report and never stops the rest; articles are written with
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -105,8 +106,11 @@ def sniff(path: str) -> str:
     if start.startswith(b"["):
         return "json"
     if start.startswith(b"{"):
-        first = start.partition(b"\n")[0]
-        return "jsonl" if first.rstrip().endswith(b"}") else "json"
+        try:
+            first = json.loads(start.partition(b"\n")[0])
+        except ValueError:
+            return "json"  # an object spread over lines, or cut off at 4 KB
+        return "json" if isinstance(first, dict) and isinstance(first.get("articles"), list) else "jsonl"
     return "text"
 
 

@@ -147,6 +147,9 @@ def text_to_html(text: str) -> str:
 _LOOKS_HTML = re.compile(r"<(p|div|br|a|em|strong|b|i|ul|ol|li|h[1-6]|img|figure|table|blockquote|span)\b", re.I)
 
 
+_SCHEME = re.compile(r"^\s*[a-zA-Z][a-zA-Z0-9+.-]*:")
+
+
 def looks_like_html(text: str) -> bool:
     return bool(_LOOKS_HTML.search(text))
 
@@ -299,8 +302,8 @@ def article_from_record(
         image_alt = image_alt or one_line(_as_str(image_value.get("alt"), "image.alt"))
         image_value = image_value.get("url") or image_value.get("src")
     image = one_line(_as_str(image_value, "image"))
-    if image and not re.match(r"^(https?:)?//|^/", image):
-        image = image if not image.lower().startswith(("javascript:", "data:", "vbscript:")) else ""
+    if _SCHEME.match(image) and not image.lower().startswith(("http://", "https://")):
+        image = ""  # javascript:, data:, file: ... never reach a page
 
     language = one_line(_as_str(pick(record, "language"), "language")) or detect_language(
         title + " " + text_out[:2000], opts.language
