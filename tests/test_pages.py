@@ -401,3 +401,21 @@ def test_archived_digests_generic_links_explain_where_the_personal_ones_are(site
     for path in ("/unsubscribe", "/preferences"):
         r = client.get(path)
         assert r.status_code == 200 and "Dùng đường dẫn trong email của bạn" in r.text
+
+
+def test_one_click_cancels_the_digest_still_queued(site: Settings, store: Store) -> None:
+    from datetime import timedelta
+
+    from syndicate.digest import plan
+
+    sid, lid = subscribe_active(store, site, "lan@example.org", "tin-sang")
+    sub = store.get_subscription(sid, lid)
+    assert sub.id is not None
+    at = datetime.now(UTC).replace(hour=0, minute=30, second=0, microsecond=0) + timedelta(days=1)  # 07:30 HCMC
+    store.upsert_articles([Article(guid="tag:x,2026:q", slug="queued", title="Tin chờ gửi", category="Công nghệ",
+                                   published=at - timedelta(hours=2), body_html="<p>x</p>")])
+    store.plan_deliveries(plan(store, at), now=at)
+    assert [d.status for d in store.deliveries_for(sub.id)] == ["queued"]
+    path = subscribers.unsubscribe_url(site, sid, lid).removeprefix(site.base_url)
+    assert make_client(site).post(path, data={"List-Unsubscribe": "One-Click"}).status_code == 200
+    assert [d.status for d in store.deliveries_for(sub.id)] == ["cancelled"]
