@@ -202,4 +202,8 @@ def test_pages_escape_hostile_articles_and_carry_headers(site: Site) -> None:
         assert not re.search(r"<script|<img[^>]*onerror", r.text), path
         assert all(h in r.headers for h in SECURITY), path
         assert r.headers["content-type"] == "text/html; charset=utf-8"
-    assert 'href="/rss.xml"' in site.http.get("/").text
+    home = site.http.get("/").text
+    links = re.findall(r'<link rel="alternate" type="[^"]+" title="[^"]*" href="([^"]+)">', home)
+    assert {"/rss.xml", "/atom.xml", "/feed.json", f"/category/{category}/rss.xml"} <= set(links)
+    for href in links:  # every autodiscovery link is a feed the same app serves
+        assert site.http.get(href).status_code == 200, href
