@@ -80,6 +80,12 @@ def m001_deliveries(db: Database) -> None:
     )
 
 
+@migrations()
+def m002_queue_index(db: Database) -> None:
+    """Claims walk queued rows in id order and stop at LIMIT: no sort, no scan."""
+    db.execute("CREATE INDEX deliveries_queue ON deliveries (status, id)")
+
+
 @dataclass(frozen=True)
 class DueCandidate:
     """An active subscription with what the due-time logic needs."""
@@ -284,20 +290,29 @@ class OutboxQueries(StoreBase):
         if limit <= 0:
             return []
         with self.transaction(immediate=True) as conn:
-            conn.execute(
-                "UPDATE deliveries SET status = 'cancelled', error = 'subscription no longer active' "
-                "WHERE id IN (SELECT d.id FROM deliveries d JOIN subscriptions x ON x.id = d.subscription_id "
-                "WHERE d.status = 'queued' AND x.status != 'active')"
-            )
-            ids = [
-                r[0]
-                for r in conn.execute(
-                    "UPDATE deliveries SET status = 'sending', lease_owner = ?, lease_until = ?, "
-                    "attempts = attempts + 1 WHERE id IN (SELECT id FROM deliveries WHERE status = 'queued' "
-                    "AND (next_attempt IS NULL OR next_attempt <= ?) ORDER BY id LIMIT ?) RETURNING id",
-                    [owner, iso(lease_until), iso(now), limit],
+            ids: list[int] = []
+            while not ids:
+                picked = conn.execute(
+                    "SELECT d.id, x.status FROM deliveries d INDEXED BY deliveries_queue "
+                    "JOIN subscriptions x ON x.id = d.subscription_id WHERE d.status = 'queued' "
+                    "AND (d.next_attempt IS NULL OR d.next_attempt <= ?) ORDER BY d.id LIMIT ?",
+                    [iso(now), limit],
                 ).fetchall()
-            ]
+                if not picked:
+                    break
+                gone = [(r[0],) for r in picked if r[1] != "active"]
+                if gone:
+                    conn.executemany(
+                        "UPDATE deliveries SET status = 'cancelled', error = 'subscription no longer active' "
+                        "WHERE id = ?",
+                        gone,
+                    )
+                ids = [r[0] for r in picked if r[1] == "active"]
+            conn.executemany(
+                "UPDATE deliveries SET status = 'sending', lease_owner = ?, lease_until = ?, "
+                "attempts = attempts + 1 WHERE id = ?",
+                [(owner, iso(lease_until), did) for did in ids],
+            )
             out: list[ClaimedDelivery] = []
             for chunk in _chunks(sorted(ids), 500):
                 marks = ", ".join("?" for _ in chunk)
