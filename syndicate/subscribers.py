@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, BinaryIO, TextIO
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from email_validator import EmailNotValidError, validate_email
@@ -658,8 +658,8 @@ class CsvImport:
         source = f"import:{self.path.name}"
         errors_fh = self.errors_path.open("w", encoding="utf-8", newline="") if self.errors_path else None
         try:
-            with self.path.open(encoding="utf-8-sig", newline="") as fh:
-                reader = csv.reader(fh)
+            with self.path.open("rb") as fh:
+                reader = csv.reader(self._decoded(fh))
                 try:
                     header = next(reader)
                 except StopIteration:
@@ -688,16 +688,25 @@ class CsvImport:
             if errors_fh:
                 errors_fh.close()
 
+    def _decoded(self, fh: BinaryIO) -> Iterator[str]:
+        """The file's lines as text, so a bad byte is reported on its own line (a BOM is dropped)."""
+        for number, raw in enumerate(fh, 1):
+            if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            try:
+                yield raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InputError(
+                    f"{self.path} line {number}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at position "
+                    f"{exc.start + 1}); save the file as UTF-8 CSV"
+                ) from None
+
     def _rows(self, reader: Any) -> Iterator[tuple[list[str], int]]:
         while True:
             try:
                 row = next(reader)
             except StopIteration:
                 return
-            except UnicodeDecodeError:
-                raise InputError(
-                    f"{self.path} line {reader.line_num + 1}: not UTF-8 text; save the file as UTF-8 CSV"
-                ) from None
             except csv.Error as exc:
                 raise InputError(f"{self.path} line {reader.line_num}: {exc}") from None
             if row and any(cell.strip() for cell in row):
