@@ -569,6 +569,9 @@ _ALIASES = {
     "created": "created", "confirmed": "confirmed", "unsubscribed": "unsubscribed",
     "attributes": "attributes", "attribs": "attributes",
 }
+# listmonk (enabled/disabled/blocklisted) and Mailchimp (subscribed/unsubscribed/cleaned) statuses
+_STATUS_ALIASES = {"enabled": "active", "subscribed": "active", "disabled": "unsubscribed",
+                   "blocklisted": "unsubscribed", "blacklisted": "unsubscribed", "cleaned": "bounced"}
 BATCH_SIZE = 5000
 
 
@@ -757,6 +760,7 @@ class CsvImport:
         if not out.list_slug:
             raise InputError("the list column is empty")
         status = cell("status").lower()
+        status = _STATUS_ALIASES.get(status, status)
         if status and status not in ("pending", "active", *LEFT):
             raise InputError(f"status {status!r} is not one of pending, active, {', '.join(LEFT)}")
         out.status = status if status in ("pending", *LEFT) else ("active" if self.confirmed else "pending")
@@ -770,9 +774,18 @@ class CsvImport:
                 if not text.isdigit() or int(text) > top:
                     raise InputError(f"{key} {text!r} is not a whole number from 0 to {top}")
                 setattr(out, key, int(text))
+        nl = self.lists.get(out.list_slug)
+        if nl is None:
+            try:
+                nl = self.lists[out.list_slug] = self.store.get_list(out.list_slug)
+            except NotFound:
+                raise InputError(f"no list with slug {out.list_slug!r}") from None
         cats = cell("categories")
         if cats:
-                    out.categories = sorted({slugify(c) for c in cats.replace(",", ";").split(";") if c.strip()})
+            out.categories = sorted({slugify(c) for c in cats.replace(",", ";").split(";") if c.strip()})
+            extra = [c for c in out.categories if nl.categories and c not in nl.categories]
+            if extra:
+                raise InputError(f"list {nl.slug!r} does not cover {', '.join(extra)}")
         for key in ("created", "confirmed", "unsubscribed"):
             text = cell(key)
             if text:
@@ -787,23 +800,7 @@ class CsvImport:
         for r in batch:
             by_list.setdefault(r.list_slug, []).append(r)
         for slug, rows in by_list.items():
-            nl = self.lists.get(slug)
-            if nl is None:
-                try:
-                    nl = self.lists[slug] = self.store.get_list(slug)
-                except NotFound:
-                    for r in rows:
-                        self._reject(writer, r.raw, r.line, f"no list with slug {slug!r}")
-                    continue
-            if nl.categories:
-                good = []
-                for r in rows:
-                    extra = [c for c in (r.categories or []) if c not in nl.categories]
-                    if extra:
-                        self._reject(writer, r.raw, r.line, f"list {slug!r} does not cover {', '.join(extra)}")
-                    else:
-                        good.append(r)
-                rows = good
+            nl = self.lists[slug]
             outcome = self.store.import_batch(
                 nl, rows, source=source, actor=self.actor, resubscribe=self.resubscribe, baseline=baseline,
                 now=self.now, write=not self.dry_run,

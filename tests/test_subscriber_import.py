@@ -93,15 +93,19 @@ def test_cli_import_reports_errors_in_one_line(cli: CliRunner, tmp_path: Path) -
 def test_mailchimp_and_listmonk_headers(store: Store, settings: Settings, tin_sang: NewsList, tmp_path: Path) -> None:
     mc = write_csv(tmp_path / "mailchimp.csv", ["Email Address", "First Name", "Last Name", "TIMEZONE", "MEMBER_RATING"],
                    [["Lan@Example.ORG", "Lan", "Phạm", "Asia/Tokyo", "2"]])
-    lm = write_csv(tmp_path / "listmonk.csv", ["email", "name", "attributes"],
-                   [["minh@example.org", "Minh", json.dumps({"timezone": "Europe/Berlin", "locale": "en"})]])
+    lm = write_csv(tmp_path / "listmonk.csv", ["uuid", "email", "name", "attributes", "status"],
+                   [["u1", "minh@example.org", "Minh", json.dumps({"timezone": "Europe/Berlin", "locale": "en"}),
+                     "enabled"],
+                    ["u2", "blocked@example.org", "B", "{}", "blocklisted"]])
     lib.import_csv(store, settings, mc, "tin-sang", confirmed=True)
     lib.import_csv(store, settings, lm, "tin-sang")
     lan = store.get_subscriber("lan@example.org")
     assert (lan.email, lan.name, lan.timezone) == ("Lan@example.org", "Lan Phạm", "Asia/Tokyo")
     minh = store.get_subscriber("minh@example.org")
     assert (minh.name, minh.timezone, minh.locale) == ("Minh", "Europe/Berlin", "en")
-    assert statuses(store, tin_sang.id or 0) == {"Lan@example.org": "active", "minh@example.org": "pending"}
+    assert statuses(store, tin_sang.id or 0) == {
+        "Lan@example.org": "active", "minh@example.org": "pending", "blocked@example.org": "unsubscribed"
+    }
 
 
 def test_duplicates_in_the_file_and_already_subscribed(
@@ -251,3 +255,35 @@ def test_100k_rows_import_in_flat_memory(tmp_path: Path) -> None:
     growth = max(resident.values()) - early  # from 20,000 rows in to the end
     assert growth < all_rows_bytes * 0.8 / 10, (growth, all_rows_bytes)
     assert growth < 6_000_000, growth
+
+
+def test_list_column_routes_rows_and_unknown_lists_are_named(
+    store: Store, settings: Settings, tmp_path: Path
+) -> None:
+    lib.load_lists(store, DATA / "lists.toml")
+    path = write_csv(tmp_path / "mixed.csv", ["email", "list", "categories"], [
+        ["a@example.org", "tin-sang", ""],
+        ["b@example.org", "weekly-tech", "Công nghệ"],
+        ["c@example.org", "nope", ""],
+        ["d@example.org", "weekly-tech", "the-thao"],
+    ])
+    report = lib.import_csv(store, settings, path, None, confirmed=True)
+    assert (report.new_subscriptions, report.errors) == (2, 2)
+    assert report.first_errors == [
+        f"{path} line 4: no list with slug 'nope'",
+        f"{path} line 5: list 'weekly-tech' does not cover the-thao",
+    ]
+    b = store.get_subscriber("b@example.org")
+    assert store.subscriptions_of(b.id or 0)[0].categories == ["cong-nghe"]
+
+
+def test_cli_dry_run_and_stats(cli: CliRunner, tmp_path: Path) -> None:
+    cli.invoke(main, ["list", "create", "--from", str(DATA / "lists.toml")])
+    dry = cli.invoke(main, ["subscriber", "import", str(DATA / "subscribers.csv"), "--dry-run"])
+    assert dry.exit_code == 0 and "would add 10 subscriptions" in dry.output
+    assert json.loads(cli.invoke(main, ["subscriber", "ls", "--json"]).output) == []
+    cli.invoke(main, ["subscriber", "import", str(DATA / "subscribers.csv"), "--confirmed"])
+    table = cli.invoke(main, ["stats"]).output.splitlines()
+    assert table[0].split() == ["list", "active", "pending", "unsub", "bounced", "complaint", "growth", "30d"]
+    assert table[1].split() == ["tin-sang", "3", "1", "1", "0", "0", "+3"]
+    assert table[2].split() == ["weekly-tech", "5", "0", "0", "0", "0", "+5"]
