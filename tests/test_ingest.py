@@ -128,6 +128,7 @@ def test_text_page_guid_survives_body_edits(store: Store, tmp_path: Path) -> Non
     after = store.get_article(first.guid)
     assert (after.id, after.guid, after.slug) == (first.id, first.guid, first.slug)
     assert "sáng ngày 9/10" in after.body_text
+    assert first.updated is not None and after.updated is not None and after.updated > first.updated
     assert store.count_articles() == 1
 
 
