@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 
 PURPOSES = ("confirm", "unsubscribe", "preferences")
 LEFT = ("unsubscribed", "bounced", "complained")
+HARD_REASONS = ("bounced", "complained", "complaint")  # suppressions only an admin may lift
 
 
 # -- addresses -------------------------------------------------------------------
@@ -276,7 +277,9 @@ def subscribe(
     digest = address_hash(address)
     with store.transaction(immediate=True):
         reason = store.suppression(digest)
-        if reason is not None and not (resubscribe or consent_by_link):
+        # From the web form, someone who left or was erased may ask again (their
+        # confirmation is the consent); a bounced or complaining address may not.
+        if reason is not None and not (resubscribe or (consent_by_link and reason not in HARD_REASONS)):
             raise InputError(
                 f"{address} is suppressed ({reason}); add --resubscribe only if they asked to come back"
             )
@@ -303,7 +306,7 @@ def subscribe(
                                    needs_confirmation=sub.status == "pending" and source == "web")
         if sub is not None:  # left before
             previous = sub.status
-            if not (resubscribe or consent_by_link):
+            if not (resubscribe or (consent_by_link and previous == "unsubscribed")):
                 raise InputError(
                     f"{subscriber.email} is {sub.status} from {newslist.slug}; add --resubscribe only if they asked to come back"
                 )
@@ -323,8 +326,8 @@ def subscribe(
             kind, detail = ("admin-add", "active") if confirmed else ("subscribe", "pending")
             if resubscribe and reason is not None:
                 kind, detail = "resubscribe", f"{status}, was suppressed ({reason})"
-        if reason is not None:
-            store.remove_suppression(digest)
+        if reason is not None and resubscribe:
+            store.remove_suppression(digest)  # else lifted when they confirm
         store.save_subscription(sub, _event(kind, now, source, actor, sub, detail))
     return SubscribeResult(subscriber, sub, newslist, created=True, needs_confirmation=not confirmed)
 
@@ -342,7 +345,8 @@ def confirm(store: Store, settings: Settings, token: str, *, source: str = "web"
         subscriber, sub, newslist = resolve_token(store, settings, token, "confirm")
         if sub.status == "pending":
             sub.status, sub.confirmed = "active", now
-            store.save_subscription(sub, _event("confirm", now, source, actor, sub))
+            lifted = store.remove_suppression(address_hash(subscriber.email))
+            store.save_subscription(sub, _event("confirm", now, source, actor, sub, "suppression lifted" if lifted else ""))
             return SubscribeResult(subscriber, sub, newslist, created=True, needs_confirmation=False)
         if sub.status != "active":
             raise TokenError(f"this confirm link no longer applies: the subscription is {sub.status}; subscribe again")

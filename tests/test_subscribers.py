@@ -317,6 +317,28 @@ def test_erase_keeps_only_a_hash(store: Store, settings: Settings, tin_sang: New
     # they may come back through the web form: their confirmation is the consent
     again = lib.subscribe(store, settings, "an@example.org", "tin-sang", source="web")
     assert again.subscription.status == "pending" and again.subscriber.id != sid
+    assert store.suppression(lib.address_hash("an@example.org")) == "erased"  # until they confirm
+    lib.confirm(store, settings, lib.make_token(settings, "confirm", again.subscriber.id or 0, tin_sang.id or 0))
+    assert store.suppression(lib.address_hash("an@example.org")) is None
+    assert store.events_for(again.subscriber.id or 0)[-1].detail == "suppression lifted"
+
+
+def test_web_form_cannot_revive_bounced_or_complaining_addresses(
+    store: Store, settings: Settings, tin_sang: NewsList
+) -> None:
+    r = lib.subscribe(store, settings, "an@example.org", "tin-sang", confirmed=True)
+    store.mark_bounced(r.subscription.id or 0, status="complained")
+    with pytest.raises(InputError, match="is complained from tin-sang"):
+        lib.subscribe(store, settings, "an@example.org", "tin-sang", source="web")
+    store.add_suppression(lib.address_hash("x@example.org"), "bounced")
+    with pytest.raises(InputError, match="suppressed \\(bounced\\)"):
+        lib.subscribe(store, settings, "x@example.org", "tin-sang", source="web")
+    assert store.find_subscriber("x@example.org") is None
+    # someone who merely unsubscribed may ask again, and stays pending until they confirm
+    lib.subscribe(store, settings, "u@example.org", "tin-sang", confirmed=True)
+    lib.unsubscribe_address(store, settings, "u@example.org", "tin-sang", source="web")
+    back = lib.subscribe(store, settings, "u@example.org", "tin-sang", source="web")
+    assert (back.subscription.status, back.needs_confirmation) == ("pending", True)
 
 
 def test_purge_pending(store: Store, settings: Settings, tin_sang: NewsList) -> None:
