@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import csv
 import resource
+import shutil
 import sys
 import tempfile
 import time
@@ -73,6 +74,8 @@ def main() -> None:
     print(f"peak RSS {peak_rss_mb():.0f} MB (before the import: {rss_before:.0f} MB)")
     print(f"active subscriptions: {store.count_subscriptions(1, 'active'):,}")
     store.close()
+    if not args.keep:
+        shutil.rmtree(work)
 
 
 if __name__ == "__main__":
