@@ -18,6 +18,7 @@ subscriber's greeting and links are substituted with ``str.replace``.
 from __future__ import annotations
 
 import html
+import re
 import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -279,6 +280,16 @@ class RenderedDigest:
     article_count: int
     view_url: str
     language: str
+    html_parts: tuple[str, ...] = ()
+    text_parts: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.html_parts:
+            object.__setattr__(self, "html_parts", tuple(_SLOTS.split(self.html)))
+            object.__setattr__(self, "text_parts", tuple(_SLOTS.split(self.text)))
+
+
+_SLOTS = re.compile(f"({re.escape(GREETING)}|{re.escape(UNSUBSCRIBE)}|{re.escape(PREFERENCES)})")
 
 
 @dataclass
@@ -409,12 +420,15 @@ def personalise(r: RenderedDigest, name: str, unsubscribe_url: str, preferences_
         '<p>Hello &lt;b&gt;Ann&lt;/b&gt;,</p>'
     """
     g = greeting(name, r.language)
+    # The templates were split at the placeholders once; joining is one copy.
+    html_values = {GREETING: html.escape(g, quote=False), UNSUBSCRIBE: html.escape(unsubscribe_url),
+                   PREFERENCES: html.escape(preferences_url)}
+    text_values = {GREETING: g, UNSUBSCRIBE: unsubscribe_url, PREFERENCES: preferences_url}
+    hp, tp = r.html_parts, r.text_parts
     return Personalised(
         subject=r.subject,
-        html=r.html.replace(GREETING, html.escape(g, quote=False))
-        .replace(UNSUBSCRIBE, html.escape(unsubscribe_url))
-        .replace(PREFERENCES, html.escape(preferences_url)),
-        text=r.text.replace(GREETING, g).replace(UNSUBSCRIBE, unsubscribe_url).replace(PREFERENCES, preferences_url),
+        html="".join([hp[i] if i % 2 == 0 else html_values[hp[i]] for i in range(len(hp))]),
+        text="".join([tp[i] if i % 2 == 0 else text_values[tp[i]] for i in range(len(tp))]),
     )
 
 
