@@ -58,3 +58,25 @@ def test_init_writes_config_once(cli: CliRunner, tmp_path) -> None:  # type: ign
     second = cli.invoke(main, ["init"])
     assert "kept syndicate.toml" in second.output
     assert (tmp_path / "syndicate.toml").read_text(encoding="utf-8") == text
+
+
+def test_import_refreshes_published_feeds(cli: CliRunner, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import feedparser
+
+    first = tmp_path / "a.md"
+    first.write_text("---\ntitle: Tin một\ndate: 2026-11-20T08:00:00+07:00\ncategory: Kinh tế\n---\nMột.\n",
+                     encoding="utf-8")
+    assert cli.invoke(main, ["article", "import", str(first)]).exit_code == 0
+    assert not (tmp_path / "site").exists()  # nothing published until asked
+    assert cli.invoke(main, ["feed", "build"]).exit_code == 0
+    second = tmp_path / "b.md"
+    second.write_text("---\ntitle: Tin hai\ndate: 2026-11-21T08:00:00+07:00\ncategory: Kinh tế\n---\nHai.\n",
+                      encoding="utf-8")
+    result = cli.invoke(main, ["article", "import", str(second)])
+    assert result.exit_code == 0, result.output
+    assert "files refreshed in site/" in result.output
+    for rel in ("site/rss.xml", "site/category/kinh-te/atom.xml"):
+        titles = [e.title for e in feedparser.parse(str(tmp_path / rel)).entries]
+        assert titles == ["Tin hai", "Tin một"], rel
+    again = cli.invoke(main, ["article", "import", str(second), "--no-publish"])
+    assert "refreshed" not in again.output

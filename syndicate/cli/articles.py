@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from ..models import Article, to_iso
@@ -53,16 +55,19 @@ def article() -> None:
 )
 @click.option("--published", help="Date for articles that give none (text pages otherwise use the file's mtime).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON for scripts.")
+@click.option("--no-publish", is_flag=True, help="Do not refresh the published feeds afterwards.")
 @pass_app
 @click.pass_context
 def import_(ctx: click.Context, app: App, paths: tuple[str, ...], fmt: str | None, published: str | None,
-            as_json: bool) -> None:
+            as_json: bool, no_publish: bool) -> None:
     """Import articles from files, directories (recursively) or feed URLs.
 
     Formats: plain-text news pages (.txt), Markdown with front matter (.md),
     JSON (.json), JSON Lines (.jsonl), RSS/Atom (.xml, .rss, .atom, http(s)://).
     A bad file is one `error:` line; the others still land; the exit code is 1
-    when anything failed.
+    when anything failed. Once `syndicate feed build` has published the feeds,
+    each import refreshes only the feeds holding a changed article (and pings
+    the WebSub hub when one is configured).
 
     \b
     Example:
@@ -78,12 +83,23 @@ def import_(ctx: click.Context, app: App, paths: tuple[str, ...], fmt: str | Non
     sources = collect_sources(paths)
     with progress(sources, len(sources), "importing") as bar:
         report = import_paths(app.store, bar, fmt=fmt, published=when, default_tz=settings.tz)
+    published_note = ""
+    if report.changed_guids and not no_publish and Path(settings.feeds_out).is_dir():
+        from ..publish import publish_changed
+
+        refreshed = publish_changed(
+            app.store, settings, settings.feeds_out, report.changed_categories, guids=report.changed_guids
+        )
+        published_note = f"feeds: {len(refreshed.written)} files refreshed in {settings.feeds_out}/"
+        report.errors += refreshed.errors
     if as_json:
-        emit_json(report.as_dict())
+        emit_json({**report.as_dict(), "feeds": published_note})
     else:
         for note in report.notes:
             click.echo(f"note: {note}")
         click.echo(report.summary())
+        if published_note:
+            click.echo(published_note)
     for warning in report.warnings:
         click.echo(f"warning: {warning}", err=True)
     for error in report.errors:

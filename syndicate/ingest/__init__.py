@@ -65,6 +65,7 @@ class ImportReport:
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     changed_categories: set[str] = field(default_factory=set)
+    changed_guids: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -208,6 +209,7 @@ def import_paths(
         report.updated += len(result.updated)
         report.unchanged += len(result.unchanged)
         report.changed_categories |= result.changed_categories
+        report.changed_guids += result.inserted + result.updated
         batch.clear()
 
     for source in iter_sources(paths):
