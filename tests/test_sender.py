@@ -347,3 +347,25 @@ def test_cli_send_status_retry_and_preview(cli: CliRunner, tmp_path: Path, sink:
     bad = cli.invoke(main, ["send", "--at", "yesterday"])
     assert bad.exit_code == 65
     assert bad.stderr == "error: --at 'yesterday' is not an ISO 8601 time such as 2026-11-24T07:00:00+07:00\n"
+
+
+def test_cron_examples_call_syndicate_send() -> None:
+    import configparser
+
+    root = Path(__file__).resolve().parent.parent / "cron"
+    jobs = [line for line in (root / "crontab").read_text(encoding="utf-8").splitlines()
+            if line.strip() and not line.startswith("#") and "=" not in line.split()[0]]
+    [job] = jobs
+    fields = job.split(None, 5)
+    assert fields[:5] == ["*/5", "*", "*", "*", "*"] and " send " in fields[5] and "syndicate" in fields[5]
+    units = {}
+    for name in ("syndicate-send.service", "syndicate-send.timer"):
+        parser = configparser.ConfigParser(strict=False, interpolation=None)
+        parser.read_string((root / name).read_text(encoding="utf-8"))
+        units[name] = parser
+    service = units["syndicate-send.service"]
+    assert service["Service"]["Type"] == "oneshot"
+    assert service["Service"]["ExecStart"].endswith("/syndicate send")
+    assert service["Service"]["SuccessExitStatus"] == "75"  # LockError.exit_code
+    assert units["syndicate-send.timer"]["Timer"]["OnUnitActiveSec"] == "5min"
+    assert LockError.exit_code == 75
