@@ -476,13 +476,16 @@ def _verp_mac(settings: Settings, delivery_id: int) -> str:
     return hmac.new(key, f"verp:{delivery_id}".encode("ascii"), hashlib.sha256).hexdigest()[:10]
 
 
-def _return_domain(settings: Settings) -> str:
-    domain = settings.mail_return_path_domain or settings.mail_sender_address.rpartition("@")[2]
+def _return_domain(settings: Settings, fallback: str = "") -> str:
+    domain = settings.mail_return_path_domain or fallback or settings.mail_sender_address.rpartition("@")[2]
     return encode_address(f"bounce@{domain}").rpartition("@")[2]
 
 
-def verp_address(settings: Settings, delivery_id: int) -> str:
+def verp_address(settings: Settings, delivery_id: int, domain: str = "") -> str:
     """The envelope sender that carries ``delivery_id`` and a MAC against forgery.
+
+    Its domain is ``[mail] return_path_domain``, else ``domain`` (the list's
+    sender domain), else the default sender's.
 
     Example:
         >>> from syndicate.config import Secret
@@ -492,7 +495,7 @@ def verp_address(settings: Settings, delivery_id: int) -> str:
         >>> parse_verp(verp_address(s, 42), s), parse_verp("bounce+43-0123456789@news.example.org", s)
         (42, None)
     """
-    return f"bounce+{int(delivery_id)}-{_verp_mac(settings, delivery_id)}@{_return_domain(settings)}"
+    return f"bounce+{int(delivery_id)}-{_verp_mac(settings, delivery_id)}@{_return_domain(settings, domain)}"
 
 
 _VERP = re.compile(r"<?\s*bounce\+(\d{1,18})-([0-9a-f]{10})@[^>\s]+\s*>?\Z", re.IGNORECASE)

@@ -222,7 +222,7 @@ class MessageBuilder:
             from_name=nl.sender_name or s.mail_sender_name, from_addr=from_addr, to_name=name, to_addr=email,
             subject=p.subject, text=p.text, html=p.html,
             message_id=digest_message_id(nl, subscriber_id, period, domain), date=date, headers=headers,
-            return_path=verp_address(s, delivery_id),
+            return_path=verp_address(s, delivery_id, domain),
         )
 
 

@@ -411,3 +411,12 @@ def test_envelope_is_idna(settings: Settings) -> None:
     assert m.recipients == ["an@xn--bcher-kva.de"]
     assert m.envelope_from == "tin@news.example.org"
     _ = UTC
+
+
+def test_verp_domain_prefers_setting_then_list_sender(settings: Settings) -> None:
+    s = settings.with_(mail_sender_address="news@localhost")
+    assert verp_address(s, 7, "tin.example.org").endswith("@tin.example.org")
+    assert verp_address(s, 7).endswith("@localhost")
+    fixed = s.with_(mail_return_path_domain="bounces.example.org")
+    assert verp_address(fixed, 7, "tin.example.org").endswith("@bounces.example.org")
+    assert parse_verp(verp_address(s, 7, "tin.example.org"), s) == 7
