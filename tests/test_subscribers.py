@@ -146,20 +146,20 @@ def test_admin_add_confirmed_is_active_at_once(store: Store, settings: Settings,
         lib.subscribe(store, settings, "x@example.org", "weekly-tech", categories=["thể thao"])
 
 
-def test_unsubscribe_cancels_queued_deliveries_when_the_outbox_can(
-    store: Store, settings: Settings, tin_sang: NewsList
-) -> None:
+def test_unsubscribe_cancels_queued_deliveries(store: Store, settings: Settings, tin_sang: NewsList) -> None:
+    from syndicate.store.outbox import PlannedDelivery
+
     r = lib.subscribe(store, settings, "an@example.org", "tin-sang", confirmed=True)
-    cancelled: list[int] = []
-    original = getattr(store, "cancel_queued_deliveries", None)
-
-    def spy(subscription_id: int) -> int:
-        cancelled.append(subscription_id)
-        return original(subscription_id) if original else 0
-
-    store.cancel_queued_deliveries = spy  # type: ignore[method-assign]
-    lib.unsubscribe(store, settings, r.subscriber.id or 0, tin_sang.id or 0, source="cli")
-    assert cancelled == [r.subscription.id]
+    sid, lid, sub_id = r.subscriber.id or 0, tin_sang.id or 0, r.subscription.id or 0
+    now = utcnow()
+    queued, _ = store.plan_deliveries([
+        PlannedDelivery(list_id=lid, subscriber_id=sid, subscription_id=sub_id, period="2026-11-25",
+                        window_start=now - timedelta(days=1), window_end=now, categories=()),
+    ])
+    assert queued == 1
+    assert [d.status for d in store.deliveries_for(sub_id)] == ["queued"]
+    lib.unsubscribe(store, settings, sid, lid, source="cli")
+    assert [d.status for d in store.deliveries_for(sub_id)] == ["cancelled"]
 
 
 # -- suppression ----------------------------------------------------------------------
@@ -296,11 +296,19 @@ def test_erase_keeps_only_a_hash(store: Store, settings: Settings, tin_sang: New
     keep = lib.subscribe(store, settings, "binh@example.org", "tin-sang", confirmed=True)
     sid = r.subscriber.id or 0
     token = lib.make_token(settings, "unsubscribe", sid, tin_sang.id or 0, "an@example.org")
+    from syndicate.store.outbox import PlannedDelivery
+
+    now = utcnow()
+    store.plan_deliveries([PlannedDelivery(list_id=tin_sang.id or 0, subscriber_id=sid,
+                                           subscription_id=r.subscription.id or 0, period="2026-11-25",
+                                           window_start=now - timedelta(days=1), window_end=now, categories=())])
+    assert len(store.deliveries_for(r.subscription.id or 0)) == 1
 
     assert lib.erase(store, settings, "AN@example.org ", actor="admin") == 2
     with pytest.raises(NotFound):
         store.get_subscriber("an@example.org")
     assert store.subscriptions_of(sid) == [] and store.events_for(sid) == []
+    assert store.deliveries_for(r.subscription.id or 0) == []
     dump = "\n".join(store.conn.iterdump())
     assert "an@example.org" not in dump.lower() and "Nguyễn Văn An" not in dump
     assert hashlib.sha256(b"an@example.org").hexdigest() in dump
