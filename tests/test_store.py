@@ -155,3 +155,21 @@ def test_open_store_refuses_a_non_database(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match=rf"^(database|cannot open database) {path}"):
         open_store(path)
 
+
+
+def test_search_ranks_the_phrase_in_the_title_first(store: Store) -> None:
+    from datetime import UTC, datetime
+
+    from syndicate.models import Article
+
+    when = datetime(2026, 11, 20, tzinfo=UTC)
+    store.upsert_articles([
+        Article(guid="a", slug="a", title="Khởi công nhà máy", published=when,
+                body_text="Nhà máy mới hỗ trợ khởi nghiệp trẻ."),
+        Article(guid="b", slug="b", title="Hệ sinh thái khởi nghiệp", published=when, body_text="Đổi mới."),
+        Article(guid="c", slug="c", title="Nghiệp đoàn khởi động", published=when, body_text="Tin khác."),
+    ])
+    for query in ("khoi nghiep", "Khởi nghiệp", "KHỞI NGHIỆP"):
+        assert [a.guid for a in store.search_articles(query)] == ["b", "a", "c"]
+    for hostile in ('"', "title", "a OR b", "NEAR(x)", "*", "khởi\"", "-"):
+        store.search_articles(hostile)  # FTS syntax in input is text, never an error

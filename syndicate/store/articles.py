@@ -200,16 +200,24 @@ class ArticleQueries(StoreBase):
         return int(self.scalar(sql, params))
 
     def search_articles(self, query: str, limit: int = 20) -> list[Article]:
-        """Full-text search, blind to case and Vietnamese diacritics."""
-        words = fold(query).split()
+        """Full-text search, blind to case and Vietnamese diacritics.
+
+        Every word must match; articles holding the words as a phrase (in the
+        title first) rank above the rest, since Vietnamese words are several
+        syllables (``khởi nghiệp``).
+        """
+        words = [w.replace('"', '""') for w in fold(query).split()]
         if not words:
             return []
-        match = " ".join('"' + w.replace('"', '""') + '"' for w in words)
+        every_word = " ".join(f'"{w}"' for w in words)
+        phrase = '"' + " ".join(words) + '"'
         rows = self.query(
-            f"SELECT {', '.join('a.' + c.strip() for c in _COLUMNS.split(','))} "
-            "FROM articles_fts f JOIN articles a ON a.id = f.rowid "
-            "WHERE articles_fts MATCH ? ORDER BY bm25(articles_fts, 10.0, 3.0, 1.0) LIMIT ?",
-            [match, limit],
+            f"SELECT {', '.join('a.' + c.strip() for c in _COLUMNS.split(','))}, "
+            "f.rowid IN (SELECT rowid FROM articles_fts WHERE articles_fts MATCH ?) AS in_title, "
+            "f.rowid IN (SELECT rowid FROM articles_fts WHERE articles_fts MATCH ?) AS is_phrase "
+            "FROM articles_fts f JOIN articles a ON a.id = f.rowid WHERE articles_fts MATCH ? "
+            "ORDER BY in_title DESC, is_phrase DESC, bm25(articles_fts, 10.0, 3.0, 1.0) LIMIT ?",
+            [f"title : {phrase}", phrase, every_word, limit],
         )
         return [row_to_article(r) for r in rows]
 
