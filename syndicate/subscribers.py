@@ -12,7 +12,6 @@ admin or an import without ``resubscribe=True``, which is recorded.
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import re
 import unicodedata
@@ -41,7 +40,7 @@ from .models import (
     utcnow,
 )
 from .sanitize import one_line, slugify
-from .store.subscribers import ImportRow, ListStats
+from .store.subscribers import ImportRow, ListStats, email_hash
 
 if TYPE_CHECKING:
     from .store import Store
@@ -109,7 +108,7 @@ def address_hash(email: str) -> str:
         >>> address_hash("Bob@example.org") == address_hash("bob@EXAMPLE.org")
         True
     """
-    return hashlib.sha256(email.strip().lower().encode("utf-8")).hexdigest()
+    return email_hash(email)
 
 
 @lru_cache(maxsize=1024)

@@ -179,7 +179,7 @@ def test_left_addresses_need_resubscribe(store: Store, settings: Settings, tin_s
     assert store.events_for(r.subscriber.id or 0)[-1].detail == "active, was unsubscribed"
 
 
-def test_bounces_and_complaints(store: Store, settings: Settings, tin_sang: NewsList) -> None:
+def test_bounces_and_complaints(store: Store, settings: Settings, tin_sang: NewsList, weekly: NewsList) -> None:
     r = lib.subscribe(store, settings, "an@example.org", "tin-sang", confirmed=True)
     sub_id = r.subscription.id or 0
     assert store.record_hard_bounce(sub_id, threshold=2, detail="550 no such user") is False
@@ -188,13 +188,14 @@ def test_bounces_and_complaints(store: Store, settings: Settings, tin_sang: News
     assert store.get_subscription_by_id(sub_id).status == "bounced"
     kinds = [e.kind for e in store.events_for(r.subscriber.id or 0)]
     assert kinds == ["admin-add", "hard-bounce", "hard-bounce", "bounce"]
-    with pytest.raises(InputError, match="is bounced from tin-sang"):
+    with pytest.raises(InputError, match="an@example.org is suppressed \\(bounced\\)"):
         lib.subscribe(store, settings, "an@example.org", "tin-sang", confirmed=True)
 
     other = lib.subscribe(store, settings, "binh@example.org", "tin-sang", confirmed=True)
-    store.mark_bounced(other.subscription.id or 0, status="complained", source="bounce",
-                       suppress_hash=lib.address_hash("binh@example.org"))
+    store.mark_bounced(other.subscription.id or 0, status="complained", source="bounce")
     assert store.suppression(lib.address_hash("Binh@example.org")) == "complained"
+    with pytest.raises(InputError, match="binh@example.org is suppressed \\(complained\\)"):
+        lib.subscribe(store, settings, "binh@example.org", "weekly-tech", confirmed=True)
 
 
 # -- tokens ---------------------------------------------------------------------------
@@ -335,7 +336,7 @@ def test_web_form_cannot_revive_bounced_or_complaining_addresses(
     store: Store, settings: Settings, tin_sang: NewsList
 ) -> None:
     r = lib.subscribe(store, settings, "an@example.org", "tin-sang", confirmed=True)
-    store.mark_bounced(r.subscription.id or 0, status="complained")
+    store.mark_bounced(r.subscription.id or 0, status="complained", suppress=False)
     with pytest.raises(InputError, match="is complained from tin-sang"):
         lib.subscribe(store, settings, "an@example.org", "tin-sang", source="web")
     store.add_suppression(lib.address_hash("x@example.org"), "bounced")

@@ -7,6 +7,7 @@ so the consent history can never disagree with the state.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
@@ -22,6 +23,11 @@ from .base import StoreBase, dumps, iso, parse_time
 migrations = Migrations("syndicate.subscribers")
 
 LEFT_STATUSES = ("unsubscribed", "bounced", "complained")
+
+
+def email_hash(email: str) -> str:
+    """sha256 of the address, blind to case: what suppressions keep after erasure."""
+    return hashlib.sha256(email.strip().lower().encode("utf-8")).hexdigest()
 
 
 @migrations()
@@ -446,9 +452,13 @@ class SubscriberQueries(StoreBase):
 
     def mark_bounced(
         self, subscription_id: int, *, status: str = "bounced", source: str = "bounce", actor: str = "",
-        detail: str = "", suppress_hash: str | None = None, now: datetime | None = None,
+        detail: str = "", suppress_hash: str | None = None, suppress: bool = True, now: datetime | None = None,
     ) -> Subscription:
-        """Set a subscription to ``bounced`` or ``complained``, with an event (and a suppression if a hash is given)."""
+        """Set a subscription to ``bounced`` or ``complained``, with an event.
+
+        Unless ``suppress`` is False the address is also suppressed (by hash), so
+        no import or admin add makes it active on any list without ``--resubscribe``.
+        """
         if status not in ("bounced", "complained"):
             raise ValueError(f"mark_bounced: status must be bounced or complained, not {status!r}")
         now = now or utcnow()
@@ -460,6 +470,8 @@ class SubscriberQueries(StoreBase):
                 s, Event(kind=kind, at=now, source=source, actor=actor, subscriber_id=s.subscriber_id,
                          list_id=s.list_id, detail=detail),
             )
+            if suppress_hash is None and suppress:
+                suppress_hash = email_hash(self.get_subscriber_by_id(s.subscriber_id).email)
             if suppress_hash:
                 self.add_suppression(suppress_hash, status, now)
         return s
