@@ -318,7 +318,7 @@ def subscriber_resubscribe(app: App, email: str, list_slug: str) -> None:
     click.echo(f"{r.subscriber.email} is {r.subscription.status} on {r.newslist.slug}")
 
 
-@subscriber_group.command("erase")
+@subscriber_group.command("erase", short_help="Erase a person everywhere, keeping only a hashed suppression.")
 @click.argument("email")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @pass_app
