@@ -1,0 +1,41 @@
+"""Messages as bytes, and the transports that carry them (listmonk's messenger).
+
+Knows nothing of the store. The package is split by concern, read in this order:
+
+- :mod:`.message`: :class:`Mail`, addresses, RFC 2047 headers,
+  :func:`list_headers` and :func:`render_mail` (RFC 5322 bytes, CRLF, base64
+  UTF-8 parts, IDNA domains; no header ever holds a line break from input).
+- :mod:`.dkim`: :class:`DkimSigner` (RSA or Ed25519, relaxed/relaxed).
+- :mod:`.verp`: :func:`verp_address` and :func:`parse_verp` (the delivery id
+  in the envelope sender, with a MAC against forgery).
+- :mod:`.transports`: the :class:`Transport` protocol and the memory, Maildir
+  and pooled SMTP transports; :func:`make_transport` picks one.
+
+Everything public is re-exported here, so ``from syndicate.mailer import ...``
+is the import to use.
+"""
+
+from __future__ import annotations
+
+from .dkim import DkimSigner, load_key
+from .message import Mail, clean_text, encode_address, format_address, list_headers, render_mail
+from .transports import MaildirTransport, MemoryTransport, SmtpTransport, Transport, make_transport
+from .verp import parse_verp, verp_address
+
+__all__ = [
+    "Mail",
+    "render_mail",
+    "clean_text",
+    "format_address",
+    "encode_address",
+    "list_headers",
+    "DkimSigner",
+    "load_key",
+    "Transport",
+    "MemoryTransport",
+    "MaildirTransport",
+    "SmtpTransport",
+    "make_transport",
+    "verp_address",
+    "parse_verp",
+]
