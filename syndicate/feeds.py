@@ -7,7 +7,9 @@ the same bytes. One URL layout serves both (``Scope`` and :func:`parse_path`)::
     /rss.xml  /atom.xml  /feed.json                          site feeds
     /category/<slug>/rss.xml  .../atom.xml  .../feed.json    one category
     /feeds/rss/2024-10.xml  /feeds/atom/2024-10.xml  /feeds/json/2024-10.json
+    /list/<slug>/rss.xml  .../atom.xml  .../feed.json        one newsletter list
     /category/<slug>/feeds/atom/2024-10.xml ...              monthly archives
+    /list/<slug>/feeds/atom/2024-10.xml ...                  (lists likewise)
 
 Archives follow RFC 5005 (archived feeds): the subscription feed links
 ``prev-archive`` to the newest month; each month links ``prev-archive``
@@ -56,7 +58,7 @@ NS_DC = "http://purl.org/dc/elements/1.1/"
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,99}$")
 _MONTH = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 _PATH = re.compile(
-    r"^(?:/category/(?P<slug>[a-z0-9][a-z0-9-]{0,99}))?"
+    r"^(?:/(?P<kind>category|list)/(?P<slug>[a-z0-9][a-z0-9-]{0,99}))?"
     r"(?:/(?P<file>rss\.xml|atom\.xml|feed\.json)"
     r"|/feeds/(?P<fmt>rss|atom|json)/(?P<month>\d{4}-\d{2})\.(?P<ext>xml|json))$"
 )
@@ -64,20 +66,26 @@ _PATH = re.compile(
 
 @dataclass(frozen=True)
 class Scope:
-    """Which articles a feed carries: the whole site or one category.
+    """Which articles a feed carries: the whole site, one category or one list.
 
-    Per-list feeds will be a third ``kind`` with prefix ``/list/<slug>``.
+    A list scope carries the articles of the list's ``categories`` (all
+    articles when empty) and the list's name, description and language.
 
     Example:
         >>> Scope.category("the-thao").feed_path("atom")
         '/category/the-thao/atom.xml'
         >>> SITE.archive_path("json", "2024-10")
         '/feeds/json/2024-10.json'
+        >>> Scope.news_list("sang", categories=("kinh-te",)).feed_path("rss")
+        '/list/sang/rss.xml'
     """
 
-    kind: str = "site"  # site | category
+    kind: str = "site"  # site | category | list
     slug: str = ""
     name: str = ""
+    description: str = ""
+    language: str = ""
+    categories: tuple[str, ...] = ()  # list scopes only; empty = every article
 
     @classmethod
     def category(cls, slug: str, name: str = "") -> Scope:
@@ -85,17 +93,39 @@ class Scope:
             raise ValueError(f"category slug {slug!r} is not a URL slug (a-z, 0-9, -)")
         return cls("category", slug, name or slug)
 
+    @classmethod
+    def news_list(
+        cls, slug: str, name: str = "", description: str = "", language: str = "", categories: Sequence[str] = ()
+    ) -> Scope:
+        if not _SLUG.match(slug):
+            raise ValueError(f"list slug {slug!r} is not a URL slug (a-z, 0-9, -)")
+        return cls("list", slug, name or slug, description, language, tuple(sorted(set(categories))))
+
     @property
     def prefix(self) -> str:
-        return f"/category/{self.slug}" if self.kind == "category" else ""
+        return f"/{self.kind}/{self.slug}" if self.kind in ("category", "list") else ""
 
     @property
     def key(self) -> str:
-        return f"category/{self.slug}" if self.kind == "category" else "site"
+        return f"{self.kind}/{self.slug}" if self.kind in ("category", "list") else "site"
 
     @property
     def category_slug(self) -> str | None:
         return self.slug if self.kind == "category" else None
+
+    @property
+    def category_slugs(self) -> tuple[str, ...] | None:
+        """The categories the scope is limited to, or None for every article."""
+        if self.kind == "category":
+            return (self.slug,)
+        if self.kind == "list" and self.categories:
+            return self.categories
+        return None
+
+    def covers(self, category_slug: str) -> bool:
+        """True when an article of this category belongs in the scope's feeds."""
+        slugs = self.category_slugs
+        return slugs is None or category_slug in slugs
 
     def feed_path(self, fmt: str) -> str:
         return f"{self.prefix}/{FILENAMES[fmt]}"
@@ -107,6 +137,8 @@ class Scope:
         return f"{self.prefix}/"
 
     def title(self, settings: Settings) -> str:
+        if self.kind == "list":
+            return self.name
         return f"{settings.title} — {self.name}" if self.kind == "category" else settings.title
 
 
@@ -126,15 +158,21 @@ def parse_path(path: str) -> FeedPath | None:
     """The feed a URL path names, or None if it names no feed.
 
     Example:
-        >>> parse_path("/category/kinh-te/feeds/atom/2024-10.xml")
-        FeedPath(scope=Scope(kind='category', slug='kinh-te', name='kinh-te'), fmt='atom', month='2024-10')
+        >>> found = parse_path("/category/kinh-te/feeds/atom/2024-10.xml")
+        >>> found.scope.key, found.fmt, found.month
+        ('category/kinh-te', 'atom', '2024-10')
+        >>> parse_path("/list/ban-tin-sang/feed.json").scope.key
+        'list/ban-tin-sang'
         >>> parse_path("/feeds/json/2024-10.xml") is None
         True
     """
     m = _PATH.match(path)
     if m is None:
         return None
-    scope = Scope.category(m["slug"]) if m["slug"] else SITE
+    if m["slug"]:
+        scope = Scope.category(m["slug"]) if m["kind"] == "category" else Scope.news_list(m["slug"])
+    else:
+        scope = SITE
     if m["file"]:
         fmt = {"rss.xml": "rss", "atom.xml": "atom", "feed.json": "json"}[m["file"]]
         return FeedPath(scope, fmt)
@@ -292,7 +330,12 @@ class FeedMeta:
 
     @property
     def subtitle(self) -> str:
-        return one_line(self.settings.subtitle) or self.title
+        own = one_line(self.scope.description) if self.scope.kind == "list" else ""
+        return own or one_line(self.settings.subtitle) or self.title
+
+    @property
+    def language(self) -> str:
+        return one_line(self.scope.language) or one_line(self.settings.language)
 
     @property
     def hub(self) -> str:
@@ -372,8 +415,8 @@ def _generator(meta: FeedMeta, items: Sequence[FeedItem], fmt: str) -> FeedGener
     fg.author(name=one_line(meta.settings.title) or "syndicate")
     fg.link(href=meta.self_url(fmt), rel="self", type=CONTENT_TYPES[fmt].split(";")[0])
     fg.link(href=meta.alternate_url(), rel="alternate", type="text/html")  # last: RSS <link>
-    if meta.settings.language:
-        fg.language(one_line(meta.settings.language))
+    if meta.language:
+        fg.language(meta.language)
     fg.updated(meta.updated)
     fg.ttl(meta.settings.feeds_ttl)
     fg.generator("syndicate", version=__version__)
@@ -435,8 +478,8 @@ def json_feed_bytes(meta: FeedMeta, items: Sequence[FeedItem]) -> bytes:
         "description": meta.subtitle,
         "authors": [{"name": one_line(meta.settings.title) or "syndicate"}],
     }
-    if meta.settings.language:
-        doc["language"] = one_line(meta.settings.language)
+    if meta.language:
+        doc["language"] = meta.language
     if meta.hub:
         doc["hubs"] = [{"type": "WebSub", "url": meta.hub}]
     links = dict(meta.archive_links("json"))

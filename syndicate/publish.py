@@ -7,8 +7,9 @@ never see half a file and unchanged feeds keep their mtime (and their
 ``ETag`` under a static server).
 
 :func:`publish_all` builds everything; :func:`publish_changed` rebuilds only
-the site feed, the named categories' feeds and the archive months the change
-touched, then pings the WebSub hub. The web app calls :func:`build_group`
+the site feed, the named categories' feeds, the feeds of every newsletter
+list covering those categories and the archive months the change touched,
+then pings the WebSub hub. The web app calls :func:`build_group`
 for the same bytes.
 """
 
@@ -27,6 +28,7 @@ from pathlib import Path
 import jinja2
 
 from .config import Settings
+from .errors import NotFound
 from .feeds import (
     CONTENT_TYPES,
     FORMATS,
@@ -40,7 +42,7 @@ from .feeds import (
     feed_updated,
     render_feeds,
 )
-from .models import Article, from_iso, to_iso, utcnow
+from .models import Article, NewsList, from_iso, to_iso, utcnow
 from .render import make_environment
 from .store import Store
 
@@ -87,8 +89,28 @@ class PublishReport:
 # --- building: store -> bytes ----------------------------------------------------------
 
 
+def list_scope(newslist: NewsList) -> Scope | None:
+    """The feed scope of a newsletter list, or None when its slug cannot be a URL path."""
+    try:
+        return Scope.news_list(
+            newslist.slug, newslist.name, newslist.description, newslist.language, newslist.categories
+        )
+    except ValueError:
+        return None
+
+
+def list_scopes(store: Store) -> list[Scope]:
+    """Every newsletter list's feed scope."""
+    return [scope for scope in (list_scope(nl) for nl in store.all_lists()) if scope is not None]
+
+
 def resolve_scope(store: Store, scope: Scope) -> Scope | None:
-    """The scope with its display name, or None for a category with no articles."""
+    """The scope with its display name (and a list's categories), or None when there is no such feed."""
+    if scope.kind == "list":
+        try:
+            return list_scope(store.get_list(scope.slug))
+        except NotFound:
+            return None
     if scope.kind != "category":
         return scope
     name = store.category_name(scope.slug)
@@ -96,8 +118,8 @@ def resolve_scope(store: Store, scope: Scope) -> Scope | None:
 
 
 def all_scopes(store: Store) -> list[Scope]:
-    """The site and every category in use."""
-    return [SITE] + [Scope.category(slug, name) for slug, name, _count in store.categories()]
+    """The site, every category in use and every newsletter list."""
+    return [SITE] + [Scope.category(slug, name) for slug, name, _count in store.categories()] + list_scopes(store)
 
 
 def _documents(meta: FeedMeta, items: list[FeedItem]) -> list[FeedDocument]:
@@ -114,7 +136,7 @@ def build_current(
 ) -> tuple[list[FeedDocument], list[FeedItem]]:
     """The subscription feeds of a scope: newest ``feeds_items`` articles (indexed LIMIT)."""
     if articles is None:
-        articles = store.newest_articles(settings.feeds_items, scope.category_slug)
+        articles = store.newest_in_categories(settings.feeds_items, scope.category_slugs)
     items = feed_items(articles, settings)
     newest_month = to_iso(articles[0].published)[:7] if articles else None
     meta = FeedMeta(settings, scope, feed_updated(items), prev_month=newest_month)
@@ -129,10 +151,10 @@ def build_month(
     neighbours: tuple[str | None, str | None] | None = None,
 ) -> list[FeedDocument] | None:
     """One RFC 5005 archive document per format for ``month``; None if the month is empty."""
-    articles = store.articles_in_month(month, scope.category_slug)
+    articles = store.articles_in_month_in(month, scope.category_slugs)
     if not articles:
         return None
-    older, newer = neighbours if neighbours is not None else store.adjacent_months(month, scope.category_slug)
+    older, newer = neighbours if neighbours is not None else store.adjacent_months_in(month, scope.category_slugs)
     items = feed_items(articles, settings)
     meta = FeedMeta(settings, scope, feed_updated(items), month=month, prev_month=older, next_month=newer)
     return _documents(meta, items)
@@ -154,6 +176,7 @@ def render_index(
     scope: Scope,
     items: list[FeedItem],
     categories: list[tuple[str, str, int]],
+    lists: list[Scope] | None = None,
 ) -> bytes:
     """The static index page of a scope, advertising every feed for autodiscovery."""
     own = feed_links(settings, scope)
@@ -164,6 +187,11 @@ def render_index(
         links = feed_links(settings, cat_scope)
         discover += links
         cats.append({"name": name, "count": count, "page": base(settings) + cat_scope.page_path(), "feeds": links})
+    news_lists = []
+    for list_scope_ in lists or []:
+        links = feed_links(settings, list_scope_)
+        discover += links
+        news_lists.append({"name": list_scope_.name, "description": list_scope_.description, "feeds": links})
     html = env.get_template("web/site-index.html").render(
         title=scope.title(settings),
         subtitle=settings.subtitle,
@@ -171,6 +199,7 @@ def render_index(
         feeds=discover,
         own_feeds=own,
         categories=cats,
+        lists=news_lists,
         items=items,
     )
     return html.encode("utf-8")
@@ -243,12 +272,14 @@ def _index_path(scope: Scope) -> str:
 
 def _publish_scope_current(
     writer: _Writer, store: Store, settings: Settings, env: jinja2.Environment,
-    scope: Scope, categories: list[tuple[str, str, int]],
+    scope: Scope, categories: list[tuple[str, str, int]], lists: list[Scope],
 ) -> list[str]:
     docs, items = build_current(store, settings, scope)
     changed = writer.documents(docs)
-    page_cats = categories if scope.kind == "site" else []
-    writer.put(_index_path(scope), render_index(env, settings, scope, items, page_cats))
+    site = scope.kind == "site"
+    writer.put(
+        _index_path(scope), render_index(env, settings, scope, items, categories if site else [], lists if site else [])
+    )
     return changed
 
 
@@ -266,9 +297,10 @@ def publish_all(store: Store, settings: Settings, out_dir: str | Path | None = N
     env = make_environment(settings)
     started = utcnow()
     categories = store.categories()
+    lists = list_scopes(store)
     for scope in all_scopes(store):
-        _publish_scope_current(writer, store, settings, env, scope, categories)
-        months = store.article_months(scope.category_slug)
+        _publish_scope_current(writer, store, settings, env, scope, categories, lists)
+        months = store.article_months_in(scope.category_slugs)
         for i, month in enumerate(months):
             older = months[i - 1] if i > 0 else None
             newer = months[i + 1] if i + 1 < len(months) else None
@@ -288,7 +320,7 @@ def publish_changed(
     guids: Iterable[str] | None = None,
     ping: bool = True,
 ) -> PublishReport:
-    """Rebuild after an import: the site feed, the named categories' feeds and touched months.
+    """Rebuild after an import: the site feed, the named categories' feeds, their lists' and touched months.
 
     ``guids`` (e.g. ``UpsertResult.inserted + UpsertResult.updated``) name the
     changed articles exactly; without them, articles whose ``updated`` is at or
@@ -323,9 +355,12 @@ def publish_changed(
         else:  # the category emptied: its feeds go away
             for fmt in FORMATS:
                 writer.remove(Scope.category(slug).feed_path(fmt))
+    lists = list_scopes(store)
+    # A list covering every category, or any changed one, carries the change.
+    scopes += [scope for scope in lists if any(scope.covers(c) for c in cat_slugs) or scope.category_slugs is None]
     categories = store.categories()
     for scope in scopes:
-        _publish_scope_current(writer, store, settings, env, scope, categories)
+        _publish_scope_current(writer, store, settings, env, scope, categories, lists)
         for month in sorted(months):
             _publish_month(writer, store, settings, scope, month)
     store.set_meta(PUBLISHED_AT, to_iso(started))
@@ -337,7 +372,7 @@ def publish_changed(
 def _publish_month(writer: _Writer, store: Store, settings: Settings, scope: Scope, month: str) -> None:
     """Rewrite one archive month; relink its neighbours when it appeared or vanished."""
     existed = writer.exists(scope.archive_path("atom", month))
-    neighbours = store.adjacent_months(month, scope.category_slug)
+    neighbours = store.adjacent_months_in(month, scope.category_slugs)
     docs = build_month(store, settings, scope, month, neighbours)
     if docs is None:
         if not existed:

@@ -246,3 +246,74 @@ def test_writers_are_pure_functions_of_their_input(settings: Settings) -> None:
     assert rss_bytes(meta, items) == rss_bytes(meta, items)
     assert render_feeds(meta, items) == {"rss": rss_bytes(meta, items), "atom": atom_bytes(meta, items),
                                          "json": json_feed_bytes(meta, items)}
+
+
+# --- per-list feeds ---------------------------------------------------------------------
+
+
+def _three_categories(store: Store) -> None:
+    cats = ["Kinh tế", "Thể thao", "Xã hội"]
+    store.upsert_articles([make_article(i, category=cats[i % 3]) for i in range(12)])
+
+
+def test_list_feeds_hold_only_the_lists_categories_newest_first(store: Store, settings: Settings) -> None:
+    from syndicate.models import NewsList
+    from syndicate.publish import resolve_scope
+
+    _three_categories(store)
+    store.create_list(NewsList(slug="ban-tin-sang", name="Bản tin sáng", description="Kinh tế và xã hội mỗi sáng",
+                               categories=["kinh-te", "xa-hoi"], language="vi"))
+    settings = settings.with_(feeds_items=5, language="en")
+    scope = resolve_scope(store, Scope.news_list("ban-tin-sang"))
+    assert scope is not None and scope.categories == ("kinh-te", "xa-hoi")
+    feeds = current(store, settings, scope)
+    wanted = [make_article(i) for i in range(11, -1, -1) if i % 3 != 1][:5]  # newest 5 outside Thể thao
+    for fmt in ("rss", "atom"):
+        parsed = feedparser.parse(feeds[fmt])
+        assert parsed.bozo is False, (fmt, parsed.get("bozo_exception"))
+        assert parsed.feed.title == "Bản tin sáng"
+        assert parsed.feed.get("subtitle", parsed.feed.get("description")) == "Kinh tế và xã hội mỗi sáng"
+        assert [e.title for e in parsed.entries] == [a.title for a in wanted]
+        assert {e.tags[0].term for e in parsed.entries} <= {"kinh-te", "xa-hoi", "Kinh tế", "Xã hội"}
+    doc = json.loads(feeds["json"])
+    assert doc["title"] == "Bản tin sáng" and doc["description"] == "Kinh tế và xã hội mỗi sáng"
+    assert [item["title"] for item in doc["items"]] == [a.title for a in wanted]
+    assert {item["tags"][0] for item in doc["items"]} == {"Kinh tế", "Xã hội"}
+    assert feedparser.parse(feeds["atom"]).feed.language == "vi"
+    assert json.loads(feeds["json"])["language"] == "vi"
+    assert json.loads(feeds["json"])["feed_url"] == "https://news.example.org/list/ban-tin-sang/feed.json"
+    atom = feedparser.parse(feeds["atom"])
+    assert {link.rel: link.href for link in atom.feed.links}["self"] == "https://news.example.org/list/ban-tin-sang/atom.xml"
+    # the archive month of the list holds the list's articles of that month, and nothing else
+    month = build_month(store, settings, scope, "2024-10")
+    assert month is not None
+    archived = feedparser.parse(next(d.body for d in month if d.fmt == "atom"))
+    assert archived.bozo is False
+    assert {e.title for e in archived.entries} == {make_article(i).title for i in range(12) if i % 3 != 1}
+
+
+def test_a_list_covering_every_category_carries_every_article(store: Store, settings: Settings) -> None:
+    from syndicate.models import NewsList
+    from syndicate.publish import resolve_scope
+
+    _three_categories(store)
+    store.create_list(NewsList(slug="tat-ca", name="Tất cả", description="Mọi tin", categories=[]))
+    scope = resolve_scope(store, Scope.news_list("tat-ca"))
+    assert scope is not None and scope.category_slugs is None
+    parsed = feedparser.parse(current(store, settings, scope)["rss"])
+    assert parsed.bozo is False and parsed.feed.title == "Tất cả"
+    assert [e.title for e in parsed.entries] == [make_article(i).title for i in range(11, -1, -1)]
+    assert resolve_scope(store, Scope.news_list("khong-co")) is None
+
+
+def test_newest_in_categories_matches_a_plain_filter(store: Store) -> None:
+    _three_categories(store)
+    everything = store.newest_articles(100)
+    for slugs in (["kinh-te"], ["kinh-te", "the-thao"], ["the-thao", "xa-hoi", "kinh-te"], ["khong-co"], []):
+        expected = [a.guid for a in everything if a.category_slug in slugs][:4]
+        assert [a.guid for a in store.newest_in_categories(4, slugs)] == expected
+        assert [a.guid for a in store.articles_in_month_in("2024-10", slugs)] == [
+            a.guid for a in everything if a.category_slug in slugs and a.published.month == 10
+        ]
+    assert [a.guid for a in store.newest_in_categories(4, None)] == [a.guid for a in everything[:4]]
+    assert store.adjacent_months_in("2024-09", ["kinh-te", "xa-hoi"]) == (None, "2024-10")

@@ -301,3 +301,45 @@ def test_cli_feed_build(cli: CliRunner, tmp_path: Path) -> None:
     assert again.exit_code == 0
     assert again.output.startswith("0 written, ") and "unchanged in public/" in again.output
     assert os.path.exists(tmp_path / "public" / "index.html")
+
+
+def test_list_feeds_are_published_advertised_and_refreshed(store: Store, settings: Settings) -> None:
+    from syndicate.models import NewsList
+
+    store.upsert_articles([art(i) for i in range(8)])  # Kinh tế (even), Thể thao (odd); Jan..Mar 2024
+    store.create_list(NewsList(slug="kinh-te-sang", name="Kinh tế sáng", description="Tin kinh tế",
+                               categories=["kinh-te"], language="vi"))
+    store.create_list(NewsList(slug="moi-tin", name="Mọi tin", categories=[]))
+    out = Path(settings.feeds_out)
+    publish_all(store, settings)
+    for slug in ("kinh-te-sang", "moi-tin"):
+        for name in ("rss.xml", "atom.xml", "feed.json"):
+            assert (out / "list" / slug / name).is_file()
+        for month in ("2024-01", "2024-02", "2024-03"):
+            assert (out / f"list/{slug}/feeds/atom/{month}.xml").is_file()
+    econ = feedparser.parse((out / "list/kinh-te-sang/atom.xml").read_bytes())
+    assert econ.bozo is False and econ.feed.title == "Kinh tế sáng"
+    assert [e.title for e in econ.entries] == [f"Bài số {i}" for i in (6, 4, 2, 0)]
+    parser = _Links()
+    parser.feed((out / "index.html").read_text("utf-8"))
+    hrefs = {href for _type, href in parser.alternates}
+    assert "https://news.example.org/list/kinh-te-sang/atom.xml" in hrefs
+    assert "https://news.example.org/list/moi-tin/feed.json" in hrefs
+
+    # a new Thể thao article: the all-covering list changes, the Kinh tế list is left alone
+    before = files(out)
+    result = store.upsert_articles([art(50, days=80, category="Thể thao")])
+    report = publish_changed(store, settings, out, result.changed_categories, guids=result.inserted)
+    assert "list/moi-tin/atom.xml" in report.written and "list/moi-tin/feeds/atom/2024-03.xml" in report.written
+    assert not any(p.startswith("list/kinh-te-sang/") for p in report.written)
+    assert files(out)["list/kinh-te-sang/atom.xml"] == before["list/kinh-te-sang/atom.xml"]
+    # a new Kinh tế article reaches the Kinh tế list's feed at once
+    result = store.upsert_articles([art(52, days=81, category="Kinh tế")])
+    report = publish_changed(store, settings, out, result.changed_categories, guids=result.inserted)
+    assert {"list/kinh-te-sang/rss.xml", "list/kinh-te-sang/atom.xml", "list/kinh-te-sang/feed.json"} <= set(
+        report.written
+    )
+    econ = feedparser.parse((out / "list/kinh-te-sang/rss.xml").read_bytes())
+    assert econ.bozo is False and econ.entries[0].title == "Bài số 52"
+    assert json.loads((out / "list/moi-tin/feed.json").read_bytes())["items"][0]["title"] == "Bài số 52"
+    assert publish_all(store, settings).written == []  # incremental missed nothing

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -326,6 +326,64 @@ class ArticleQueries(StoreBase):
             [iso(since)],
         ).fetchall()
         return {(r[0], r[1]) for r in rows}
+
+    # --- feeds of a set of categories (newsletter lists); None = every article ---------
+
+    def newest_in_categories(self, limit: int, category_slugs: Sequence[str] | None) -> list[Article]:
+        """The newest ``limit`` articles in any of the categories, newest first.
+
+        One indexed ``LIMIT`` per category, merged: cost grows with ``limit``
+        times the number of categories, never with the store.
+        """
+        slugs = sorted(set(category_slugs)) if category_slugs is not None else None
+        if slugs is None or len(slugs) == 1:
+            return self.newest_articles(limit, slugs[0] if slugs else None)
+        if not slugs:
+            return []
+        one = f"SELECT * FROM (SELECT {_COLUMNS} FROM articles WHERE category_slug = ? ORDER BY published DESC, id DESC LIMIT ?)"
+        sql = " UNION ALL ".join(one for _ in slugs) + " ORDER BY published DESC, id DESC LIMIT ?"
+        params: list[object] = [p for slug in slugs for p in (slug, limit)]
+        params.append(limit)
+        return [row_to_article(r) for r in self.query(sql, params)]
+
+    def article_months_in(self, category_slugs: Sequence[str] | None) -> list[str]:
+        """Every ``YYYY-MM`` holding an article in any of the categories, oldest first."""
+        slugs = sorted(set(category_slugs)) if category_slugs is not None else None
+        if slugs is None or len(slugs) == 1:
+            return self.article_months(slugs[0] if slugs else None)
+        if not slugs:
+            return []
+        rows = self.conn.execute(
+            "SELECT DISTINCT substr(published, 1, 7) FROM articles "
+            f"WHERE category_slug IN ({', '.join('?' for _ in slugs)}) ORDER BY 1",
+            slugs,
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    def articles_in_month_in(self, month: str, category_slugs: Sequence[str] | None) -> list[Article]:
+        """The articles of one ``YYYY-MM`` in any of the categories, newest first (indexed)."""
+        slugs = sorted(set(category_slugs)) if category_slugs is not None else None
+        if slugs is None or len(slugs) == 1:
+            return self.articles_in_month(month, slugs[0] if slugs else None)
+        if not slugs:
+            return []
+        start, end = _month_bounds(month)
+        rows = self.query(
+            f"SELECT {_COLUMNS} FROM articles WHERE category_slug IN ({', '.join('?' for _ in slugs)}) "
+            "AND published >= ? AND published < ? ORDER BY published DESC, id DESC",
+            [*slugs, start, end],
+        )
+        return [row_to_article(r) for r in rows]
+
+    def adjacent_months_in(self, month: str, category_slugs: Sequence[str] | None) -> tuple[str | None, str | None]:
+        """The nearest older and newer months holding articles in any of the categories (two probes each)."""
+        slugs = sorted(set(category_slugs)) if category_slugs is not None else None
+        if slugs is None:
+            return self.adjacent_months(month)
+        found = [self.adjacent_months(month, slug) for slug in slugs]
+        older = max((o for o, _ in found if o is not None), default=None)
+        newer = min((n for _, n in found if n is not None), default=None)
+        return older, newer
 
     def data_version(self) -> int:
         """SQLite's ``PRAGMA data_version``: changes when another connection commits."""

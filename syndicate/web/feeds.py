@@ -2,10 +2,10 @@
 
 :class:`FeedCache` keeps every served document's bytes, gzip bytes, strong
 ``ETag`` and ``Last-Modified``, tagged with a *generation*. The generation
-moves only when the articles change: each request asks SQLite for ``PRAGMA
-data_version`` (microseconds; it moves when any other connection commits)
-and only then compares a content stamp (count, max id, max updated) computed
-in a worker thread. A conditional GET for a current document is answered by
+moves only when the articles or the newsletter lists change: each request
+asks SQLite for ``PRAGMA data_version`` (microseconds; it moves when any other
+connection commits) and only then compares a content stamp (count, max id,
+max updated, and what each list's feed shows) computed in a worker thread. A conditional GET for a current document is answered by
 :class:`FeedEndpoint`, a plain ASGI app, without touching Starlette's
 request machinery or a thread.
 """
@@ -24,7 +24,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
 from ..feeds import CONTENT_TYPES, FeedPath, parse_path
-from ..publish import FeedDocument, build_group
+from ..publish import FeedDocument, build_group, list_scopes
 from ..store import Store, open_store
 from .context import WebContext
 
@@ -80,7 +80,7 @@ class FeedCache:
         self.generation = 0
         self._probe: Store | None = None
         self._version: int | None = None
-        self._stamp: tuple[int, int, str] | None = None
+        self._stamp: tuple[object, ...] | None = None
         self._docs: dict[str, Entry] = {}
         self._stamp_lock: asyncio.Lock | None = None
         self._build_locks: dict[tuple[str, str | None], asyncio.Lock] = {}
@@ -102,7 +102,7 @@ class FeedCache:
         async with self._stamp_lock:
             version = self._probe.data_version()
             if version != self._version:
-                stamp = await anyio.to_thread.run_sync(lambda: self.ctx.store().articles_stamp())
+                stamp = await anyio.to_thread.run_sync(self._content_stamp)
                 if stamp != self._stamp:
                     self._stamp = stamp
                     self.generation += 1
@@ -131,6 +131,11 @@ class FeedCache:
             for doc in docs:
                 self._docs[doc.path] = _entry(doc, generation, self._docs.get(doc.path), feed.month)
             return self._docs.get(path) or Entry(generation)
+
+    def _content_stamp(self) -> tuple[object, ...]:
+        """What the feeds are made of: the articles' stamp and every list's feed scope (few rows)."""
+        store = self.ctx.store()
+        return (store.articles_stamp(), tuple(list_scopes(store)))
 
     def _build(self, feed: FeedPath) -> list[FeedDocument] | None:
         return build_group(self.ctx.store(), self.ctx.settings, feed.scope, feed.month)
@@ -243,6 +248,10 @@ FEED_ROUTE_PATHS = (
     "/category/{slug}/atom.xml",
     "/category/{slug}/feed.json",
     "/category/{slug}/feeds/{fmt}/{file}",
+    "/list/{slug}/rss.xml",
+    "/list/{slug}/atom.xml",
+    "/list/{slug}/feed.json",
+    "/list/{slug}/feeds/{fmt}/{file}",
 )
 
 

@@ -204,3 +204,31 @@ def test_syndicate_serve_command(tmp_path: Path, store: Store, settings: Setting
     finally:
         proc.terminate()
         proc.communicate(timeout=10)
+
+
+def test_list_feeds_are_served_with_etag_and_304(served: Served, store: Store) -> None:
+    from syndicate.models import NewsList
+
+    c = served.client
+    assert identity(c, "/list/kinh-te-sang/atom.xml").status_code == 404
+    store.create_list(NewsList(slug="kinh-te-sang", name="Kinh tế sáng", description="Tin kinh tế",
+                               categories=["kinh-te"], language="vi"))
+    first = identity(c, "/list/kinh-te-sang/atom.xml")
+    assert first.status_code == 200
+    assert first.headers["content-type"] == "application/atom+xml; charset=utf-8"
+    parsed = feedparser.parse(first.content)
+    assert parsed.bozo is False and parsed.feed.title == "Kinh tế sáng"
+    assert [e.title for e in parsed.entries] == [art(i).title for i in range(10, -1, -2)]
+    again = identity(c, "/list/kinh-te-sang/atom.xml", **{"if-none-match": first.headers["etag"]})
+    assert again.status_code == 304 and again.content == b""
+    month = identity(c, "/list/kinh-te-sang/feeds/json/2024-10.json")
+    assert month.status_code == 200 and month.headers["content-type"].startswith("application/feed+json")
+    # a Kinh tế article changes the list feed's ETag; renaming the list does too
+    store.upsert_articles([art(40, category="Kinh tế")])
+    changed = identity(c, "/list/kinh-te-sang/atom.xml", **{"if-none-match": first.headers["etag"]})
+    assert changed.status_code == 200 and feedparser.parse(changed.content).entries[0].title == art(40).title
+    nl = store.get_list("kinh-te-sang")
+    nl.name = "Kinh tế buổi sáng"
+    store.update_list(nl)
+    renamed = identity(c, "/list/kinh-te-sang/rss.xml")
+    assert feedparser.parse(renamed.content).feed.title == "Kinh tế buổi sáng"
