@@ -164,6 +164,22 @@ class ArticleQueries(StoreBase):
             )
         return [row_to_article(r) for r in rows]
 
+    @staticmethod
+    def _window(
+        since: datetime, until: datetime | None, category_slugs: Iterable[str] | None
+    ) -> tuple[str, list[object]]:
+        """The WHERE clause (and its parameters) for ``(since, until]`` in some categories."""
+        sql = "published > ?"
+        params: list[object] = [iso(since)]
+        if until is not None:
+            sql += " AND published <= ?"
+            params.append(iso(until))
+        cats = sorted(set(category_slugs or ()))
+        if cats:
+            sql += f" AND category_slug IN ({', '.join('?' for _ in cats)})"
+            params += cats
+        return sql, params
+
     def articles_since(
         self,
         since: datetime,
@@ -172,32 +188,18 @@ class ArticleQueries(StoreBase):
         limit: int = 1000,
     ) -> list[Article]:
         """Articles published in ``(since, until]``, newest first (indexed)."""
-        sql = f"SELECT {_COLUMNS} FROM articles WHERE published > ?"
-        params: list[object] = [iso(since)]
-        if until is not None:
-            sql += " AND published <= ?"
-            params.append(iso(until))
-        cats = sorted(set(category_slugs or ()))
-        if cats:
-            sql += f" AND category_slug IN ({', '.join('?' for _ in cats)})"
-            params += cats
-        sql += " ORDER BY published DESC, id DESC LIMIT ?"
-        params.append(limit)
-        return [row_to_article(r) for r in self.query(sql, params)]
+        where, params = self._window(since, until, category_slugs)
+        rows = self.query(
+            f"SELECT {_COLUMNS} FROM articles WHERE {where} ORDER BY published DESC, id DESC LIMIT ?",
+            [*params, limit],
+        )
+        return [row_to_article(r) for r in rows]
 
     def count_articles_since(
         self, since: datetime, until: datetime | None = None, category_slugs: Iterable[str] | None = None
     ) -> int:
-        sql = "SELECT count(*) FROM articles WHERE published > ?"
-        params: list[object] = [iso(since)]
-        if until is not None:
-            sql += " AND published <= ?"
-            params.append(iso(until))
-        cats = sorted(set(category_slugs or ()))
-        if cats:
-            sql += f" AND category_slug IN ({', '.join('?' for _ in cats)})"
-            params += cats
-        return int(self.scalar(sql, params))
+        where, params = self._window(since, until, category_slugs)
+        return int(self.scalar(f"SELECT count(*) FROM articles WHERE {where}", params))
 
     def search_articles(self, query: str, limit: int = 20) -> list[Article]:
         """Full-text search, blind to case and Vietnamese diacritics.
