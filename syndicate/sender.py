@@ -56,7 +56,7 @@ from .errors import LockError, NotFound, TransportError
 from .mailer import DkimSigner, Mail, Transport, encode_address, list_headers, render_mail, verp_address
 from .models import NewsList, Subscriber, utcnow
 from .store import Store
-from .store.outbox import HARD_BOUNCE_LIMIT, ClaimedDelivery
+from .store.outbox import HARD_BOUNCE_LIMIT, ClaimedDelivery, DueCandidate
 
 #: How long a claim is held before another drain may call it abandoned.
 LEASE = timedelta(minutes=10)
@@ -474,19 +474,15 @@ def preview(store: Store, settings: Settings, email: str, list_slug: str, now: d
     subscriber = store.get_subscriber(subs.normalize_address(email))
     assert nl.id is not None and subscriber.id is not None
     subscription = store.get_subscription(subscriber.id, nl.id)
-    candidate = next(
-        (c for c in store.due_subscriptions(list_id=nl.id) if c.subscription_id == subscription.id), None
+    assert subscription.id is not None
+    # Built from the rows directly (what due_subscriptions yields), even when
+    # the subscription is not active: shows what it would get.
+    candidate = DueCandidate(
+        subscription.id, subscriber.id, nl.id, subscription.cadence, subscription.weekday,
+        subscription.send_hour, tuple(subscription.categories), subscription.last_period,
+        subscription.last_sent_at, subscription.confirmed or subscription.created, subscriber.timezone,
     )
     clock = DueClock(now)
-    if candidate is None:  # not active: show what it would get anyway
-        from .store.outbox import DueCandidate
-
-        assert subscription.id is not None
-        candidate = DueCandidate(
-            subscription.id, subscriber.id, nl.id, subscription.cadence, subscription.weekday,
-            subscription.send_hour, tuple(subscription.categories), subscription.last_period,
-            subscription.last_sent_at, None, subscriber.timezone,
-        )
     p = clock.due(candidate)
     due = p is not None
     if p is None:

@@ -160,3 +160,28 @@ def test_two_runs_at_once_send_each_digest_once(tmp_path: Path, slow_sink: tuple
     assert out1 == "sent 60, failed 0, skipped 0, retry later 0\n"
     ids = sink.ids()
     assert len(ids) == 60 and len(set(ids)) == 60
+
+
+def test_sigterm_records_what_was_sent_and_gives_back_the_rest(tmp_path: Path,
+                                                               slow_sink: tuple[SlowSink, int]) -> None:
+    sink, port = slow_sink
+    n = 60
+    env, settings = populate(tmp_path, port, n)
+    first = syndicate(env, "send", "--at", AT)
+    wait_for(lambda: len(sink.messages) >= 10)
+    first.send_signal(signal.SIGTERM)
+    first.communicate(timeout=20)
+    assert first.returncode == 128 + signal.SIGTERM
+    store = open_store(settings.db)
+    states = {r[0] for r in store.query("SELECT status FROM deliveries")}
+    assert "sending" not in states and states <= {"sent", "queued", "unknown"}
+    second = syndicate(env, "send", "--at", AT)
+    out = second.communicate(timeout=60)[0]
+    assert second.returncode == 0
+    ids = sink.ids()
+    assert len(ids) == len(set(ids))
+    unknown = store.scalar("SELECT count(*) FROM deliveries WHERE status = 'unknown'")
+    assert unknown <= 4  # only messages that were on the wire at the signal
+    assert len(ids) + unknown >= n and store.scalar("SELECT count(*) FROM deliveries WHERE status = 'sent'") + unknown == n
+    assert "unknown" not in out
+    store.close()
