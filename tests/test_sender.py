@@ -369,3 +369,26 @@ def test_cron_examples_call_syndicate_send() -> None:
     assert service["Service"]["SuccessExitStatus"] == "75"  # LockError.exit_code
     assert units["syndicate-send.timer"]["Timer"]["OnUnitActiveSec"] == "5min"
     assert LockError.exit_code == 75
+
+
+def test_rows_left_sending_become_unknown_and_are_resent_only_on_request(
+        store: Store, smtp_settings: Settings, sink: tuple[Sink, int], cli: CliRunner,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    handler, port = sink
+    make_list(store)
+    subscribe(store, smtp_settings, "lan@example.org", "tin-sang", confirmed=True, now=T0)
+    add_articles(store, 1)
+    from syndicate.digest import plan
+
+    store.plan_deliveries(plan(store, AT))
+    # a run that claimed the row and died (its lease has not even expired)
+    [claimed] = store.claim_deliveries("dead-run", AT, datetime.now(UTC) + timedelta(minutes=10), 10)
+    report = send(store, smtp_settings)
+    assert (report.unknown, report.sent) == (1, 0) and handler.messages == []
+    assert "unknown 1 (not resent" in report.summary()
+    assert "interrupted while sending" in store.get_delivery(claimed.id).error
+    assert store.retry_failed() == 0  # plain retry leaves unknown rows alone
+    assert store.retry_failed(unknown=True) == 1
+    again = send(store, smtp_settings)
+    assert again.sent == 1
+    assert handler.parsed()[0]["Message-ID"] == f"<digest.tin-sang.{claimed.subscriber_id}.2026-11-24@news.example.org>"
