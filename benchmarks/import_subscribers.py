@@ -22,7 +22,8 @@ from pathlib import Path
 from syndicate.config import Secret, Settings
 from syndicate.models import NewsList
 from syndicate.store import open_store
-from syndicate.subscribers import CsvImport, create_list
+from syndicate.subscriber_csv import CsvImport
+from syndicate.subscribers import create_list
 
 ZONES = ["Asia/Ho_Chi_Minh", "Europe/Berlin", "America/New_York", "Asia/Tokyo", "Australia/Sydney"]
 NAMES = ["Nguyễn Văn An", "Trần Thị Bình", "Lê Minh Chi", "Emma Schmidt", "佐藤 花"]

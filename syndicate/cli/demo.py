@@ -45,7 +45,8 @@ def demo(app: App, at: str) -> None:
     from ..mailer import make_transport
     from ..publish import publish_all
     from ..sender import run_send
-    from ..subscribers import import_csv, load_lists
+    from ..subscriber_csv import import_csv
+    from ..subscribers import load_lists
 
     data = data_dir()
     path, _ = config_path(app.config, os.environ)

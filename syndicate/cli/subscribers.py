@@ -13,6 +13,7 @@ import click
 
 from .. import subscribers as lib
 from ..models import CADENCES, SUBSCRIPTION_STATUSES, Event, NewsList, Subscriber, Subscription, to_iso
+from ..subscriber_csv import CsvImport, export_csv
 from . import App, emit_json, main, pass_app, progress
 
 
@@ -361,7 +362,7 @@ def subscriber_import(app: App, file: Path, list_slug: str | None, confirmed: bo
     Example:
         syndicate subscriber import data/subscribers.csv --list tin-sang --confirmed --errors rejects.csv
     """
-    job = lib.CsvImport(app.store, app.settings, file, list_slug, confirmed=confirmed, resubscribe=resubscribe,
+    job = CsvImport(app.store, app.settings, file, list_slug, confirmed=confirmed, resubscribe=resubscribe,
                         dry_run=dry_run, errors_path=errors_path, actor=_actor())
     with progress(job, job.estimated_batches(), "importing") as batches:
         for _ in batches:
@@ -390,11 +391,11 @@ def subscriber_export(app: App, list_slug: str | None, status: str | None, outpu
         syndicate subscriber export --list tin-sang --status active -o tin-sang.csv
     """
     if output is None:
-        n = lib.export_csv(app.store, sys.stdout, list_slug=list_slug, status=status)
+        n = export_csv(app.store, sys.stdout, list_slug=list_slug, status=status)
     else:
         tmp = output.with_name(output.name + ".tmp")
         with tmp.open("w", encoding="utf-8", newline="") as fh:
-            n = lib.export_csv(app.store, fh, list_slug=list_slug, status=status)
+            n = export_csv(app.store, fh, list_slug=list_slug, status=status)
         tmp.replace(output)
         click.echo(f"wrote {n:,} rows to {output}", err=True)
 
