@@ -34,7 +34,8 @@ from .models import (
     utcnow,
 )
 from .sanitize import one_line, slugify
-from .store.subscribers import ListStats, email_hash
+from .store.consent import ListStats
+from .store.subscribers import email_hash
 
 if TYPE_CHECKING:
     from .store import Store

@@ -3,7 +3,8 @@
 ``open_store(path)`` connects (WAL, busy timeout, foreign keys), applies any
 pending migrations, and returns a :class:`Store` whose methods are the named
 queries of each area: articles (``store/articles.py``), lists and subscribers
-(``store/subscribers.py``), the outbox (``store/outbox.py``). Parameters are
+(``store/subscribers.py``), consent events, suppressions and stats
+(``store/consent.py``), the outbox (``store/outbox.py``). Parameters are
 always bound, never formatted into SQL.
 """
 
@@ -16,6 +17,7 @@ import sqlite_utils
 
 from ..errors import StoreError
 from .articles import ArticleQueries, UpsertResult
+from .consent import ConsentQueries
 from .migrations import ALL
 from .outbox import OutboxQueries
 from .subscribers import SubscriberQueries
@@ -23,7 +25,7 @@ from .subscribers import SubscriberQueries
 __all__ = ["Store", "open_store", "UpsertResult"]
 
 
-class Store(ArticleQueries, SubscriberQueries, OutboxQueries):
+class Store(ArticleQueries, SubscriberQueries, ConsentQueries, OutboxQueries):
     """Every named query, grouped by area in the mixins it inherits."""
 
 
