@@ -212,8 +212,10 @@ def test_tokens_are_bound_to_purpose_subscriber_and_address(
 
     with pytest.raises(TokenError, match="not valid"):  # wrong purpose
         lib.read_token(settings, token, "preferences")
-    with pytest.raises(TokenError, match="not valid"):  # altered by one character
-        lib.read_token(settings, token[:-1] + ("A" if token[-1] != "A" else "B"), "unsubscribe")
+    # altered by one character (not the last: its low bits are base64 padding that decode the same)
+    altered = token[:5] + ("A" if token[5] != "A" else "B") + token[6:]
+    with pytest.raises(TokenError, match="not valid"):
+        lib.read_token(settings, altered, "unsubscribe")
     other_key = settings.with_(secret_key=Secret("another-secret-key"))
     with pytest.raises(TokenError, match="not valid"):  # signed elsewhere
         lib.read_token(other_key, token, "unsubscribe")
