@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 from .config import Settings
 from .errors import InputError, NotFound
 from .mailer import clean_text, parse_verp
-from .store.outbox import HARD_BOUNCE_LIMIT
+from .store.subscribers import HARD_BOUNCE_LIMIT
 
 if TYPE_CHECKING:
     from .store import Store

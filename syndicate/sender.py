@@ -56,7 +56,8 @@ from .errors import LockError, NotFound, TransportError
 from .mailer import DkimSigner, Mail, Transport, encode_address, list_headers, render_mail, verp_address
 from .models import NewsList, Subscriber, utcnow
 from .store import Store
-from .store.outbox import HARD_BOUNCE_LIMIT, ClaimedDelivery, DueCandidate
+from .store.outbox import ClaimedDelivery, DueCandidate
+from .store.subscribers import HARD_BOUNCE_LIMIT
 
 #: How long a claim is held before another drain may call it abandoned.
 LEASE = timedelta(minutes=10)

@@ -16,7 +16,8 @@ from syndicate.errors import InputError
 from syndicate.mailer import MaildirTransport, verp_address
 from syndicate.models import NewsList
 from syndicate.store import Store, open_store
-from syndicate.store.outbox import HARD_BOUNCE_LIMIT, PlannedDelivery
+from syndicate.store.outbox import PlannedDelivery
+from syndicate.store.subscribers import HARD_BOUNCE_LIMIT
 from syndicate.subscribers import create_list, subscribe
 
 
@@ -266,3 +267,31 @@ def test_cli_bounces_process(cli: CliRunner, tmp_path: Path) -> None:
     result = cli.invoke(main, ["bounces", "process", str(tmp_path / "nope")])
     assert result.exit_code == 65
     assert result.output.strip() == f"error: {tmp_path / 'nope'} does not exist (give a Maildir folder or one .eml file)"
+
+
+def test_hard_bounces_at_the_limit_suppress_the_address(store: Store, settings: Settings) -> None:
+    """The sender's bounce path uses the same rule as the subscriber library: bounced means suppressed."""
+    from syndicate import subscribers as lib
+    from syndicate.models import NewsList
+
+    lib.create_list(store, NewsList(slug="tin", name="Tin"))
+    r = lib.subscribe(store, settings, "gone@example.org", "tin", confirmed=True)
+    ids = store.plan_deliveries(
+        [PlannedDelivery(list_id=r.newslist.id or 0, subscriber_id=r.subscriber.id or 0,
+                         subscription_id=r.subscription.id or 0, period=f"2026-11-{day:02d}",
+                         window_start=datetime(2026, 11, day - 1, tzinfo=UTC),
+                         window_end=datetime(2026, 11, day, tzinfo=UTC), categories=(), skipped=False)
+         for day in range(2, 2 + HARD_BOUNCE_LIMIT)],
+        now=datetime(2026, 11, 1, tzinfo=UTC),
+    )
+    assert ids == (HARD_BOUNCE_LIMIT, 0)
+    delivery_ids = [row[0] for row in store.conn.execute("SELECT id FROM deliveries ORDER BY id")]
+    for did in delivery_ids:
+        store.record_bounce(did, True, "550 5.1.1 no such user")
+    assert store.get_subscription(r.subscriber.id or 0, r.newslist.id or 0).status == "bounced"
+    import pytest
+
+    from syndicate.errors import InputError
+
+    with pytest.raises(InputError, match=r"gone@example.org is suppressed \(bounced\); add --resubscribe"):
+        lib.subscribe(store, settings, "gone@example.org", "tin", confirmed=True, source="cli")

@@ -25,7 +25,7 @@ from .subscribers import SubscriberQueries
 __all__ = ["Store", "open_store", "UpsertResult"]
 
 
-class Store(ArticleQueries, SubscriberQueries, ConsentQueries, OutboxQueries):
+class Store(ArticleQueries, OutboxQueries, SubscriberQueries, ConsentQueries):
     """Every named query, grouped by area in the mixins it inherits."""
 
 

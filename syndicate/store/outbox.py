@@ -22,12 +22,12 @@ from sqlite_utils import Database, Migrations
 
 from ..errors import NotFound
 from ..models import DELIVERY_STATUSES, Delivery, utcnow
-from .base import StoreBase, dumps, iso, parse_time
+from .base import dumps, iso, parse_time
+from .subscribers import HARD_BOUNCE_LIMIT, SubscriberQueries
 
 migrations = Migrations("syndicate.outbox")
 
 #: Hard bounces after which a subscription is set ``bounced``.
-HARD_BOUNCE_LIMIT = 3
 #: Rows per executemany / claim when the caller does not say.
 BATCH = 1000
 
@@ -199,7 +199,7 @@ def _row_to_delivery(row: object) -> Delivery:
     )
 
 
-class OutboxQueries(StoreBase):
+class OutboxQueries(SubscriberQueries):
     # -- planning ---------------------------------------------------------
 
     def due_subscriptions(self, list_id: int | None = None, page: int = 5000) -> Iterator[DueCandidate]:
@@ -406,8 +406,10 @@ class OutboxQueries(StoreBase):
                       limit: int = HARD_BOUNCE_LIMIT) -> BounceOutcome:
         """Count a bounce against the delivery's subscription and log an event.
 
-        ``limit`` hard bounces set the subscription ``bounced`` (it then gets
-        no more digests). Soft bounces are logged only.
+        Hard bounces go through :meth:`record_hard_bounce`, the one rule for
+        them: at ``limit`` the subscription becomes ``bounced``, the address is
+        suppressed, and its queued digests are cancelled. Soft bounces are
+        logged only.
         """
         now = now or utcnow()
         with self.transaction(immediate=True) as conn:
@@ -417,32 +419,18 @@ class OutboxQueries(StoreBase):
             if row is None:
                 raise NotFound(f"no delivery with id {delivery_id} (a bounce for a deleted or foreign message?)")
             sub_id, subscriber_id, list_id = row
+            note = f"delivery {delivery_id}: {detail}"[:500]
             if hard:
                 conn.execute("UPDATE deliveries SET bounced = 1 WHERE id = ?", [delivery_id])
-                conn.execute("UPDATE subscriptions SET hard_bounces = hard_bounces + 1 WHERE id = ?", [sub_id])
-            conn.execute(
-                "INSERT INTO events (at, kind, source, actor, subscriber_id, list_id, detail) "
-                "VALUES (?, ?, 'sender', '', ?, ?, ?)",
-                [iso(now), "hard-bounce" if hard else "soft-bounce", subscriber_id, list_id,
-                 f"delivery {delivery_id}: {detail}"[:500]],
-            )
-            changed = hard and conn.execute(
-                "UPDATE subscriptions SET status = 'bounced', unsubscribed = ? WHERE id = ? AND hard_bounces >= ? "
-                "AND status IN ('active', 'pending')",
-                [iso(now), sub_id, limit],
-            ).rowcount
-            state = conn.execute("SELECT hard_bounces, status FROM subscriptions WHERE id = ?", [sub_id]).fetchone()
-            if changed:
+                if self.record_hard_bounce(sub_id, limit, detail=note, source="sender", now=now):
+                    self.cancel_queued_deliveries(sub_id)
+            else:
                 conn.execute(
                     "INSERT INTO events (at, kind, source, actor, subscriber_id, list_id, detail) "
-                    "VALUES (?, 'bounce', 'sender', '', ?, ?, ?)",
-                    [iso(now), subscriber_id, list_id, f"{state[0]} hard bounces"],
+                    "VALUES (?, 'soft-bounce', 'sender', '', ?, ?, ?)",
+                    [iso(now), subscriber_id, list_id, note],
                 )
-                conn.execute(
-                    "UPDATE deliveries SET status = 'cancelled', error = 'subscription bounced' "
-                    "WHERE subscription_id = ? AND status = 'queued'",
-                    [sub_id],
-                )
+            state = conn.execute("SELECT hard_bounces, status FROM subscriptions WHERE id = ?", [sub_id]).fetchone()
         return BounceOutcome(delivery_id, sub_id, int(state[0]) if state else 0, state[1] if state else "")
 
     # -- status and admin -----------------------------------------------------

@@ -25,6 +25,9 @@ from .consent import _INSERT_EVENT, _event_params
 
 migrations = Migrations("syndicate.subscribers")
 
+# Hard bounces (5xx, or DSN status 5.x.x) after which a subscription is set `bounced`.
+HARD_BOUNCE_LIMIT = 3
+
 LEFT_STATUSES = ("unsubscribed", "bounced", "complained")
 
 
@@ -445,7 +448,7 @@ class SubscriberQueries(StoreBase):
         return s
 
     def record_hard_bounce(
-        self, subscription_id: int, threshold: int = 1, *, detail: str = "", source: str = "bounce",
+        self, subscription_id: int, threshold: int = HARD_BOUNCE_LIMIT, *, detail: str = "", source: str = "bounce",
         now: datetime | None = None,
     ) -> bool:
         """Count a hard bounce; at ``threshold`` bounces the subscription becomes ``bounced``. True if it did."""
