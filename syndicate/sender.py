@@ -7,8 +7,11 @@ One run of :func:`run_send` (what ``syndicate send`` calls from cron):
    it never goes stale. A second run started while one holds it does not
    wait: it raises :class:`~syndicate.errors.LockError` (exit 75, EX_TEMPFAIL)
    and the next cron tick carries on;
-2. marks rows left ``sending`` by a dead run ``unknown`` (they may have been
-   on the wire: never resent unless ``syndicate outbox retry --unknown``);
+2. recovers what a dead run left ``sending`` from its journal (below): rows
+   the server had accepted are recorded ``sent``, rows never handed to the
+   transport go back to the queue, and only rows that were on the wire at the
+   instant of the kill become ``unknown`` (never resent unless
+   ``syndicate outbox retry --unknown``);
 3. plans: streams due subscriptions and writes one outbox row each (UNIQUE
    per list, subscriber and period, so a replan never duplicates), batched;
 4. drains: claims small batches under a lease (``BEGIN IMMEDIATE``), builds
@@ -16,6 +19,12 @@ One run of :func:`run_send` (what ``syndicate send`` calls from cron):
    through the Transport, and records results in batched transactions.
    4xx and dropped connections are retried later with exponential backoff
    up to ``smtp_max_attempts``; 5xx fails at once and counts a hard bounce.
+
+The journal is an append-only file per run in ``<db>.journal/``: a line
+before each message goes to the transport and one when the server accepts
+it. Each line is one ``write`` to an ``O_APPEND`` descriptor, so it is in the
+kernel's hands at once and survives SIGKILL; a run that ends normally deletes
+its journal.
 
 Claims alone already keep two drains (with or without the lock) from ever
 taking the same row; the lock keeps two runs from planning at once and lets
@@ -81,6 +90,7 @@ class SendReport:
     failed: int = 0
     retry_later: int = 0
     unknown: int = 0
+    recovered: int = 0  # sent by a run that died before recording it
     dry_run: bool = False
     planning_seconds: float = 0.0
     sending_seconds: float = 0.0
@@ -100,12 +110,14 @@ class SendReport:
         text = f"sent {self.sent:,}, failed {self.failed:,}, skipped {self.skipped:,}, retry later {self.retry_later:,}"
         if self.unknown:
             text += f", unknown {self.unknown:,} (not resent; see `syndicate outbox retry --unknown`)"
+        if self.recovered:
+            text += f"; recorded {self.recovered:,} sent by an interrupted run"
         return text
 
     def as_dict(self) -> dict[str, object]:
         return {
             "run_id": self.run_id, "queued": self.queued, "sent": self.sent, "failed": self.failed,
-            "skipped": self.skipped, "retry_later": self.retry_later, "unknown": self.unknown,
+            "skipped": self.skipped, "retry_later": self.retry_later, "unknown": self.unknown, "recovered": self.recovered,
             "dry_run": self.dry_run, "planning_seconds": round(self.planning_seconds, 3),
             "sending_seconds": round(self.sending_seconds, 3), "errors": self.errors[:20],
         }
@@ -163,6 +175,88 @@ def _sigterm_as_exit() -> Iterator[None]:
 
 def new_run_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+# -- the journal ---------------------------------------------------------------------
+
+
+def journal_dir(settings: Settings) -> Path:
+    return Path(f"{settings.db}.journal")
+
+
+@dataclass
+class JournalState:
+    """What a run's journal says: rows handed to the transport, rows accepted."""
+
+    run_id: str = ""
+    started: set[int] = field(default_factory=set)
+    accepted: dict[int, str] = field(default_factory=dict)
+
+
+class SendJournal:
+    """One run's append-only record of what went on the wire (see the module docstring)."""
+
+    def __init__(self, directory: Path, run_id: str) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.path = directory / (re.sub(r"[^A-Za-z0-9._-]", "_", run_id) + ".log")
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.write(self._fd, f"R {run_id}\n".encode())
+
+    def started(self, delivery_id: int) -> None:
+        os.write(self._fd, b"S %d\n" % delivery_id)
+
+    def accepted(self, delivery_id: int, message_id: str) -> None:
+        os.write(self._fd, f"D {delivery_id} {message_id}\n".encode())
+
+    def close(self) -> None:
+        """The run recorded every result in the store: the journal is no longer needed."""
+        os.close(self._fd)
+        self.path.unlink(missing_ok=True)
+
+    @staticmethod
+    def read(path: Path) -> JournalState:
+        state = JournalState()
+        for line in path.read_text("utf-8", "replace").splitlines():
+            kind, _, rest = line.partition(" ")
+            if kind == "R":
+                state.run_id = rest
+            elif kind == "S" and rest.isdigit():
+                state.started.add(int(rest))
+            elif kind == "D":
+                did, _, mid = rest.partition(" ")
+                if did.isdigit():
+                    state.accepted[int(did)] = mid
+        return state
+
+
+def recover_dead_runs(store: Store, settings: Settings, own_run_id: str) -> tuple[int, int, int]:
+    """Settle the rows dead runs left ``sending``, from their journals.
+
+    Only call it while holding the run lock (no other run is alive). Returns
+    (recorded sent, given back to the queue, marked unknown).
+    """
+    directory = journal_dir(settings)
+    totals = [0, 0, 0]
+    if not directory.is_dir():
+        return (0, 0, 0)
+    for path in sorted(directory.glob("*.log")):
+        state = SendJournal.read(path)
+        if not state.run_id or state.run_id == own_run_id:
+            continue
+        with store.transaction(immediate=True):
+            pending = set(store.sending_ids(state.run_id))
+            sent = [(did, mid) for did, mid in state.accepted.items() if did in pending]
+            store.mark_sent(state.run_id, sent, utcnow())
+            on_the_wire = sorted((state.started - set(state.accepted)) & pending)
+            store.mark_unknown(state.run_id, on_the_wire,
+                               f"on the wire when run {state.run_id} died; not resent automatically")
+            never_started = sorted(pending - state.started)
+            store.release_claims(state.run_id, never_started)
+        totals[0] += len(sent)
+        totals[1] += len(never_started)
+        totals[2] += len(on_the_wire)
+        path.unlink(missing_ok=True)
+    return (totals[0], totals[1], totals[2])
 
 
 # -- messages ------------------------------------------------------------------------
@@ -265,7 +359,9 @@ def run_send(
         _dry_run(store, settings, now, report)
         return report
     with (run_lock(settings) if lock else _nothing()), _sigterm_as_exit():
-        report.unknown = store.mark_orphans_unknown(report.run_id, utcnow(), all_foreign=lock)
+        if lock:
+            report.recovered, _, report.unknown = recover_dead_runs(store, settings, report.run_id)
+        report.unknown += store.mark_orphans_unknown(report.run_id, utcnow(), all_foreign=lock)
         t0 = time.perf_counter()
         report.queued, report.skipped = store.plan_deliveries(plan(store, now), now=utcnow())
         report.planning_seconds = time.perf_counter() - t0
@@ -311,6 +407,7 @@ async def _drain(
     started: set[int] = set()  # handed to the transport
     tasks: set[asyncio.Task[None]] = set()
     last_flush = time.monotonic()
+    journal = SendJournal(journal_dir(settings), owner)
 
     def note_error(msg: str) -> None:
         if len(report.errors) < 50:
@@ -344,6 +441,7 @@ async def _drain(
 
     async def send_one(d: ClaimedDelivery, envelope_from: str, rcpts: list[str], raw: bytes, mid: str) -> None:
         try:
+            journal.started(d.id)
             await transport.send(envelope_from, rcpts, raw)
         except TransportError as exc:
             if not exc.temporary:
@@ -358,6 +456,7 @@ async def _drain(
             failed.append((d.id, f"{type(exc).__name__}: {exc}"))
             note_error(f"{d.email}: {type(exc).__name__}: {exc}")
         else:
+            journal.accepted(d.id, mid)
             sent.append((d.id, mid))
         finally:
             sem.release()
@@ -408,6 +507,7 @@ async def _drain(
             if lost:
                 store.mark_unknown(owner, lost, "interrupted while sending; not resent automatically")
                 report.unknown += len(lost)
+            journal.close()
         finally:
             await transport.close()
 

@@ -7,6 +7,7 @@ import asyncio
 import email
 import email.policy
 import json
+import os
 import socket
 import threading
 from collections.abc import Iterator
@@ -392,3 +393,37 @@ def test_rows_left_sending_become_unknown_and_are_resent_only_on_request(
     again = send(store, smtp_settings)
     assert again.sent == 1
     assert handler.parsed()[0]["Message-ID"] == f"<digest.tin-sang.{claimed.subscriber_id}.2026-11-24@news.example.org>"
+
+
+def test_a_dead_runs_journal_settles_its_claims_exactly(store: Store, smtp_settings: Settings,
+                                                        sink: tuple[Sink, int]) -> None:
+    """Accepted by the server -> sent; on the wire -> unknown; never started -> queued and sent now."""
+    from syndicate.sender import SendJournal, journal_dir
+
+    nl = make_list(store)
+    people = [subscribe(store, smtp_settings, f"p{i}@example.org", nl.slug, confirmed=True, now=T0)
+              for i in range(5)]
+    add_articles(store, 2)
+    from syndicate.digest import plan
+
+    store.plan_deliveries(plan(store, AT), now=AT)
+    dead = "otherhost:4242:dead"
+    claimed = store.claim_deliveries(dead, AT, AT + timedelta(minutes=10), 5)
+    ids = [d.id for d in claimed]
+    journal = SendJournal(journal_dir(smtp_settings), dead)
+    journal.started(ids[0])
+    journal.accepted(ids[0], "<accepted@news.example.org>")
+    journal.started(ids[1])  # on the wire when the run died
+    os.close(journal._fd)  # the process died here: nothing more was written, and the file stays
+
+    report = send(store, smtp_settings)
+    status = {d.id: d for r in people for d in store.deliveries_for(r.subscription.id)}  # type: ignore[arg-type]
+    assert status[ids[0]].status == "sent" and status[ids[0]].message_id == "<accepted@news.example.org>"
+    assert status[ids[1]].status == "unknown"
+    assert [status[i].status for i in ids[2:]] == ["sent"] * 3
+    assert (report.recovered, report.unknown, report.sent) == (1, 1, 3)
+    assert report.summary().endswith("unknown 1 (not resent; see `syndicate outbox retry --unknown`); "
+                                      "recorded 1 sent by an interrupted run")
+    sent_to = sorted(rcpt for _, rcpts, _ in sink[0].messages for rcpt in rcpts)
+    assert sent_to == sorted(f"p{i}@example.org" for i in range(2, 5))  # the accepted one is not sent again
+    assert not list(journal_dir(smtp_settings).glob("*.log"))

@@ -380,6 +380,12 @@ class OutboxQueries(SubscriberQueries):
                 [(reason[:500], did, owner) for did in ids],
             )
 
+    def sending_ids(self, owner: str) -> list[int]:
+        """Rows ``owner`` claimed and has not recorded a result for."""
+        return [r[0] for r in self.conn.execute(
+            "SELECT id FROM deliveries WHERE status = 'sending' AND lease_owner = ? ORDER BY id", [owner]
+        )]
+
     def release_claims(self, owner: str, ids: Sequence[int]) -> int:
         """Give back rows claimed but never handed to the transport."""
         with self.transaction(immediate=True) as conn:
