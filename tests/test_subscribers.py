@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import email
+import email.policy
 import hashlib
 import json
 import time
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -382,6 +385,14 @@ def test_cli_add_show_unsubscribe_erase(cli: CliRunner) -> None:
     assert added.exit_code == 0, added.output
     assert "added Lan@example.org on tin-sang: pending" in added.output
     assert "confirm link: http://127.0.0.1:8080/confirm/" in added.output
+    assert "confirmation email sent via maildir (<confirm.tin-sang." in added.output
+    (mail,) = (Path("maildir") / "new").iterdir()  # the cli fixture works in tmp_path; no SMTP host: Maildir
+    msg = email.message_from_bytes(mail.read_bytes(), policy=email.policy.default)
+    assert msg["To"].addresses[0].addr_spec == "Lan@example.org"
+    link = added.output.split("confirm link: ")[1].strip()
+    assert link in msg.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    quiet = cli.invoke(main, ["subscriber", "add", "kim@example.org", "--list", "tin-sang", "--no-email"])
+    assert "confirmation email sent" not in quiet.output and len(list((Path("maildir") / "new").iterdir())) == 1
 
     bad = cli.invoke(main, ["subscriber", "add", "bob@", "--list", "tin-sang"])
     assert bad.exit_code == 65

@@ -207,11 +207,17 @@ def subscriber_group() -> None:
 @click.option("--category", "categories", multiple=True, help="Only these categories of the list (repeat).")
 @click.option("--confirmed", is_flag=True, help="Consent already given: active now, no confirmation mail.")
 @click.option("--resubscribe", is_flag=True, help="Bring back an address that left or was suppressed (recorded).")
+@click.option("--no-email", is_flag=True, help="Do not send the confirmation email; just print its link.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @pass_app
 def subscriber_add(app: App, email: str, list_slug: str, name: str, timezone: str | None,
-                   categories: tuple[str, ...], confirmed: bool, resubscribe: bool, as_json: bool) -> None:
+                   categories: tuple[str, ...], confirmed: bool, resubscribe: bool, no_email: bool,
+                   as_json: bool) -> None:
     """Subscribe an address to a list: pending (double opt-in) unless --confirmed.
+
+    A pending subscriber is sent the confirmation email at once (through SMTP,
+    or the Maildir when no SMTP host is set); the subscription turns active
+    when its link is followed.
 
     \b
     Example:
@@ -220,15 +226,26 @@ def subscriber_add(app: App, email: str, list_slug: str, name: str, timezone: st
     r = lib.subscribe(app.store, app.settings, email, list_slug, name=name, timezone=timezone,
                       categories=list(categories) or None, confirmed=confirmed, resubscribe=resubscribe,
                       source="cli", actor=_actor())
+    link, sent_as = "", ""
+    if r.subscription.status == "pending":
+        assert r.subscriber.id is not None and r.newslist.id is not None
+        link = lib.confirm_url(app.settings, r.subscriber.id, r.newslist.id, r.subscriber.email)
+        if not no_email:
+            from ..mailer import make_transport
+            from ..sender import send_confirmation
+
+            sent_as = send_confirmation(app.store, app.settings, make_transport(app.settings), r.subscriber,
+                                        r.newslist, link)
     if as_json:
         emit_json({"subscriber": subscriber_dict(r.subscriber), "subscription": subscription_dict(r.subscription),
-                   "created": r.created})
+                   "created": r.created, "confirm_url": link, "confirmation_message_id": sent_as})
         return
     state = "added" if r.created else "already"
     click.echo(f"{state} {r.subscriber.email} on {r.newslist.slug}: {r.subscription.status}")
-    if r.subscription.status == "pending":
-        assert r.subscriber.id is not None and r.newslist.id is not None
-        click.echo("confirm link: " + lib.confirm_url(app.settings, r.subscriber.id, r.newslist.id, r.subscriber.email))
+    if sent_as:
+        click.echo(f"confirmation email sent via {app.settings.transport} ({sent_as})")
+    if link:
+        click.echo(f"confirm link: {link}")
 
 
 @subscriber_group.command("show")
