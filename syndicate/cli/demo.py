@@ -49,6 +49,9 @@ def demo(app: App, at: str) -> None:
     from ..subscribers import load_lists
 
     data = data_dir()
+    moment = parse_at(at)
+    assert moment is not None
+    joined = moment - timedelta(days=8)  # the sample readers signed up the week before
     path, _ = config_path(app.config, os.environ)
     if write_default_config(path):
         click.echo(f"wrote {path} (a fresh secret_key; edit it to set your site and SMTP relay)")
@@ -60,18 +63,17 @@ def demo(app: App, at: str) -> None:
     for line in imported.errors:
         click.echo(f"error: {line}", err=True)
 
-    published = publish_all(store, settings, settings.feeds_out)
-    click.echo(f"feeds     {len(published.written)} files written, {len(published.unchanged)} unchanged in {published.out_dir}/")
-    for rel in ("rss.xml", "atom.xml", "feed.json", "index.html"):
-        click.echo(f"          {Path(published.out_dir) / rel}")
-
-    moment = parse_at(at)
-    assert moment is not None
-    joined = moment - timedelta(days=8)  # the sample readers signed up the week before
     lists = load_lists(store, data / "lists.toml", now=joined)
     click.echo(f"lists     {', '.join(nl.slug for nl in lists)} (from {data / 'lists.toml'})")
     subs = import_csv(store, settings, data / "subscribers.csv", None, confirmed=True, now=joined)
     click.echo(f"people    {subs.summary()}")
+    if subs.errors:
+        click.echo(f"error: {subs.error_message()}", err=True)
+
+    published = publish_all(store, settings, settings.feeds_out)
+    click.echo(f"feeds     {len(published.written)} files written, {len(published.unchanged)} unchanged in {published.out_dir}/")
+    for rel in ("rss.xml", "atom.xml", "feed.json", "index.html"):
+        click.echo(f"          {Path(published.out_dir) / rel}")
 
     report = run_send(store, settings, make_transport(settings), now=moment)
     click.echo(f"send      at {at}: {report.summary()} via {settings.transport}")
@@ -84,5 +86,5 @@ def demo(app: App, at: str) -> None:
     click.echo("")
     click.echo("next      syndicate serve   then paste http://127.0.0.1:8080/atom.xml into a feed reader,")
     click.echo("          or open http://127.0.0.1:8080/ to subscribe")
-    if not imported.ok or not report.ok:
+    if not imported.ok or subs.errors or not report.ok:
         raise click.exceptions.Exit(1)
