@@ -12,7 +12,7 @@ from syndicate.config import Secret, Settings
 from syndicate.store import Store, open_store
 
 ROOT = Path(__file__).resolve().parent.parent
-SAMPLE_VI = ROOT.parent / "shared" / "samples" / "news-page-vi.txt"
+SAMPLE_VI = ROOT / "data" / "articles" / "vi" / "hai-phong-khoi-nghiep.txt"  # shared/samples/news-page-vi.txt
 DATA = ROOT / "data"
 
 

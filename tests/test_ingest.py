@@ -22,7 +22,7 @@ from syndicate.models import Article
 from syndicate.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
-SAMPLE_VI = ROOT.parent / "shared" / "samples" / "news-page-vi.txt"
+SAMPLE_VI = ROOT / "data" / "articles" / "vi" / "hai-phong-khoi-nghiep.txt"  # shared/samples/news-page-vi.txt
 DATA = ROOT / "data"
 SEED_TITLE = (
     "Tìm kiếm cơ hội trong việc kết nối công nghệ, thúc đẩy phát triển hệ sinh thái "
