@@ -318,13 +318,15 @@ def publish_changed(
     changed_categories: set[str],
     *,
     guids: Iterable[str] | None = None,
+    removed: Iterable[Article] = (),
     ping: bool = True,
 ) -> PublishReport:
     """Rebuild after an import: the site feed, the named categories' feeds, their lists' and touched months.
 
     ``guids`` (e.g. ``UpsertResult.inserted + UpsertResult.updated``) name the
     changed articles exactly; without them, articles whose ``updated`` is at or
-    after the last publish are taken as changed. Cost grows with the feeds'
+    after the last publish are taken as changed. ``removed`` names articles
+    just deleted, whose feeds and archive months must drop them. Cost grows with the feeds'
     size, not the store's. With ``feeds_hub_url`` set, the hub is pinged for
     every subscription feed whose bytes changed.
 
@@ -345,6 +347,7 @@ def publish_changed(
     env = make_environment(settings)
     started = utcnow()
     touched = store.article_months_for(guids) if guids is not None else store.months_changed_since(from_iso(last or ""))
+    touched |= {(to_iso(a.published)[:7], a.category_slug) for a in removed}
     months = {m for m, _ in touched}
     cat_slugs = {c for c in changed_categories if c} | {c for _, c in touched if c}
     scopes = [SITE]

@@ -80,3 +80,20 @@ def test_import_refreshes_published_feeds(cli: CliRunner, tmp_path) -> None:  # 
         assert titles == ["Tin hai", "Tin một"], rel
     again = cli.invoke(main, ["article", "import", str(second), "--no-publish"])
     assert "refreshed" not in again.output
+
+
+def test_remove_drops_the_article_from_published_feeds_and_archives(cli: CliRunner, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import feedparser
+
+    for n, day in (("một", 20), ("hai", 21)):
+        (tmp_path / f"{day}.md").write_text(
+            f"---\ntitle: Tin {n}\ndate: 2026-11-{day}T08:00:00+07:00\ncategory: Kinh tế\n---\nNội dung.\n",
+            encoding="utf-8")
+    assert cli.invoke(main, ["article", "import", str(tmp_path / "20.md"), str(tmp_path / "21.md")]).exit_code == 0
+    assert cli.invoke(main, ["feed", "build"]).exit_code == 0
+    gone = cli.invoke(main, ["article", "remove", "tin-hai"])
+    assert gone.exit_code == 0, gone.output
+    assert "files refreshed in site/" in gone.output
+    for rel in ("site/atom.xml", "site/category/kinh-te/rss.xml", "site/feeds/atom/2026-11.xml",
+                "site/category/kinh-te/feeds/atom/2026-11.xml"):
+        assert [e.title for e in feedparser.parse(str(tmp_path / rel)).entries] == ["Tin một"], rel

@@ -185,14 +185,24 @@ def search(app: App, query: str, limit: int, as_json: bool) -> None:
 
 @article.command()
 @click.argument("keys", nargs=-1, required=True)
+@click.option("--no-publish", is_flag=True, help="Do not refresh the published feeds afterwards.")
 @pass_app
-def remove(app: App, keys: tuple[str, ...]) -> None:
-    """Remove articles by id, slug or guid.
+def remove(app: App, keys: tuple[str, ...], no_publish: bool) -> None:
+    """Remove articles by id, slug or guid (and from the published feeds).
 
     \b
     Example:
         syndicate article remove 12 old-news-slug
     """
+    removed = []
     for key in keys:
         a = app.store.remove_article(key)
+        removed.append(a)
         click.echo(f"removed {a.id}: {a.title}")
+    settings = app.settings
+    if removed and not no_publish and Path(settings.feeds_out).is_dir():
+        from ..publish import publish_changed
+
+        refreshed = publish_changed(app.store, settings, settings.feeds_out,
+                                    {a.category_slug for a in removed}, guids=[], removed=removed)
+        click.echo(f"feeds: {len(refreshed.written)} files refreshed in {settings.feeds_out}/")
