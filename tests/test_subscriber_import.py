@@ -170,7 +170,7 @@ def test_export_then_reimport_gives_the_same_data(settings: Settings, tmp_path: 
     lib.load_lists(first, DATA / "lists.toml")
     report = lib.import_csv(first, settings, DATA / "subscribers.csv", None, confirmed=True)
     assert (report.rows, report.new_subscriptions, report.errors) == (10, 10, 0)
-    lib.subscribe(first, settings, "an.nguyen@example.org", "weekly-tech", categories=["khoi-nghiep"])
+    lib.subscribe(first, settings, "an.nguyen@example.org", "weekly-tech", categories=["technology"])
     exported = io.StringIO()
     assert lib.export_csv(first, exported) == 11
 
