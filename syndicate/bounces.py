@@ -16,6 +16,11 @@ our VERP address) is classified by the first ``n.n.n`` status in its text.
 Maildir's ``new/`` folder (moving each processed one to ``cur/`` as seen, so a
 rerun never counts it twice) and records each bounce through
 ``store.record_bounce``. One unreadable message never stops the rest.
+
+The same mailbox takes the ``mailto:`` half of ``List-Unsubscribe``: digests
+point it at ``unsubscribe@<domain>?subject=unsubscribe <token>``, so a message
+whose subject carries a valid unsubscribe token unsubscribes that
+subscription at once (the token, not the spoofable ``From``, says who).
 """
 
 from __future__ import annotations
@@ -26,19 +31,20 @@ import os
 import re
 from dataclasses import dataclass, field
 from email.message import EmailMessage, Message
-from email.parser import HeaderParser
+from email.parser import BytesHeaderParser, HeaderParser
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .config import Settings
-from .errors import InputError, NotFound
+from .errors import InputError, NotFound, TokenError
 from .mailer import clean_text, parse_verp
 from .store.subscribers import HARD_BOUNCE_LIMIT
+from .subscribers import unsubscribe_by_token
 
 if TYPE_CHECKING:
     from .store import Store
 
-__all__ = ["Bounce", "BounceReport", "parse_bounce", "process_bounces"]
+__all__ = ["Bounce", "BounceReport", "parse_bounce", "process_bounces", "unsubscribe_token"]
 
 _VERP_IN_TEXT = re.compile(r"bounce\+\d{1,18}-[0-9a-fA-F]{10}@[A-Za-z0-9.-]+")
 _STATUS = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
@@ -75,6 +81,7 @@ class BounceReport:
     ignored: int = 0  # not a bounce (auto-reply, success report)
     unmatched: int = 0  # a bounce with no valid VERP address or an unknown delivery
     newly_bounced: int = 0  # subscriptions set ``bounced`` by this run
+    unsubscribed: int = 0  # mailto: unsubscribe requests carrying a valid token
     errors: list[str] = field(default_factory=list)
     bounces: list[Bounce] = field(default_factory=list)
 
@@ -82,7 +89,8 @@ class BounceReport:
         return (
             f"{self.messages} messages: {self.hard} hard, {self.soft} soft bounces, "
             f"{self.ignored} ignored, {self.unmatched} unmatched, "
-            f"{self.newly_bounced} subscriptions set bounced, {len(self.errors)} errors"
+            f"{self.newly_bounced} subscriptions set bounced, {self.unsubscribed} unsubscribed by email, "
+            f"{len(self.errors)} errors"
         )
 
 
@@ -168,6 +176,21 @@ def parse_bounce(data: bytes, settings: Settings, source: str = "") -> Bounce | 
     return Bounce(source, delivery_id, clean_text(failed), status.startswith("5"), "", status, clean_text(line)[:300])
 
 
+_UNSUBSCRIBE = re.compile(r"^\s*(?:re:\s*)*unsubscribe\s+([A-Za-z0-9_.-]{20,300})\s*$", re.IGNORECASE)
+
+
+def unsubscribe_token(data: bytes) -> str | None:
+    """The token of a ``mailto:`` unsubscribe request (its subject), or None.
+
+    Example:
+        >>> unsubscribe_token(b"Subject: unsubscribe WzEsMSwiYWJjIl0.awZk.sig-abcdefghij\\r\\n\\r\\n")
+        'WzEsMSwiYWJjIl0.awZk.sig-abcdefghij'
+    """
+    subject = BytesHeaderParser(policy=email.policy.default).parsebytes(data).get("Subject", "")
+    found = _UNSUBSCRIBE.match(" ".join(str(subject).split()))
+    return found.group(1) if found else None
+
+
 def _maildir_new(path: Path) -> list[Path]:
     if not (path / "new").is_dir() or not (path / "cur").is_dir():
         raise InputError(f"{path} is a folder but not a Maildir (it needs new/ and cur/)")
@@ -199,11 +222,18 @@ def process_bounces(store: Store, settings: Settings, path: str | Path) -> Bounc
         report.messages += 1
         try:
             data = file.read_bytes()
-            bounce = parse_bounce(data, settings, str(file))
+            token = unsubscribe_token(data)
+            bounce = None if token else parse_bounce(data, settings, str(file))
         except (OSError, ValueError, LookupError) as exc:
             report.errors.append(f"{file}: cannot read it as a message: {exc}")
             continue
-        if bounce is None:
+        if token:
+            try:
+                unsubscribe_by_token(store, settings, token, source="email")
+                report.unsubscribed += 1
+            except (TokenError, NotFound):
+                report.unmatched += 1
+        elif bounce is None:
             report.ignored += 1
         elif bounce.delivery_id is None:
             report.unmatched += 1

@@ -308,7 +308,7 @@ class MessageBuilder:
         p = personalise(r, name, unsub, prefs)
         return_domain = _domain("x@" + (s.mail_return_path_domain or domain))
         headers = list_headers(
-            nl.name, f"{_atom(nl.slug)}.{domain}", unsub, f"mailto:unsubscribe@{return_domain}?subject=unsubscribe%20{_atom(nl.slug)}"
+            nl.name, f"{_atom(nl.slug)}.{domain}", unsub, f"mailto:unsubscribe@{return_domain}?subject=unsubscribe%20{unsub.rsplit('/', 1)[1]}"
         )
         if s.mail_feedback_id:
             headers.append(("Feedback-ID", f"{_atom(nl.slug)}:digest:{_atom(s.mail_feedback_id)}"))

@@ -295,3 +295,42 @@ def test_hard_bounces_at_the_limit_suppress_the_address(store: Store, settings: 
 
     with pytest.raises(InputError, match=r"gone@example.org is suppressed \(bounced\); add --resubscribe"):
         lib.subscribe(store, settings, "gone@example.org", "tin", confirmed=True, source="cli")
+
+
+def test_mailto_unsubscribe_from_a_real_digest(store: Store, settings: Settings, tmp_path: Path) -> None:
+    """Reply to the digest's List-Unsubscribe mailto: exactly as a mail client would; the token decides."""
+    import email
+    import email.policy
+    import urllib.parse
+
+    from syndicate.mailer import MemoryTransport
+    from syndicate.models import Article
+    from syndicate.sender import run_send
+
+    nl = create_list(store, NewsList(slug="tin", name="Tin", sender_address="tin@news.example.org"))
+    lan = subscribe(store, settings, "lan@example.org", "tin", confirmed=True, now=datetime(2026, 11, 1, tzinfo=UTC))
+    kim = subscribe(store, settings, "kim@example.org", "tin", confirmed=True, now=datetime(2026, 11, 1, tzinfo=UTC))
+    store.upsert_articles([Article(guid="a", slug="a", title="Tin mới", published=datetime(2026, 11, 23, 12, tzinfo=UTC))])
+    transport = MemoryTransport()
+    sent = transport.sent
+    assert run_send(store, settings, transport, now=datetime(2026, 11, 24, 3, tzinfo=UTC)).sent == 2
+    raw = next(m for _, rcpts, m in sent if rcpts == ["lan@example.org"])
+    header = email.message_from_bytes(raw, policy=email.policy.default)["List-Unsubscribe"]
+    mailto = next(u.strip(" <>") for u in str(header).split(",") if "mailto:" in u)
+    target = urllib.parse.urlsplit(mailto)
+    subject = urllib.parse.parse_qs(target.query)["subject"][0]
+    assert target.path == "unsubscribe@news.example.org" and subject.startswith("unsubscribe ")
+
+    box = tmp_path / "box"
+    for sub in ("new", "cur", "tmp"):
+        (box / sub).mkdir(parents=True)
+    (box / "new" / "1.reply").write_bytes(
+        f"From: Lan <lan@example.org>\r\nTo: {target.path}\r\nSubject: {subject}\r\n\r\n\r\n".encode())
+    forged = subject[:-3] + ("AAA" if not subject.endswith("AAA") else "BBB")
+    (box / "new" / "2.forged").write_bytes(
+        f"From: Kim <kim@example.org>\r\nTo: {target.path}\r\nSubject: Re: {forged}\r\n\r\n\r\n".encode())
+    report = process_bounces(store, settings, box)
+    assert (report.unsubscribed, report.unmatched, report.hard) == (1, 1, 0)
+    assert store.get_subscription(lan.subscriber.id or 0, nl.id or 0).status == "unsubscribed"
+    assert store.get_subscription(kim.subscriber.id or 0, nl.id or 0).status == "active"
+    assert [e.source for e in store.events_for(lan.subscriber.id or 0)][-1] == "email"

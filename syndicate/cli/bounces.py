@@ -9,7 +9,7 @@ from . import App, emit_json, main, pass_app
 
 @main.group()
 def bounces() -> None:
-    """Read bounce messages (DSNs) and apply them to subscriptions.
+    """Read bounce messages (DSNs) and emailed unsubscribe requests, and apply them.
 
     \b
     Example:
@@ -25,7 +25,9 @@ def process(app: App, path: str, as_json: bool) -> None:
     """Apply the bounces in a Maildir (its new/ messages) or one .eml file.
 
     Hard bounces (5.x.x) count against the subscription; after the limit it is
-    set bounced. Processed Maildir messages move to cur/ so they count once.
+    set bounced. A message whose subject is "unsubscribe <token>" (the mailto:
+    in every digest's List-Unsubscribe) unsubscribes at once. Processed Maildir
+    messages move to cur/ so they count once.
     Exits 1 if a message could not be read.
 
     \b
@@ -39,7 +41,8 @@ def process(app: App, path: str, as_json: bool) -> None:
     if as_json:
         emit_json({
             "messages": report.messages, "hard": report.hard, "soft": report.soft, "ignored": report.ignored,
-            "unmatched": report.unmatched, "newly_bounced": report.newly_bounced, "errors": report.errors,
+            "unmatched": report.unmatched, "newly_bounced": report.newly_bounced,
+            "unsubscribed": report.unsubscribed, "errors": report.errors,
             "bounces": [
                 {"source": b.source, "delivery_id": b.delivery_id, "recipient": b.recipient, "hard": b.hard,
                  "action": b.action, "status": b.status, "diagnostic": b.diagnostic}
