@@ -300,6 +300,11 @@ def test_cli_feed_build(cli: CliRunner, tmp_path: Path) -> None:
     again = cli.invoke(main, ["feed", "build", "--out", "public"])
     assert again.exit_code == 0
     assert again.output.startswith("0 written, ") and "unchanged in public/" in again.output
+    assert len(again.output.splitlines()) == 1  # one summary line; -v names the files
+    (tmp_path / "public" / "atom.xml").unlink()
+    verbose = cli.invoke(main, ["feed", "build", "--out", "public", "-v"])
+    assert verbose.output.splitlines()[0] == "wrote public/atom.xml"
+    assert verbose.output.splitlines()[1].startswith("1 written, ")
     assert os.path.exists(tmp_path / "public" / "index.html")
 
 

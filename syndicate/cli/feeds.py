@@ -19,9 +19,10 @@ def feed() -> None:
 
 @feed.command()
 @click.option("--out", "out_dir", help="Output directory [default: [feeds] out, 'site'].")
+@click.option("-v", "--verbose", is_flag=True, help="Name every file written.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @pass_app
-def build(app: App, out_dir: str | None, as_json: bool) -> None:
+def build(app: App, out_dir: str | None, verbose: bool, as_json: bool) -> None:
     """Write every feed and index page atomically; unchanged files are left alone.
 
     \b
@@ -36,8 +37,11 @@ def build(app: App, out_dir: str | None, as_json: bool) -> None:
     if as_json:
         emit_json(report.as_dict())
         return
-    for path in report.written:
-        click.echo(f"wrote {report.out_dir}/{path}")
+    if verbose:
+        for path in report.written:
+            click.echo(f"wrote {report.out_dir}/{path}")
+    for problem in report.errors:  # feeds are written; only the WebSub ping failed
+        click.echo(f"warning: {problem}", err=True)
     click.echo(
         f"{len(report.written):,} written, {len(report.unchanged):,} unchanged in {report.out_dir}/; "
         f"subscribe at {settings.base_url.rstrip('/')}/atom.xml"
