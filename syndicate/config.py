@@ -83,6 +83,7 @@ class Settings:
     smtp_username: str = ""
     smtp_password: Secret = field(default_factory=lambda: Secret(""))
     smtp_security: str = "none"  # none | starttls | tls
+    smtp_ca_file: str = ""  # PEM bundle to trust instead of the system's (a private relay)
     smtp_timeout: float = 30.0
     smtp_pool_size: int = 4
     smtp_rate: float = 0.0  # messages per second, 0 = unlimited
@@ -237,6 +238,7 @@ sender_address = "news@localhost"
 # host = "smtp.example.org"
 # port = 587
 # security = "starttls"        # none | starttls | tls
+# ca_file = ""                 # PEM CA bundle for a relay with a private certificate
 # username = ""
 # password = ""
 # pool_size = 4

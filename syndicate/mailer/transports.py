@@ -168,6 +168,7 @@ class SmtpTransport:
             timeout=s.smtp_timeout,
             use_tls=s.smtp_security == "tls",
             start_tls=s.smtp_security == "starttls",
+            cert_bundle=s.smtp_ca_file or None,
         )
 
     async def _acquire(self) -> object:

@@ -263,3 +263,69 @@ def test_auth_login() -> None:
         assert len(handler.received) == 1
     finally:
         controller.stop()
+
+
+def _self_signed(tmp_path: Any) -> tuple[Any, str]:
+    """A certificate for 127.0.0.1 made here, and the PEM file a client trusts it with."""
+    import ipaddress
+    import ssl
+    from datetime import timedelta
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = tmp_path / "relay.pem", tmp_path / "relay.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert_file, key_file)
+    return context, str(cert_file)
+
+
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS:UserWarning")
+@pytest.mark.parametrize("security", ["starttls", "tls"])
+def test_tls_with_auth_to_a_relay_with_a_private_certificate(security: str, tmp_path: Any) -> None:
+    """STARTTLS (required by the server before AUTH) and implicit TLS, trusting the relay's own CA file."""
+    handler = Handler()
+    port = free_port()
+    context, ca_file = _self_signed(tmp_path)
+    seen_tls: list[bool] = []
+
+    def authenticator(server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> AuthResult:
+        seen_tls.append(session.ssl is not None)
+        ok = isinstance(auth_data, LoginPassword) and (auth_data.login, auth_data.password) == (b"tin", b"mat-khau")
+        return AuthResult(success=ok)
+
+    # aiosmtpd's auth_require_tls only knows STARTTLS; on an implicit-TLS port every session is TLS anyway
+    tls: dict[str, Any] = ({"tls_context": context, "require_starttls": True, "auth_require_tls": True}
+                           if security == "starttls" else {"ssl_context": context, "auth_require_tls": False})
+    controller = Controller(handler, hostname="127.0.0.1", port=port, authenticator=authenticator,
+                            auth_required=True, **tls)
+    controller.start()
+    try:
+        good = smtp_settings(port, smtp_security=security, smtp_ca_file=ca_file, smtp_username="tin",
+                             smtp_password=Secret("mat-khau"))
+        asyncio.run(send_once(SmtpTransport(good), mail(8, good)))
+        assert len(handler.received) == 1 and len(seen_tls) == 1
+        if security == "starttls":  # aiosmtpd marks STARTTLS sessions; implicit TLS shows in the refusal below
+            assert seen_tls == [True]
+        untrusted = good.with_(smtp_ca_file="")  # the system's CAs do not know this relay
+        with pytest.raises(TransportError, match="CERTIFICATE_VERIFY_FAILED|certificate verify failed"):
+            asyncio.run(send_once(SmtpTransport(untrusted), mail(9, untrusted)))
+        assert len(handler.received) == 1
+    finally:
+        controller.stop()
