@@ -307,8 +307,28 @@ def publish_all(store: Store, settings: Settings, out_dir: str | Path | None = N
             docs = build_month(store, settings, scope, month, (older, newer))
             if docs:
                 writer.documents(docs)
+    _prune(writer, set(report.written) | set(report.unchanged))
     store.set_meta(PUBLISHED_AT, to_iso(started))
     return report
+
+
+def _prune(writer: _Writer, kept: set[str]) -> None:
+    """Remove feeds and pages syndicate published before but no longer makes
+    (a deleted list or category, a month that emptied). Only syndicate's own
+    URL layout is touched: other files in the output directory stay."""
+    root = writer.out_dir
+    candidates: list[Path] = []
+    for pattern in ("feeds/*/*", "category/*/*", "category/*/feeds/*/*", "list/*/*", "list/*/feeds/*/*"):
+        candidates += [p for p in root.glob(pattern) if p.is_file()]
+    for path in candidates:
+        rel = path.relative_to(root).as_posix()
+        if rel not in kept and not path.name.startswith("."):
+            writer.remove(rel)
+    for pattern in ("category/*/feeds/*", "category/*/feeds", "category/*", "list/*/feeds/*", "list/*/feeds",
+                    "list/*", "feeds/*"):
+        for folder in sorted(root.glob(pattern), reverse=True):
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
 
 
 def publish_changed(

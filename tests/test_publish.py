@@ -348,3 +348,24 @@ def test_list_feeds_are_published_advertised_and_refreshed(store: Store, setting
     assert econ.bozo is False and econ.entries[0].title == "Bài số 52"
     assert json.loads((out / "list/moi-tin/feed.json").read_bytes())["items"][0]["title"] == "Bài số 52"
     assert publish_all(store, settings).written == []  # incremental missed nothing
+
+
+def test_publish_all_prunes_what_it_no_longer_makes(store: Store, settings: Settings) -> None:
+    from syndicate.models import NewsList
+
+    store.upsert_articles([art(i) for i in range(4)])  # Kinh tế (even), Thể thao (odd)
+    store.create_list(NewsList(slug="old-list", name="Old"))
+    root = Path(settings.feeds_out)
+    publish_all(store, settings, root)
+    (root / "robots.txt").write_text("User-agent: *\n", encoding="utf-8")  # not ours: must stay
+    (root / "category" / "custom.html").write_text("mine", encoding="utf-8")
+    assert (root / "list" / "old-list" / "atom.xml").exists()
+    for article in store.newest_articles(10, category_slug="the-thao"):
+        store.remove_article(article.guid)
+    store.remove_list(store.get_list("old-list").id or 0)
+    report = publish_all(store, settings, root)
+    assert "category/the-thao/atom.xml" in report.removed and "list/old-list/rss.xml" in report.removed
+    assert not (root / "category" / "the-thao").exists() and not (root / "list" / "old-list").exists()
+    assert (root / "category" / "kinh-te" / "atom.xml").exists()
+    assert (root / "robots.txt").exists() and (root / "category" / "custom.html").exists()
+    assert publish_all(store, settings, root).removed == []
