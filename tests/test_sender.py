@@ -8,7 +8,6 @@ import email
 import email.policy
 import json
 import os
-import socket
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -17,10 +16,10 @@ from typing import Any
 
 import dkim
 import pytest
-from aiosmtpd.controller import Controller
 from click.testing import CliRunner
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from loopback import smtp_server
 
 from syndicate.cli import main
 from syndicate.config import Settings
@@ -33,12 +32,6 @@ from syndicate.subscribers import read_token, subscribe, unsubscribe
 
 T0 = datetime(2026, 11, 23, 0, 0, tzinfo=UTC)  # before everyone's first send moment
 AT = datetime(2026, 11, 24, 1, 0, tzinfo=UTC)  # 08:00 in Ho Chi Minh City: daily 07:00 digests are due
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Sink:
@@ -78,13 +71,8 @@ class Sink:
 @pytest.fixture
 def sink() -> Iterator[tuple[Sink, int]]:
     handler = Sink()
-    port = free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
+    with smtp_server(handler) as port:
         yield handler, port
-    finally:
-        controller.stop()
 
 
 @pytest.fixture

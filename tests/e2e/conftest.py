@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import pytest
 import uvicorn
-from aiosmtpd.controller import Controller
+from loopback import free_port, smtp_server
 from starlette.types import ASGIApp
 
 
@@ -96,19 +96,9 @@ class SmtpSink:
             time.sleep(0.02)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def smtp_sink() -> Iterator[SmtpSink]:
     """An aiosmtpd server on 127.0.0.1 that keeps every message it is given."""
-    sink = SmtpSink(port=_free_port())
-    controller = Controller(sink, hostname=sink.host, port=sink.port)
-    controller.start()
-    try:
+    sink = SmtpSink(port=free_port())
+    with smtp_server(sink, sink.port):
         yield sink
-    finally:
-        controller.stop()

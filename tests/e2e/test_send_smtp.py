@@ -9,7 +9,6 @@ import email
 import email.policy
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -20,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
+from loopback import smtp_server
 
 from syndicate.config import Secret, Settings
 from syndicate.models import Article, NewsList
@@ -55,22 +54,11 @@ class SlowSink:
         return [email.message_from_bytes(m, policy=email.policy.default)["To"].addresses[0].addr_spec for m in raw]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def slow_sink() -> Iterator[tuple[SlowSink, int]]:
     sink = SlowSink(0.03)
-    port = free_port()
-    controller = Controller(sink, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
+    with smtp_server(sink) as port:
         yield sink, port
-    finally:
-        controller.stop()
 
 
 def populate(tmp_path: Path, port: int, n: int) -> tuple[dict[str, str], Settings]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -19,6 +18,7 @@ import feedparser
 import httpx
 import pytest
 import uvicorn
+from loopback import free_port
 
 from syndicate.config import Settings
 from syndicate.models import Article
@@ -37,13 +37,6 @@ def art(i: int, **changes: object) -> Article:
     values.update(changes)
     return Article(**values)  # type: ignore[arg-type]
 
-
-def free_port() -> int:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = int(sock.getsockname()[1])
-    sock.close()
-    return port
 
 
 @dataclass

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
-import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -17,16 +16,11 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 from cryptography.hazmat.primitives.asymmetric import ed25519
+from loopback import free_port, smtp_server
 
 from syndicate.config import Secret, Settings
 from syndicate.errors import TransportError
 from syndicate.mailer import DkimSigner, Mail, SmtpTransport, list_headers, render_mail, verp_address
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -60,13 +54,8 @@ class Handler:
 @pytest.fixture
 def server() -> Iterator[tuple[Handler, int]]:
     handler = Handler()
-    port = free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
+    with smtp_server(handler) as port:
         yield handler, port
-    finally:
-        controller.stop()
 
 
 def smtp_settings(port: int, **changes: Any) -> Settings:
