@@ -12,9 +12,11 @@ One run of :func:`run_send` (what ``syndicate send`` calls from cron):
    transport go back to the queue, and only rows that were on the wire at the
    instant of the kill become ``unknown`` (never resent unless
    ``syndicate outbox retry --unknown``);
-3. plans: streams due subscriptions and writes one outbox row each (UNIQUE
+3. purges pending subscriptions older than ``[mail] pending_max_age_days``
+   (0 turns this off), each with an event;
+4. plans: streams due subscriptions and writes one outbox row each (UNIQUE
    per list, subscriber and period, so a replan never duplicates), batched;
-4. drains: claims small batches under a lease (``BEGIN IMMEDIATE``), builds
+5. drains: claims small batches under a lease (``BEGIN IMMEDIATE``), builds
    each message from a digest rendered once per group, sends concurrently
    through the Transport, and records results in batched transactions.
    4xx and dropped connections are retried later with exponential backoff
@@ -91,6 +93,7 @@ class SendReport:
     retry_later: int = 0
     unknown: int = 0
     recovered: int = 0  # sent by a run that died before recording it
+    purged: int = 0  # pending subscriptions never confirmed in time, removed by this run
     dry_run: bool = False
     planning_seconds: float = 0.0
     sending_seconds: float = 0.0
@@ -112,12 +115,15 @@ class SendReport:
             text += f", unknown {self.unknown:,} (not resent; see `syndicate outbox retry --unknown`)"
         if self.recovered:
             text += f"; recorded {self.recovered:,} sent by an interrupted run"
+        if self.purged:
+            text += f"; purged {self.purged:,} never confirmed in time"
         return text
 
     def as_dict(self) -> dict[str, object]:
         return {
             "run_id": self.run_id, "queued": self.queued, "sent": self.sent, "failed": self.failed,
             "skipped": self.skipped, "retry_later": self.retry_later, "unknown": self.unknown, "recovered": self.recovered,
+            "purged": self.purged,
             "dry_run": self.dry_run, "planning_seconds": round(self.planning_seconds, 3),
             "sending_seconds": round(self.sending_seconds, 3), "errors": self.errors[:20],
         }
@@ -362,6 +368,9 @@ def run_send(
         if lock:
             report.recovered, _, report.unknown = recover_dead_runs(store, settings, report.run_id)
         report.unknown += store.mark_orphans_unknown(report.run_id, utcnow(), all_foreign=lock)
+        if settings.mail_pending_max_age_days > 0:  # cron runs only `send`: it keeps the list clean too
+            # by the real clock, never --at: a replay must not delete anyone early
+            report.purged = subs.purge_pending(store, settings, source="sender")
         t0 = time.perf_counter()
         report.queued, report.skipped = store.plan_deliveries(plan(store, now), now=utcnow())
         report.planning_seconds = time.perf_counter() - t0

@@ -21,7 +21,8 @@ def test_demo_runs_the_whole_pipeline_and_reruns_cleanly(cli: CliRunner, tmp_pat
     assert first.exit_code == 0, first.output + first.stderr
     assert "articles  imported 19 files: 34 new, 0 updated, 0 unchanged" in first.output
     assert "0 errors" in first.output and first.stderr == ""
-    assert "send      at 2026-11-24T16:00:00+00:00: sent 7, failed 0, skipped 1" in first.output
+    assert "send      at 2026-11-24T16:00:00+00:00 via maildir: sent 7, failed 0, skipped 1" in first.output
+    assert "; purged 1 never confirmed in time" in first.output  # the sample's pending reader joined 8 days back
 
     feed = feedparser.parse(str(tmp_path / "site" / "atom.xml"))
     assert not feed.bozo and len(feed.entries) == 34

@@ -415,3 +415,20 @@ def test_a_dead_runs_journal_settles_its_claims_exactly(store: Store, smtp_setti
     sent_to = sorted(rcpt for _, rcpts, _ in sink[0].messages for rcpt in rcpts)
     assert sent_to == sorted(f"p{i}@example.org" for i in range(2, 5))  # the accepted one is not sent again
     assert not list(journal_dir(smtp_settings).glob("*.log"))
+
+
+def test_send_purges_stale_pending_by_the_real_clock(store: Store, settings: Settings) -> None:
+    from syndicate.mailer import MemoryTransport
+    from syndicate.models import utcnow
+
+    make_list(store)
+    subscribe(store, settings, "old@example.org", "tin-sang", now=utcnow() - timedelta(days=8))
+    subscribe(store, settings, "new@example.org", "tin-sang", now=utcnow() - timedelta(days=1))
+    far_future = utcnow() + timedelta(days=30)  # a replay at any --at must not purge early
+    report = run_send(store, settings, MemoryTransport(), now=far_future)
+    assert report.purged == 1 and report.summary().endswith("; purged 1 never confirmed in time")
+    assert [e.kind for e in store.events_for(store.get_subscriber("old@example.org").id or 0)][-1] == "purge"
+    assert store.get_subscriber("new@example.org").id is not None
+    off = settings.with_(mail_pending_max_age_days=0)
+    subscribe(store, off, "older@example.org", "tin-sang", now=utcnow() - timedelta(days=90))
+    assert run_send(store, off, MemoryTransport(), now=AT).purged == 0

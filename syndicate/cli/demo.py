@@ -76,7 +76,7 @@ def demo(app: App, at: str) -> None:
         click.echo(f"          {Path(published.out_dir) / rel}")
 
     report = run_send(store, settings, make_transport(settings), now=moment)
-    click.echo(f"send      at {at}: {report.summary()} via {settings.transport}")
+    click.echo(f"send      at {at} via {settings.transport}: {report.summary()}")
     if settings.transport == "maildir":
         new = sorted(Path(settings.mail_maildir, "new").glob("*"))
         click.echo(f"mail      {len(new)} messages in {settings.mail_maildir}/new/")
