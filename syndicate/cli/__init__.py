@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +24,7 @@ from ..errors import SyndicateError
 from ..store import Store, open_store
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 @dataclass
@@ -90,6 +91,11 @@ def progress(items: Iterable[T], length: int | None, label: str) -> Iterator[Ite
         yield items
 
 
+def json_option(help: str = "Print JSON for scripts.") -> Callable[[F], F]:
+    """The ``--json`` flag every listing and report takes (bound to ``as_json``)."""
+    return click.option("--json", "as_json", is_flag=True, help=help)
+
+
 def emit_json(value: Any) -> None:
     click.echo(json.dumps(value, ensure_ascii=False, indent=2, default=str))
 
@@ -144,4 +150,4 @@ def run() -> None:  # pragma: no cover - console entry convenience
     main()
 
 
-__all__ = ["main", "App", "pass_app", "progress", "emit_json", "Path"]
+__all__ = ["main", "App", "pass_app", "progress", "emit_json", "json_option", "Path"]

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ..models import Article, to_iso
-from . import App, emit_json, main, pass_app, progress
+from . import App, emit_json, json_option, main, pass_app, progress
 
 
 def article_dict(a: Article, full: bool = False) -> dict[str, object]:
@@ -54,7 +54,7 @@ def article() -> None:
     help="Force the format [default: by extension, else by content].",
 )
 @click.option("--published", help="Date for articles that give none (text pages otherwise use the file's mtime).")
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON for scripts.")
+@json_option("Print the report as JSON for scripts.")
 @click.option("--no-publish", is_flag=True, help="Do not refresh the published feeds afterwards.")
 @pass_app
 @click.pass_context
@@ -111,7 +111,7 @@ def import_(ctx: click.Context, app: App, paths: tuple[str, ...], fmt: str | Non
 @article.command("list")
 @click.option("--limit", default=20, show_default=True, help="How many, newest first.")
 @click.option("--category", help="Only this category (name or slug).")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@json_option()
 @pass_app
 def list_(app: App, limit: int, category: str | None, as_json: bool) -> None:
     """List the newest articles.
@@ -131,7 +131,7 @@ def list_(app: App, limit: int, category: str | None, as_json: bool) -> None:
 
 @article.command()
 @click.argument("key")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@json_option()
 @pass_app
 def show(app: App, key: str, as_json: bool) -> None:
     """Show one article by id, slug or guid.
@@ -165,7 +165,7 @@ def show(app: App, key: str, as_json: bool) -> None:
 @article.command()
 @click.argument("query")
 @click.option("--limit", default=20, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@json_option()
 @pass_app
 def search(app: App, query: str, limit: int, as_json: bool) -> None:
     """Full-text search, with or without Vietnamese diacritics.

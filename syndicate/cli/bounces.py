@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from . import App, emit_json, main, pass_app
+from . import App, emit_json, json_option, main, pass_app
 
 
 @main.group()
@@ -19,7 +19,7 @@ def bounces() -> None:
 
 @bounces.command("process")
 @click.argument("path", type=click.Path(path_type=str))
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@json_option()
 @pass_app
 def process(app: App, path: str, as_json: bool) -> None:
     """Apply the bounces in a Maildir (its new/ messages) or one .eml file.

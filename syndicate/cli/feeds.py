@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from . import App, emit_json, main, pass_app
+from . import App, emit_json, json_option, main, pass_app
 
 
 @main.group()
@@ -20,7 +20,7 @@ def feed() -> None:
 @feed.command()
 @click.option("--out", "out_dir", help="Output directory [default: [feeds] out, 'site'].")
 @click.option("-v", "--verbose", is_flag=True, help="Name every file written.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@json_option()
 @pass_app
 def build(app: App, out_dir: str | None, verbose: bool, as_json: bool) -> None:
     """Write every feed and index page atomically; unchanged files are left alone.

@@ -12,7 +12,7 @@ import click
 
 from ..errors import InputError
 from ..models import from_iso, utcnow
-from . import App, emit_json, main, pass_app, progress
+from . import App, emit_json, json_option, main, pass_app, progress
 
 
 def parse_at(value: str | None) -> datetime | None:
@@ -32,7 +32,7 @@ AT_HELP = "Act as if it were this ISO 8601 time (UTC unless it has an offset), t
 @click.option("--at", "at", metavar="ISO-TIME", help=AT_HELP)
 @click.option("--dry-run", is_flag=True, help="Show what would be sent; write and send nothing.")
 @click.option("--limit", type=click.IntRange(min=1), help="Send at most N messages this run (the rest wait).")
-@click.option("--json", "as_json", is_flag=True, help="Print the run's figures as JSON.")
+@json_option("Print the run's figures as JSON.")
 @pass_app
 def send(app: App, at: str | None, dry_run: bool, limit: int | None, as_json: bool) -> None:
     """Plan due digests into the outbox and send them (run it from cron).
@@ -86,7 +86,7 @@ def outbox() -> None:
 
 
 @outbox.command("status")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@json_option()
 @pass_app
 def outbox_status(app: App, as_json: bool) -> None:
     """How many deliveries are in each state.

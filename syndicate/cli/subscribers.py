@@ -14,7 +14,7 @@ import click
 from .. import subscribers as lib
 from ..models import CADENCES, SUBSCRIPTION_STATUSES, Event, NewsList, Subscriber, Subscription, to_iso
 from ..subscriber_csv import CsvImport, export_csv
-from . import App, emit_json, main, pass_app, progress
+from . import App, emit_json, json_option, main, pass_app, progress
 
 
 def _actor() -> str:
@@ -127,7 +127,7 @@ def list_update(app: App, /, slug: str, categories: tuple[str, ...], **options: 
 
 @list_group.command("show")
 @click.argument("slug")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@json_option()
 @pass_app
 def list_show(app: App, slug: str, as_json: bool) -> None:
     """Show one list and how many subscribers it has.
@@ -165,7 +165,7 @@ def list_remove(app: App, slug: str, force: bool) -> None:
 
 
 @list_group.command("ls")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@json_option()
 @pass_app
 def list_ls(app: App, as_json: bool) -> None:
     """List every list.
@@ -208,7 +208,7 @@ def subscriber_group() -> None:
 @click.option("--confirmed", is_flag=True, help="Consent already given: active now, no confirmation mail.")
 @click.option("--resubscribe", is_flag=True, help="Bring back an address that left or was suppressed (recorded).")
 @click.option("--no-email", is_flag=True, help="Do not send the confirmation email; just print its link.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@json_option()
 @pass_app
 def subscriber_add(app: App, email: str, list_slug: str, name: str, timezone: str | None,
                    categories: tuple[str, ...], confirmed: bool, resubscribe: bool, no_email: bool,
@@ -250,7 +250,7 @@ def subscriber_add(app: App, email: str, list_slug: str, name: str, timezone: st
 
 @subscriber_group.command("show")
 @click.argument("email")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@json_option()
 @pass_app
 def subscriber_show(app: App, email: str, as_json: bool) -> None:
     """Show a subscriber, their subscriptions and their consent history.
@@ -283,7 +283,7 @@ def subscriber_show(app: App, email: str, as_json: bool) -> None:
 @click.option("--list", "list_slug", help="Only this list.")
 @click.option("--status", type=click.Choice(SUBSCRIPTION_STATUSES), help="Only this status.")
 @click.option("--limit", default=50, show_default=True, help="At most this many rows (0 = all).")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@json_option()
 @pass_app
 def subscriber_ls(app: App, list_slug: str | None, status: str | None, limit: int, as_json: bool) -> None:
     """List subscribers with their subscriptions, oldest first.
@@ -364,7 +364,7 @@ def subscriber_erase(app: App, email: str, yes: bool) -> None:
 @click.option("--dry-run", is_flag=True, help="Check every row and report, but write nothing.")
 @click.option("--errors", "errors_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Write rejected and skipped rows here, with a reason column.")
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@json_option("Print the report as JSON.")
 @pass_app
 def subscriber_import(app: App, file: Path, list_slug: str | None, confirmed: bool, resubscribe: bool,
                       dry_run: bool, errors_path: Path | None, as_json: bool) -> None:
@@ -436,7 +436,7 @@ def subscriber_purge_pending(app: App, days: int | None) -> None:
 
 @main.command("stats")
 @click.option("--days", default=30, show_default=True, help="Growth over this many days.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@json_option()
 @pass_app
 def stats(app: App, days: int, as_json: bool) -> None:
     """Subscribers per list by status, and growth (joined minus left) over recent days.
