@@ -20,6 +20,7 @@ from __future__ import annotations
 import html
 import re
 import textwrap
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -371,6 +372,8 @@ class DigestRenderer:
         ]
         label = period_label(period, lang)
         view_url = f"{base}/archive/{newslist.slug}/{period}"
+        if cats:  # readers with their own topics see their own digest in the browser
+            view_url += "?topics=" + urllib.parse.quote(categories_key(cats), safe=",-")
         subject = f"{newslist.name}: {label}"
         more = total - len(views)
         ctx = {

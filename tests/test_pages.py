@@ -419,3 +419,35 @@ def test_one_click_cancels_the_digest_still_queued(site: Settings, store: Store)
     path = subscribers.unsubscribe_url(site, sid, lid).removeprefix(site.base_url)
     assert make_client(site).post(path, data={"List-Unsubscribe": "One-Click"}).status_code == 200
     assert [d.status for d in store.deliveries_for(sub.id)] == ["cancelled"]
+
+
+def test_view_in_browser_shows_the_readers_own_topics(settings: Settings, store: Store) -> None:
+    from syndicate.mailer import MemoryTransport
+    from syndicate.sender import run_send
+
+    store.upsert_articles([
+        Article(guid="t1", slug="tran-dau", title="Trận đấu tối qua", category="Thể thao",
+                published=datetime(2026, 11, 23, 12, tzinfo=UTC)),
+        Article(guid="k1", slug="gia-dien", title="Giá điện ổn định", category="Kinh tế",
+                published=datetime(2026, 11, 23, 13, tzinfo=UTC)),
+    ])
+    store.create_list(NewsList(slug="tin", name="Tin", language="vi"))
+    joined = datetime(2026, 11, 1, tzinfo=UTC)
+    subscribers.subscribe(store, settings, "all@example.org", "tin", confirmed=True, now=joined)
+    subscribers.subscribe(store, settings, "sport@example.org", "tin", categories=["the-thao"], confirmed=True,
+                          now=joined)
+    transport = MemoryTransport()
+    sent = transport.sent
+    assert run_send(store, settings, transport, now=datetime(2026, 11, 24, 3, tzinfo=UTC)).sent == 2
+    client = make_client(settings)
+    pages = {}
+    for _, (rcpt,), raw in sent:
+        text = email.message_from_bytes(raw, policy=email.policy.default).get_body(("plain",)).get_content()
+        view = re.search(r"https://news\.example\.org(/archive/\S+)", text)
+        assert view is not None, text
+        pages[rcpt] = client.get(view.group(1)).text
+    assert "Trận đấu tối qua" in pages["sport@example.org"] and "Giá điện" not in pages["sport@example.org"]
+    assert "Trận đấu tối qua" in pages["all@example.org"] and "Giá điện ổn định" in pages["all@example.org"]
+    index = client.get("/archive/tin").text
+    assert 'href="/archive/tin/2026-11-24?topics=the-thao"' in index and 'href="/archive/tin/2026-11-24"' in index
+    assert client.get("/archive/tin/2026-11-24?topics=<script>").status_code == 200  # ignored, generic shown

@@ -38,6 +38,7 @@ log = logging.getLogger("syndicate.web")
 
 NO_STORE = {"cache-control": "no-store"}
 _PERIOD = re.compile(r"^[0-9A-Za-z-]{4,24}$")
+_TOPICS = re.compile(r"^[a-z0-9,-]{1,500}$")
 _BODY_TAG = re.compile(r"<body[^>]*>(.*)</body>", re.S | re.I)
 _FALLBACK_STRINGS: dict[str, Any] = {}
 
@@ -428,7 +429,14 @@ class Pages:
             if not _PERIOD.match(period):
                 raise NotFound(period)
             assert newslist.id is not None
-            digest = store.get_archived_digest(newslist.id, period)
+            topics = request.query_params.get("topics")
+            digest = None
+            if topics and _TOPICS.match(topics):  # the reader's own topic set, from their email's link
+                try:
+                    digest = store.get_archived_digest(newslist.id, period, topics)
+                except NotFound:
+                    digest = None
+            digest = digest or store.get_archived_digest(newslist.id, period)
         except NotFound:
             return self.not_found(self.lang_of())
         if digest is None:
