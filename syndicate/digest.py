@@ -20,19 +20,21 @@ from __future__ import annotations
 import html
 import re
 import textwrap
+import tomllib
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import css_inline
 import jinja2
 
-from .config import Settings
+from .config import PACKAGE_ROOT, Settings
 from .models import Article, NewsList, utcnow
-from .render import format_date, format_number, make_environment
+from .render import WEEKDAYS, format_date, format_number, load_strings, make_environment, pick_language
 from .store import Store
 from .store.outbox import ArchivedDigest, DueCandidate, PlannedDelivery
 
@@ -44,57 +46,19 @@ GREETING = "@@SYN-GREETING@@"
 UNSUBSCRIBE = "@@SYN-UNSUBSCRIBE@@"
 PREFERENCES = "@@SYN-PREFERENCES@@"
 
-STRINGS: dict[str, dict[str, str]] = {
-    "vi": {
-        "hello": "Xin chào,",
-        "hello_name": "Xin chào {name},",
-        "intro": "Đây là {count} tin mới từ {list}.",
-        "intro_one": "Đây là tin mới từ {list}.",
-        "more": "và {n} tin khác trên {site}",
-        "footer": "Bạn nhận thư này vì đã đăng ký {list}.",
-        "view_in_browser": "Xem trên trình duyệt",
-        "preferences": "Tùy chỉnh nhận tin",
-        "unsubscribe": "Hủy đăng ký",
-        "week": "Tuần {week}/{year}",
-        "confirm_subject": "Xác nhận đăng ký {list}",
-        "confirm_intro": "Vui lòng xác nhận bạn muốn nhận bản tin",
-        "confirm_button": "Xác nhận đăng ký",
-        "confirm_ignore": "Nếu bạn không đăng ký, hãy bỏ qua thư này; bạn sẽ không nhận thêm thư nào.",
-        "welcome_subject": "Chào mừng bạn đến với {list}",
-        "welcome_intro": "Cảm ơn bạn đã đăng ký",
-        "schedule_daily": "Bạn sẽ nhận bản tin mỗi ngày lúc {hour}:00.",
-        "schedule_weekly": "Bạn sẽ nhận bản tin vào {weekday} hằng tuần lúc {hour}:00.",
-    },
-    "en": {
-        "hello": "Hello,",
-        "hello_name": "Hello {name},",
-        "intro": "Here are {count} new stories from {list}.",
-        "intro_one": "Here is a new story from {list}.",
-        "more": "and {n} more on {site}",
-        "footer": "You receive this because you subscribed to {list}.",
-        "view_in_browser": "View in browser",
-        "preferences": "Preferences",
-        "unsubscribe": "Unsubscribe",
-        "week": "Week {week}, {year}",
-        "confirm_subject": "Confirm your subscription to {list}",
-        "confirm_intro": "Please confirm that you want to receive",
-        "confirm_button": "Confirm subscription",
-        "confirm_ignore": "If you did not subscribe, ignore this email; you will get nothing more.",
-        "welcome_subject": "Welcome to {list}",
-        "welcome_intro": "Thank you for subscribing to",
-        "schedule_daily": "You will receive it every day at {hour}:00.",
-        "schedule_weekly": "You will receive it every {weekday} at {hour}:00.",
-    },
-}
-_WEEKDAYS = {
-    "vi": ["Thứ Hai", "Thứ Ba", "Thứ Tư", "Thứ Năm", "Thứ Sáu", "Thứ Bảy", "Chủ Nhật"],
-    "en": ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"],
-}
 
 
-def strings(language: str) -> dict[str, str]:
-    """The UI strings for a list's language (Vietnamese or English)."""
-    return STRINGS["vi" if language.startswith("vi") else "en"]
+@lru_cache(maxsize=1)
+def _shipped_strings() -> dict[str, dict[str, Any]]:
+    """The shipped ``templates/email/strings.toml``, for the pure helpers below."""
+    source = (PACKAGE_ROOT / "templates" / "email" / "strings.toml").read_text(encoding="utf-8")
+    return {k: v for k, v in tomllib.loads(source).items() if isinstance(v, dict)}
+
+
+def strings(language: str, catalogue: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The email words for a list's language, from ``catalogue`` (an admin's
+    override, see :func:`syndicate.render.load_strings`) or the shipped file."""
+    return pick_language(catalogue or _shipped_strings(), language)
 
 
 # -- periods and due time (pure functions) -------------------------------------
@@ -283,6 +247,8 @@ class RenderedDigest:
     language: str
     html_parts: tuple[str, ...] = ()
     text_parts: tuple[str, ...] = ()
+    hello: str = ""  # the greeting's words in the list's language ("" = the shipped ones)
+    hello_name: str = ""
 
     def __post_init__(self) -> None:
         if not self.html_parts:
@@ -304,7 +270,7 @@ def categories_key(cats: tuple[str, ...]) -> str:
     return ",".join(cats)
 
 
-def period_label(period: str, language: str, local_day: date | None = None) -> str:
+def period_label(period: str, language: str, local_day: date | None = None, t: dict[str, Any] | None = None) -> str:
     """A period as a reader writes it: a date, or a week.
 
     Example:
@@ -313,7 +279,7 @@ def period_label(period: str, language: str, local_day: date | None = None) -> s
     """
     if "-W" in period:
         year, week = period.split("-W")
-        return strings(language)["week"].format(week=int(week), year=year)
+        return str((t or strings(language))["week"]).format(week=int(week), year=year)
     day = local_day or date.fromisoformat(period)
     return format_date(datetime(day.year, day.month, day.day), language, with_weekday=True)
 
@@ -336,6 +302,7 @@ class DigestRenderer:
         self.max_articles = max_articles
         self.archive = archive
         self._inliner = css_inline.CSSInliner(keep_at_rules=True)
+        self._words = load_strings(self.env, "email/strings.toml")
         self._cache: dict[tuple[int, str, tuple[str, ...], datetime, datetime], RenderedDigest] = {}
         self._lists: dict[int, NewsList] = {}
 
@@ -356,7 +323,7 @@ class DigestRenderer:
             return hit
         base = self.settings.base_url.rstrip("/")
         lang = newslist.language or self.settings.language
-        t = strings(lang)
+        t = strings(lang, self._words)
         articles = self.store.articles_since(start, end, cats or None, limit=self.max_articles)
         total = len(articles)
         if total >= self.max_articles:
@@ -370,7 +337,7 @@ class DigestRenderer:
             )
             for a in articles
         ]
-        label = period_label(period, lang)
+        label = period_label(period, lang, t=t)
         view_url = f"{base}/archive/{newslist.slug}/{period}"
         if cats:  # readers with their own topics see their own digest in the browser
             view_url += "?topics=" + urllib.parse.quote(categories_key(cats), safe=",-")
@@ -392,6 +359,7 @@ class DigestRenderer:
         rendered = RenderedDigest(
             newslist=newslist, period=period, categories_key=categories_key(cats), subject=subject,
             html=html_out, text=text_out, article_count=len(views), view_url=view_url, language=lang,
+            hello=t["hello"], hello_name=t["hello_name"],
         )
         self._cache[key] = rendered
         if self.archive:
@@ -403,14 +371,14 @@ class DigestRenderer:
         return rendered
 
 
-def greeting(name: str, language: str) -> str:
+def greeting(name: str, language: str, t: dict[str, Any] | None = None) -> str:
     """Example:
     >>> greeting("Lan", "vi"), greeting("", "en")
     ('Xin chào Lan,', 'Hello,')
     """
-    t = strings(language)
+    t = t or strings(language)
     name = " ".join(name.split())
-    return t["hello_name"].format(name=name) if name else t["hello"]
+    return str(t["hello_name"]).format(name=name) if name else str(t["hello"])
 
 
 def personalise(r: RenderedDigest, name: str, unsubscribe_url: str, preferences_url: str) -> Personalised:
@@ -422,7 +390,7 @@ def personalise(r: RenderedDigest, name: str, unsubscribe_url: str, preferences_
         >>> personalise(r, "<b>Ann</b>", "u", "p").html
         '<p>Hello &lt;b&gt;Ann&lt;/b&gt;,</p>'
     """
-    g = greeting(name, r.language)
+    g = greeting(name, r.language, {"hello": r.hello, "hello_name": r.hello_name} if r.hello else None)
     # The templates were split at the placeholders once; joining is one copy.
     html_values = {GREETING: html.escape(g, quote=False), UNSUBSCRIBE: html.escape(unsubscribe_url),
                    PREFERENCES: html.escape(preferences_url)}
@@ -448,13 +416,13 @@ def render_notice(settings: Settings, env: jinja2.Environment, kind: str, newsli
                   send_hour: int = 7) -> ConfirmationContent:
     """Render ``confirm`` or ``welcome`` for one subscriber, in the list's language."""
     lang = newslist.language or settings.language
-    t = strings(lang)
-    days = _WEEKDAYS["vi" if lang.startswith("vi") else "en"]
+    t = strings(lang, load_strings(env, "email/strings.toml"))
+    days = WEEKDAYS["vi" if lang.startswith("vi") else "en"]
     schedule = (t["schedule_weekly"] if cadence == "weekly" else t["schedule_daily"]).format(
         hour=f"{send_hour:02d}", weekday=days[weekday % 7])
     subject = t[f"{kind}_subject"].format(list=newslist.name)
     ctx = {
-        "lang": lang, "t": t, "newslist": newslist, "subject": subject, "greeting": greeting(name, lang),
+        "lang": lang, "t": t, "newslist": newslist, "subject": subject, "greeting": greeting(name, lang, t),
         "action_url": action_url, "unsubscribe_url": unsubscribe_url, "schedule": schedule,
     }
     html_out = css_inline.CSSInliner(keep_at_rules=True).inline(env.get_template(f"email/{kind}.html").render(ctx))

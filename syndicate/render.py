@@ -7,19 +7,26 @@ under ``email/``, web pages under ``web/``.
 
 from __future__ import annotations
 
+import tomllib
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import jinja2
 
 from .config import PACKAGE_ROOT, Settings
+from .errors import ConfigError
 
-_VI_WEEKDAYS = ["Thứ Hai", "Thứ Ba", "Thứ Tư", "Thứ Năm", "Thứ Sáu", "Thứ Bảy", "Chủ Nhật"]
+WEEKDAYS = {
+    "vi": ["Thứ Hai", "Thứ Ba", "Thứ Tư", "Thứ Năm", "Thứ Sáu", "Thứ Bảy", "Chủ Nhật"],
+    "en": ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"],
+}
+_VI_WEEKDAYS = WEEKDAYS["vi"]
 _EN_MONTHS = [
     "January", "February", "March", "April", "May", "June", "July",
     "August", "September", "October", "November", "December",
 ]
-_EN_WEEKDAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
+_EN_WEEKDAYS = WEEKDAYS["en"]
 
 
 def format_date(value: datetime, language: str = "vi", with_weekday: bool = False) -> str:
@@ -48,6 +55,32 @@ def format_number(value: int | float, language: str = "vi") -> str:
     """
     text = f"{value:,}"
     return text.replace(",", ".") if language.startswith("vi") else text
+
+
+def load_strings(env: jinja2.Environment, name: str) -> dict[str, dict[str, Any]]:
+    """A catalogue of words (``email/strings.toml``, ``web/strings.toml``): one
+    TOML table per language, found like a template, so an admin's copy wins."""
+    assert env.loader is not None
+    source = env.loader.get_source(env, name)[0]
+    try:
+        data = tomllib.loads(source)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"templates {name}: not valid TOML: {exc}") from None
+    tables = {lang: words for lang, words in data.items() if isinstance(words, dict)}
+    if not tables:
+        raise ConfigError(f"templates {name}: no [language] table in it")
+    return tables
+
+
+def pick_language(catalogue: dict[str, dict[str, Any]], language: str) -> dict[str, Any]:
+    """The words for ``language`` (``vi-VN`` uses ``vi``), else English, else the first.
+
+    Example:
+        >>> pick_language({"vi": {"hi": "Chào"}, "en": {"hi": "Hi"}}, "vi-VN"), pick_language({"en": {}}, "fr")
+        ({'hi': 'Chào'}, {})
+    """
+    base = (language or "").split("-")[0].lower()
+    return catalogue.get(base) or catalogue.get("en") or next(iter(catalogue.values()))
 
 
 def template_dirs(settings: Settings) -> list[Path]:

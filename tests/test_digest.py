@@ -199,3 +199,20 @@ def test_period_moment_never_after_now(hour: int) -> None:
         for tz in (NY, HCM, ZoneInfo("Australia/Lord_Howe")):
             p = current_period(now, "daily", 0, hour, tz)
             assert p.previous < p.moment <= now < p.moment + timedelta(hours=26)
+
+
+def test_admin_wording_overrides_the_shipped_email_strings(store: Store, settings: Settings, tmp_path: Any) -> None:
+    from pathlib import Path
+
+    shipped = (Path(__file__).resolve().parent.parent / "templates" / "email" / "strings.toml").read_text("utf-8")
+    (tmp_path / "mine" / "email").mkdir(parents=True)
+    (tmp_path / "mine" / "email" / "strings.toml").write_text(
+        shipped.replace('hello_name = "Xin chào {name},"', 'hello_name = "Thân gửi {name},"'), encoding="utf-8")
+    custom = settings.with_(mail_templates_dir=str(tmp_path / "mine"))
+    nl = setup(store, custom, language="vi")
+    articles(store, [utc(2026, 11, 20, 10)])
+    rendered = DigestRenderer(store, custom).render(nl, "2026-11-21", (), utc(2026, 11, 20), utc(2026, 11, 21))
+    mine = personalise(rendered, "Lan", "https://u/1", "https://p/1")
+    assert "Thân gửi Lan," in mine.text and "Thân gửi Lan," in mine.html
+    default = DigestRenderer(store, settings).render(nl, "2026-11-21", (), utc(2026, 11, 20), utc(2026, 11, 21))
+    assert "Xin chào Lan," in personalise(default, "Lan", "https://u/1", "https://p/1").text

@@ -14,7 +14,6 @@ import hashlib
 import hmac
 import logging
 import re
-import tomllib
 import zoneinfo
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from starlette.routing import BaseRoute, Route
 
 from ..errors import AddressError, InputError, NotFound, SyndicateError, TokenError
 from ..models import Article, NewsList, Subscriber, Subscription
+from ..render import load_strings, pick_language
 from ..sanitize import clean_html, one_line, paragraphs_to_html
 from .context import WebContext
 from .guard import CSP_DIGEST, MAX_BODY, SECURITY_HEADERS, PageGuard, RateLimits, SlidingWindow, TooLarge
@@ -40,7 +40,6 @@ NO_STORE = {"cache-control": "no-store"}
 _PERIOD = re.compile(r"^[0-9A-Za-z-]{4,24}$")
 _TOPICS = re.compile(r"^[a-z0-9,-]{1,500}$")
 _BODY_TAG = re.compile(r"<body[^>]*>(.*)</body>", re.S | re.I)
-_FALLBACK_STRINGS: dict[str, Any] = {}
 
 
 # --- feed links ----------------------------------------------------------------------------------
@@ -92,7 +91,7 @@ class Pages:
         limits = limits or RateLimits()
         self.ip_limit = SlidingWindow(limits.per_ip, limits.ip_window)
         self.address_limit = SlidingWindow(limits.per_address, limits.address_window)
-        self.strings = self._load_strings()
+        self.strings = load_strings(ctx.env, "web/strings.toml")
         self.zones = sorted(zoneinfo.available_timezones())
         self._css = self._load_source("web/site.css").encode("utf-8")
         self._css_etag = '"' + hashlib.sha256(self._css).hexdigest()[:16] + '"'
@@ -104,13 +103,8 @@ class Pages:
         assert loader is not None
         return loader.get_source(self.ctx.env, name)[0]
 
-    def _load_strings(self) -> dict[str, dict[str, Any]]:
-        data = tomllib.loads(self._load_source("web/strings.toml"))
-        return {k: v for k, v in data.items() if isinstance(v, dict)}
-
     def t(self, lang: str) -> dict[str, Any]:
-        base = (lang or "").split("-")[0].lower()
-        return self.strings.get(base) or self.strings.get("en") or next(iter(self.strings.values()))
+        return pick_language(self.strings, lang)
 
     def lang_of(self, newslist: NewsList | None = None) -> str:
         return (newslist.language if newslist and newslist.language else self.settings.language) or "en"
