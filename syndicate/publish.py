@@ -392,6 +392,24 @@ def publish_changed(
     return report
 
 
+def refresh_published(
+    store: Store,
+    settings: Settings,
+    changed_categories: set[str],
+    *,
+    guids: Iterable[str],
+    removed: Iterable[Article] = (),
+) -> PublishReport | None:
+    """After articles changed: refresh the feeds in ``[feeds] out`` that hold them.
+
+    Nothing is written until ``syndicate feed build`` has published once (the
+    directory exists); then returns None.
+    """
+    if not Path(settings.feeds_out).is_dir():
+        return None
+    return publish_changed(store, settings, settings.feeds_out, changed_categories, guids=guids, removed=removed)
+
+
 def _publish_month(writer: _Writer, store: Store, settings: Settings, scope: Scope, month: str) -> None:
     """Rewrite one archive month; relink its neighbours when it appeared or vanished."""
     existed = writer.exists(scope.archive_path("atom", month))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from ..models import Article, to_iso
@@ -84,14 +82,13 @@ def import_(ctx: click.Context, app: App, paths: tuple[str, ...], fmt: str | Non
     with progress(sources, len(sources), "importing") as bar:
         report = import_paths(app.store, bar, fmt=fmt, published=when, default_tz=settings.tz)
     published_note = ""
-    if report.changed_guids and not no_publish and Path(settings.feeds_out).is_dir():
-        from ..publish import publish_changed
+    if report.changed_guids and not no_publish:
+        from ..publish import refresh_published
 
-        refreshed = publish_changed(
-            app.store, settings, settings.feeds_out, report.changed_categories, guids=report.changed_guids
-        )
-        published_note = f"feeds: {len(refreshed.written)} files refreshed in {settings.feeds_out}/"
-        report.errors += refreshed.errors
+        refreshed = refresh_published(app.store, settings, report.changed_categories, guids=report.changed_guids)
+        if refreshed is not None:
+            published_note = f"feeds: {len(refreshed.written)} files refreshed in {settings.feeds_out}/"
+            report.errors += refreshed.errors
     if as_json:
         emit_json({**report.as_dict(), "feeds": published_note})
     else:
@@ -200,9 +197,10 @@ def remove(app: App, keys: tuple[str, ...], no_publish: bool) -> None:
         removed.append(a)
         click.echo(f"removed {a.id}: {a.title}")
     settings = app.settings
-    if removed and not no_publish and Path(settings.feeds_out).is_dir():
-        from ..publish import publish_changed
+    if removed and not no_publish:
+        from ..publish import refresh_published
 
-        refreshed = publish_changed(app.store, settings, settings.feeds_out,
-                                    {a.category_slug for a in removed}, guids=[], removed=removed)
-        click.echo(f"feeds: {len(refreshed.written)} files refreshed in {settings.feeds_out}/")
+        refreshed = refresh_published(app.store, settings, {a.category_slug for a in removed}, guids=[],
+                                      removed=removed)
+        if refreshed is not None:
+            click.echo(f"feeds: {len(refreshed.written)} files refreshed in {settings.feeds_out}/")
