@@ -106,7 +106,7 @@ def main() -> None:
     (work / "dkim.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                                       serialization.NoEncryption()))
     env = {k: v for k, v in os.environ.items() if not k.startswith("SYNDICATE_")}
-    env.update(SYNDICATE_DB=str(db), SYNDICATE_SECRET_KEY="bench-secret", SYNDICATE_BASE_URL="https://news.example.org",
+    env.update(SYNDICATE_DB=str(db), SYNDICATE_SECRET_KEY="bench-secret-0123456789-abcdefghijklmn", SYNDICATE_BASE_URL="https://news.example.org",
                SYNDICATE_MAIL_SENDER_ADDRESS="tin@news.example.org", SYNDICATE_SMTP_HOST="127.0.0.1",
                SYNDICATE_SMTP_POOL_SIZE=str(args.pool), SYNDICATE_DKIM_DOMAIN="news.example.org",
                SYNDICATE_DKIM_SELECTOR="bench", SYNDICATE_DKIM_KEY_FILE=str(work / "dkim.pem"),
@@ -115,7 +115,7 @@ def main() -> None:
     # a real digest, so the ceiling pushes messages of the same size
     from syndicate.sender import preview
 
-    settings = Settings(db=str(db), secret_key=Secret("bench-secret"), base_url="https://news.example.org",
+    settings = Settings(db=str(db), secret_key=Secret("bench-secret-0123456789-abcdefghijklmn"), base_url="https://news.example.org",
                         mail_sender_address="tin@news.example.org", dkim_domain="news.example.org",
                         dkim_selector="bench", dkim_key_file=str(work / "dkim.pem"), source="benchmark")
     store = open_store(db)

@@ -24,6 +24,8 @@ from .errors import ConfigError
 DEFAULT_DB = "data/syndicate.db"
 DEFAULT_CONFIG = "syndicate.toml"
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+MIN_SECRET_BYTES = 32  # HMAC-SHA256 keys shorter than its block of entropy make links guessable offline
+PRIVATE_FILE_MODE = 0o600  # the config holds secret_key; the database holds every address
 
 
 class Secret:
@@ -181,6 +183,7 @@ def load_settings(
     env = os.environ if env is None else env
     path, explicit = config_path(config, env)
     values: dict[str, object] = {}
+    origins: dict[str, str] = {}  # where each value was read, for error messages
     source = "defaults"
     if path.exists():
         try:
@@ -189,6 +192,7 @@ def load_settings(
             raise ConfigError(f"{path}: not valid TOML: {exc}") from None
         for name, raw in _flatten(doc, path).items():
             values[name] = _coerce(name, raw, str(path))
+            origins[name] = str(path)
         source = str(path)
     elif explicit:
         raise ConfigError(f"config file {path} does not exist (run `syndicate init` to create it)")
@@ -196,9 +200,11 @@ def load_settings(
         key = f"SYNDICATE_{name.upper()}"
         if key in env:
             values[name] = _coerce(name, env[key], f"environment variable {key}")
+            origins[name] = f"environment variable {key}"
     if db:
         values["db"] = db
     settings = Settings(**values, source=source)  # type: ignore[arg-type]
+    _check_secret(settings.secret_key, origins.get("secret_key", source))
     try:
         ZoneInfo(settings.timezone)
     except (ZoneInfoNotFoundError, ValueError):
@@ -206,6 +212,17 @@ def load_settings(
     if not settings.base_url.startswith(("http://", "https://")):
         raise ConfigError(f"{source}: 'base_url' is {settings.base_url!r}; it must start with http:// or https://")
     return settings
+
+
+def _check_secret(secret: Secret, where: str) -> None:
+    """Refuse a set but short secret_key (it signs every link); an empty one is caught where it is needed."""
+    size = len(secret.get().encode("utf-8"))
+    if 0 < size < MIN_SECRET_BYTES:
+        raise ConfigError(
+            f"{where}: 'secret_key' is {size} bytes long; it must be at least {MIN_SECRET_BYTES} bytes. "
+            "Make one with `python3 -c 'import secrets; print(secrets.token_urlsafe(32))'` "
+            "(`syndicate init` writes one into a new config; a new key makes the links already emailed invalid)"
+        )
 
 
 CONFIG_TEMPLATE = """\
@@ -252,9 +269,26 @@ sender_address = "news@localhost"
 
 
 def write_default_config(path: Path) -> bool:
-    """Create a commented config with a fresh secret key; False if it exists."""
+    """Create a commented config with a fresh secret key, readable by its owner only; False if it exists.
+
+    The file is created 0600 in one step (never world-readable, not even for a moment).
+    """
     if path.exists():
         return False
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(CONFIG_TEMPLATE.format(secret=secrets.token_urlsafe(32)), encoding="utf-8")
+    text = CONFIG_TEMPLATE.format(secret=secrets.token_urlsafe(32))
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(text)
     return True
+
+
+def is_private(path: Path) -> bool:
+    """True when no one but the owner may read or write ``path`` (or it does not exist)."""
+    try:
+        return path.stat().st_mode & 0o077 == 0
+    except FileNotFoundError:
+        return True

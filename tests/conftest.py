@@ -20,7 +20,7 @@ DATA = ROOT / "data"
 def settings(tmp_path: Path) -> Settings:
     return Settings(
         db=str(tmp_path / "syndicate.db"),
-        secret_key=Secret("test-secret-key-0123456789"),
+        secret_key=Secret("test-secret-key-0123456789-abcdefghij"),
         base_url="https://news.example.org",
         mail_maildir=str(tmp_path / "maildir"),
         feeds_out=str(tmp_path / "site"),
@@ -43,5 +43,5 @@ def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
         if key.startswith("SYNDICATE_"):
             monkeypatch.delenv(key)
     monkeypatch.setenv("SYNDICATE_DB", str(tmp_path / "syndicate.db"))
-    monkeypatch.setenv("SYNDICATE_SECRET_KEY", "test-secret-key-0123456789")
+    monkeypatch.setenv("SYNDICATE_SECRET_KEY", "test-secret-key-0123456789-abcdefghij")
     return CliRunner()

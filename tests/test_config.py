@@ -28,9 +28,9 @@ def test_db_flag_beats_env(tmp_path: Path) -> None:
 
 
 def test_secrets_never_print(tmp_path: Path) -> None:
-    s = load_settings(env={"SYNDICATE_SECRET_KEY": "hunter2", "SYNDICATE_SMTP_PASSWORD": "pw"})
-    assert "hunter2" not in repr(s) and "pw'" not in repr(s)
-    assert s.secret_key.get() == "hunter2"
+    s = load_settings(env={"SYNDICATE_SECRET_KEY": "hunter2-is-a-long-enough-secret-now", "SYNDICATE_SMTP_PASSWORD": "pw"})
+    assert "hunter2-is-a-long-enough-secret-now" not in repr(s) and "pw'" not in repr(s)
+    assert s.secret_key.get() == "hunter2-is-a-long-enough-secret-now"
     assert str(Secret("x")) == "Secret('********')"
 
 
@@ -78,3 +78,40 @@ def test_written_default_config_loads_with_a_secret(tmp_path: Path) -> None:
 def test_missing_secret_says_how_to_fix() -> None:
     with pytest.raises(ConfigError, match="run `syndicate init` or set SYNDICATE_SECRET_KEY"):
         Settings().require_secret()
+
+
+# --- secrets and file permissions -----------------------------------------------------------------
+
+SHORT_KEY_HELP = (
+    "it must be at least 32 bytes. Make one with "
+    "`python3 -c 'import secrets; print(secrets.token_urlsafe(32))'` "
+    "(`syndicate init` writes one into a new config; a new key makes the links already emailed invalid)"
+)
+
+
+def test_short_secret_key_in_the_file_is_refused_with_how_to_make_one(tmp_path: Path) -> None:
+    cfg = tmp_path / "syndicate.toml"
+    cfg.write_text('[site]\nsecret_key = "hunter2"\n', encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_settings(str(cfg), env={})
+    assert str(info.value) == f"{cfg}: 'secret_key' is 7 bytes long; {SHORT_KEY_HELP}"
+    assert "hunter2" not in str(info.value)
+
+
+def test_short_secret_key_in_the_environment_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(env={"SYNDICATE_SECRET_KEY": "ĐàNẵng-0123456789-abcdefghi"})  # 27 chars, 31 bytes
+    assert str(info.value) == f"environment variable SYNDICATE_SECRET_KEY: 'secret_key' is 31 bytes long; {SHORT_KEY_HELP}"
+    exactly = "x" * 32
+    assert load_settings(env={"SYNDICATE_SECRET_KEY": exactly}).require_secret() == exactly
+
+
+def test_no_secret_key_still_loads_for_commands_that_sign_nothing() -> None:
+    assert not load_settings(env={}).secret_key
+
+
+def test_written_config_is_private_to_its_owner(tmp_path: Path) -> None:
+    cfg = tmp_path / "etc" / "syndicate.toml"
+    assert write_default_config(cfg)
+    assert cfg.stat().st_mode & 0o777 == 0o600
+    assert len(load_settings(str(cfg), env={}).require_secret().encode()) >= 32

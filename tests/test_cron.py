@@ -18,7 +18,7 @@ def _site(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     config = tmp_path / "etc" / "syndicate.toml"
     config.parent.mkdir()
     config.write_text(
-        '[site]\nsecret_key = "cron-test-secret-0123456789"\n'
+        '[site]\nsecret_key = "cron-test-secret-0123456789-abcdefghij"\n'
         f'db = "{tmp_path / "var" / "syndicate.db"}"\n'
         f'[mail]\nmaildir = "{tmp_path / "var" / "maildir"}"\n',
         encoding="utf-8",

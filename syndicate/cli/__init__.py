@@ -123,18 +123,24 @@ def main(ctx: click.Context, db: str | None, config: str | None, debug: bool) ->
 def init(app: App) -> None:
     """Create the database and, if absent, a commented config with a secret key.
 
+    Both are created readable by their owner only (0600): the config holds
+    secret_key, the database every subscriber's address.
+
     \b
     Example:
         syndicate init
         syndicate --db /var/lib/syndicate/news.db --config /etc/syndicate.toml init
     """
-    from ..config import config_path, write_default_config
+    from ..config import config_path, is_private, write_default_config
 
     path, _ = config_path(app.config, os.environ)
     if write_default_config(path):
-        click.echo(f"wrote {path} (with a new secret_key; keep it private)")
+        click.echo(f"wrote {path} (with a new secret_key; only you can read it)")
     else:
         click.echo(f"kept {path} (already exists)")
+        if not is_private(path):
+            click.echo(f"warning: {path} can be read by other users and holds secret_key: run `chmod 600 {path}`",
+                       err=True)
     store = app.store
     click.echo(f"database {store.path} ready ({store.count_articles():,} articles)")
 

@@ -10,6 +10,7 @@ always bound, never formatted into SQL.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 
@@ -29,6 +30,19 @@ class Store(ArticleQueries, OutboxQueries, SubscriberQueries, ConsentQueries):
     """Every named query, grouped by area in the mixins it inherits."""
 
 
+def _create_private(path: Path) -> None:
+    """Create a missing database file 0600 before SQLite opens it.
+
+    SQLite gives the -wal and -shm files the database file's mode, so they are
+    private too. An existing file keeps the mode its admin gave it.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    os.close(fd)
+
+
 def open_store(path: str | Path, *, migrate: bool = True) -> Store:
     """Open (creating if needed) the SQLite store at ``path`` and migrate it.
 
@@ -40,6 +54,8 @@ def open_store(path: str | Path, *, migrate: bool = True) -> Store:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        if str(path) != ":memory:":
+            _create_private(path)
         conn = sqlite3.connect(str(path), timeout=30, check_same_thread=False)
         conn.execute("PRAGMA busy_timeout = 30000")
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]

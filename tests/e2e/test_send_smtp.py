@@ -64,7 +64,7 @@ def slow_sink() -> Iterator[tuple[SlowSink, int]]:
 def populate(tmp_path: Path, port: int, n: int) -> tuple[dict[str, str], Settings]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SYNDICATE_")}
     env.update(
-        SYNDICATE_DB=str(tmp_path / "s.db"), SYNDICATE_SECRET_KEY="e2e-secret-key-0123456789",
+        SYNDICATE_DB=str(tmp_path / "s.db"), SYNDICATE_SECRET_KEY="e2e-secret-key-0123456789-abcdefghij",
         SYNDICATE_SMTP_HOST="127.0.0.1", SYNDICATE_SMTP_PORT=str(port), SYNDICATE_SMTP_POOL_SIZE="2",
         SYNDICATE_MAIL_SENDER_ADDRESS="tin@news.example.org", SYNDICATE_BASE_URL="https://news.example.org",
         PYTHONPATH=str(ROOT),

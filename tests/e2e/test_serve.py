@@ -179,7 +179,7 @@ def test_syndicate_serve_command(tmp_path: Path, store: Store, settings: Setting
     store.upsert_articles([art(1)])
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SYNDICATE_")}
-    env.update(SYNDICATE_DB=settings.db, SYNDICATE_SECRET_KEY="test-secret-key-0123456789")
+    env.update(SYNDICATE_DB=settings.db, SYNDICATE_SECRET_KEY="test-secret-key-0123456789-abcdefghij")
     cmd = [sys.executable, "-c", "from syndicate.cli import main; main()", "serve", "--port", str(port)]
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:

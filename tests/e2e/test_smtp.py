@@ -60,7 +60,7 @@ def server() -> Iterator[tuple[Handler, int]]:
 
 def smtp_settings(port: int, **changes: Any) -> Settings:
     base = Settings(
-        secret_key=Secret("test-secret-key-0123456789"),
+        secret_key=Secret("test-secret-key-0123456789-abcdefghij"),
         mail_sender_address="tin@news.example.org",
         smtp_host="127.0.0.1",
         smtp_port=port,

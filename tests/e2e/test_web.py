@@ -49,7 +49,7 @@ class Site:
 def site(tmp_path: Path, live_server: Callable[[], LiveServer], smtp_sink: SmtpSink) -> Iterator[Site]:
     srv = live_server()
     settings = Settings(
-        db=str(tmp_path / "syndicate.db"), secret_key=Secret("e2e-secret-key-0123456789"), base_url=srv.url,
+        db=str(tmp_path / "syndicate.db"), secret_key=Secret("e2e-secret-key-0123456789-abcdefghij"), base_url=srv.url,
         smtp_host=smtp_sink.host, smtp_port=smtp_sink.port, mail_sender_address="tin@news.example.org",
         mail_maildir=str(tmp_path / "maildir"), feeds_out=str(tmp_path / "site"), title="Tin Đà Nẵng",
         source="e2e",
