@@ -284,7 +284,7 @@ def subscribe(
                 timezone=check_timezone(timezone) if timezone else settings.timezone,
                 locale=one_line(locale or newslist.language), created=now,
             ))
-        elif name or timezone:
+        elif (name or timezone) and not consent_by_link:  # the public form never edits a person's data
             subscriber.name = one_line(name) or subscriber.name
             subscriber.timezone = check_timezone(timezone) if timezone else subscriber.timezone
             store.update_subscriber(subscriber)
@@ -307,7 +307,7 @@ def subscribe(
             sub.status, sub.unsubscribed, sub.hard_bounces = status, None, 0
             sub.confirmed = now if confirmed else sub.confirmed
             sub.created = now if not confirmed else sub.created
-            if chosen:
+            if chosen and not consent_by_link:  # from the form: their old topics; preferences change them
                 sub.categories = chosen
             kind, detail = "resubscribe", f"{status}, was {previous}"
         else:

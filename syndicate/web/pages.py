@@ -230,14 +230,13 @@ class Pages:
         except NotFound:
             return self.error(400, lang, "unknown_list", self.t(lang)["unknown_list_text"])
         lang = self.lang_of(newslist)
-        from ..subscribers import normalize_address
+        from ..subscribers import address_hash, normalize_address
 
         try:
             address = normalize_address(email)
         except AddressError as exc:
             return self.error(400, lang, "bad_address", str(exc))
-        key = hashlib.sha256(address.encode()).hexdigest()
-        if not self.address_limit.hit(key):
+        if not self.address_limit.hit(address_hash(address)):  # the store's key: blind to case
             return self.error(429, lang, "too_many", self.t(lang)["too_many_text"], {"retry-after": "3600"})
         allowed = {s for s, _ in choices}
         categories = [c for c in dict.fromkeys(wanted) if c in allowed]
@@ -277,26 +276,49 @@ class Pages:
         except Exception:
             log.exception("web subscribe to %s failed", slug)
 
-    def confirm(self, request: Request) -> Response:
+    def confirm_page(self, request: Request) -> Response:
+        """GET shows one button and changes nothing: mail scanners fetch every link (only POST confirms)."""
+        token = request.path_params["token"]
+        try:
+            subscriber, subscription, newslist = self._token_owner(token, "confirm")
+        except (TokenError, NotFound):
+            return self.bad_link(self.lang_of())
+        if subscription.status == "active":  # opened again after confirming: say so, nothing to press
+            return self._confirmed(subscriber, subscription, newslist)
+        if subscription.status != "pending":
+            return self.bad_link(self.lang_of(newslist))
+        return self.page(
+            "confirm.html", self.lang_of(newslist), headers=NO_STORE, ask=True, newslist=newslist,
+            subscriber=subscriber, subscription=subscription, topics=self._topic_names(newslist, subscription),
+        )
+
+    async def confirm(self, request: Request) -> Response:
+        """The page's button: the signed token in the URL is the credential, as for unsubscribe."""
+        return await run_in_threadpool(self._confirm, request.path_params["token"], request)
+
+    def _confirm(self, token: str, request: Request) -> Response:
         from .. import subscribers
 
-        token = request.path_params["token"]
         lang = self.lang_of()
         store = self.ctx.store()
         try:
             result = subscribers.confirm(store, self.settings, token, source="web")
         except (TokenError, NotFound):
             return self.bad_link(lang)
-        newslist, subscription = result.newslist, result.subscription
-        assert result.subscriber.id is not None and newslist.id is not None
+        return self._confirmed(result.subscriber, result.subscription, result.newslist)
+
+    def _topic_names(self, newslist: NewsList, subscription: Subscription) -> list[str]:
         names = dict(self.list_choices(newslist))
+        return [names.get(c, c) for c in subscription.categories]
+
+    def _confirmed(self, subscriber: Subscriber, subscription: Subscription, newslist: NewsList) -> Response:
+        from .. import subscribers
+
+        assert subscriber.id is not None and newslist.id is not None
         return self.page(
-            "confirm.html", self.lang_of(newslist), headers=NO_STORE, newslist=newslist,
-            subscriber=result.subscriber, subscription=subscription,
-            topics=[names.get(c, c) for c in subscription.categories],
-            preferences_href=subscribers.preferences_url(
-                self.settings, result.subscriber.id, newslist.id, result.subscriber.email
-            ),
+            "confirm.html", self.lang_of(newslist), headers=NO_STORE, ask=False, newslist=newslist,
+            subscriber=subscriber, subscription=subscription, topics=self._topic_names(newslist, subscription),
+            preferences_href=subscribers.preferences_url(self.settings, subscriber.id, newslist.id, subscriber.email),
         )
 
     # leaving ----------------------------------------------------------------------
@@ -479,7 +501,8 @@ def routes(ctx: WebContext, *, limits: RateLimits | None = None, max_body: int =
         route("/articles/{slug}", pages.article, ["GET"]),
         route("/category/{slug}", pages.category, ["GET"]),
         route("/subscribe", pages.subscribe, ["POST"]),
-        route("/confirm/{token}", pages.confirm, ["GET"]),
+        route("/confirm/{token}", pages.confirm_page, ["GET"]),
+        route("/confirm/{token}", pages.confirm, ["POST"]),
         route("/unsubscribe", pages.personal_link, ["GET"]),
         route("/preferences", pages.personal_link, ["GET"]),
         route("/unsubscribe/{token}", pages.unsubscribe_page, ["GET"]),
