@@ -424,12 +424,117 @@ def test_preferences_reject_bad_values_with_the_reason(site: Settings, store: St
     token = subscribers.make_token(site, "preferences", sid, lid)
     csrf = csrf_token(site.require_secret(), token)
     r = client.post(f"/preferences/{token}", data={"csrf": csrf, "timezone": "Mars/<b>Olympus</b>"})
-    assert r.status_code == 400 and "is not an IANA time zone" in r.text and "<b>Olympus" not in r.text
+    assert r.status_code == 400 and "<b>Olympus" not in r.text
+    assert error_text(r) == ("Múi giờ: «Mars/<b>Olympus</b>» không phải là múi giờ IANA, "
+                             "ví dụ Asia/Ho_Chi_Minh hoặc Europe/Berlin.")
     r = client.post(f"/preferences/{token}", data={"csrf": csrf, "send_hour": "25"})
-    assert r.status_code == 400 and "25" in r.text
+    assert r.status_code == 400 and error_text(r) == "Giờ gửi: phải là một số từ 0 đến 23, không phải «25»."
     r = client.post(f"/preferences/{token}", data={"csrf": csrf, "send_hour": "-1"})
     assert r.status_code == 400
     assert store.get_subscription(sid, lid).send_hour == 7
+
+
+def error_text(r: httpx.Response) -> str:
+    """The page's error notice as the visitor reads it (entities decoded)."""
+    import html
+
+    found = re.search(r'<div class="notice error">(.*?)</div>|<p class="message">(.*?)</p>', r.text, re.S)
+    assert found, r.text
+    return html.unescape((found.group(1) or found.group(2)).strip())
+
+
+UNUSUAL_NUMBERS = ["²", "١", "٣", "三", "ⅲ", "-0", "+1", "1.0", "1e1", "0x1", "1_0", "99999999999999999999999", "x"]
+
+
+@pytest.mark.parametrize(
+    ("field", "label", "high", "value"),
+    [("weekday", "Ngày gửi (nếu hằng tuần)", 6, v) for v in [*UNUSUAL_NUMBERS, "7"]]
+    + [("send_hour", "Giờ gửi", 23, v) for v in [*UNUSUAL_NUMBERS, "24"]],
+)
+def test_unusual_digits_in_preferences_get_a_400_that_names_the_field(
+    site: Settings, store: Store, field: str, label: str, high: int, value: str
+) -> None:
+    """int() raises on '²' (that was a 500) and reads '١' as 1; only ASCII digits in range are numbers here."""
+    sid, lid = subscribe_active(store, site, "lan@example.org", "tin-sang")
+    client = make_client(site)
+    token = subscribers.make_token(site, "preferences", sid, lid)
+    before = store.get_subscription(sid, lid)
+    r = client.post(f"/preferences/{token}", data={"csrf": csrf_token(site.require_secret(), token),
+                                                    "cadence": "weekly", field: value})
+    assert r.status_code == 400 and "Traceback" not in r.text
+    assert error_text(r) == f"{label}: phải là một số từ 0 đến {high}, không phải «{value}»."
+    assert_secure(r)
+    assert store.get_subscription(sid, lid) == before
+
+
+def test_control_characters_in_a_number_are_shown_visibly(site: Settings, store: Store) -> None:
+    sid, lid = subscribe_active(store, site, "lan@example.org", "morning")
+    client = make_client(site)
+    token = subscribers.make_token(site, "preferences", sid, lid)
+    csrf = csrf_token(site.require_secret(), token)
+    r = client.post(f"/preferences/{token}", data={"csrf": csrf, "send_hour": "3\n\x00"})
+    assert r.status_code == 400
+    assert error_text(r) == "Time of day: must be a number from 0 to 23, not “3\\n\\x00”."
+    ok = client.post(f"/preferences/{token}", data={"csrf": csrf, "send_hour": " 06 ", "weekday": "0"})
+    assert ok.status_code == 200 and store.get_subscription(sid, lid).send_hour == 6
+
+
+def test_every_preferences_field_is_checked_and_nothing_is_half_saved(site: Settings, store: Store) -> None:
+    sid, lid = subscribe_active(store, site, "lan@example.org", "tin-sang")
+    client = make_client(site)
+    token = subscribers.make_token(site, "preferences", sid, lid)
+    csrf = csrf_token(site.require_secret(), token)
+    before = (store.get_subscription(sid, lid), store.get_subscriber("lan@example.org"))
+    good = {"csrf": csrf, "cadence": "weekly", "weekday": "2", "send_hour": "6", "timezone": "Asia/Tokyo",
+            "name": "Lan", "categories": "cong-nghe"}
+    cases = [
+        ({"cadence": "monthly"}, "Tần suất: phải là một trong: Hằng ngày, Hằng tuần, không phải «monthly»."),
+        ({"categories": ["cong-nghe", "kinh-te"]},
+         "Chủ đề: «kinh-te» không phải là chủ đề của bản tin «Tin sáng Đà Nẵng»."),
+        ({"name": "L" * 101}, "Tên của bạn (không bắt buộc): dài 101 ký tự, tối đa 100 ký tự."),
+        ({"timezone": "../../etc/passwd"},
+         "Múi giờ: «../../etc/passwd» không phải là múi giờ IANA, ví dụ Asia/Ho_Chi_Minh hoặc Europe/Berlin."),
+    ]
+    for bad, message in cases:
+        r = client.post(f"/preferences/{token}", data={**good, **bad})
+        assert r.status_code == 400 and error_text(r) == message, bad
+        assert (store.get_subscription(sid, lid), store.get_subscriber("lan@example.org")) == before
+    ok = client.post(f"/preferences/{token}", data={**good, "name": "  Trần  Thị Lan "})
+    assert ok.status_code == 200 and "Đã lưu tùy chọn của bạn." in ok.text
+    assert store.get_subscriber("lan@example.org").name == "Trần Thị Lan"
+    assert 'name="name" value="Trần Thị Lan"' in ok.text
+
+
+def test_every_subscribe_field_is_checked(site: Settings, store: Store) -> None:
+    client = make_client(site)
+    cases = [
+        ({"categories": ["cong-nghe", "the-thao"]},
+         "Chủ đề: «the-thao» không phải là chủ đề của bản tin «Tin sáng Đà Nẵng»."),
+        ({"name": "N" * 101}, "Tên của bạn (không bắt buộc): dài 101 ký tự, tối đa 100 ký tự."),
+        ({"email": "a" * 250 + "@example.org"}, None),
+    ]
+    for bad, message in cases:
+        r = client.post("/subscribe", data={"email": "lan@example.org", "list": "tin-sang", **bad})
+        assert r.status_code == 400, bad
+        if message:
+            assert error_text(r) == message
+        assert_secure(r)
+    assert store.find_subscriber("lan@example.org") is None and inbox(site) == []
+
+
+def test_unreadable_forms_get_the_sites_400_page(site: Settings, store: Store) -> None:
+    client = make_client(site)
+    sid, lid = subscribe_active(store, site, "lan@example.org", "tin-sang")
+    token = subscribers.make_token(site, "preferences", sid, lid)
+    for path in ("/subscribe", f"/preferences/{token}"):
+        upload = client.post(path, files={"email": ("f.txt", b"a@example.org")}, data={"list": "tin-sang"})
+        many = client.post(path, content=b"&".join([b"a=1"] * 200),
+                           headers={"content-type": "application/x-www-form-urlencoded"})
+        for r in (upload, many):
+            assert r.status_code == 400 and r.headers["content-type"] == "text/html; charset=utf-8", path
+            assert "Yêu cầu không hợp lệ" in r.text
+            assert_secure(r)
+    assert "Biểu mẫu có tệp đính kèm" in client.post("/subscribe", files={"f": ("f.txt", b"x")}).text
 
 
 # --- limits and archive -----------------------------------------------------------------------------

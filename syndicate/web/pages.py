@@ -30,7 +30,8 @@ from starlette.routing import BaseRoute, Route
 from ..errors import AddressError, InputError, NotFound, SyndicateError, TokenError
 from ..models import Article, NewsList, Subscriber, Subscription
 from ..render import load_strings, pick_language
-from ..sanitize import clean_html, one_line, paragraphs_to_html
+from ..sanitize import clean_html, paragraphs_to_html
+from . import forms
 from .context import WebContext
 from .guard import CSP_DIGEST, MAX_BODY, SECURITY_HEADERS, PageGuard, RateLimits, SlidingWindow, TooLarge
 
@@ -141,6 +142,9 @@ class Pages:
         heading, text = keys.get(status, ("server_error", "server_error_text"))
         return self.render_bytes("error.html", lang, status=status, heading=t[heading], message=t[text])
 
+    def form_error(self, lang: str, exc: forms.FormError) -> Response:
+        return self.error(400, lang, "bad_request", exc.message(self.t(lang)))
+
     def bad_link(self, lang: str) -> Response:
         return self.error(400, lang, "bad_link", self.t(lang)["bad_link_text"])
 
@@ -215,14 +219,14 @@ class Pages:
     # subscribing ------------------------------------------------------------------
 
     async def subscribe(self, request: Request) -> Response:
-        form = await request.form(max_files=0, max_fields=50)
-        email = str(form.get("email") or "")
-        name = one_line(str(form.get("name") or ""))[:100]
-        slug = str(form.get("list") or "")
-        wanted = [str(c) for c in form.getlist("categories")]
-        trap = str(form.get("website") or "")
-        ip = request.client.host if request.client else "unknown"
         lang = self.lang_of()
+        try:
+            form = await forms.read_form(request, max_fields=50)
+            email, name_raw, slug = forms.text(form, "email"), forms.text(form, "name"), forms.text(form, "list")
+            wanted, trap = forms.texts(form, "categories"), forms.text(form, "website")
+        except forms.FormError as exc:
+            return self.form_error(lang, exc)
+        ip = request.client.host if request.client else "unknown"
         if not self.ip_limit.hit(ip):
             return self.error(429, lang, "too_many", self.t(lang)["too_many_text"], {"retry-after": "600"})
         try:
@@ -236,10 +240,13 @@ class Pages:
             address = normalize_address(email)
         except AddressError as exc:
             return self.error(400, lang, "bad_address", str(exc))
+        try:
+            name = forms.person_name(name_raw, "name_optional")
+            categories = forms.topics(wanted, "topics", choices, newslist.name)
+        except forms.FormError as exc:
+            return self.form_error(lang, exc)
         if not self.address_limit.hit(address_hash(address)):  # the store's key: blind to case
             return self.error(429, lang, "too_many", self.t(lang)["too_many_text"], {"retry-after": "3600"})
-        allowed = {s for s, _ in choices}
-        categories = [c for c in dict.fromkeys(wanted) if c in allowed]
         task = None
         if not trap:  # a bot filled the hidden field: same answer, nothing done
             task = BackgroundTask(self._subscribe_and_confirm, address, name, newslist.slug, categories, ip)
@@ -371,13 +378,15 @@ class Pages:
         token = request.path_params["token"]
         if request.method != "POST":
             return await run_in_threadpool(self._preferences, token, None)
-        form = await request.form(max_files=0, max_fields=100)
-        fields = {
-            "csrf": str(form.get("csrf") or ""), "cadence": str(form.get("cadence") or ""),
-            "weekday": str(form.get("weekday") or ""), "send_hour": str(form.get("send_hour") or ""),
-            "timezone": str(form.get("timezone") or "").strip(),
-            "categories": [str(c) for c in form.getlist("categories")],
-        }
+        try:
+            form = await forms.read_form(request, max_fields=100)
+            fields: dict[str, Any] = {
+                name: forms.text(form, name) for name in ("csrf", "name", "cadence", "weekday", "send_hour", "timezone")
+            }
+            fields["has_name"] = "name" in form
+            fields["categories"] = forms.texts(form, "categories")
+        except forms.FormError as exc:
+            return self.form_error(self.lang_of(), exc)
         return await run_in_threadpool(self._preferences, token, fields)
 
     def _preferences(self, token: str, form: dict[str, Any] | None) -> Response:
@@ -394,18 +403,24 @@ class Pages:
         if form is not None:
             if not hmac.compare_digest(form["csrf"].encode(), csrf.encode()):
                 return self.error(403, lang, "bad_request", self.t(lang)["csrf_failed"])
+            t = self.t(lang)
             try:
-                choices = {s for s, _ in self.list_choices(newslist)}
+                choices = self.list_choices(newslist)
+                # Every field is read before anything is saved: one bad value changes nothing.
+                cadence = forms.choice(form["cadence"], "cadence", dict(t["cadences"]))
+                weekday = forms.whole_number(form["weekday"], "weekday", 0, 6)
+                send_hour = forms.whole_number(form["send_hour"], "send_hour", 0, 23)
+                timezone = forms.time_zone(form["timezone"], "timezone")
+                categories = forms.topics(form["categories"], "topics", choices, newslist.name)
+                name = forms.person_name(form["name"], "name_optional") if form["has_name"] else None
                 result = subscribers.update_preferences(
-                    self.ctx.store(), self.settings, token,
-                    cadence=form["cadence"] or None,
-                    weekday=_int_or_none(form["weekday"], "weekday"),
-                    send_hour=_int_or_none(form["send_hour"], "send_hour"),
-                    timezone=form["timezone"] or None,
-                    categories=[c for c in dict.fromkeys(form["categories"]) if c in choices],
+                    self.ctx.store(), self.settings, token, cadence=cadence, weekday=weekday, send_hour=send_hour,
+                    timezone=timezone, categories=categories, name=name,
                 )
                 saved = True
                 subscriber, subscription, newslist = result.subscriber, result.subscription, result.newslist
+            except forms.FormError as exc:
+                status, error = 400, exc.message(t)
             except InputError as exc:
                 status, error = 400, str(exc)
         assert subscriber.id is not None and newslist.id is not None
@@ -463,14 +478,6 @@ class Pages:
             "archive-digest.html", self.lang_of(newslist), headers={"content-security-policy": CSP_DIGEST},
             newslist=newslist, subject=digest.subject, body=body,
         )
-
-
-def _int_or_none(value: str, name: str) -> int | None:
-    if not value:
-        return None
-    if not value.isdigit():
-        raise InputError(f"{name} must be a whole number, not {value!r}")
-    return int(value)
 
 
 def _article_body(article: Article) -> Markup:
