@@ -13,61 +13,27 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import re
-import zoneinfo
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-from markupsafe import Markup
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from ..errors import AddressError, InputError, NotFound, SyndicateError, TokenError
-from ..models import Article, NewsList, Subscriber, Subscription
-from ..render import load_strings, pick_language
-from ..sanitize import clean_html, paragraphs_to_html
+from ..models import NewsList, Subscriber, Subscription
 from . import forms
+from .base import NO_STORE, FeedLink, feed_links
 from .context import WebContext
-from .guard import CSP_DIGEST, MAX_BODY, SECURITY_HEADERS, PageGuard, RateLimits, SlidingWindow, TooLarge
+from .guard import MAX_BODY, SECURITY_HEADERS, PageGuard, RateLimits, SlidingWindow, TooLarge
+from .reading import ReadingPages
 
 log = logging.getLogger("syndicate.web")
 
-NO_STORE = {"cache-control": "no-store"}
-_PERIOD = re.compile(r"^[0-9A-Za-z-]{4,24}$")
-_TOPICS = re.compile(r"^[a-z0-9,-]{1,500}$")
-_BODY_TAG = re.compile(r"<body[^>]*>(.*)</body>", re.S | re.I)
-
-
-# --- feed links ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class FeedLink:
-    """One autodiscovery ``<link rel="alternate">`` and its visible label."""
-
-    href: str
-    type: str
-    title: str
-    label: str
-
-
-_KINDS = (("rss.xml", "application/rss+xml", "RSS"), ("atom.xml", "application/atom+xml", "Atom"),
-          ("feed.json", "application/feed+json", "JSON Feed"))
-
-
-def feed_links(title: str, prefix: str = "") -> list[FeedLink]:
-    """RSS, Atom and JSON Feed links under ``prefix`` (``/category/<slug>`` or the site root).
-
-    Example:
-        >>> [f.href for f in feed_links("Tin", "/category/kinh-te")]
-        ['/category/kinh-te/rss.xml', '/category/kinh-te/atom.xml', '/category/kinh-te/feed.json']
-    """
-    return [FeedLink(f"{prefix}/{name}", mime, f"{title} ({label})", label) for name, mime, label in _KINDS]
+__all__ = ["FeedLink", "MAX_BODY", "Pages", "RateLimits", "SlidingWindow", "csrf_token", "feed_links", "routes"]
 
 
 # --- the pages -----------------------------------------------------------------------------------
@@ -83,138 +49,14 @@ def csrf_token(secret: str, token: str) -> str:
     return hmac.new(secret.encode(), b"preferences-csrf|" + token.encode(), hashlib.sha256).hexdigest()
 
 
-class Pages:
+class Pages(ReadingPages):
     """The handlers; one instance per app, holding the context, words and rate limiters."""
 
     def __init__(self, ctx: WebContext, limits: RateLimits | None = None) -> None:
-        self.ctx = ctx
-        self.settings = ctx.settings
+        super().__init__(ctx)
         limits = limits or RateLimits()
         self.ip_limit = SlidingWindow(limits.per_ip, limits.ip_window)
         self.address_limit = SlidingWindow(limits.per_address, limits.address_window)
-        self.strings = load_strings(ctx.env, "web/strings.toml")
-        self.zones = sorted(zoneinfo.available_timezones())
-        self._css = self._load_source("web/site.css").encode("utf-8")
-        self._css_etag = '"' + hashlib.sha256(self._css).hexdigest()[:16] + '"'
-
-    # helpers ----------------------------------------------------------------
-
-    def _load_source(self, name: str) -> str:
-        loader = self.ctx.env.loader
-        assert loader is not None
-        return loader.get_source(self.ctx.env, name)[0]
-
-    def t(self, lang: str) -> dict[str, Any]:
-        return pick_language(self.strings, lang)
-
-    def lang_of(self, newslist: NewsList | None = None) -> str:
-        return (newslist.language if newslist and newslist.language else self.settings.language) or "en"
-
-    def render_bytes(self, template: str, lang: str, /, **values: Any) -> bytes:
-        values.setdefault("feeds", feed_links(self.settings.title))
-        html = self.ctx.env.get_template(f"web/{template}").render(lang=lang, t=self.t(lang), **values)
-        return html.encode("utf-8")
-
-    def page(
-        self, template: str, lang: str, code: int = 200, /, *, headers: dict[str, str] | None = None,
-        background: BackgroundTask | None = None, **values: Any,
-    ) -> Response:
-        return Response(
-            self.render_bytes(template, lang, **values), status_code=code, media_type="text/html",
-            headers=headers, background=background,
-        )
-
-    def error(self, status: int, lang: str, heading_key: str, text: str, headers: dict[str, str] | None = None) -> Response:
-        t = self.t(lang)
-        return self.page(
-            "error.html", lang, status, headers={**NO_STORE, **(headers or {})},
-            status=status, heading=t[heading_key], message=text,
-        )
-
-    def error_bytes(self, status: int) -> bytes:
-        """The body of a generic error page (used by the guard and ``exception_handlers``)."""
-        lang = self.lang_of()
-        t = self.t(lang)
-        keys = {
-            400: ("bad_request", "bad_link_text"), 404: ("not_found", "not_found_text"),
-            413: ("too_large", "too_large_text"), 429: ("too_many", "too_many_text"),
-        }
-        heading, text = keys.get(status, ("server_error", "server_error_text"))
-        return self.render_bytes("error.html", lang, status=status, heading=t[heading], message=t[text])
-
-    def form_error(self, lang: str, exc: forms.FormError) -> Response:
-        return self.error(400, lang, "bad_request", exc.message(self.t(lang)))
-
-    def bad_link(self, lang: str) -> Response:
-        return self.error(400, lang, "bad_link", self.t(lang)["bad_link_text"])
-
-    def not_found(self, lang: str) -> Response:
-        return self.error(404, lang, "not_found", self.t(lang)["not_found_text"])
-
-    def list_choices(self, newslist: NewsList) -> list[tuple[str, str]]:
-        """(slug, label) of the categories a subscriber of ``newslist`` may pick."""
-        names = {slug: name for slug, name, _ in self.ctx.store().categories()}
-        if newslist.categories:
-            return [(slug, names.get(slug, slug)) for slug in newslist.categories]
-        return sorted(names.items(), key=lambda item: item[1].casefold())
-
-    # static -----------------------------------------------------------------
-
-    def stylesheet(self, request: Request) -> Response:
-        headers = {"etag": self._css_etag, "cache-control": "public, max-age=3600"}
-        if request.headers.get("if-none-match") == self._css_etag:
-            return Response(status_code=304, headers=headers)
-        return Response(self._css, media_type="text/css; charset=utf-8", headers=headers)
-
-    # reading ------------------------------------------------------------------
-
-    def home(self, request: Request) -> Response:
-        store = self.ctx.store()
-        lang = self.lang_of()
-        categories = store.categories()
-        lists = []
-        for newslist in store.all_lists():
-            nl_lang = self.lang_of(newslist)
-            lists.append({"newslist": newslist, "choices": self.list_choices(newslist), "t": self.t(nl_lang)})
-        feeds = feed_links(self.settings.title)
-        for slug, name, _ in categories:
-            feeds += feed_links(f"{self.settings.title}: {name}", f"/category/{slug}")[:1]
-        return self.page(
-            "home.html", lang, articles=store.newest_articles(20), lists=lists, categories=categories, feeds=feeds,
-        )
-
-    def article(self, request: Request) -> Response:
-        key = request.path_params["slug"]
-        store = self.ctx.store()
-        try:
-            article = store.get_article(key)
-        except NotFound:
-            return self.not_found(self.lang_of())
-        if article.slug != key:
-            return RedirectResponse(f"/articles/{article.slug}", status_code=301)
-        lang = article.language or self.lang_of()
-        feeds = feed_links(self.settings.title)
-        if article.category_slug:
-            feeds += feed_links(f"{self.settings.title}: {article.category}", f"/category/{article.category_slug}")
-        return self.page(
-            "article.html", lang, article=article, body=_article_body(article), feeds=feeds,
-            canonical=f"{self.settings.base_url}/articles/{article.slug}",
-            body_text_start=article.body_text[: len(article.summary) + 40], lists=store.all_lists(),
-        )
-
-    def category(self, request: Request) -> Response:
-        slug = request.path_params["slug"]
-        store = self.ctx.store()
-        found = [(s, name, count) for s, name, count in store.categories() if s == slug]
-        if not found:
-            return self.not_found(self.lang_of())
-        _, name, count = found[0]
-        category_feeds = feed_links(f"{self.settings.title}: {name}", f"/category/{slug}")
-        articles = store.newest_articles(30, category_slug=slug)
-        return self.page(
-            "category.html", self.lang_of(), slug=slug, name=name, articles=articles, more=count > len(articles),
-            category_feeds=category_feeds, feeds=category_feeds + feed_links(self.settings.title),
-        )
 
     # subscribing ------------------------------------------------------------------
 
@@ -431,61 +273,6 @@ class Pages:
                 self.settings, subscriber.id, newslist.id, subscriber.email
             ),
         )
-
-    def personal_link(self, request: Request) -> Response:
-        """The archived digest's generic unsubscribe/preferences links: say where the personal one is."""
-        lang = self.lang_of()
-        t = self.t(lang)
-        return self.page("error.html", lang, 200, status="", heading=t["personal_link"], message=t["personal_link_text"])
-
-    # archive ----------------------------------------------------------------------
-
-    def archive_index(self, request: Request) -> Response:
-        store = self.ctx.store()
-        try:
-            newslist = store.get_list(request.path_params["list"])
-        except NotFound:
-            return self.not_found(self.lang_of())
-        assert newslist.id is not None
-        return self.page(
-            "archive-index.html", self.lang_of(newslist), newslist=newslist,
-            digests=store.archived_digests(newslist.id),
-        )
-
-    def archive_digest(self, request: Request) -> Response:
-        store = self.ctx.store()
-        period = request.path_params["period"]
-        try:
-            newslist = store.get_list(request.path_params["list"])
-            if not _PERIOD.match(period):
-                raise NotFound(period)
-            assert newslist.id is not None
-            topics = request.query_params.get("topics")
-            digest = None
-            if topics and _TOPICS.match(topics):  # the reader's own topic set, from their email's link
-                try:
-                    digest = store.get_archived_digest(newslist.id, period, topics)
-                except NotFound:
-                    digest = None
-            digest = digest or store.get_archived_digest(newslist.id, period)
-        except NotFound:
-            return self.not_found(self.lang_of())
-        if digest is None:
-            return self.not_found(self.lang_of(newslist))
-        match = _BODY_TAG.search(digest.html)
-        body = Markup(match.group(1) if match else digest.html)  # our own rendering of sanitised articles
-        return self.page(
-            "archive-digest.html", self.lang_of(newslist), headers={"content-security-policy": CSP_DIGEST},
-            newslist=newslist, subject=digest.subject, body=body,
-        )
-
-
-def _article_body(article: Article) -> Markup:
-    """Sanitised again at render time: whatever reached the store, no script reaches the page."""
-    if article.body_html:
-        return Markup(clean_html(article.body_html))
-    paragraphs = [("p", p) for p in article.body_text.split("\n\n") if p.strip()]
-    return Markup(paragraphs_to_html(paragraphs))
 
 
 def routes(ctx: WebContext, *, limits: RateLimits | None = None, max_body: int = MAX_BODY) -> list[BaseRoute]:
