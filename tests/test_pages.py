@@ -142,7 +142,7 @@ def test_article_page_escapes_title_and_sanitises_body(site: Settings) -> None:
 
 def test_unknown_pages_are_friendly_404s(site: Settings) -> None:
     client = make_client(site)
-    for path in ("/articles/nope", "/category/nope", "/archive/nope", "/archive/tin-sang/2026-11-01",
+    for path in ("/articles/nope", "/category/nope", "/category/nope/", "/list/nope/", "/list/nope", "/archive/nope", "/archive/tin-sang/2026-11-01",
                  "/archive/tin-sang/%3Cb%3E"):
         r = client.get(path)
         assert r.status_code == 404, path
@@ -151,12 +151,53 @@ def test_unknown_pages_are_friendly_404s(site: Settings) -> None:
 
 
 def test_category_page_has_its_feeds(site: Settings) -> None:
-    r = make_client(site).get("/category/cong-nghe")
+    client = make_client(site)
+    r = client.get("/category/cong-nghe/", follow_redirects=False)  # the URL the category feeds carry
     assert r.status_code == 200
+    moved = client.get("/category/cong-nghe", follow_redirects=False)  # an older link: one permanent move
+    assert moved.status_code == 301 and moved.headers["location"] == "/category/cong-nghe/"
+    assert client.get("/category/nope", follow_redirects=False).status_code == 404
     assert "<h1>Công nghệ</h1>" in r.text
     for name in ("rss.xml", "atom.xml", "feed.json"):
         assert f'href="/category/cong-nghe/{name}"' in r.text
     assert "khoi-nghiep-sang-tao" in r.text and "hostile" not in r.text
+
+
+def test_list_page_has_its_name_form_articles_and_feeds(site: Settings) -> None:
+    """/list/<slug>/ is the link, alternate link and home_page_url of every list feed."""
+    client = make_client(site)
+    r = client.get("/list/tin-sang/", follow_redirects=False)
+    assert r.status_code == 200 and r.headers["content-type"] == "text/html; charset=utf-8"
+    assert_secure(r)
+    html = r.text
+    assert '<html lang="vi">' in html and "<h1>Tin sáng Đà Nẵng</h1>" in html
+    assert "Mỗi sáng &lt;script&gt;" in html and "<script" not in html  # the description, escaped
+    for name, mime in (("rss.xml", "application/rss+xml"), ("atom.xml", "application/atom+xml"),
+                       ("feed.json", "application/feed+json")):
+        assert f'<link rel="alternate" type="{mime}" title="Tin sáng Đà Nẵng (' in html
+        assert f'href="/list/tin-sang/{name}"' in html
+    assert html.count('action="/subscribe"') == 1 and 'name="list" value="tin-sang"' in html
+    assert 'name="categories" value="cong-nghe"' in html
+    assert "khoi-nghiep-sang-tao" in html and "/articles/hostile" not in html  # only the list's categories
+    assert 'href="/archive/tin-sang"' in html
+    english = client.get("/list/morning/")
+    assert english.status_code == 200 and '<html lang="en">' in english.text
+    assert "/articles/hostile" in english.text and "/articles/khoi-nghiep-sang-tao" in english.text  # all topics
+    moved = client.get("/list/morning", follow_redirects=False)
+    assert moved.status_code == 301 and moved.headers["location"] == "/list/morning/"
+
+
+def test_pages_link_to_the_canonical_category_and_list_urls(site: Settings) -> None:
+    client = make_client(site)
+    for path in ("/", "/articles/khoi-nghiep-sang-tao", "/category/cong-nghe/", "/list/morning/"):
+        html = client.get(path).text
+        hrefs = re.findall(r'href="(/(?:category|list)/[^"]*)"', html)
+        assert hrefs, path
+        for href in hrefs:
+            assert href.endswith(("/", ".xml", ".json")), (path, href)
+            if href.endswith("/"):  # feeds are not in these page routes: tests/e2e/test_links.py reads them
+                assert client.get(href, follow_redirects=False).status_code == 200, (path, href)
+    assert 'href="/list/tin-sang/"' in client.get("/").text
 
 
 def test_stylesheet_is_served_with_etag(site: Settings) -> None:

@@ -10,6 +10,7 @@ the canonical form.
 from __future__ import annotations
 
 import re
+from urllib.parse import quote
 
 from markupsafe import Markup
 from starlette.requests import Request
@@ -64,7 +65,7 @@ class ReadingPages(PageBase):
         except NotFound:
             return self.not_found(self.lang_of())
         if article.slug != key:
-            return RedirectResponse(f"/articles/{article.slug}", status_code=301)
+            return RedirectResponse(f"/articles/{quote(article.slug, safe='-._~')}", status_code=301)
         lang = article.language or self.lang_of()
         feeds = feed_links(self.settings.title)
         if article.category_slug:
@@ -83,11 +84,41 @@ class ReadingPages(PageBase):
             return self.not_found(self.lang_of())
         _, name, count = found[0]
         category_feeds = feed_links(f"{self.settings.title}: {name}", f"/category/{slug}")
-        articles = store.newest_articles(30, category_slug=slug)
+        articles = store.newest_articles(RECENT, category_slug=slug)
         return self.page(
             "category.html", self.lang_of(), slug=slug, name=name, articles=articles, more=count > len(articles),
             category_feeds=category_feeds, feeds=category_feeds + feed_links(self.settings.title),
         )
+
+    def news_list(self, request: Request) -> Response:
+        """A newsletter list's own page: what it is, its form, its recent articles and its feeds."""
+        slug = request.path_params["slug"]
+        store = self.ctx.store()
+        try:
+            newslist = store.get_list(slug)
+        except NotFound:
+            return self.not_found(self.lang_of())
+        lang = self.lang_of(newslist)
+        list_feeds = feed_links(newslist.name, f"/list/{slug}") if _SLUG.match(slug) else []
+        articles = store.newest_in_categories(RECENT, newslist.categories or None)
+        return self.page(
+            "list.html", lang, newslist=newslist, choices=self.list_choices(newslist), articles=articles,
+            list_feeds=list_feeds, feeds=list_feeds + feed_links(self.settings.title),
+        )
+
+    def moved_to_slash(self, request: Request) -> Response:
+        """``/category/<slug>`` and ``/list/<slug>``: one permanent move to the URL the feeds carry."""
+        slug = request.path_params["slug"]
+        kind = request.url.path.split("/")[1]
+        store = self.ctx.store()
+        try:
+            if kind == "list":
+                store.get_list(slug)
+            elif not any(s == slug for s, _, _ in store.categories()):
+                raise NotFound(slug)
+        except NotFound:
+            return self.not_found(self.lang_of())
+        return RedirectResponse(f"/{kind}/{quote(slug, safe='-._~')}/", status_code=301)
 
     def personal_link(self, request: Request) -> Response:
         """The archived digest's generic unsubscribe/preferences links: say where the personal one is."""
