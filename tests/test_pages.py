@@ -676,3 +676,57 @@ def test_view_in_browser_shows_the_readers_own_topics(settings: Settings, store:
     index = client.get("/archive/tin").text
     assert 'href="/archive/tin/2026-11-24?topics=the-thao"' in index and 'href="/archive/tin/2026-11-24"' in index
     assert client.get("/archive/tin/2026-11-24?topics=<script>").status_code == 200  # ignored, generic shown
+
+
+# --- any input at all -------------------------------------------------------------------------------
+
+EXAMPLES = int(__import__("os").environ.get("SYNDICATE_EXAMPLES", "25"))
+PREF_FIELDS = ("name", "cadence", "weekday", "send_hour", "timezone", "categories")
+
+
+def test_no_preferences_input_is_a_500_and_a_refusal_changes_nothing(site: Settings, store: Store) -> None:
+    """Whatever text arrives in whichever fields: 200 and saved, or 400 and nothing changed."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    sid, lid = subscribe_active(store, site, "lan@example.org", "tin-sang")
+    client = make_client(site)
+    token = subscribers.make_token(site, "preferences", sid, lid)
+    csrf = csrf_token(site.require_secret(), token)
+    values = st.one_of(st.text(max_size=12), st.sampled_from(["²", "١", "6", "23", "24", "weekly", "daily",
+                                                              "cong-nghe", "Asia/Tokyo", "", " 7 "]))
+
+    @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(st.dictionaries(st.sampled_from(PREF_FIELDS), values, max_size=len(PREF_FIELDS)))
+    def post(fields: dict[str, str]) -> None:
+        before = (store.get_subscription(sid, lid), store.get_subscriber("lan@example.org"))
+        r = client.post(f"/preferences/{token}", data={"csrf": csrf, **fields})
+        assert r.status_code in (200, 400), (fields, r.status_code)
+        assert "Traceback" not in r.text
+        if r.status_code == 400:
+            assert error_text(r)
+            assert (store.get_subscription(sid, lid), store.get_subscriber("lan@example.org")) == before
+        else:
+            sub = store.get_subscription(sid, lid)
+            assert 0 <= sub.weekday <= 6 and 0 <= sub.send_hour <= 23 and sub.cadence in ("daily", "weekly")
+            assert set(sub.categories) <= {"cong-nghe"}
+
+    post()
+
+
+def test_no_subscribe_input_is_a_500(site: Settings, store: Store) -> None:
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    client = make_client(site, RateLimits(per_ip=10**6, per_address=10**6))
+    values = st.one_of(st.text(max_size=20), st.sampled_from(["tin-sang", "morning", "cong-nghe", "a@example.org",
+                                                              "A@Example.org", ""]))
+
+    @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(st.dictionaries(st.sampled_from(("email", "name", "list", "categories", "website")), values))
+    def post(fields: dict[str, str]) -> None:
+        r = client.post("/subscribe", data=fields)
+        assert r.status_code in (200, 400), (fields, r.status_code)
+        assert "Traceback" not in r.text
+
+    post()
