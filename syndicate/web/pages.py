@@ -1,11 +1,18 @@
-"""Public pages: home, articles, categories, subscribe, confirm, unsubscribe, preferences, archive.
+"""The subscriber's pages: subscribe, confirm, unsubscribe, preferences; and the page routes.
 
-:func:`routes` returns the page routes for ``create_app``. Every route is
-wrapped in :class:`~syndicate.web.guard.PageGuard` (web/guard.py), which adds the security headers, caps request
-bodies (413) and turns any unexpected exception into a plain 500 page, so no
-visitor ever sees a traceback. Handlers call library functions
-(``syndicate.subscribers``, ``syndicate.sender``) and store queries; none
-holds SQL. Sync work runs in Starlette's thread pool with ``ctx.store()``.
+:func:`routes` returns every page route for ``create_app`` (the reading pages
+come from web/reading.py). Every route is wrapped in
+:class:`~syndicate.web.guard.PageGuard` (web/guard.py), which adds the
+security headers, caps request bodies (413) and turns any unexpected
+exception into a plain 500 page, so no visitor ever sees a traceback.
+
+Nothing here changes state on a GET: confirm and unsubscribe links show one
+button whose POST acts, because mail scanners fetch every link. The signed
+token in the URL is the credential for those POSTs; the preferences form
+also carries a CSRF token. Forms are read by web/forms.py, every field
+checked before anything is saved. Handlers call library functions
+(``syndicate.subscribers``, ``syndicate.sender``); none holds SQL. Sync work
+runs in Starlette's thread pool with ``ctx.store()``.
 """
 
 from __future__ import annotations
