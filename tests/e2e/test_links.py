@@ -124,3 +124,24 @@ def test_list_page_and_category_page_carry_their_own_feeds(served: tuple[Setting
         assert {f"{prefix}/rss.xml", f"{prefix}/atom.xml", f"{prefix}/feed.json"} <= set(links), path
         for href in links:  # every autodiscovery link is a feed the same server answers
             assert http.get(href).status_code == 200, href
+
+
+def test_every_link_on_the_pages_answers_without_a_redirect(served: tuple[Settings, httpx.Client]) -> None:
+    """Two clicks deep from the home page and each list page: templates link the canonical URLs only."""
+    _, http = served
+    seen: dict[str, int] = {}
+    frontier = ["/", "/list/tin-sang/", "/list/weekly-tech/"]
+    for _depth in range(2):
+        found: list[str] = []
+        for path in frontier:
+            if path in seen:
+                continue
+            r = http.get(path)
+            seen[path] = r.status_code
+            if r.status_code == 200 and r.headers["content-type"].startswith("text/html"):
+                found += re.findall(r'href="(/[^"#?]*)', r.text)
+        frontier = sorted(set(found) - set(seen))
+    for path in frontier:
+        seen[path] = http.get(path).status_code
+    assert {p: code for p, code in seen.items() if code != 200} == {}
+    assert len(seen) > 40 and any(p.startswith("/archive/") for p in seen)
