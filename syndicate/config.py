@@ -76,6 +76,7 @@ class Settings:
     mail_sender_address: str = "news@localhost"
     mail_return_path_domain: str = ""
     mail_feedback_id: str = ""
+    mail_postal_address: str = ""  # CAN-SPAM: a postal address in every bulk email
     mail_maildir: str = "maildir"
     mail_templates_dir: str = ""
     mail_pending_max_age_days: int = 7
@@ -249,6 +250,8 @@ sender_name = "syndicate"
 sender_address = "news@localhost"
 # maildir = "maildir"          # used when no [smtp] host is set
 # return_path_domain = ""      # VERP bounces go to bounce+<id>@this domain
+# postal_address = ""          # shown in every email's footer (CAN-SPAM requires one)
+# feedback_id = ""             # Feedback-ID header (campaign:list:sender) for Gmail's Postmaster Tools
 # templates_dir = ""           # your own copies of templates/email/*
 
 [smtp]
@@ -292,3 +295,56 @@ def is_private(path: Path) -> bool:
         return path.stat().st_mode & 0o077 == 0
     except FileNotFoundError:
         return True
+
+
+def set_config_keys(path: Path, section: str, values: Mapping[str, str]) -> None:
+    """Set ``key = "value"`` lines in ``[section]`` of the TOML file at ``path``.
+
+    A commented-out ``# key = ...`` line is replaced in place, a missing key is
+    added at the end of its section, a missing section at the end of the file.
+    The file is rewritten atomically with its mode kept; comments stay.
+
+    Example:
+        >>> import tempfile
+        >>> p = Path(tempfile.mkdtemp()) / "s.toml"
+        >>> _ = p.write_text('[dkim]\\n# selector = "x"\\n')
+        >>> set_config_keys(p, "dkim", {"selector": "s1", "domain": "example.org"})
+        >>> print(p.read_text(), end="")
+        [dkim]
+        selector = "s1"
+        domain = "example.org"
+    """
+    import json
+    import re
+
+    text = path.read_text(encoding="utf-8")
+    lines = text.splitlines()
+    header = re.compile(r"^\s*\[([^\]]+)\]\s*(#.*)?$")
+    start = next((i for i, ln in enumerate(lines) if (m := header.match(ln)) and m.group(1).strip() == section), None)
+    if start is None:
+        lines += ["", f"[{section}]"]
+        start = len(lines) - 1
+    end = next((i for i in range(start + 1, len(lines)) if header.match(lines[i])), len(lines))
+    for key, value in values.items():
+        line = f"{key} = {json.dumps(value, ensure_ascii=False)}"
+        pattern = re.compile(rf"^\s*#?\s*{re.escape(key)}\s*=")
+        hit = next((i for i in range(start + 1, end) if pattern.match(lines[i])), None)
+        if hit is not None:
+            lines[hit] = line
+        else:
+            insert = end
+            while insert > start + 1 and not lines[insert - 1].strip():
+                insert -= 1
+            lines.insert(insert, line)
+            end += 1
+    out = "\n".join(lines) + "\n"
+    tomllib.loads(out)  # never write a file that no longer parses
+    tmp = path.with_name(path.name + ".tmp")
+    mode = path.stat().st_mode & 0o777
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.write(fd, out.encode("utf-8"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)

@@ -63,3 +63,66 @@ def test_systemd_service_runs_send(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout == "sent 0, failed 0, skipped 0, retry later 0\n"
     assert (tmp_path / "var" / "syndicate.db").exists()
+
+
+def _unit(name: str) -> configparser.SectionProxy:
+    unit = configparser.ConfigParser(interpolation=None, strict=False)
+    unit.read(ROOT / "cron" / name)
+    return unit["Service"]
+
+
+def _argv(service: configparser.SectionProxy, config: Path, env: dict[str, str]) -> list[str]:
+    key, _, value = service["Environment"].partition("=")
+    env[key] = value.replace("/etc/syndicate/syndicate.toml", str(config))
+    argv = shlex.split(service["ExecStart"])
+    argv[0] = argv[0].replace("/opt/syndicate/.venv/bin/syndicate", SYNDICATE)
+    return argv
+
+
+def test_systemd_bounces_unit_processes_the_return_path_maildir(tmp_path: Path) -> None:
+    service = _unit("syndicate-bounces.service")
+    timer = configparser.ConfigParser(interpolation=None)
+    timer.read(ROOT / "cron" / "syndicate-bounces.timer")
+    assert service["Type"] == "oneshot" and timer["Timer"]["OnUnitActiveSec"] == "10min"
+    config, env = _site(tmp_path)
+    argv = _argv(service, config, env)
+    maildir = tmp_path / "bounces"
+    for sub in ("new", "cur", "tmp"):
+        (maildir / sub).mkdir(parents=True)
+    argv = [maildir.as_posix() if a == "/var/lib/syndicate/bounces" else a for a in argv]
+    done = subprocess.run(argv, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("0 messages")
+
+
+def test_systemd_serve_unit_serves_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    import signal
+    import time
+    import urllib.request
+
+    from loopback import free_port
+
+    service = _unit("syndicate-serve.service")
+    assert service["Restart"] == "on-failure" and service["KillSignal"] == "SIGTERM"
+    config, env = _site(tmp_path)
+    port = free_port()
+    argv = [a.replace("8080", str(port)) for a in _argv(service, config, env)]
+    proc = subprocess.Popen(argv, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        status = 0
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/atom.xml", timeout=10) as resp:
+                    status = resp.status
+                    break
+            except OSError:
+                time.sleep(0.1)  # polling for the port to open, not waiting a fixed time
+        assert status == 200, proc.stderr.read() if proc.poll() is not None else "no answer"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)
+    # uvicorn finishes open requests, then re-raises SIGTERM; systemd counts
+    # death by SIGTERM as a clean stop of a service.
+    assert proc.returncode in (0, -signal.SIGTERM), err
+    assert "Traceback" not in err
