@@ -44,3 +44,9 @@ def test_fold_and_slugify_vietnamese() -> None:
 
 def test_html_to_text_keeps_paragraphs() -> None:
     assert html_to_text("<p>Một &amp; hai</p><p>Ba<br>bốn</p>") == "Một & hai\n\nBa\n\nbốn"
+
+
+def test_no_break_spaces_are_text_as_written() -> None:
+    assert one_line("KH&CN\xa0trân  trọng\n") == "KH&CN\xa0trân trọng"
+    assert html_to_text("<p>KH&amp;CN\xa0trân</p><p>10&nbsp;km \u202f%</p>") == "KH&CN\xa0trân\n\n10\xa0km \u202f%"
+    assert clean_html("<p>KH&amp;CN\xa0trân</p>") == "<p>KH&amp;CN\xa0trân</p>"

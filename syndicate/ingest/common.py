@@ -18,7 +18,7 @@ from typing import Any
 
 from ..errors import ParseError
 from ..models import Article, RelatedLink
-from ..sanitize import clean_html, clean_text, html_to_text, one_line, paragraphs_to_html, slugify
+from ..sanitize import clean_html, clean_text, html_to_text, one_line, paragraphs_to_html, slugify, squeeze
 
 DATE_HINT = "use ISO 8601 such as 2026-11-20T08:00:00+07:00"
 
@@ -90,7 +90,7 @@ def summarize(text: str, limit: int = 300) -> str:
         'One two…'
     """
     first = next((p for p in re.split(r"\n\s*\n", text) if p.strip()), "")
-    first = " ".join(first.split())
+    first = squeeze(first)
     if len(first) <= limit:
         return first
     cut = first[: limit - 1].rsplit(" ", 1)[0].rstrip(",;:-–— ")
@@ -140,7 +140,7 @@ def parse_date(value: Any, tz: tzinfo = UTC) -> datetime:
 
 def text_to_html(text: str) -> str:
     """Plain text paragraphs (blank-line separated) as ``<p>`` HTML."""
-    paras = [" ".join(p.split()) for p in re.split(r"\n\s*\n", text)]
+    paras = [squeeze(p) for p in re.split(r"\n\s*\n", text)]
     return paragraphs_to_html([("p", p) for p in paras if p])
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from ..errors import ParseError
 from ..models import Article, RelatedLink
-from ..sanitize import one_line, paragraphs_to_html, slugify
+from ..sanitize import one_line, paragraphs_to_html, slugify, squeeze
 from .common import Options, Parsed, Problem, detect_language, parse_date, read_text, summarize
 
 _BOILERPLATE = re.compile(
@@ -47,8 +47,9 @@ _FINAL_PUNCT = (".", "!", "?", "…", ":", ";", '"', "”", "’", ")", "»")
 
 
 def _blocks(text: str) -> list[str]:
-    # \s matches the no-break space, so a line holding only U+00A0 is a separator too.
-    return [" ".join(b.split()) for b in re.split(r"\n[^\S\n]*(?:\n[^\S\n]*)+", text.strip()) if b.strip()]
+    # \s matches the no-break space, so a line holding only U+00A0 is a separator too; inside a
+    # block only layout whitespace is squeezed and a no-break space stays as written.
+    return [squeeze(b) for b in re.split(r"\n[^\S\n]*(?:\n[^\S\n]*)+", text.strip()) if b.strip()]
 
 
 def _is_caption(block: str) -> bool:
