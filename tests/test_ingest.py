@@ -392,3 +392,80 @@ def test_cli_import_summary_errors_and_exit_codes(cli: CliRunner, tmp_path: Path
     result = cli.invoke(main, ["article", "import", "page.txt", "--published", "someday"])
     assert result.exit_code == 65
     assert result.stderr.startswith("error: --published 'someday' is not a date")
+
+
+# --- hostile input: each a one-line error naming the file; the rest of the batch lands ------------
+
+
+def test_out_of_range_dates_are_one_line_errors_and_the_rest_lands(store: Store, tmp_path: Path) -> None:
+    d = tmp_path / "in"
+    write(d / "a-inf.json", '[{"id": "inf", "title": "Inf", "published": 1e400},'
+                            ' {"id": "ok", "title": "Ok", "published": "2026-11-20T00:00:00Z"}]')
+    write(d / "b-inf.md", '+++\ntitle = "Vô cực"\ndate = inf\n+++\nThân bài.\n')
+    write(d / "c-yaml.md", "---\ntitle: Float\npublished: 1.0e+400\n---\nBody.\n")
+    write(d / "d-year.txt", "Kinh tế\n\nTiêu đề bài\n\nPublished: Mon, 01 Jan 99999999999999999999 00:00:00 +0000\n\n"
+                            "Đoạn một dài.\n\nĐoạn hai cũng dài.\n")
+    write(d / "e-year.jsonl", '{"id": "y", "title": "Year", "date": "9999-12-31T23:00:00-05:00"}\n'
+                              '{"id": "t", "title": "Huge stamp", "date": 100000000000000000000}\n'
+                              '{"id": "n", "title": "NaN", "date": NaN}\n'
+                              '{"id": "ok2", "title": "Ok two", "date": "2026-11-21"}\n')
+    write(d / "f-good.md", "---\ntitle: Good\ndate: 2026-11-20\n---\nBody.\n")
+    report = import_paths(store, [d])
+    assert report.errors == [
+        f"{d}/a-inf.json record 1: 'published' is inf, a date out of range (years 1800 to 2199)",
+        f"{d}/b-inf.md: 'date' is inf, a date out of range (years 1800 to 2199)",
+        f"{d}/c-yaml.md: 'published' is inf, a date out of range (years 1800 to 2199)",
+        f"{d}/d-year.txt: the date line 'Published: Mon, 01 Jan 99999999999999999999 00:00:00 +0000' "
+        "is out of range (years 1800 to 2199)",
+        f"{d}/e-year.jsonl line 1: 'date' is '9999-12-31T23:00:00-05:00', a date out of range (years 1800 to 2199)",
+        f"{d}/e-year.jsonl line 2: 'date' is 100000000000000000000, a date out of range (years 1800 to 2199)",
+        f"{d}/e-year.jsonl line 3: 'date' is nan, not a date (use ISO 8601 such as 2026-11-20T08:00:00+07:00)",
+    ]
+    assert {a.title for a in store.newest_articles()} == {"Ok", "Ok two", "Good"}
+
+
+def test_cli_hostile_batch_has_no_traceback(cli: CliRunner, tmp_path: Path) -> None:
+    write(tmp_path / "in" / "inf.md", '+++\ntitle = "Vô cực"\ndate = inf\n+++\nThân bài.\n')
+    write(tmp_path / "in" / "ok.md", "---\ntitle: Good\ndate: 2026-11-20\n---\nBody.\n")
+    result = cli.invoke(main, ["article", "import", "in"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.stdout == "imported 2 files: 1 new, 0 updated, 0 unchanged; 1 failed\n"
+    assert result.stderr == "error: in/inf.md: 'date' is inf, a date out of range (years 1800 to 2199)\n"
+
+
+def alias_bomb() -> str:
+    lines = ["---", "title: Bomb", "date: 2026-11-20", 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for prev, name in zip("abcdefgh", "bcdefghi", strict=True):
+        lines.append(f"{name}: &{name} [" + ",".join([f"*{prev}"] * 9) + "]")
+    lines += ["tags: *i", "---", "Body."]
+    return "\n".join(lines) + "\n"
+
+
+def test_yaml_alias_bomb_fails_fast_in_little_memory(store: Store, tmp_path: Path) -> None:
+    import time
+    import tracemalloc
+
+    bomb = write(tmp_path / "bomb.md", alias_bomb())
+    good = write(tmp_path / "good.md", "---\ntitle: Good\ndate: 2026-11-20\n---\nBody.\n")
+    assert bomb.stat().st_size <= 520
+    tracemalloc.start()
+    started = time.monotonic()
+    try:
+        report = import_paths(store, [bomb, good])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert report.errors == [
+        f"{bomb}: front matter line 5 uses the YAML alias *a; aliases are not accepted (write the value out)"
+    ]
+    assert report.inserted == 1 and peak < 20 * 1024 * 1024
+    assert time.monotonic() - started < 60  # it used to run for minutes at 3 GB
+
+
+def test_deeply_nested_json_is_an_error_not_a_crash(store: Store, tmp_path: Path) -> None:
+    deep = "[" * 100_000 + "]" * 100_000
+    a = write(tmp_path / "deep.json", deep)
+    b = write(tmp_path / "deep.jsonl", deep + "\n" + json.dumps({"title": "After", "date": "2026-11-20"}) + "\n")
+    report = import_paths(store, [a, b])
+    assert report.errors == [f"{a}: not valid JSON (nested too deeply)", f"{b} line 1: not valid JSON (nested too deeply)"]
+    assert report.inserted == 1

@@ -80,7 +80,7 @@ def import_(ctx: click.Context, app: App, paths: tuple[str, ...], fmt: str | Non
     when = parse_published(published, settings.tz)
     sources = collect_sources(paths)
     with progress(sources, len(sources), "importing") as bar:
-        report = import_paths(app.store, bar, fmt=fmt, published=when, default_tz=settings.tz)
+        report = import_paths(app.store, bar, fmt=fmt, published=when, default_tz=settings.tz, debug=app.debug)
     published_note = ""
     if report.changed_guids and not no_publish:
         from ..publish import refresh_published

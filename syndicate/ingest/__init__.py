@@ -183,12 +183,15 @@ def import_paths(
     on_progress: Callable[[str], None] | None = None,
     default_tz: tzinfo = UTC,
     language: str = "",
+    debug: bool = False,
 ) -> ImportReport:
     """Import files, directories and feed URLs into ``store``; never stops at a bad file.
 
     ``published`` dates articles that give none (text pages otherwise take
     the file's mtime); naive times in sources are read in ``default_tz``.
-    ``on_progress(source)`` is called after each file.
+    ``on_progress(source)`` is called after each file. A file that fails in a way no
+    parser foresaw is one error line too (its type and message), and the batch goes on;
+    ``debug=True`` lets that exception through with its traceback instead.
 
     Example:
         >>> report = import_paths(store, ["data/articles"])  # doctest: +SKIP
@@ -227,7 +230,9 @@ def import_paths(
             except ParseError as exc:
                 report.errors.append(f"{source}: {exc}")
                 break
-            except (OSError, ValueError, TypeError, KeyError, RecursionError) as exc:
+            except Exception as exc:  # one file never stops the batch; --debug shows the traceback
+                if debug:
+                    raise
                 report.errors.append(f"{source}: cannot be read ({type(exc).__name__}: {exc})")
                 break
             if isinstance(item, Problem):

@@ -99,43 +99,68 @@ def summarize(text: str, limit: int = 300) -> str:
 
 _DMY = re.compile(r"^(\d{1,2})/(\d{1,2})/(\d{4})(?:[ ,T]+(\d{1,2})[:hg](\d{2}))?$")
 
+# Dates a news article can carry. Outside this a value is a typo or an attack (``1e400``, a
+# 20-digit year), and would overflow later arithmetic (embargoes, archive months, HTTP dates).
+MIN_YEAR, MAX_YEAR = 1800, 2199
+RANGE_HINT = f"years {MIN_YEAR} to {MAX_YEAR}"
+
+
+class DateRangeError(ValueError):
+    """A value that reads as a date (or a number) but lies outside MIN_YEAR..MAX_YEAR."""
+
 
 def parse_date(value: Any, tz: tzinfo = UTC) -> datetime:
     """An aware UTC datetime from ISO 8601, RFC 2822, dd/mm/yyyy, or a date/datetime.
 
-    Naive values are read in ``tz``; raises ValueError when it is not a date.
+    Naive values are read in ``tz``; raises ValueError when it is not a date, and
+    DateRangeError (a ValueError) when it is outside years 1800 to 2199.
 
     Example:
         >>> parse_date("2026-11-20T08:00:00+07:00").isoformat()
         '2026-11-20T01:00:00+00:00'
         >>> parse_date("20/11/2026").isoformat()
         '2026-11-20T00:00:00+00:00'
+        >>> parse_date(float("inf"))
+        Traceback (most recent call last):
+        ...
+        syndicate.ingest.common.DateRangeError: inf is out of range (years 1800 to 2199)
     """
+    try:
+        parsed = _parse_date(value, tz)
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=tz)
+        parsed = parsed.astimezone(UTC).replace(microsecond=0)
+    except (OverflowError, OSError):  # C-level range limits: time_t, C long, datetime.max
+        raise DateRangeError(f"{value!r} is out of range ({RANGE_HINT})") from None
+    if not MIN_YEAR <= parsed.year <= MAX_YEAR:
+        raise DateRangeError(f"{value!r} is out of range ({RANGE_HINT})")
+    return parsed
+
+
+def _parse_date(value: Any, tz: tzinfo) -> datetime:
     if isinstance(value, datetime):
-        parsed = value
-    elif isinstance(value, date):
-        parsed = datetime.combine(value, time())
-    elif isinstance(value, int | float) and not isinstance(value, bool):
-        parsed = datetime.fromtimestamp(value, UTC)
-    elif isinstance(value, str) and value.strip():
+        return value
+    if isinstance(value, date):
+        return datetime.combine(value, time())
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if value != value:  # NaN
+            raise ValueError(f"{value!r} is not a date")
+        return datetime.fromtimestamp(value, UTC)
+    if isinstance(value, str) and value.strip():
         text = value.strip()
         m = _DMY.match(text)
         if m:
             d, mo, y, hh, mm = m.groups()
-            parsed = datetime(int(y), int(mo), int(d), int(hh or 0), int(mm or 0))
-        else:
-            try:
-                parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-            except ValueError:
-                try:
-                    parsed = parsedate_to_datetime(text)
-                except (TypeError, ValueError, IndexError):
-                    raise ValueError(f"{value!r} is not a date") from None
-    else:
-        raise ValueError(f"{value!r} is not a date")
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=tz)
-    return parsed.astimezone(UTC).replace(microsecond=0)
+            return datetime(int(y), int(mo), int(d), int(hh or 0), int(mm or 0))
+        try:
+            return datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+        except ValueError:
+            pass
+        try:
+            return parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            raise ValueError(f"{value!r} is not a date") from None
+    raise ValueError(f"{value!r} is not a date")
 
 
 def text_to_html(text: str) -> str:
@@ -237,9 +262,15 @@ def _time_field(record: Mapping[str, Any], field: str, tz: tzinfo) -> datetime |
         return None
     try:
         return parse_date(value, tz)
+    except DateRangeError:
+        raise ValueError(f"{_key(record, field)!r} is {value!r}, a date out of range ({RANGE_HINT})") from None
     except ValueError:
-        key = next(k for k in ALIASES[field] if k in record and record[k] not in (None, "", [], {}))
-        raise ValueError(f"{key!r} is {value!r}, not a date ({DATE_HINT})") from None
+        raise ValueError(f"{_key(record, field)!r} is {value!r}, not a date ({DATE_HINT})") from None
+
+
+def _key(record: Mapping[str, Any], field: str) -> str:
+    """The key ``pick`` read ``field`` from (``date``, ``published_at``...), for messages."""
+    return next(k for k in ALIASES[field] if k in record and record[k] not in (None, "", [], {}))
 
 
 def article_from_record(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import calendar
 import urllib.error
 import urllib.request
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin
@@ -22,7 +22,7 @@ import feedparser
 from ..errors import ParseError
 from ..models import Article
 from ..sanitize import clean_html, html_to_text, one_line, slugify
-from .common import Options, Parsed, Problem, detect_language, summarize
+from .common import Options, Parsed, Problem, detect_language, parse_date, summarize
 
 MAX_BYTES = 64 * 1024 * 1024
 USER_AGENT = "syndicate/0.1 (+feed import)"
@@ -55,7 +55,10 @@ def _time(entry: Any, key: str) -> datetime | None:
     value = dict.get(entry, key)  # not entry.get: feedparser maps updated->published with a warning
     if not value:
         return None
-    return datetime.fromtimestamp(calendar.timegm(value), UTC)
+    try:
+        return parse_date(calendar.timegm(value))
+    except ValueError:  # out of range (feedparser reads any year): as if the entry gave none
+        return None
 
 
 def _text(value: str, detail: Any) -> str:

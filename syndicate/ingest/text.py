@@ -30,7 +30,17 @@ from pathlib import Path
 from ..errors import ParseError
 from ..models import Article, RelatedLink
 from ..sanitize import one_line, paragraphs_to_html, slugify, squeeze
-from .common import Options, Parsed, Problem, detect_language, parse_date, read_text, summarize
+from .common import (
+    RANGE_HINT,
+    DateRangeError,
+    Options,
+    Parsed,
+    Problem,
+    detect_language,
+    parse_date,
+    read_text,
+    summarize,
+)
 
 _BOILERPLATE = re.compile(
     r"^(?:(?:this (?:web)?site|we) uses? cookies.*"
@@ -115,8 +125,10 @@ def parse(path: str, opts: Options) -> Parsed:
                 published = parse_date(m.group(2), opts.default_tz)
                 date_note = f"published from the page ({m.group(2)})"
                 continue
+            except DateRangeError:
+                raise ParseError(f"the date line {block!r} is out of range ({RANGE_HINT})") from None
             except ValueError:
-                pass
+                pass  # "Date: the band's new date" is body text
         body.append(block)
 
     category = ""
