@@ -329,20 +329,44 @@ def test_hostile_html_is_cleaned(store: Store, tmp_path: Path) -> None:
     assert a.summary == "Summary" and a.image == ""
 
 
-def test_detect_format_by_extension_content_and_force(tmp_path: Path) -> None:
+def test_detect_format_by_extension_or_force(tmp_path: Path) -> None:
     assert detect_format("x.TXT") == "text" and detect_format("x.markdown") == "markdown"
+    assert detect_format("a/b.ndjson") == "jsonl" and detect_format("feed.atom") == "feed"
     assert detect_format("https://example.org/rss") == "feed"
-    assert detect_format(str(write(tmp_path / "a", "---\ntitle: x\n---\n"))) == "markdown"
-    assert detect_format(str(write(tmp_path / "b", '<?xml version="1.0"?><rss/>'))) == "feed"
-    assert detect_format(str(write(tmp_path / "c", '{"title": "a"}\n{"title": "b"}\n'))) == "jsonl"
-    assert detect_format(str(write(tmp_path / "d", '{\n "articles": []\n}'))) == "json"
-    assert detect_format(str(write(tmp_path / "d1", '{"articles": [{"title": "a"}]}\n'))) == "json"
-    assert detect_format(str(write(tmp_path / "e", "Kinh tế\n\nTitle\n"))) == "text"
-    assert detect_format("x.txt", "markdown") == "markdown"
+    assert detect_format("x.txt", "markdown") == "markdown" and detect_format("notes.csv", "jsonl") == "jsonl"
     with pytest.raises(InputError, match="unknown format 'yaml'; choose one of text, markdown, json, jsonl, feed"):
         detect_format("x.txt", "yaml")
     with pytest.raises(InputError, match="--published 'soon' is not a date"):
         parse_published("soon")
+
+
+def test_unknown_extensions_are_refused_unless_a_format_is_forced(store: Store, tmp_path: Path) -> None:
+    subscribers = write(tmp_path / "subscribers.csv", "email,name\nan@example.org,An\n")
+    log = write(tmp_path / "server.log", "GET / 200\n\nGET /feed 200\n")
+    bare = write(tmp_path / "README", "Notes\n\nSome text.\n\nMore text.\n")
+    good = write(tmp_path / "good.md", "---\ntitle: Good\ndate: 2026-11-20\n---\nBody.\n")
+    report = import_paths(store, [subscribers, log, bare, good])
+    known = ".txt, .text, .md, .markdown, .json, .jsonl, .ndjson, .xml, .rss, .atom"
+    assert report.errors == [
+        f"{subscribers}: '.csv' is not a known article format ({known}); nothing imported from it "
+        "(use --format to import it anyway)",
+        f"{log}: '.log' is not a known article format ({known}); nothing imported from it "
+        "(use --format to import it anyway)",
+        f"{bare}: no file extension to tell its format ({known}); nothing imported from it "
+        "(use --format to import it anyway)",
+    ]
+    assert [a.title for a in store.newest_articles()] == ["Good"]
+    forced = import_paths(store, [log], fmt="text", published=parse_published("2026-11-20"))
+    assert forced.errors == [] and forced.inserted == 1
+
+
+def test_cli_refuses_the_subscriber_csv(cli: CliRunner, tmp_path: Path) -> None:
+    shutil.copy(DATA / "subscribers.csv", tmp_path / "subscribers.csv")
+    result = cli.invoke(main, ["article", "import", "subscribers.csv"])
+    assert result.exit_code == 1
+    assert result.stdout == "imported 1 file: 0 new, 0 updated, 0 unchanged; 1 failed\n"
+    assert result.stderr.startswith("error: subscribers.csv: '.csv' is not a known article format (")
+    assert json.loads(cli.invoke(main, ["article", "list", "--json"]).stdout) == []
 
 
 def test_forced_format(store: Store, tmp_path: Path) -> None:

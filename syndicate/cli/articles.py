@@ -49,7 +49,7 @@ def article() -> None:
 @click.argument("paths", nargs=-1, required=True)
 @click.option(
     "--format", "fmt", type=click.Choice(["text", "markdown", "json", "jsonl", "feed"]),
-    help="Force the format [default: by extension, else by content].",
+    help="Read every named file as this format [default: by extension; unknown extensions are refused].",
 )
 @click.option("--published", help="Date for articles that give none (text pages otherwise use the file's mtime).")
 @json_option("Print the report as JSON for scripts.")

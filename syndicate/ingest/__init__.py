@@ -1,6 +1,6 @@
 """Ingestion: read sources in four formats, sanitise them, upsert Articles in batches.
 
-Formats (by extension, else by sniffing the content, or forced):
+Formats (by extension, or forced with ``--format``; an unknown extension is refused):
 
     text       .txt                  plain-text news pages (``ingest/text.py``)
     markdown   .md .markdown         front matter + Markdown (``ingest/markdown.py``)
@@ -15,7 +15,6 @@ error line in the report and never stops the rest; articles are written with
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -91,36 +90,19 @@ class ImportReport:
         }
 
 
-def sniff(path: str) -> str:
-    """Guess a format from the first bytes of a file (for unknown extensions)."""
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(4096)
-    except OSError:
-        return "text"
-    start = head.lstrip(b"\xef\xbb\xbf \t\r\n")
-    if start.startswith((b"---", b"+++")):
-        return "markdown"
-    lowered = start[:512].lower()
-    if start.startswith(b"<") and any(tag in lowered for tag in (b"<rss", b"<feed", b"<rdf:rdf", b"<?xml")):
-        return "feed"
-    if start.startswith(b"["):
-        return "json"
-    if start.startswith(b"{"):
-        try:
-            first = json.loads(start.partition(b"\n")[0])
-        except ValueError:
-            return "json"  # an object spread over lines, or cut off at 4 KB
-        return "json" if isinstance(first, dict) and isinstance(first.get("articles"), list) else "jsonl"
-    return "text"
-
-
 def detect_format(source: str, forced: str | None = None) -> str:
-    """The format of ``source``: ``forced`` if given, else by extension, else sniffed.
+    """The format of ``source``: ``forced`` if given, else by its extension (a URL is a feed).
+
+    An unknown or missing extension is refused, never guessed from the content: a
+    subscriber CSV or a server log read as a "text page" would be published.
 
     Example:
         >>> detect_format("a/b.ndjson"), detect_format("https://example.org/feed")
         ('jsonl', 'feed')
+        >>> detect_format("data/subscribers.csv")
+        Traceback (most recent call last):
+        ...
+        syndicate.errors.ParseError: '.csv' is not a known article format (...); nothing imported from it (use --format to import it anyway)
     """
     if forced:
         if forced not in FORMATS:
@@ -129,7 +111,10 @@ def detect_format(source: str, forced: str | None = None) -> str:
     if feed.is_url(source):
         return "feed"
     ext = os.path.splitext(source)[1].lower()
-    return EXTENSIONS.get(ext) or sniff(source)
+    if ext in EXTENSIONS:
+        return EXTENSIONS[ext]
+    what = f"{ext!r} is not a known article format" if ext else "no file extension to tell its format"
+    raise ParseError(f"{what} ({', '.join(EXTENSIONS)}); nothing imported from it (use --format to import it anyway)")
 
 
 def _walk(directory: str) -> Iterator[str]:
@@ -141,7 +126,7 @@ def _walk(directory: str) -> Iterator[str]:
 
 
 def iter_sources(paths: Iterable[str | Path]) -> Iterator[str]:
-    """Files and URLs to import: directories recurse (sorted; hidden and unknown files skipped)."""
+    """Files and URLs to import: directories recurse (sorted; hidden files and unknown extensions skipped)."""
     for p in paths:
         source = str(p)
         if not feed.is_url(source) and os.path.isdir(source):
