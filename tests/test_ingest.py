@@ -493,3 +493,137 @@ def test_deeply_nested_json_is_an_error_not_a_crash(store: Store, tmp_path: Path
     report = import_paths(store, [a, b])
     assert report.errors == [f"{a}: not valid JSON (nested too deeply)", f"{b} line 1: not valid JSON (nested too deeply)"]
     assert report.inserted == 1
+
+
+# --- re-imports: an mtime is not a date; identical content is unchanged; --dry-run ----------------
+
+T1, T2 = 1795000000, 1795600000  # 2026-11-18 11:06:40 UTC and a week later
+
+
+def test_reimport_with_only_a_new_mtime_is_unchanged(store: Store, tmp_path: Path) -> None:
+    page = tmp_path / "page.txt"
+    shutil.copy(SAMPLE_VI, page)
+    os.utime(page, (T1, T1))
+    import_paths(store, [page])
+    first = store.newest_articles(1)[0]
+    os.utime(page, (T2, T2))
+    again = import_paths(store, [page])
+    assert (again.inserted, again.updated, again.unchanged, again.changed_guids) == (0, 0, 1, [])
+    assert again.notes == [f"{page}: no date on the page: kept the stored published date (2026-11-18 11:06 UTC)"]
+    after = store.get_article(first.guid)
+    assert (after.published, after.updated) == (first.published, first.updated)
+
+
+def test_reimport_of_an_edit_keeps_published_and_updated_never_precedes_it(store: Store, tmp_path: Path) -> None:
+    page = tmp_path / "page.txt"
+    shutil.copy(SAMPLE_VI, page)
+    os.utime(page, (T1, T1))
+    import_paths(store, [page])
+    first = store.newest_articles(1)[0]
+    page.write_text(page.read_text(encoding="utf-8").replace("sáng 9/10", "sáng ngày 9/10"), encoding="utf-8")
+    os.utime(page, (T2, T2))
+    edited = import_paths(store, [page])
+    assert (edited.inserted, edited.updated, edited.changed_guids) == (0, 1, [first.guid])
+    after = store.get_article(first.guid)
+    assert after.published == first.published == datetime(2026, 11, 18, 11, 6, 40, tzinfo=UTC)
+    assert after.updated is not None and first.updated is not None and after.updated > first.updated
+    assert after.updated >= after.published
+
+
+def test_a_date_the_source_states_does_replace_published(store: Store, tmp_path: Path) -> None:
+    page = write(tmp_path / "dated.txt", "Kinh tế\n\nTiêu đề bài\n\nNgày đăng: 21/11/2026 09:15\n\n"
+                                         "Đoạn một dài.\n\nĐoạn hai cũng dài.\n")
+    import_paths(store, [page])
+    page.write_text(page.read_text(encoding="utf-8").replace("21/11/2026", "22/11/2026"), encoding="utf-8")
+    report = import_paths(store, [page])
+    assert (report.updated, report.unchanged) == (1, 0)
+    assert by_title(store, "Tiêu đề bài").published == datetime(2026, 11, 22, 9, 15, tzinfo=UTC)
+
+
+def test_editing_a_future_dated_article_never_puts_updated_before_published(store: Store, tmp_path: Path) -> None:
+    record = {"id": "later", "title": "Later", "date": "2099-01-01T00:00:00Z", "body_text": "One."}
+    path = write(tmp_path / "later.json", json.dumps([record]))
+    import_paths(store, [path])
+    write(path, json.dumps([{**record, "body_text": "Two."}]))
+    assert import_paths(store, [path]).updated == 1
+    a = store.get_article("later")
+    assert a.updated is not None and a.updated >= a.published == datetime(2099, 1, 1, tzinfo=UTC)
+
+
+def test_cli_reimport_after_touch_rewrites_no_feed(cli: CliRunner, tmp_path: Path) -> None:
+    page = tmp_path / "page.txt"
+    shutil.copy(SAMPLE_VI, page)
+    os.utime(page, (T1, T1))
+    assert cli.invoke(main, ["article", "import", "page.txt"]).exit_code == 0
+    assert cli.invoke(main, ["feed", "build"]).exit_code == 0
+    rss = tmp_path / "site" / "rss.xml"
+    before = (rss.read_bytes(), rss.stat().st_mtime_ns)
+    os.utime(page, (T2, T2))
+    result = cli.invoke(main, ["article", "import", "page.txt"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == (
+        "note: page.txt: no date on the page: kept the stored published date (2026-11-18 11:06 UTC)\n"
+        "imported 1 file: 0 new, 0 updated, 1 unchanged\n"
+    )
+    assert (rss.read_bytes(), rss.stat().st_mtime_ns) == before
+
+
+def test_cli_dry_run_shows_each_item_and_writes_nothing(cli: CliRunner, tmp_path: Path) -> None:
+    d = tmp_path / "in"
+    write(d / "a.md", "---\ntitle: Same\ndate: 2026-11-20\n---\nBody.\n")
+    write(d / "b.md", "---\ntitle: Edited\ndate: 2026-11-20\n---\nOld body.\n")
+    assert cli.invoke(main, ["article", "import", "in"]).exit_code == 0
+    db = tmp_path / "syndicate.db"
+    before = db.read_bytes()
+    write(d / "b.md", "---\ntitle: Edited\ndate: 2026-11-21\n---\nNew body.\n")
+    write(d / "c.md", "---\ntitle: Brand new\ndate: 2026-11-22\n---\nBody.\n")
+    write(d / "d.md", "---\ntitle: [broken\n---\n")
+    result = cli.invoke(main, ["article", "import", "--dry-run", "in"])
+    assert result.exit_code == 1
+    assert result.stdout == (
+        "unchanged  in/a.md: Same\n"
+        "updated    in/b.md: Edited (changed: published, body, summary)\n"
+        "new        in/c.md: Brand new\n"
+        "dry run: would import 4 files: 1 new, 1 updated, 1 unchanged; 1 failed (nothing written)\n"
+    )
+    assert result.stderr.startswith("error: in/d.md: front matter is not valid YAML")
+    assert db.read_bytes() == before
+    as_json = json.loads(cli.invoke(main, ["article", "import", "--dry-run", "--json", "in/b.md", "in/c.md"]).stdout)
+    assert as_json["dry_run"] is True and (as_json["inserted"], as_json["updated"]) == (1, 1)
+    assert as_json["items"] == [
+        {"status": "updated", "guid": "urn:syndicate:b", "title": "Edited", "source": "in/b.md",
+         "changes": ["published", "body", "summary"]},
+        {"status": "new", "guid": "urn:syndicate:c", "title": "Brand new", "source": "in/c.md", "changes": []},
+    ]
+    assert db.read_bytes() == before
+    titles = [a["title"] for a in json.loads(cli.invoke(main, ["article", "list", "--json"]).stdout)]
+    assert sorted(titles) == ["Edited", "Same"]
+
+
+# --- size cap ---------------------------------------------------------------------------------
+
+
+def test_an_article_over_the_size_cap_is_refused(store: Store, tmp_path: Path) -> None:
+    big = {"id": "big", "title": "Big one", "date": "2026-11-20", "body_html": "<p>" + "x" * 2_100_000 + "</p>"}
+    small = {"id": "small", "title": "Small", "date": "2026-11-20", "body_text": "ok"}
+    path = write(tmp_path / "mixed.json", json.dumps([big, small]))
+    huge_md = write(tmp_path / "huge.md", "---\ntitle: Huge\ndate: 2026-11-20\n---\n" + "word " * 1_000_000)
+    report = import_paths(store, [path, huge_md])
+    assert report.errors == [
+        f"{path}: 'Big one' is 2.1 MB of HTML, over the 2 MB limit for one article "
+        "(raise [ingest] max_article_mb to allow it); not imported",
+        f"{huge_md}: is 5 MB, over twice the 2 MB limit for one article's HTML "
+        "(raise [ingest] max_article_mb to allow it); not imported",
+    ]
+    assert [a.guid for a in store.newest_articles()] == ["small"]
+
+
+def test_cli_size_cap_is_a_setting(cli: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write(tmp_path / "a.md", "---\ntitle: Long read\ndate: 2026-11-20\n---\n" + "Một câu dài. " * 200)
+    monkeypatch.setenv("SYNDICATE_INGEST_MAX_ARTICLE_MB", "0.002")
+    result = cli.invoke(main, ["article", "import", "a.md"])
+    assert result.exit_code == 1
+    assert result.stderr == ("error: a.md: 'Long read' is 3.4 KB of HTML, over the 2 KB limit for one article "
+                             "(raise [ingest] max_article_mb to allow it); not imported\n")
+    monkeypatch.setenv("SYNDICATE_INGEST_MAX_ARTICLE_MB", "1")
+    assert cli.invoke(main, ["article", "import", "a.md"]).exit_code == 0

@@ -23,13 +23,31 @@ from ..sanitize import clean_html, clean_text, html_to_text, one_line, paragraph
 DATE_HINT = "use ISO 8601 such as 2026-11-20T08:00:00+07:00"
 
 
+MB = 1_000_000
+DEFAULT_MAX_ARTICLE_BYTES = 2 * MB
+
+
+def human_size(n: float) -> str:
+    """Bytes for a person: ``2.1 MB``, ``2 MB``, ``3.4 KB``, ``12 bytes`` (powers of 1000).
+
+    Example:
+        >>> human_size(2_100_000), human_size(2_000_000), human_size(3_400), human_size(12)
+        ('2.1 MB', '2 MB', '3.4 KB', '12 bytes')
+    """
+    for unit, scale in (("MB", MB), ("KB", 1000)):
+        if n >= scale:
+            return f"{n / scale:.1f}".rstrip("0").rstrip(".") + f" {unit}"
+    return f"{int(n)} bytes"
+
+
 @dataclass(frozen=True)
 class Options:
-    """How to read sources: fallbacks for what a source leaves out."""
+    """How to read sources: fallbacks for what a source leaves out, and limits."""
 
     published: datetime | None = None  # for articles that give no date
     default_tz: tzinfo = UTC  # naive times in sources are read in this zone
     language: str = ""  # force a language; else detected
+    max_article_bytes: int = DEFAULT_MAX_ARTICLE_BYTES  # HTML of one article ([ingest] max_article_mb)
 
 
 @dataclass(frozen=True)
@@ -41,7 +59,15 @@ class Problem:
     text: str
 
 
-Item = Article | Problem
+@dataclass(frozen=True)
+class Undated:
+    """An Article whose source states no date: its ``published`` is a guess (the file's
+    modification time), which never replaces the date a stored article already has."""
+
+    article: Article
+
+
+Item = Article | Undated | Problem
 Parsed = Iterator[Item]
 
 

@@ -14,7 +14,8 @@ blank-line separated blocks::
 
 An optional ``Ngày đăng: 20/11/2026 08:30`` (or ``Published: <ISO>``) line
 gives the date; a page without one takes ``--published``, else the file's
-modification time, and the import says which.
+modification time (only for a new article: a stored one keeps its date), and the
+import says which.
 
 Captions: a block is a caption when it has no final punctuation and is at most
 40 words (a sub-heading looks the same in plain text and is marked alike), or
@@ -24,7 +25,7 @@ when it is one short sentence (at most 20 words, no comma) between paragraphs.
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 from ..errors import ParseError
@@ -36,6 +37,7 @@ from .common import (
     Options,
     Parsed,
     Problem,
+    Undated,
     detect_language,
     parse_date,
     read_text,
@@ -153,6 +155,7 @@ def parse(path: str, opts: Options) -> Parsed:
         paragraphs.append((kind, block))
     text_paras = [t for k, t in paragraphs if k == "p"] or [t for _, t in paragraphs]
 
+    undated = False
     if published is None:
         if opts.published is not None:
             published = opts.published
@@ -162,14 +165,15 @@ def parse(path: str, opts: Options) -> Parsed:
                 mtime = Path(path).stat().st_mtime
             except OSError as exc:
                 raise ParseError(f"cannot read: {exc.strerror or exc}") from None
-            published = datetime.fromtimestamp(int(mtime), UTC)
-            date_note = f"published from file mtime ({published:%Y-%m-%d %H:%M} UTC)"
-    yield Problem("note", "", date_note)
+            published = parse_date(int(mtime))
+            undated = True  # the import says where the date came from, once it knows
+    if not undated:
+        yield Problem("note", "", date_note)
 
     slug = slugify(title)
     guid = f"urn:syndicate:{slugify(source) if source else (slugify(category) if category else 'page')}:{slug}"
     body_text = "\n\n".join(t for _, t in paragraphs)
-    yield Article(
+    article = Article(
         guid=guid,
         title=title,
         slug=slug,
@@ -184,3 +188,4 @@ def parse(path: str, opts: Options) -> Parsed:
         related=related,
         origin=path,
     )
+    yield Undated(article) if undated else article
