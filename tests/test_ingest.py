@@ -14,9 +14,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from click.testing import CliRunner
+from loopback import free_port
 
 from syndicate.cli import main
 from syndicate.errors import InputError
+from syndicate.fetcher import FetchPolicy
 from syndicate.ingest import detect_format, import_paths, parse_published
 from syndicate.models import Article
 from syndicate.store import Store
@@ -249,10 +251,22 @@ def test_bozo_feed_with_entries_imports_with_a_warning(store: Store, tmp_path: P
 def feed_server(tmp_path: Path) -> Iterator[str]:
     root = tmp_path / "www"
     write(root / "feed.xml", RSS)
+    elsewhere = free_port()
 
     class Handler(http.server.SimpleHTTPRequestHandler):
         def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
             super().__init__(*args, directory=str(root), **kwargs)
+
+        def do_GET(self) -> None:
+            targets = {"/to-port": f"http://127.0.0.1:{elsewhere}/feed.xml", "/to-ftp": "ftp://127.0.0.1/feed.xml",
+                       "/to-feed": "/feed.xml"}
+            if self.path in targets:
+                self.send_response(302)
+                self.send_header("Location", targets[self.path])
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            super().do_GET()
 
         def log_message(self, *args: object) -> None:
             pass
@@ -266,10 +280,46 @@ def feed_server(tmp_path: Path) -> Iterator[str]:
     thread.join()
 
 
+LOOPBACK = FetchPolicy(allow_private=True, timeout=60)  # the test server is on 127.0.0.1: allowed explicitly
+
+
 def test_feed_by_url(store: Store, feed_server: str) -> None:
-    report = import_paths(store, [f"{feed_server}/feed.xml", f"{feed_server}/missing.xml"])
+    report = import_paths(store, [f"{feed_server}/feed.xml", f"{feed_server}/missing.xml"], fetch=LOOPBACK)
     assert report.inserted == 2 and store.get_article("tin-a").origin == f"{feed_server}/feed.xml"
     assert report.errors == [f"{feed_server}/missing.xml: cannot fetch feed: HTTP 404 File not found"]
+    same_host = import_paths(store, [f"{feed_server}/to-feed"], fetch=LOOPBACK)
+    assert same_host.errors == [] and same_host.unchanged == 2
+
+
+def test_feed_urls_go_through_the_safe_fetcher(store: Store, feed_server: str) -> None:
+    port = feed_server.rsplit(":", 1)[1]
+    report = import_paths(store, [f"{feed_server}/feed.xml", f"{feed_server}/to-port", f"{feed_server}/to-ftp"])
+    hint = "(set [fetch] allow_private = true to allow it)"
+    assert report.errors == [
+        f"{feed_server}/feed.xml: cannot fetch feed: refused: 127.0.0.1 is a loopback address {hint}",
+        f"{feed_server}/to-port: cannot fetch feed: refused: 127.0.0.1 is a loopback address {hint}",
+        f"{feed_server}/to-ftp: cannot fetch feed: refused: 127.0.0.1 is a loopback address {hint}",
+    ]
+    report = import_paths(store, [f"{feed_server}/to-port", f"{feed_server}/to-ftp"], fetch=LOOPBACK)
+    assert report.inserted == 0 and len(report.errors) == 2
+    moved, ftp = report.errors
+    assert moved.startswith(f"{feed_server}/to-port: cannot fetch feed: refused a redirect to http://127.0.0.1:")
+    assert moved.endswith(f'/feed.xml: another host or port than http://127.0.0.1:{port} '
+                          '(set [fetch] redirects = "any" to follow it)')
+    assert ftp == (f"{feed_server}/to-ftp: cannot fetch feed: refused a redirect to ftp://127.0.0.1/feed.xml "
+                   "(only http:// and https:// are followed)")
+
+
+def test_cli_import_url_reads_the_fetch_settings(cli: CliRunner, feed_server: str,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    result = cli.invoke(main, ["article", "import", f"{feed_server}/feed.xml"])
+    assert result.exit_code == 1
+    assert result.stderr == (f"error: {feed_server}/feed.xml: cannot fetch feed: refused: 127.0.0.1 is a loopback "
+                             "address (set [fetch] allow_private = true to allow it)\n")
+    monkeypatch.setenv("SYNDICATE_FETCH_ALLOW_PRIVATE", "true")
+    result = cli.invoke(main, ["article", "import", f"{feed_server}/feed.xml"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "imported 1 file: 2 new, 0 updated, 0 unchanged\n"
 
 
 # --- bad files, hostile input, detection ------------------------------------------------------

@@ -79,6 +79,7 @@ def import_(ctx: click.Context, app: App, paths: tuple[str, ...], fmt: str | Non
         syndicate article import page.txt --published 2026-11-20T08:00:00+07:00
         syndicate article import https://example.org/feed.xml
     """
+    from ..fetcher import FetchPolicy
     from ..ingest import ItemChange, collect_sources, import_paths, parse_published
 
     settings = app.settings
@@ -95,7 +96,7 @@ def import_(ctx: click.Context, app: App, paths: tuple[str, ...], fmt: str | Non
     with progress(sources, len(sources), "importing") as bar:
         report = import_paths(
             app.store, bar, fmt=fmt, published=when, default_tz=settings.tz,
-            max_article_bytes=int(settings.ingest_max_article_mb * 1_000_000),
+            max_article_bytes=int(settings.ingest_max_article_mb * 1_000_000), fetch=FetchPolicy.from_settings(settings),
             dry_run=dry_run, on_item=on_item if dry_run else None, debug=app.debug,
         )
     published_note = ""

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import InputError, ParseError
+from ..fetcher import FetchPolicy
 from ..models import Article
 from ..store.articles import StoredVersion
 from . import feed, jsonfile, markdown, text
@@ -184,6 +185,7 @@ def import_paths(
     default_tz: tzinfo = UTC,
     language: str = "",
     max_article_bytes: int = DEFAULT_MAX_ARTICLE_BYTES,
+    fetch: FetchPolicy | None = None,
     dry_run: bool = False,
     debug: bool = False,
 ) -> ImportReport:
@@ -192,7 +194,8 @@ def import_paths(
     ``published`` dates articles that give none (text pages otherwise take
     the file's mtime, which never replaces a stored article's date); naive
     times in sources are read in ``default_tz``. An article over
-    ``max_article_bytes`` of HTML is an error. ``on_progress(source)`` is
+    ``max_article_bytes`` of HTML is an error. URLs are read by the safe
+    fetcher within ``fetch`` (default: no private hosts). ``on_progress(source)`` is
     called after each file, ``on_item(change)`` for each article (new,
     updated with its changed fields, or unchanged). ``dry_run`` compares and
     reports exactly as an import would, and writes nothing.
@@ -208,7 +211,8 @@ def import_paths(
     """
     if fmt is not None:
         detect_format("", fmt)  # validate early: InputError before any work
-    opts = Options(published=published, default_tz=default_tz, language=language, max_article_bytes=max_article_bytes)
+    opts = Options(published=published, default_tz=default_tz, language=language, max_article_bytes=max_article_bytes,
+                   fetch=fetch or FetchPolicy())
     report = ImportReport(dry_run=dry_run)
     batch: list[tuple[Article, str, bool]] = []  # (article, source, undated)
 

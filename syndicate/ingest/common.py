@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, tzinfo
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
 from ..errors import ParseError
+from ..fetcher import FetchPolicy
 from ..models import Article, RelatedLink
 from ..sanitize import clean_html, clean_text, html_to_text, one_line, paragraphs_to_html, slugify, squeeze
 
@@ -48,6 +49,7 @@ class Options:
     default_tz: tzinfo = UTC  # naive times in sources are read in this zone
     language: str = ""  # force a language; else detected
     max_article_bytes: int = DEFAULT_MAX_ARTICLE_BYTES  # HTML of one article ([ingest] max_article_mb)
+    fetch: FetchPolicy = field(default_factory=FetchPolicy)  # URLs ([fetch]; refuses private hosts)
 
 
 @dataclass(frozen=True)
