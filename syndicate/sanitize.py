@@ -61,7 +61,7 @@ _LAYOUT_SPACE = re.compile("[ \t\n\r\f\v\u2028\u2029]+")
 
 
 def squeeze(text: str) -> str:
-    """Runs of layout whitespace as one space, ends trimmed; no-break and other spaces kept.
+    r"""Runs of layout whitespace as one space, ends trimmed; no-break and other spaces kept.
 
     Example:
         >>> squeeze("  KH&CN\xa0trân \n trọng ")
