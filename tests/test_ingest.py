@@ -14,6 +14,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from loopback import free_port
 
 from syndicate.cli import main
@@ -21,7 +24,8 @@ from syndicate.errors import InputError
 from syndicate.fetcher import FetchPolicy
 from syndicate.ingest import detect_format, import_paths, parse_published
 from syndicate.models import Article
-from syndicate.store import Store
+from syndicate.sanitize import slugify
+from syndicate.store import Store, open_store
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_VI = ROOT / "data" / "articles" / "vi" / "hai-phong-khoi-nghiep.txt"  # shared/samples/news-page-vi.txt
@@ -677,3 +681,87 @@ def test_cli_size_cap_is_a_setting(cli: CliRunner, tmp_path: Path, monkeypatch: 
                              "(raise [ingest] max_article_mb to allow it); not imported\n")
     monkeypatch.setenv("SYNDICATE_INGEST_MAX_ARTICLE_MB", "1")
     assert cli.invoke(main, ["article", "import", "a.md"]).exit_code == 0
+
+
+# --- the re-import rule as a state machine: any order of edits, touches, removals and imports -----
+
+PAGE_DATES = {None: None, "a": ("20/11/2026 08:00", datetime(2026, 11, 20, 8, 0, tzinfo=UTC)),
+              "b": ("22/11/2026 09:30", datetime(2026, 11, 22, 9, 30, tzinfo=UTC))}
+
+
+class ReimportMachine(RuleBasedStateMachine):
+    """Pages are written, edited, touched and removed in any order and imported (dry run first).
+
+    Invariants: the dry run predicts the import exactly and writes nothing; an immediate re-import
+    is all unchanged; a page without a date line keeps the published date its article first got
+    (an mtime never moves it), a stated date always wins; updated is never before published."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        import tempfile
+
+        self.tmp = tempfile.TemporaryDirectory()
+        self.dir = Path(self.tmp.name) / "pages"
+        self.dir.mkdir()
+        self.store = open_store(str(Path(self.tmp.name) / "s.db"))
+        self.pages: dict[int, tuple[str, str, str | None]] = {}  # file -> (title, body, date key)
+        self.expected: dict[str, datetime] = {}  # guid -> published the store must hold
+
+    def teardown(self) -> None:
+        self.store.close()
+        self.tmp.cleanup()
+
+    def path(self, n: int) -> Path:
+        return self.dir / f"p{n}.txt"
+
+    @rule(n=st.integers(0, 2), new_title=st.booleans(), body=st.sampled_from(["Một.", "Hai.", "Ba\xa0bốn."]),
+          date=st.sampled_from([None, "a", "b"]))
+    def write_page(self, n: int, new_title: bool, body: str, date: str | None) -> None:
+        title = f"Tiêu đề số {n}" + (" mới" if new_title else "")
+        line = f"Ngày đăng: {PAGE_DATES[date][0]}\n\n" if date else ""  # type: ignore[index]
+        self.path(n).write_text(f"Kinh tế\n\n{title}\n\n{line}Đoạn đầu: {body}\n\nĐoạn cuối dài.\n", encoding="utf-8")
+        self.pages[n] = (title, body, date)
+
+    @rule(n=st.integers(0, 2), stamp=st.integers(1_790_000_000, 1_800_000_000))
+    def touch(self, n: int, stamp: int) -> None:
+        if n in self.pages:
+            os.utime(self.path(n), (stamp, stamp))
+
+    @rule(n=st.integers(0, 2))
+    def remove_file(self, n: int) -> None:
+        if self.pages.pop(n, None) is not None:
+            self.path(n).unlink()
+
+    @rule()
+    def import_pages(self) -> None:
+        before = {a.guid: (a.published, a.updated, a.body_text) for a in self.store.newest_articles(1000)}
+        dry = import_paths(self.store, [self.dir], dry_run=True)
+        after_dry = {a.guid: (a.published, a.updated, a.body_text) for a in self.store.newest_articles(1000)}
+        assert after_dry == before  # a dry run writes nothing
+        real = import_paths(self.store, [self.dir])
+        assert real.errors == dry.errors == []
+        assert (dry.inserted, dry.updated, dry.unchanged) == (real.inserted, real.updated, real.unchanged)
+        assert sorted(dry.changed_guids) == sorted(real.changed_guids)
+        again = import_paths(self.store, [self.dir])
+        assert (again.inserted, again.updated, again.unchanged) == (0, 0, len(self.pages))
+        for n, (title, _, date) in self.pages.items():
+            guid = f"urn:syndicate:kinh-te:{slugify(title)}"
+            if date:
+                self.expected[guid] = PAGE_DATES[date][1]  # type: ignore[index]
+            elif guid not in self.expected:
+                self.expected[guid] = datetime.fromtimestamp(int(self.path(n).stat().st_mtime), UTC)
+
+    @invariant()
+    def dates_hold(self) -> None:
+        stored = {a.guid: a for a in self.store.newest_articles(1000)}
+        assert set(stored) == set(self.expected)
+        for guid, published in self.expected.items():
+            assert stored[guid].published == published, guid
+            assert stored[guid].changed >= stored[guid].published
+
+
+TestReimportMachine = ReimportMachine.TestCase
+TestReimportMachine.settings = settings(
+    max_examples=int(os.environ.get("SYNDICATE_EXAMPLES", "25")), stateful_step_count=12, deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
