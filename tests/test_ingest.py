@@ -765,3 +765,18 @@ TestReimportMachine.settings = settings(
     max_examples=int(os.environ.get("SYNDICATE_EXAMPLES", "25")), stateful_step_count=12, deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
+
+
+def test_the_no_break_space_survives_to_every_feed(cli: CliRunner, tmp_path: Path) -> None:
+    import feedparser
+
+    shutil.copy(SAMPLE_VI, tmp_path / "page.txt")
+    assert cli.invoke(main, ["article", "import", "page.txt", "--published", "2026-11-20T08:00"]).exit_code == 0
+    assert cli.invoke(main, ["feed", "build"]).exit_code == 0
+    site = tmp_path / "site"
+    for name in ("rss.xml", "atom.xml"):
+        parsed = feedparser.parse((site / name).read_bytes())
+        assert not parsed.bozo, name
+        assert "KH&amp;CN\xa0trân trọng" in parsed.entries[0].content[0].value, name
+    item = json.loads((site / "feed.json").read_text(encoding="utf-8"))["items"][0]
+    assert "KH&amp;CN\xa0trân trọng" in item["content_html"] and "KH&CN\xa0trân trọng" in item["content_text"]
