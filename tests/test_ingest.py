@@ -780,3 +780,21 @@ def test_the_no_break_space_survives_to_every_feed(cli: CliRunner, tmp_path: Pat
         assert "KH&amp;CN\xa0trân trọng" in parsed.entries[0].content[0].value, name
     item = json.loads((site / "feed.json").read_text(encoding="utf-8"))["items"][0]
     assert "KH&amp;CN\xa0trân trọng" in item["content_html"] and "KH&CN\xa0trân trọng" in item["content_text"]
+
+
+def test_a_url_with_a_forced_format_other_than_feed_is_refused(store: Store) -> None:
+    report = import_paths(store, ["https://example.org/page.txt"], fmt="text")
+    assert report.errors == [
+        "https://example.org/page.txt: only feeds can be imported from a URL (--format text was given); "
+        "download the file and import it"
+    ]
+
+
+def test_a_text_page_with_an_absurd_mtime_asks_for_published(store: Store, tmp_path: Path) -> None:
+    page = write(tmp_path / "p.txt", "Kinh tế\n\nTiêu đề\n\nĐoạn một dài.\n\nĐoạn hai.\n")
+    os.utime(page, (4_102_444_800 * 2, 4_102_444_800 * 2))  # year 2229
+    report = import_paths(store, [page])
+    assert report.errors == [
+        f"{page}: no date on the page, and the file's modification time is out of range (years 1800 to 2199); "
+        "give one with --published"
+    ]

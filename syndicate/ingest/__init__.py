@@ -162,6 +162,8 @@ def parse_source(source: str, opts: Options | None = None, fmt: str | None = Non
     if not feed.is_url(source) and not os.path.exists(source):
         raise ParseError("no such file or directory")
     kind = detect_format(source, fmt)
+    if feed.is_url(source) and kind != "feed":
+        raise ParseError(f"only feeds can be imported from a URL (--format {kind} was given); download the file and import it")
     if kind in SINGLE_ARTICLE and os.path.isfile(source):
         # One article a file: a file far over the cap is refused before it is read and rendered.
         size = os.path.getsize(source)

@@ -165,7 +165,13 @@ def parse(path: str, opts: Options) -> Parsed:
                 mtime = Path(path).stat().st_mtime
             except OSError as exc:
                 raise ParseError(f"cannot read: {exc.strerror or exc}") from None
-            published = parse_date(int(mtime))
+            try:
+                published = parse_date(int(mtime))
+            except ValueError:
+                raise ParseError(
+                    f"no date on the page, and the file's modification time is out of range ({RANGE_HINT}); "
+                    "give one with --published"
+                ) from None
             undated = True  # the import says where the date came from, once it knows
     if not undated:
         yield Problem("note", "", date_note)
