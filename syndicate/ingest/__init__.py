@@ -34,8 +34,8 @@ if TYPE_CHECKING:
     from ..store import Store
 
 __all__ = [
-    "FORMATS", "ImportReport", "ItemChange", "Options", "collect_sources", "detect_format", "import_paths", "parse_published",
-    "parse_source",
+    "FORMATS", "ImportReport", "ItemChange", "Options", "collect_sources", "detect_format", "import_paths",
+    "parse_published", "parse_source",
 ]
 
 FORMATS = ("text", "markdown", "json", "jsonl", "feed")
@@ -90,7 +90,8 @@ class ImportReport:
 
     def as_dict(self) -> dict[str, object]:
         return {
-            "files": self.files, "dry_run": self.dry_run, "inserted": self.inserted, "updated": self.updated, "unchanged": self.unchanged,
+            "files": self.files, "dry_run": self.dry_run, "inserted": self.inserted, "updated": self.updated,
+            "unchanged": self.unchanged,
             "errors": self.errors, "warnings": self.warnings, "notes": self.notes,
             "changed_categories": sorted(self.changed_categories),
         }
@@ -163,7 +164,9 @@ def parse_source(source: str, opts: Options | None = None, fmt: str | None = Non
         raise ParseError("no such file or directory")
     kind = detect_format(source, fmt)
     if feed.is_url(source) and kind != "feed":
-        raise ParseError(f"only feeds can be imported from a URL (--format {kind} was given); download the file and import it")
+        raise ParseError(
+            f"only feeds can be imported from a URL (--format {kind} was given); download the file and import it"
+        )
     if kind in SINGLE_ARTICLE and os.path.isfile(source):
         # One article a file: a file far over the cap is refused before it is read and rendered.
         size = os.path.getsize(source)
@@ -235,7 +238,7 @@ def import_paths(
                     report.notes.append(f"{source}: published from file mtime ({a.published:%Y-%m-%d %H:%M} UTC)")
             change, digest = compare(a, old, source)
             changes.append(change)
-            stored[a.guid] = StoredVersion(a, digest)  # a guid twice in a batch: the store sees the first
+            stored[a.guid] = StoredVersion(a, digest)  # a guid twice in a batch: the second meets the first
             if dry_run:
                 _count(report, change, a, old)
         if not dry_run:
