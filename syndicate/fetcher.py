@@ -19,8 +19,10 @@ Anything else is a :class:`FetchError` whose message is the reason only (the
 caller names the URL), e.g. ``HTTP 404 Not Found`` or ``the server at
 127.0.0.1:2525 does not speak HTTP``.
 
-Known limit: the address check resolves the host before httpx connects, so a
-DNS answer that changes between the two (rebinding) is not caught.
+The address check sits in the network backend httpx connects through: the
+host is resolved once, every address it has is checked, and the connection is
+made to a checked address, so a DNS answer that changes between a check and
+the connection (rebinding) cannot reach a private host.
 """
 
 from __future__ import annotations
@@ -30,9 +32,10 @@ import ipaddress
 import socket
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit
 
+import httpcore
 import httpx
 
 from . import __version__
@@ -138,6 +141,7 @@ async def fetch_async(url: str, policy: FetchPolicy | None = None, *, etag: str 
         async with asyncio.timeout(policy.timeout):
             async with httpx.AsyncClient(
                 headers=headers, follow_redirects=False, trust_env=False, timeout=policy.timeout,
+                transport=_transport(policy),
             ) as client:
                 return await _follow(client, url, policy, conditional=bool(etag or last_modified))
     except TimeoutError:
@@ -161,7 +165,8 @@ async def fetch_async(url: str, policy: FetchPolicy | None = None, *, etag: str 
 async def _follow(client: httpx.AsyncClient, url: str, policy: FetchPolicy, *, conditional: bool) -> FetchResult:
     current = url
     for _hop in range(policy.max_redirects + 1):
-        await _check_host(current, policy)
+        if not _origin(current)[1]:
+            raise FetchError("the URL has no host")
         async with client.stream("GET", current) as response:
             status = response.status_code
             if status in REDIRECTS:
@@ -235,16 +240,49 @@ def _check_redirect(current: str, target: str, policy: FetchPolicy) -> None:
         )
 
 
-async def _check_host(url: str, policy: FetchPolicy) -> None:
-    """Refuse a host that is, or resolves to, a non-public address (unless allowed)."""
-    scheme, host, port = _origin(url)
-    if not host:
-        raise FetchError("the URL has no host")
-    if policy.allow_private:
-        return
+def _transport(policy: FetchPolicy) -> httpx.AsyncHTTPTransport:
+    """httpx's transport, connecting through :class:`_GuardedBackend` (httpx has no public
+    hook for the network backend; the pool is rebuilt with the same public arguments)."""
+    transport = httpx.AsyncHTTPTransport(trust_env=False)
+    transport._pool = httpcore.AsyncConnectionPool(
+        ssl_context=httpx.create_ssl_context(), max_connections=4, network_backend=_GuardedBackend(policy),
+    )
+    return transport
+
+
+class _GuardedBackend(httpcore.AsyncNetworkBackend):
+    """Resolves each host once, refuses non-public addresses (unless allowed), connects to a checked one."""
+
+    def __init__(self, policy: FetchPolicy) -> None:
+        self._policy = policy
+        self._inner = httpcore.AnyIOBackend()
+
+    async def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
+                          socket_options: Any = None) -> httpcore.AsyncNetworkStream:
+        failure: httpcore.ConnectError | None = None
+        for address in await _checked_addresses(host, port, self._policy):  # e.g. ::1 then 127.0.0.1
+            try:
+                return await self._inner.connect_tcp(address, port, timeout=timeout, local_address=local_address,
+                                                     socket_options=socket_options)
+            except httpcore.ConnectError as exc:
+                failure = exc
+        assert failure is not None  # _checked_addresses never returns an empty list
+        raise failure
+
+    async def connect_unix_socket(self, path: str, timeout: float | None = None,
+                                  socket_options: Any = None) -> httpcore.AsyncNetworkStream:
+        raise FetchError("unix sockets are not fetched")
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
+async def _checked_addresses(host: str, port: int, policy: FetchPolicy) -> list[str]:
+    """The addresses to connect to for ``host``, in the resolver's order; all must be public."""
+    host = host.strip("[]")
     literal = True
     try:
-        addresses = {ipaddress.ip_address(host.strip("[]"))}
+        addresses = [ipaddress.ip_address(host)]
     except ValueError:
         literal = False
         loop = asyncio.get_running_loop()
@@ -252,12 +290,18 @@ async def _check_host(url: str, policy: FetchPolicy) -> None:
             infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except (socket.gaierror, UnicodeError) as exc:
             raise FetchError(f"cannot resolve the host {host!r} ({exc})", temporary=True) from None
-        addresses = {ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos}
-    for address in sorted(addresses, key=str):
-        kind = _non_public(address)
-        if kind:
-            shown = host if literal else f"{host} ({address})"
-            raise FetchError(f"refused: {shown} is a {kind} address (set [fetch] allow_private = true to allow it)")
+        addresses = list(dict.fromkeys(ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos))
+    if not addresses:
+        raise FetchError(f"cannot resolve the host {host!r}", temporary=True)
+    if not policy.allow_private:
+        for address in sorted(addresses, key=str):
+            kind = _non_public(address)
+            if kind:
+                shown = host if literal else f"{host} ({address})"
+                raise FetchError(
+                    f"refused: {shown} is a {kind} address (set [fetch] allow_private = true to allow it)"
+                )
+    return [str(a) for a in addresses]
 
 
 def _non_public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
