@@ -51,7 +51,7 @@ def article() -> None:
     "--format", "fmt", type=click.Choice(["text", "markdown", "json", "jsonl", "feed"]),
     help="Read every named file as this format [default: by extension; unknown extensions are refused].",
 )
-@click.option("--published", help="Date for articles that give none (text pages otherwise use the file's mtime).")
+@click.option("--published", help="Date for articles that give none (a new text page otherwise takes its file's mtime).")
 @click.option("--dry-run", is_flag=True, help="Show what would be new, updated or unchanged; write nothing.")
 @json_option("Print the report as JSON for scripts.")
 @click.option("--no-publish", is_flag=True, help="Do not refresh the published feeds afterwards.")
