@@ -58,6 +58,8 @@ def clean_text(text: str) -> str:
 # Not str.split()'s idea of whitespace, which also eats U+00A0, U+202F, U+2009...: those are
 # text the writer chose ("KH&CN\xa0trân trọng", "10\u202f%") and are kept as written.
 _LAYOUT_SPACE = re.compile("[ \t\n\r\f\v\u2028\u2029]+")
+# What str.split() treats as whitespace beyond layout: with none present, split() is the fast path.
+_KEPT_SPACE = re.compile("[\x1c-\x1f\x85\xa0\u1680\u2000-\u200a\u202f\u205f\u3000]")
 
 
 def squeeze(text: str) -> str:
@@ -67,6 +69,8 @@ def squeeze(text: str) -> str:
         >>> squeeze("  KH&CN\xa0trân \n trọng ")
         'KH&CN\xa0trân trọng'
     """
+    if _KEPT_SPACE.search(text) is None:
+        return " ".join(text.split())  # the same result, at C speed
     return _LAYOUT_SPACE.sub(" ", text).strip()
 
 

@@ -221,10 +221,12 @@ def import_paths(
     report = ImportReport(dry_run=dry_run)
     batch: list[tuple[Article, str, bool]] = []  # (article, source, undated)
 
+    compare_all = dry_run or on_item is not None  # else only undated pages need the stored version
+
     def flush() -> None:
         if not batch:
             return
-        stored = store.stored_versions(a.guid for a, _, _ in batch)
+        stored = store.stored_versions(a.guid for a, _, undated in batch if compare_all or undated)
         changes: list[ItemChange] = []
         for a, source, undated in batch:
             old = stored.get(a.guid)
@@ -236,6 +238,8 @@ def import_paths(
                     )
                 else:
                     report.notes.append(f"{source}: published from file mtime ({a.published:%Y-%m-%d %H:%M} UTC)")
+            if not compare_all:
+                continue
             change, digest = compare(a, old, source)
             changes.append(change)
             stored[a.guid] = StoredVersion(a, digest)  # a guid twice in a batch: the second meets the first
