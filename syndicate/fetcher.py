@@ -131,6 +131,7 @@ async def fetch_async(url: str, policy: FetchPolicy | None = None, *, etag: str 
                       accept: str = "*/*") -> FetchResult:
     """GET ``url`` within ``policy``; FetchError saying why not."""
     policy = policy or FetchPolicy()
+    _check_url(url)
     _check_scheme(url)
     headers = {"User-Agent": policy.user_agent, "Accept": accept, "Accept-Encoding": "gzip, deflate"}
     if etag:
@@ -150,7 +151,9 @@ async def fetch_async(url: str, policy: FetchPolicy | None = None, *, etag: str 
     except httpx.TimeoutException:
         raise FetchError(f"no complete answer within {policy.timeout:g} s (the total deadline)",
                          temporary=True) from None
-    except httpx.RemoteProtocolError:
+    except httpx.RemoteProtocolError as exc:
+        if "location header" in str(exc).lower():  # httpx parses a 3xx Location even when not following it
+            raise FetchError("refused a redirect: its Location header is not a valid URL") from None
         where = urlsplit(url)
         raise FetchError(f"the server at {where.netloc} does not speak HTTP (or broke off its answer)",
                          temporary=True) from None
@@ -173,8 +176,12 @@ async def _follow(client: httpx.AsyncClient, url: str, policy: FetchPolicy, *, c
                 location = response.headers.get("location", "").strip()
                 if not location:
                     raise FetchError(f"HTTP {status} redirect without a Location header", status=status)
-                target = urljoin(current, location)
+                try:
+                    target = urljoin(current, location)
+                except ValueError:
+                    raise FetchError(f"refused a redirect to {location!r}: not a valid URL") from None
                 _check_redirect(current, target, policy)
+                _check_url(target)
                 current = target
                 continue
             if status == 304:
@@ -206,6 +213,27 @@ async def _read_capped(response: httpx.Response, limit: int) -> bytes:
         if len(body) > limit:
             raise FetchError(too_big)
     return bytes(body)
+
+
+def _check_url(url: str) -> None:
+    """A URL httpx can request, or FetchError naming it (bad IPv6 brackets, IDNA, control characters...)."""
+    try:
+        urlsplit(url).port  # noqa: B018 - raises ValueError on a bad port or IPv6 literal
+        httpx.URL(url).host  # noqa: B018 - decoding the host raises on bad IDNA
+    except (httpx.InvalidURL, UnicodeError):  # UnicodeError (IDNA) before its base class ValueError
+        raise FetchError(f"{url!r} is not a valid URL") from None
+    except ValueError:
+        if _bad_port(url):
+            raise FetchError(f"{url!r} has an invalid port") from None
+        raise FetchError(f"{url!r} is not a valid URL") from None
+
+
+def _bad_port(url: str) -> bool:
+    try:
+        urlsplit(url)
+    except ValueError:
+        return False  # not the port: the brackets of an IPv6 literal
+    return True
 
 
 def _check_scheme(url: str) -> None:

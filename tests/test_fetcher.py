@@ -285,3 +285,20 @@ def test_policy_from_settings() -> None:
     assert FetchPolicy().allow_private is False and FetchPolicy().user_agent == default_user_agent()
     custom = FetchPolicy.from_settings(Settings(fetch_user_agent="NewsBot/2 (+mailto:ops@example.org)"))
     assert custom.user_agent == "NewsBot/2 (+mailto:ops@example.org)"
+
+
+def test_malformed_urls_are_clean_errors(server: Server) -> None:
+    server.routes["/bad-location"] = redirect("http://[::1/x")
+    for url, message in [
+        ("http://127.0.0.1:99999/", "'http://127.0.0.1:99999/' has an invalid port"),
+        ("http:///feed.xml", "the URL has no host"),
+        ("http://[::1/", "'http://[::1/' is not a valid URL"),
+        ("https://xn--/", "'https://xn--/' is not a valid URL"),
+        ("http://exa\tmple.org/", "'http://exa\\tmple.org/' is not a valid URL"),
+    ]:
+        with pytest.raises(FetchError) as caught:
+            fetch(url, LOOPBACK)
+        assert str(caught.value) == message, url
+    with pytest.raises(FetchError) as caught:
+        fetch(server.url("/bad-location"), FetchPolicy(allow_private=True, timeout=60, redirects="any"))
+    assert str(caught.value) == "refused a redirect: its Location header is not a valid URL"
