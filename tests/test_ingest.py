@@ -798,3 +798,9 @@ def test_a_text_page_with_an_absurd_mtime_asks_for_published(store: Store, tmp_p
         f"{page}: no date on the page, and the file's modification time is out of range (years 1800 to 2199); "
         "give one with --published"
     ]
+
+
+def test_deeply_nested_front_matter_is_an_error(store: Store, tmp_path: Path) -> None:
+    path = write(tmp_path / "deep.md", "---\ntitle: Deep\ndate: 2026-11-20\ntags: " + "[" * 20_000 + "]" * 20_000 + "\n---\n")
+    report = import_paths(store, [path])
+    assert report.errors == [f"{path}: front matter is nested too deeply"]

@@ -59,6 +59,8 @@ def split_front_matter(text: str) -> tuple[dict[str, Any], str]:
     fence, raw = m.group(1), m.group(2)
     try:
         meta = _load_yaml(raw) if fence == "---" else tomllib.loads(raw)
+    except RecursionError:
+        raise ParseError("front matter is nested too deeply") from None
     except _AliasRefused as exc:
         raise ParseError(
             f"front matter line {exc.line + 2} uses the YAML alias *{exc.anchor}; "
