@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -270,6 +271,18 @@ def feed_server(tmp_path: Path) -> Iterator[str]:
                 self.send_header("Content-Length", "0")
                 self.end_headers()
                 return
+            if self.path == "/drip.xml":  # one byte every 2 s: only a total deadline ends it
+                self.send_response(200)
+                self.send_header("Content-Length", "1000")
+                self.end_headers()
+                try:
+                    for _ in range(1000):
+                        self.wfile.write(b"<")
+                        self.wfile.flush()
+                        time.sleep(2)
+                except OSError:
+                    pass
+                return
             super().do_GET()
 
         def log_message(self, *args: object) -> None:
@@ -321,9 +334,12 @@ def test_cli_import_url_reads_the_fetch_settings(cli: CliRunner, feed_server: st
     assert result.stderr == (f"error: {feed_server}/feed.xml: cannot fetch feed: refused: 127.0.0.1 is a loopback "
                              "address (set [fetch] allow_private = true to allow it)\n")
     monkeypatch.setenv("SYNDICATE_FETCH_ALLOW_PRIVATE", "true")
-    result = cli.invoke(main, ["article", "import", f"{feed_server}/feed.xml"])
-    assert result.exit_code == 0, result.output
-    assert result.stdout == "imported 1 file: 2 new, 0 updated, 0 unchanged\n"
+    monkeypatch.setenv("SYNDICATE_FETCH_TIMEOUT", "3")
+    result = cli.invoke(main, ["article", "import", f"{feed_server}/drip.xml", f"{feed_server}/feed.xml"])
+    assert result.exit_code == 1, result.output
+    assert result.stdout == "imported 2 files: 2 new, 0 updated, 0 unchanged; 1 failed\n"
+    assert result.stderr == (f"error: {feed_server}/drip.xml: cannot fetch feed: no complete answer within 3 s "
+                             "(the total deadline)\n")
 
 
 # --- bad files, hostile input, detection ------------------------------------------------------
@@ -520,7 +536,6 @@ def alias_bomb() -> str:
 
 
 def test_yaml_alias_bomb_fails_fast_in_little_memory(store: Store, tmp_path: Path) -> None:
-    import time
     import tracemalloc
 
     bomb = write(tmp_path / "bomb.md", alias_bomb())
