@@ -1,4 +1,4 @@
-"""RSS and Atom feeds, from a file or an ``http(s)://`` URL (read with feedparser).
+"""RSS and Atom feeds, from a file or an ``http(s)://`` URL (fetched by :mod:`syndicate.fetcher`, read with feedparser).
 
 Each entry becomes an Article: guid = the entry's id (else its link), content
 sanitised, the first category the article's category and the rest its tags.
