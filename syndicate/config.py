@@ -95,6 +95,14 @@ class Settings:
     dkim_domain: str = ""
     dkim_selector: str = ""
     dkim_key_file: str = ""
+    # [ingest] and [fetch]: article imports and the safe fetcher (owned by ingest/ and fetcher.py)
+    ingest_max_article_mb: float = 2.0  # HTML of one article; a bigger one is refused
+    fetch_timeout: float = 30.0  # TOTAL seconds per request: connect, redirects and the whole body
+    fetch_max_mb: float = 20.0  # body size cap (after gzip is undone)
+    fetch_max_redirects: int = 5
+    fetch_redirects: str = "same-host"  # same-host (scheme, host and port) | any
+    fetch_allow_private: bool = False  # loopback, private and link-local addresses (tests set it)
+    fetch_user_agent: str = ""  # default: syndicate/<version> (+<base_url>)
     # where this came from, for error messages
     source: str = field(default="defaults", compare=False)
 
@@ -120,7 +128,8 @@ class Settings:
 
 _FIELDS = {f.name: f for f in fields(Settings) if f.name != "source"}
 _UNPREFIXED_SECTION = "site"
-_CHOICES = {"smtp_security": ("none", "starttls", "tls")}
+_CHOICES = {"smtp_security": ("none", "starttls", "tls"), "fetch_redirects": ("same-host", "any")}
+_BOOLS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
 
 
 def _coerce(name: str, raw: object, where: str) -> object:
@@ -137,6 +146,12 @@ def _coerce(name: str, raw: object, where: str) -> object:
             return int(str(raw))
         if kind == "float":
             return float(str(raw))
+        if kind == "bool":
+            if isinstance(raw, bool):
+                return raw
+            if isinstance(raw, str) and raw.strip().lower() in _BOOLS:
+                return _BOOLS[raw.strip().lower()]
+            raise ValueError("expected true or false")
         if not isinstance(raw, str):
             raise ValueError("expected a string")
         value = raw
@@ -263,6 +278,17 @@ sender_address = "news@localhost"
 # password = ""
 # pool_size = 4
 # rate = 0                     # messages per second, 0 = unlimited
+
+[ingest]
+# max_article_mb = 2           # one article's HTML; a bigger one is refused
+
+[fetch]
+# timeout = 30                 # total seconds per URL: connect, redirects and body
+# max_mb = 20                  # body size cap
+# max_redirects = 5
+# redirects = "same-host"      # same-host | any
+# allow_private = false        # fetch from loopback/private/link-local addresses
+# user_agent = ""              # default: syndicate/<version> (+base_url)
 
 [dkim]
 # domain = "example.org"

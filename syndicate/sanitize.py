@@ -54,9 +54,29 @@ def clean_text(text: str) -> str:
     return xml_safe(unicodedata.normalize("NFC", text))
 
 
+# Layout whitespace: ASCII spaces and line breaks (and the Unicode line/paragraph separators).
+# Not str.split()'s idea of whitespace, which also eats U+00A0, U+202F, U+2009...: those are
+# text the writer chose ("KH&CN\xa0trân trọng", "10\u202f%") and are kept as written.
+_LAYOUT_SPACE = re.compile("[ \t\n\r\f\v\u2028\u2029]+")
+# What str.split() treats as whitespace beyond layout: with none present, split() is the fast path.
+_KEPT_SPACE = re.compile("[\x1c-\x1f\x85\xa0\u1680\u2000-\u200a\u202f\u205f\u3000]")
+
+
+def squeeze(text: str) -> str:
+    r"""Runs of layout whitespace as one space, ends trimmed; no-break and other spaces kept.
+
+    Example:
+        >>> squeeze("  KH&CN\xa0trân \n trọng ")
+        'KH&CN\xa0trân trọng'
+    """
+    if _KEPT_SPACE.search(text) is None:
+        return " ".join(text.split())  # the same result, at C speed
+    return _LAYOUT_SPACE.sub(" ", text).strip()
+
+
 def one_line(text: str) -> str:
     """Clean text squeezed onto one line (titles, names, header-bound values)."""
-    return " ".join(clean_text(text).split())
+    return squeeze(clean_text(text))
 
 
 def clean_html(fragment: str) -> str:
@@ -69,6 +89,9 @@ def clean_html(fragment: str) -> str:
     if not fragment:
         return ""
     cleaned: str = _cleaner()(clean_text(fragment))
+    # html5ever writes U+00A0 as ``&nbsp;``, an entity XML does not know; keep the character as
+    # written (a literal "&nbsp;" in the text is serialised as "&amp;nbsp;", so nothing else matches).
+    cleaned = cleaned.replace("&nbsp;", "\xa0")
     return xml_safe(unicodedata.normalize("NFC", cleaned))
 
 
@@ -95,7 +118,7 @@ def html_to_text(fragment: str) -> str:
     """Readable plain text from sanitised HTML: one paragraph per block."""
     text = _BLOCK_END.sub("\n\n", fragment)
     text = html.unescape(_TAG.sub("", text))
-    paragraphs = [" ".join(p.split()) for p in re.split(r"\n\s*\n", text)]
+    paragraphs = [squeeze(p) for p in re.split(r"\n\s*\n", text)]
     return "\n\n".join(p for p in paragraphs if p)
 
 

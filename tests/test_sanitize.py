@@ -8,7 +8,7 @@ import xml.etree.ElementTree as ET
 from hypothesis import given
 from hypothesis import strategies as st
 
-from syndicate.sanitize import clean_html, clean_text, fold, html_to_text, one_line, slugify, xml_safe
+from syndicate.sanitize import clean_html, clean_text, fold, html_to_text, one_line, slugify, squeeze, xml_safe
 
 
 def test_hostile_html_is_removed() -> None:
@@ -44,3 +44,16 @@ def test_fold_and_slugify_vietnamese() -> None:
 
 def test_html_to_text_keeps_paragraphs() -> None:
     assert html_to_text("<p>Một &amp; hai</p><p>Ba<br>bốn</p>") == "Một & hai\n\nBa\n\nbốn"
+
+
+def test_no_break_spaces_are_text_as_written() -> None:
+    assert one_line("KH&CN\xa0trân  trọng\n") == "KH&CN\xa0trân trọng"
+    assert html_to_text("<p>KH&amp;CN\xa0trân</p><p>10&nbsp;km \u202f%</p>") == "KH&CN\xa0trân\n\n10\xa0km \u202f%"
+    assert clean_html("<p>KH&amp;CN\xa0trân</p>") == "<p>KH&amp;CN\xa0trân</p>"
+
+
+@given(st.text(alphabet=st.sampled_from(" \t\n\r\x0b\x0c\u2028\u2029\x1c\x85\xa0\u2009\u202f\u3000aệ")))
+def test_squeeze_folds_layout_whitespace_only(text: str) -> None:
+    import re
+
+    assert squeeze(text) == re.sub("[ \t\n\r\x0b\x0c\u2028\u2029]+", " ", text).strip()

@@ -49,40 +49,58 @@ def article() -> None:
 @click.argument("paths", nargs=-1, required=True)
 @click.option(
     "--format", "fmt", type=click.Choice(["text", "markdown", "json", "jsonl", "feed"]),
-    help="Force the format [default: by extension, else by content].",
+    help="Read every named file as this format [default: by extension; unknown extensions are refused].",
 )
-@click.option("--published", help="Date for articles that give none (text pages otherwise use the file's mtime).")
+@click.option("--published", help="Date for articles that give none (a new text page otherwise takes its file's mtime).")
+@click.option("--dry-run", is_flag=True, help="Show what would be new, updated or unchanged; write nothing.")
 @json_option("Print the report as JSON for scripts.")
 @click.option("--no-publish", is_flag=True, help="Do not refresh the published feeds afterwards.")
 @pass_app
 @click.pass_context
 def import_(ctx: click.Context, app: App, paths: tuple[str, ...], fmt: str | None, published: str | None,
-            as_json: bool, no_publish: bool) -> None:
+            dry_run: bool, as_json: bool, no_publish: bool) -> None:
     """Import articles from files, directories (recursively) or feed URLs.
 
-    Formats: plain-text news pages (.txt), Markdown with front matter (.md),
-    JSON (.json), JSON Lines (.jsonl), RSS/Atom (.xml, .rss, .atom, http(s)://).
-    A bad file is one `error:` line; the others still land; the exit code is 1
-    when anything failed. Once `syndicate feed build` has published the feeds,
-    each import refreshes only the feeds holding a changed article (and pings
-    the WebSub hub when one is configured).
+    Formats, by extension: plain-text news pages (.txt), Markdown with front
+    matter (.md), JSON (.json), JSON Lines (.jsonl), RSS/Atom (.xml, .rss,
+    .atom, http(s)://). Any other file is refused unless --format names its
+    format. A bad file is one `error:` line; the others still land; the exit
+    code is 1 when anything failed. Re-importing identical content changes
+    nothing, and a page's file date never replaces a stored article's date.
+    Once `syndicate feed build` has published the feeds, each import
+    refreshes only the feeds holding a changed article (and pings the WebSub
+    hub when one is configured).
 
     \b
     Example:
         syndicate article import data/articles
+        syndicate article import --dry-run data/articles
         syndicate article import news.jsonl --json
         syndicate article import page.txt --published 2026-11-20T08:00:00+07:00
         syndicate article import https://example.org/feed.xml
     """
-    from ..ingest import collect_sources, import_paths, parse_published
+    from ..fetcher import FetchPolicy
+    from ..ingest import ItemChange, collect_sources, import_paths, parse_published
 
     settings = app.settings
     when = parse_published(published, settings.tz)
     sources = collect_sources(paths)
+    items: list[ItemChange] = []
+
+    def on_item(change: ItemChange) -> None:
+        if as_json:
+            items.append(change)
+        else:
+            click.echo(change.line())
+
     with progress(sources, len(sources), "importing") as bar:
-        report = import_paths(app.store, bar, fmt=fmt, published=when, default_tz=settings.tz)
+        report = import_paths(
+            app.store, bar, fmt=fmt, published=when, default_tz=settings.tz,
+            max_article_bytes=int(settings.ingest_max_article_mb * 1_000_000), fetch=FetchPolicy.from_settings(settings),
+            dry_run=dry_run, on_item=on_item if dry_run else None, debug=app.debug,
+        )
     published_note = ""
-    if report.changed_guids and not no_publish:
+    if report.changed_guids and not no_publish and not dry_run:
         from ..publish import refresh_published
 
         refreshed = refresh_published(app.store, settings, report.changed_categories, guids=report.changed_guids)
@@ -90,7 +108,8 @@ def import_(ctx: click.Context, app: App, paths: tuple[str, ...], fmt: str | Non
             published_note = f"feeds: {len(refreshed.written)} files refreshed in {settings.feeds_out}/"
             report.errors += refreshed.errors
     if as_json:
-        emit_json({**report.as_dict(), "feeds": published_note})
+        extra: dict[str, object] = {"items": [c.as_dict() for c in items]} if dry_run else {}
+        emit_json({**report.as_dict(), "feeds": published_note, **extra})
     else:
         for note in report.notes:
             click.echo(f"note: {note}")

@@ -10,26 +10,46 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, tzinfo
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
 from ..errors import ParseError
+from ..fetcher import FetchPolicy
 from ..models import Article, RelatedLink
-from ..sanitize import clean_html, clean_text, html_to_text, one_line, paragraphs_to_html, slugify
+from ..sanitize import clean_html, clean_text, html_to_text, one_line, paragraphs_to_html, slugify, squeeze
 
 DATE_HINT = "use ISO 8601 such as 2026-11-20T08:00:00+07:00"
 
 
+MB = 1_000_000
+DEFAULT_MAX_ARTICLE_BYTES = 2 * MB
+
+
+def human_size(n: float) -> str:
+    """Bytes for a person: ``2.1 MB``, ``2 MB``, ``3.4 KB``, ``12 bytes`` (powers of 1000).
+
+    Example:
+        >>> human_size(2_100_000), human_size(2_000_000), human_size(3_400), human_size(12)
+        ('2.1 MB', '2 MB', '3.4 KB', '12 bytes')
+    """
+    for unit, scale in (("MB", MB), ("KB", 1000)):
+        if n >= scale:
+            return f"{n / scale:.1f}".rstrip("0").rstrip(".") + f" {unit}"
+    return f"{int(n)} bytes"
+
+
 @dataclass(frozen=True)
 class Options:
-    """How to read sources: fallbacks for what a source leaves out."""
+    """How to read sources: fallbacks for what a source leaves out, and limits."""
 
     published: datetime | None = None  # for articles that give no date
     default_tz: tzinfo = UTC  # naive times in sources are read in this zone
     language: str = ""  # force a language; else detected
+    max_article_bytes: int = DEFAULT_MAX_ARTICLE_BYTES  # HTML of one article ([ingest] max_article_mb)
+    fetch: FetchPolicy = field(default_factory=FetchPolicy)  # URLs ([fetch]; refuses private hosts)
 
 
 @dataclass(frozen=True)
@@ -41,7 +61,15 @@ class Problem:
     text: str
 
 
-Item = Article | Problem
+@dataclass(frozen=True)
+class Undated:
+    """An Article whose source states no date: its ``published`` is a guess (the file's
+    modification time), which never replaces the date a stored article already has."""
+
+    article: Article
+
+
+Item = Article | Undated | Problem
 Parsed = Iterator[Item]
 
 
@@ -90,7 +118,7 @@ def summarize(text: str, limit: int = 300) -> str:
         'One two…'
     """
     first = next((p for p in re.split(r"\n\s*\n", text) if p.strip()), "")
-    first = " ".join(first.split())
+    first = squeeze(first)
     if len(first) <= limit:
         return first
     cut = first[: limit - 1].rsplit(" ", 1)[0].rstrip(",;:-–— ")
@@ -99,48 +127,73 @@ def summarize(text: str, limit: int = 300) -> str:
 
 _DMY = re.compile(r"^(\d{1,2})/(\d{1,2})/(\d{4})(?:[ ,T]+(\d{1,2})[:hg](\d{2}))?$")
 
+# Dates a news article can carry. Outside this a value is a typo or an attack (``1e400``, a
+# 20-digit year), and would overflow later arithmetic (embargoes, archive months, HTTP dates).
+MIN_YEAR, MAX_YEAR = 1800, 2199
+RANGE_HINT = f"years {MIN_YEAR} to {MAX_YEAR}"
+
+
+class DateRangeError(ValueError):
+    """A value that reads as a date (or a number) but lies outside MIN_YEAR..MAX_YEAR."""
+
 
 def parse_date(value: Any, tz: tzinfo = UTC) -> datetime:
     """An aware UTC datetime from ISO 8601, RFC 2822, dd/mm/yyyy, or a date/datetime.
 
-    Naive values are read in ``tz``; raises ValueError when it is not a date.
+    Naive values are read in ``tz``; raises ValueError when it is not a date, and
+    DateRangeError (a ValueError) when it is outside years 1800 to 2199.
 
     Example:
         >>> parse_date("2026-11-20T08:00:00+07:00").isoformat()
         '2026-11-20T01:00:00+00:00'
         >>> parse_date("20/11/2026").isoformat()
         '2026-11-20T00:00:00+00:00'
+        >>> parse_date(float("inf"))
+        Traceback (most recent call last):
+        ...
+        syndicate.ingest.common.DateRangeError: inf is out of range (years 1800 to 2199)
     """
+    try:
+        parsed = _parse_date(value, tz)
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=tz)
+        parsed = parsed.astimezone(UTC).replace(microsecond=0)
+    except (OverflowError, OSError):  # C-level range limits: time_t, C long, datetime.max
+        raise DateRangeError(f"{value!r} is out of range ({RANGE_HINT})") from None
+    if not MIN_YEAR <= parsed.year <= MAX_YEAR:
+        raise DateRangeError(f"{value!r} is out of range ({RANGE_HINT})")
+    return parsed
+
+
+def _parse_date(value: Any, tz: tzinfo) -> datetime:
     if isinstance(value, datetime):
-        parsed = value
-    elif isinstance(value, date):
-        parsed = datetime.combine(value, time())
-    elif isinstance(value, int | float) and not isinstance(value, bool):
-        parsed = datetime.fromtimestamp(value, UTC)
-    elif isinstance(value, str) and value.strip():
+        return value
+    if isinstance(value, date):
+        return datetime.combine(value, time())
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if value != value:  # NaN
+            raise ValueError(f"{value!r} is not a date")
+        return datetime.fromtimestamp(value, UTC)
+    if isinstance(value, str) and value.strip():
         text = value.strip()
         m = _DMY.match(text)
         if m:
             d, mo, y, hh, mm = m.groups()
-            parsed = datetime(int(y), int(mo), int(d), int(hh or 0), int(mm or 0))
-        else:
-            try:
-                parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-            except ValueError:
-                try:
-                    parsed = parsedate_to_datetime(text)
-                except (TypeError, ValueError, IndexError):
-                    raise ValueError(f"{value!r} is not a date") from None
-    else:
-        raise ValueError(f"{value!r} is not a date")
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=tz)
-    return parsed.astimezone(UTC).replace(microsecond=0)
+            return datetime(int(y), int(mo), int(d), int(hh or 0), int(mm or 0))
+        try:
+            return datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+        except ValueError:
+            pass
+        try:
+            return parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            raise ValueError(f"{value!r} is not a date") from None
+    raise ValueError(f"{value!r} is not a date")
 
 
 def text_to_html(text: str) -> str:
     """Plain text paragraphs (blank-line separated) as ``<p>`` HTML."""
-    paras = [" ".join(p.split()) for p in re.split(r"\n\s*\n", text)]
+    paras = [squeeze(p) for p in re.split(r"\n\s*\n", text)]
     return paragraphs_to_html([("p", p) for p in paras if p])
 
 
@@ -237,9 +290,15 @@ def _time_field(record: Mapping[str, Any], field: str, tz: tzinfo) -> datetime |
         return None
     try:
         return parse_date(value, tz)
+    except DateRangeError:
+        raise ValueError(f"{_key(record, field)!r} is {value!r}, a date out of range ({RANGE_HINT})") from None
     except ValueError:
-        key = next(k for k in ALIASES[field] if k in record and record[k] not in (None, "", [], {}))
-        raise ValueError(f"{key!r} is {value!r}, not a date ({DATE_HINT})") from None
+        raise ValueError(f"{_key(record, field)!r} is {value!r}, not a date ({DATE_HINT})") from None
+
+
+def _key(record: Mapping[str, Any], field: str) -> str:
+    """The key ``pick`` read ``field`` from (``date``, ``published_at``...), for messages."""
+    return next(k for k in ALIASES[field] if k in record and record[k] not in (None, "", [], {}))
 
 
 def article_from_record(

@@ -1,4 +1,4 @@
-"""RSS and Atom feeds, from a file or an ``http(s)://`` URL (read with feedparser).
+"""RSS and Atom feeds, from a file or an ``http(s)://`` URL (fetched by :mod:`syndicate.fetcher`, read with feedparser).
 
 Each entry becomes an Article: guid = the entry's id (else its link), content
 sanitised, the first category the article's category and the rest its tags.
@@ -9,9 +9,7 @@ warning; a feed that yields nothing is an error naming it.
 from __future__ import annotations
 
 import calendar
-import urllib.error
-import urllib.request
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin
@@ -19,43 +17,37 @@ from xml.sax import SAXParseException
 
 import feedparser
 
+from .. import fetcher
 from ..errors import ParseError
+from ..fetcher import FetchError, FetchPolicy
 from ..models import Article
 from ..sanitize import clean_html, html_to_text, one_line, slugify
-from .common import Options, Parsed, Problem, detect_language, summarize
+from .common import Options, Parsed, Problem, detect_language, parse_date, summarize
 
-MAX_BYTES = 64 * 1024 * 1024
-USER_AGENT = "syndicate/0.1 (+feed import)"
+ACCEPT = "application/rss+xml, application/atom+xml, application/feed+json;q=0.9, application/xml;q=0.9, */*;q=0.5"
 
 
 def is_url(source: str) -> bool:
     return source.lower().startswith(("http://", "https://"))
 
 
-def fetch(url: str, timeout: float = 30.0) -> tuple[bytes, str]:
-    """The body and final URL of ``url``; ParseError saying why it cannot be read."""
-    request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, "Accept": "application/rss+xml, "
-                                                   "application/atom+xml, application/xml;q=0.9, */*;q=0.5"})
+def fetch(url: str, policy: FetchPolicy) -> tuple[bytes, str]:
+    """The body and final URL of ``url``, through the safe fetcher; ParseError saying why not."""
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - http(s) only
-            body = response.read(MAX_BYTES + 1)
-            final = response.geturl()
-    except urllib.error.HTTPError as exc:
-        raise ParseError(f"cannot fetch feed: HTTP {exc.code} {exc.reason}") from None
-    except urllib.error.URLError as exc:
-        raise ParseError(f"cannot fetch feed: {exc.reason}") from None
-    except (TimeoutError, OSError) as exc:
+        result = fetcher.fetch(url, policy, accept=ACCEPT)
+    except FetchError as exc:
         raise ParseError(f"cannot fetch feed: {exc}") from None
-    if len(body) > MAX_BYTES:
-        raise ParseError(f"feed is larger than {MAX_BYTES // (1024 * 1024)} MB")
-    return body, final
+    return result.body, result.url
 
 
 def _time(entry: Any, key: str) -> datetime | None:
     value = dict.get(entry, key)  # not entry.get: feedparser maps updated->published with a warning
     if not value:
         return None
-    return datetime.fromtimestamp(calendar.timegm(value), UTC)
+    try:
+        return parse_date(calendar.timegm(value))
+    except ValueError:  # out of range (feedparser reads any year): as if the entry gave none
+        return None
 
 
 def _text(value: str, detail: Any) -> str:
@@ -89,7 +81,7 @@ def _bozo(parsed: Any) -> str:
 def parse(source: str, opts: Options) -> Parsed:
     """Yield the Articles of a feed file or URL, with a warning if the feed is malformed."""
     if is_url(source):
-        body, base = fetch(source)
+        body, base = fetch(source, opts.fetch)
     else:
         try:
             body = Path(source).read_bytes()

@@ -31,6 +31,8 @@ def parse_json(path: str, opts: Options) -> Parsed:
         doc: Any = json.loads(decode(raw))
     except json.JSONDecodeError as exc:
         raise ParseError(f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    except RecursionError:
+        raise ParseError("not valid JSON (nested too deeply)") from None
     if isinstance(doc, dict):
         if isinstance(doc.get("articles"), list):
             doc = doc["articles"]
@@ -71,6 +73,9 @@ def parse_jsonl(path: str, opts: Options) -> Parsed:
                 record = loads(line)
             except json.JSONDecodeError as exc:
                 yield Problem("error", f"line {n}", _json_reason(exc))
+                continue
+            except RecursionError:
+                yield Problem("error", f"line {n}", "not valid JSON (nested too deeply)")
                 continue
             try:
                 yield article_from_record(record, opts, origin=path)

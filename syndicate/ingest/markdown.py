@@ -27,6 +27,30 @@ _FRONT = re.compile(r"\A(---|\+\+\+)[ \t]*\n(.*?)\n\1[ \t]*(?:\n|\Z)", re.S)
 _H1 = re.compile(r"\A\s*#[ \t]+(.+?)[ \t#]*(?:\n|\Z)")
 
 
+class _NoAliasLoader(yaml.SafeLoader):
+    """SafeLoader that refuses aliases: a 500-byte front matter of nested ``*a`` references
+    (a "billion laughs") would otherwise expand to gigabytes where the values are read."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()  # type: ignore[no-untyped-call]
+            raise _AliasRefused(event.anchor, event.start_mark.line)
+        return super().compose_node(parent, index)
+
+
+class _AliasRefused(Exception):
+    def __init__(self, anchor: str, line: int) -> None:
+        self.anchor, self.line = anchor, line
+
+
+def _load_yaml(raw: str) -> Any:
+    loader = _NoAliasLoader(raw)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
 def split_front_matter(text: str) -> tuple[dict[str, Any], str]:
     """(front matter mapping, Markdown body); ParseError when the front matter is broken."""
     m = _FRONT.match(text)
@@ -34,7 +58,14 @@ def split_front_matter(text: str) -> tuple[dict[str, Any], str]:
         return {}, text
     fence, raw = m.group(1), m.group(2)
     try:
-        meta = yaml.safe_load(raw) if fence == "---" else tomllib.loads(raw)
+        meta = _load_yaml(raw) if fence == "---" else tomllib.loads(raw)
+    except RecursionError:
+        raise ParseError("front matter is nested too deeply") from None
+    except _AliasRefused as exc:
+        raise ParseError(
+            f"front matter line {exc.line + 2} uses the YAML alias *{exc.anchor}; "
+            "aliases are not accepted (write the value out)"
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 2}" if mark is not None else ""

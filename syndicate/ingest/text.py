@@ -14,7 +14,8 @@ blank-line separated blocks::
 
 An optional ``Ngày đăng: 20/11/2026 08:30`` (or ``Published: <ISO>``) line
 gives the date; a page without one takes ``--published``, else the file's
-modification time, and the import says which.
+modification time (only for a new article: a stored one keeps its date), and the
+import says which.
 
 Captions: a block is a caption when it has no final punctuation and is at most
 40 words (a sub-heading looks the same in plain text and is marked alike), or
@@ -24,13 +25,24 @@ when it is one short sentence (at most 20 words, no comma) between paragraphs.
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 from ..errors import ParseError
 from ..models import Article, RelatedLink
-from ..sanitize import one_line, paragraphs_to_html, slugify
-from .common import Options, Parsed, Problem, detect_language, parse_date, read_text, summarize
+from ..sanitize import one_line, paragraphs_to_html, slugify, squeeze
+from .common import (
+    RANGE_HINT,
+    DateRangeError,
+    Options,
+    Parsed,
+    Problem,
+    Undated,
+    detect_language,
+    parse_date,
+    read_text,
+    summarize,
+)
 
 _BOILERPLATE = re.compile(
     r"^(?:(?:this (?:web)?site|we) uses? cookies.*"
@@ -47,8 +59,9 @@ _FINAL_PUNCT = (".", "!", "?", "…", ":", ";", '"', "”", "’", ")", "»")
 
 
 def _blocks(text: str) -> list[str]:
-    # \s matches the no-break space, so a line holding only U+00A0 is a separator too.
-    return [" ".join(b.split()) for b in re.split(r"\n[^\S\n]*(?:\n[^\S\n]*)+", text.strip()) if b.strip()]
+    # \s matches the no-break space, so a line holding only U+00A0 is a separator too; inside a
+    # block only layout whitespace is squeezed and a no-break space stays as written.
+    return [squeeze(b) for b in re.split(r"\n[^\S\n]*(?:\n[^\S\n]*)+", text.strip()) if b.strip()]
 
 
 def _is_caption(block: str) -> bool:
@@ -114,8 +127,10 @@ def parse(path: str, opts: Options) -> Parsed:
                 published = parse_date(m.group(2), opts.default_tz)
                 date_note = f"published from the page ({m.group(2)})"
                 continue
+            except DateRangeError:
+                raise ParseError(f"the date line {block!r} is out of range ({RANGE_HINT})") from None
             except ValueError:
-                pass
+                pass  # "Date: the band's new date" is body text
         body.append(block)
 
     category = ""
@@ -140,6 +155,7 @@ def parse(path: str, opts: Options) -> Parsed:
         paragraphs.append((kind, block))
     text_paras = [t for k, t in paragraphs if k == "p"] or [t for _, t in paragraphs]
 
+    undated = False
     if published is None:
         if opts.published is not None:
             published = opts.published
@@ -149,14 +165,21 @@ def parse(path: str, opts: Options) -> Parsed:
                 mtime = Path(path).stat().st_mtime
             except OSError as exc:
                 raise ParseError(f"cannot read: {exc.strerror or exc}") from None
-            published = datetime.fromtimestamp(int(mtime), UTC)
-            date_note = f"published from file mtime ({published:%Y-%m-%d %H:%M} UTC)"
-    yield Problem("note", "", date_note)
+            try:
+                published = parse_date(int(mtime))
+            except ValueError:
+                raise ParseError(
+                    f"no date on the page, and the file's modification time is out of range ({RANGE_HINT}); "
+                    "give one with --published"
+                ) from None
+            undated = True  # the import says where the date came from, once it knows
+    if not undated:
+        yield Problem("note", "", date_note)
 
     slug = slugify(title)
     guid = f"urn:syndicate:{slugify(source) if source else (slugify(category) if category else 'page')}:{slug}"
     body_text = "\n\n".join(t for _, t in paragraphs)
-    yield Article(
+    article = Article(
         guid=guid,
         title=title,
         slug=slug,
@@ -171,3 +194,4 @@ def parse(path: str, opts: Options) -> Parsed:
         related=related,
         origin=path,
     )
+    yield Undated(article) if undated else article

@@ -36,6 +36,14 @@ class UpsertResult:
         self.changed_categories |= other.changed_categories
 
 
+@dataclass(frozen=True)
+class StoredVersion:
+    """An article as stored, with the content hash upserts compare against."""
+
+    article: Article
+    content_hash: str
+
+
 def content_hash(a: Article) -> str:
     """Hash of everything a reader sees; a change here bumps ``updated``."""
     parts = [
@@ -113,7 +121,7 @@ class ArticleQueries(StoreBase):
                 else:
                     previous = parse_time(old[3])
                     bumped = a.updated if a.updated and previous and a.updated > previous else now
-                    values["updated"] = iso(bumped)
+                    values["updated"] = iso(max(bumped, a.published))  # never earlier than published
                     sets = ", ".join(f"{k} = ?" for k in values)
                     conn.execute(f"UPDATE articles SET {sets} WHERE id = ?", [*values.values(), old[0]])
                     conn.execute("DELETE FROM articles_fts WHERE rowid = ?", [old[0]])
@@ -127,6 +135,20 @@ class ArticleQueries(StoreBase):
                 result.changed_categories.add(a.category_slug)
         result.changed_categories.discard("")
         return result
+
+    def stored_versions(self, guids: Iterable[str]) -> dict[str, StoredVersion]:
+        """The stored article and content hash of each of ``guids`` that exists (exact guid match)."""
+        wanted = list(dict.fromkeys(guids))
+        out: dict[str, StoredVersion] = {}
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            rows = self.query(
+                f"SELECT {_COLUMNS}, content_hash FROM articles WHERE guid IN ({', '.join('?' for _ in chunk)})",
+                chunk,
+            )
+            for row in rows:
+                out[row["guid"]] = StoredVersion(row_to_article(row), row["content_hash"])
+        return out
 
     def _free_slug(self, wanted: str, own_id: int | None) -> str:
         slug, n = wanted, 1
