@@ -193,6 +193,7 @@ def import_paths(
     fetch: FetchPolicy | None = None,
     dry_run: bool = False,
     debug: bool = False,
+    parsed_by: Callable[[str], Parsed] | None = None,
 ) -> ImportReport:
     """Import files, directories and feed URLs into ``store``; never stops at a bad file.
 
@@ -203,7 +204,9 @@ def import_paths(
     fetcher within ``fetch`` (default: no private hosts). ``on_progress(source)`` is
     called after each file, ``on_item(change)`` for each article (new,
     updated with its changed fields, or unchanged). ``dry_run`` compares and
-    reports exactly as an import would, and writes nothing.
+    reports exactly as an import would, and writes nothing. ``parsed_by(source)``
+    replaces reading a source (the fetcher of ``syndicate fetch`` hands over
+    what it already fetched), so every source takes the same path into the store.
 
     A file that fails in a way no parser foresaw is one error line too (its
     type and message), and the batch goes on; ``debug=True`` lets that
@@ -260,7 +263,7 @@ def import_paths(
     for source in iter_sources(paths):
         report.files += 1
         try:
-            items = iter(parse_source(source, opts, fmt))
+            items = iter(parsed_by(source) if parsed_by is not None else parse_source(source, opts, fmt))
         except ParseError as exc:
             report.errors.append(f"{source}: {exc}")
             items = iter(())

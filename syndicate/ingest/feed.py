@@ -88,6 +88,11 @@ def parse(source: str, opts: Options) -> Parsed:
         except OSError as exc:
             raise ParseError(f"cannot read: {exc.strerror or exc}") from None
         base = ""
+    yield from parse_bytes(body, source, opts, base=base)
+
+
+def parse_bytes(body: bytes, source: str, opts: Options, *, base: str = "") -> Parsed:
+    """The Articles of feed bytes already fetched (``source`` names them; ``base`` resolves relative links)."""
     # No content-location: feedparser would resolve a relative guid against it, and an
     # entry's identity must not depend on where the feed was read from.
     parsed = feedparser.parse(body, sanitize_html=True)

@@ -4,7 +4,7 @@
 pending migrations, and returns a :class:`Store` whose methods are the named
 queries of each area: articles (``store/articles.py``), lists and subscribers
 (``store/subscribers.py``), consent events, suppressions and stats
-(``store/consent.py``), the outbox (``store/outbox.py``). Parameters are
+(``store/consent.py``), the outbox (``store/outbox.py``), followed sources (``store/sources.py``). Parameters are
 always bound, never formatted into SQL.
 """
 
@@ -21,12 +21,13 @@ from .articles import ArticleQueries, UpsertResult
 from .consent import ConsentQueries
 from .migrations import ALL
 from .outbox import OutboxQueries
+from .sources import SourceQueries
 from .subscribers import SubscriberQueries
 
 __all__ = ["Store", "open_store", "UpsertResult"]
 
 
-class Store(ArticleQueries, OutboxQueries, SubscriberQueries, ConsentQueries):
+class Store(ArticleQueries, OutboxQueries, SubscriberQueries, ConsentQueries, SourceQueries):
     """Every named query, grouped by area in the mixins it inherits."""
 
 

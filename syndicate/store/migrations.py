@@ -79,9 +79,10 @@ def m003_meta(db: Database) -> None:
 
 def _all() -> list[Migrations]:
     from .outbox import migrations as outbox
+    from .sources import migrations as sources
     from .subscribers import migrations as subscribers
 
-    return [articles, subscribers, outbox]
+    return [articles, subscribers, outbox, sources]
 
 
 ALL: list[Migrations] = _all()
