@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
+import pytest
 from click.testing import CliRunner
 
 from syndicate.cli import main
@@ -97,3 +100,18 @@ def test_remove_drops_the_article_from_published_feeds_and_archives(cli: CliRunn
     for rel in ("site/atom.xml", "site/category/kinh-te/rss.xml", "site/feeds/atom/2026-11.xml",
                 "site/category/kinh-te/feeds/atom/2026-11.xml"):
         assert [e.title for e in feedparser.parse(str(tmp_path / rel)).entries] == ["Tin một"], rel
+
+
+def test_a_command_where_nothing_is_set_up_says_so_and_creates_nothing(
+    cli: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SYNDICATE_DB")
+    result = cli.invoke(main, ["article", "list"])
+    assert result.exit_code == 78
+    assert result.stderr == (
+        "error: no config file and no database data/syndicate.db here; run `syndicate init` to create them "
+        "(or pass --config / --db)\n"
+    )
+    assert not (tmp_path / "data").exists()
+    assert cli.invoke(main, ["init"]).exit_code == 0
+    assert cli.invoke(main, ["article", "list"]).exit_code == 0

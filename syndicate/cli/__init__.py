@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import click
 
 from ..config import Settings, load_settings
-from ..errors import SyndicateError
+from ..errors import ConfigError, SyndicateError
 from ..store import Store, open_store
 
 T = TypeVar("T")
@@ -37,6 +37,7 @@ class App:
     _settings: Settings | None = None
     _store: Store | None = None
     cleanup: list[Any] = field(default_factory=list)
+    creates: bool = False  # init and demo may create the database; other commands need one
 
     @property
     def settings(self) -> Settings:
@@ -47,7 +48,14 @@ class App:
     @property
     def store(self) -> Store:
         if self._store is None:
-            self._store = open_store(self.settings.db)
+            settings = self.settings
+            unconfigured = settings.source == "defaults" and self.db is None
+            if unconfigured and not self.creates and not Path(settings.db).exists():
+                raise ConfigError(
+                    f"no config file and no database {settings.db} here; run `syndicate init` to create them "
+                    "(or pass --config / --db)"
+                )
+            self._store = open_store(settings.db)
         return self._store
 
     def close(self) -> None:
@@ -141,6 +149,7 @@ def init(app: App) -> None:
         if not is_private(path):
             click.echo(f"warning: {path} can be read by other users and holds secret_key: run `chmod 600 {path}`",
                        err=True)
+    app.creates = True
     store = app.store
     click.echo(f"database {store.path} ready ({store.count_articles():,} articles)")
 

@@ -55,6 +55,7 @@ def demo(app: App, at: str) -> None:
     path, _ = config_path(app.config, os.environ)
     if write_default_config(path):
         click.echo(f"wrote {path} (a fresh secret_key; edit it to set your site and SMTP relay)")
+    app.creates = True
     settings, store = app.settings, app.store
     click.echo(f"database  {store.path}")
 
