@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -48,6 +49,28 @@ _ALIASES = {
 _STATUS_ALIASES = {"enabled": "active", "subscribed": "active", "disabled": "unsubscribed",
                    "blocklisted": "unsubscribed", "blacklisted": "unsubscribed", "cleaned": "bounced"}
 BATCH_SIZE = 5000
+_LOCALE = re.compile(r"[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8}){0,3}\Z")
+#: A cell starting with one of these is a formula to a spreadsheet (OWASP CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralise(value: str) -> str:
+    """A cell a spreadsheet shows as text: a leading ``= + - @`` tab or CR (or a quote) gets a ``'`` in front.
+
+    :func:`unneutralise` undoes it, so an export imports back to the same data.
+
+    Example:
+        >>> neutralise("=HYPERLINK(1)"), neutralise("Lan"), unneutralise(neutralise("'x"))
+        ("'=HYPERLINK(1)", 'Lan', "'x")
+    """
+    return "'" + value if value.startswith(FORMULA_STARTS + ("'",)) else value
+
+
+def unneutralise(value: str) -> str:
+    """Undo :func:`neutralise`: ``'=x`` -> ``=x``, ``''x`` -> ``'x``; anything else is left alone."""
+    if len(value) > 1 and value[0] == "'" and value[1:].startswith(FORMULA_STARTS + ("'",)):
+        return value[1:]
+    return value
 
 
 def _header_key(raw: str) -> str:
@@ -65,6 +88,7 @@ class ImportReport:
     new_subscribers: int = 0
     new_subscriptions: int = 0
     resubscribed: int = 0
+    pending: int = 0  # subscriptions written as pending, to whom no confirmation email was sent
     duplicates: int = 0
     existing: int = 0
     suppressed: int = 0
@@ -82,7 +106,16 @@ class ImportReport:
             f"({self.new_subscribers:,} new subscribers, {self.resubscribed:,} resubscribed); skipped "
             f"{self.duplicates:,} duplicates, {self.existing:,} already on the list, {self.suppressed:,} suppressed; "
             f"{self.errors:,} errors"
-        )
+        ) + self.pending_note()
+
+    def pending_note(self) -> str:
+        """Says plainly that imported pending subscribers were not emailed (empty when there are none)."""
+        if not self.pending:
+            return ""
+        who = "subscriber" if self.pending == 1 else "subscribers"
+        verb = "would be" if self.dry_run else "was"
+        return (f"; no confirmation email {verb} sent to the {self.pending:,} pending {who} "
+                "(they stay pending until they confirm)")
 
     def error_message(self) -> str:
         """One line naming the bad rows, for ``error: ...``."""
@@ -215,7 +248,7 @@ class CsvImport:
     def _parse(self, row: list[str], line: int, columns: dict[str, int]) -> ImportRow:
         def cell(key: str) -> str:
             i = columns.get(key)
-            return row[i].strip() if i is not None and i < len(row) else ""
+            return unneutralise(row[i]).strip() if i is not None and i < len(row) else ""
 
         email = normalize_address(cell("email"))
         name = cell("name") or " ".join(p for p in (cell("first"), cell("last")) if p)
@@ -229,16 +262,38 @@ class CsvImport:
                 timezone = timezone or str(attrs.get("timezone", "") or attrs.get("tz", ""))
                 locale = locale or str(attrs.get("locale", "") or attrs.get("language", ""))
                 name = name or str(attrs.get("name", ""))
-        out = ImportRow(line=line, email=email, email_hash=address_hash(email), name=one_line(name)[:200],
-                        timezone=check_timezone(timezone) if timezone else "", locale=one_line(locale)[:35], raw=row)
+        name = one_line(name)
+        if len(name) > 200:
+            raise InputError(f"name is {len(name):,} characters long; at most 200")
+        locale = locale.strip()
+        if locale and not _LOCALE.match(locale):
+            raise InputError(f"locale {locale!r} is not a language tag such as 'vi' or 'en-US'")
+        out = ImportRow(line=line, email=email, email_hash=address_hash(email), name=name,
+                        timezone=check_timezone(timezone) if timezone else "", locale=locale, raw=row)
         out.list_slug = cell("list") if self.list_slug is None else self.list_slug
         if not out.list_slug:
             raise InputError("the list column is empty")
+        for key in ("created", "confirmed", "unsubscribed"):
+            text = cell(key)
+            if text:
+                try:
+                    if not text.isascii():
+                        raise ValueError(text)
+                    setattr(out, key, from_iso(text))
+                except ValueError:
+                    raise InputError(f"{key} {text!r} is not an ISO 8601 time") from None
         status = cell("status").lower()
         status = _STATUS_ALIASES.get(status, status)
         if status and status not in ("pending", "active", *LEFT):
             raise InputError(f"status {status!r} is not one of pending, active, {', '.join(LEFT)}")
-        out.status = status if status in ("pending", *LEFT) else ("active" if self.confirmed else "pending")
+        if status == "active" and out.confirmed is None and not self.confirmed:
+            # consent must be shown, never assumed, and an active person is never silently demoted
+            raise InputError("status 'active' but no confirmed date; add --confirmed if they already consented, "
+                             "or leave the status empty to import them as pending")
+        if status:
+            out.status = status
+        else:
+            out.status = "active" if self.confirmed else "pending"
         cadence = cell("cadence").lower()
         if cadence and cadence not in CADENCES:
             raise InputError(f"cadence {cadence!r} is not one of {', '.join(CADENCES)}")
@@ -246,7 +301,7 @@ class CsvImport:
         for key, top in (("weekday", 6), ("send_hour", 23)):
             text = cell(key)
             if text:
-                if not text.isdigit() or int(text) > top:
+                if not (text.isascii() and text.isdigit()) or int(text) > top:
                     raise InputError(f"{key} {text!r} is not a whole number from 0 to {top}")
                 setattr(out, key, int(text))
         nl = self.lists.get(out.list_slug)
@@ -257,17 +312,13 @@ class CsvImport:
                 raise InputError(f"no list with slug {out.list_slug!r}") from None
         cats = cell("categories")
         if cats:
-            out.categories = sorted({slugify(c) for c in cats.replace(",", ";").split(";") if c.strip()})
+            parts = [c for c in cats.replace(",", ";").split(";") if c.strip()]
+            out.categories = sorted({slugify(c) for c in parts})
+            if any(slugify(c) == "untitled" and c.strip().lower() != "untitled" for c in parts):
+                raise InputError(f"categories {cats!r} has no usable topic name")
             extra = [c for c in out.categories if nl.categories and c not in nl.categories]
             if extra:
                 raise InputError(f"list {nl.slug!r} does not cover {', '.join(extra)}")
-        for key in ("created", "confirmed", "unsubscribed"):
-            text = cell(key)
-            if text:
-                try:
-                    setattr(out, key, from_iso(text))
-                except ValueError:
-                    raise InputError(f"{key} {text!r} is not an ISO 8601 time") from None
         return out
 
     def _flush(self, batch: list[ImportRow], baseline: int, source: str, writer: Any) -> None:
@@ -284,6 +335,7 @@ class CsvImport:
             rep.new_subscribers += outcome.new_subscribers
             rep.new_subscriptions += outcome.new_subscriptions
             rep.resubscribed += outcome.resubscribed
+            rep.pending += outcome.pending
             for r, reason in outcome.skipped:
                 if reason.startswith("duplicate"):
                     rep.duplicates += 1
@@ -301,7 +353,10 @@ def import_csv(store: Store, settings: Settings, path: Path, list_slug: str | No
 
 
 def export_csv(store: Store, out: TextIO, *, list_slug: str | None = None, status: str | None = None) -> int:
-    """Write subscriptions as CSV that :func:`import_csv` reads back to the same data. Returns rows written."""
+    """Write subscriptions as CSV that :func:`import_csv` reads back to the same data. Returns rows written.
+
+    Cells a spreadsheet would run as a formula are neutralised (see :func:`neutralise`).
+    """
     if status is not None and status not in SUBSCRIPTION_STATUSES:
         raise InputError(f"status {status!r} is not one of {', '.join(SUBSCRIPTION_STATUSES)}")
     list_id = store.get_list(list_slug).id if list_slug else None
@@ -310,11 +365,11 @@ def export_csv(store: Store, out: TextIO, *, list_slug: str | None = None, statu
     n = 0
     for person, sub, slug in store.iter_subscriptions(list_id, status, only_subscribed=True):
         assert sub is not None
-        writer.writerow([
+        writer.writerow([neutralise(str(cell)) for cell in (
             person.email, person.name, person.timezone, person.locale, slug, sub.status, sub.cadence, sub.weekday,
             sub.send_hour, ";".join(sub.categories), _iso_or_blank(sub.created), _iso_or_blank(sub.confirmed),
             _iso_or_blank(sub.unsubscribed),
-        ])
+        )])
         n += 1
     return n
 

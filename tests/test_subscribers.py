@@ -310,7 +310,7 @@ def test_erase_keeps_only_a_hash(store: Store, settings: Settings, tin_sang: New
                                            window_start=now - timedelta(days=1), window_end=now, categories=())])
     assert len(store.deliveries_for(r.subscription.id or 0)) == 1
 
-    assert lib.erase(store, settings, "AN@example.org ", actor="admin") == 2
+    assert lib.erase(store, settings, "AN@example.org ", actor="admin").subscriptions == 2
     with pytest.raises(NotFound):
         store.get_subscriber("an@example.org")
     assert store.subscriptions_of(sid) == [] and store.events_for(sid) == []
@@ -430,3 +430,31 @@ def test_cli_ls_and_purge(cli: CliRunner) -> None:
     assert len(cli.invoke(main, ["subscriber", "ls", "--limit", "1"]).output.splitlines()) == 1
     purged = cli.invoke(main, ["subscriber", "purge-pending", "--older-than", "0"])
     assert purged.exit_code == 0 and "purged" in purged.output
+
+
+# -- issue 10: erasure leaves no traces the store can reach -------------------------------------
+
+
+def test_erase_overwrites_the_bytes_and_empties_the_wal(settings: Settings, tmp_path: Path) -> None:
+    """The raw database and WAL files no longer hold the address; what is out of reach is named."""
+    from syndicate.mailer import MaildirTransport
+    from syndicate.store import open_store
+
+    db = tmp_path / "erase.db"
+    store = open_store(db)
+    lib.create_list(store, NewsList(slug="tin-sang", name="Tin sáng"))
+    for i in range(50):
+        lib.subscribe(store, settings, f"someone{i}@example.org", "tin-sang", name=f"Người {i}", confirmed=True)
+    lib.subscribe(store, settings, "secret.person@example.org", "tin-sang", name="Bí Mật", confirmed=True,
+                  ip="203.0.113.9", user_agent="Firefox/140")
+    box = tmp_path / "maildir"
+    MaildirTransport(box).write("", b"To: secret.person@example.org\r\nSubject: x\r\n\r\nhello\r\n")
+    rep = lib.erase(store, settings.with_(mail_maildir=str(box)), "Secret.Person@example.org")
+    assert (rep.subscriptions, rep.wal_emptied) == (1, True)
+    assert len(rep.unreachable) == 1 and rep.unreachable[0].startswith(
+        f"1 message(s) in the Maildir {box} still carry the address (delete them there): {box}/new/")
+    raw = db.read_bytes() + (db.with_name(db.name + "-wal").read_bytes() if db.with_name(db.name + "-wal").exists()
+                             else b"")
+    assert b"secret.person" not in raw.lower() and "Bí Mật".encode() not in raw and b"203.0.113.9" not in raw
+    assert b"someone49@example.org" in raw  # the others are still there, so the check can see addresses
+    store.close()

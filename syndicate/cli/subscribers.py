@@ -236,6 +236,8 @@ def subscriber_add(app: App, email: str, list_slug: str, name: str, timezone: st
 
             sent_as = send_confirmation(app.store, app.settings, make_transport(app.settings), r.subscriber,
                                         r.newslist, link)
+            assert r.subscription.id is not None
+            app.store.set_confirmation_message_id(r.subscription.id, sent_as)
     if as_json:
         emit_json({"subscriber": subscriber_dict(r.subscriber), "subscription": subscription_dict(r.subscription),
                    "created": r.created, "confirm_url": link, "confirmation_message_id": sent_as})
@@ -344,7 +346,9 @@ def subscriber_erase(app: App, email: str, yes: bool) -> None:
     """Erase a person (GDPR art. 17): their subscriber row, subscriptions and queued
     mail are deleted; their history events are kept for counts but lose the
     actor, the detail and any link to them; only a sha256 hash of the address is
-    kept, as a suppression, so a later import skips it.
+    kept, as a suppression, so a later import skips it. Freed bytes are
+    overwritten and the write-ahead log is emptied; what the store cannot reach
+    (copies in a Maildir, digests already with a relay) is named.
 
     \b
     Example:
@@ -352,8 +356,10 @@ def subscriber_erase(app: App, email: str, yes: bool) -> None:
     """
     if not yes:
         click.confirm(f"erase {email.strip()} everywhere? This cannot be undone", abort=True)
-    n = lib.erase(app.store, app.settings, email, source="cli", actor=_actor())
-    click.echo(f"erased {email.strip()} ({n} subscription(s)); kept only a hashed suppression entry")
+    rep = lib.erase(app.store, app.settings, email, source="cli", actor=_actor())
+    click.echo(f"erased {email.strip()} ({rep.subscriptions} subscription(s)); kept only a hashed suppression entry")
+    for line in rep.unreachable:
+        click.echo(f"not reached: {line}")
 
 
 @subscriber_group.command("import")

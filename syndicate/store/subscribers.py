@@ -120,6 +120,57 @@ def m001_lists_and_subscribers(db: Database) -> None:
     )
 
 
+
+@migrations()
+def m002_consent_records(db: Database) -> None:
+    """Proof of consent per subscription, and the suppression rule in the schema itself.
+
+    ``subscribers.email_hash`` (the same sha256 the suppressions keep) lets
+    two triggers refuse, whoever writes, an ``active`` subscription for a
+    suppressed address: the only way to ``active`` is to lift the suppression
+    first, which only a confirmation or an admin's resubscribe does.
+    """
+    db.execute("ALTER TABLE subscribers ADD COLUMN email_hash TEXT NOT NULL DEFAULT ''")
+    for sid, email in db.execute("SELECT id, email FROM subscribers").fetchall():
+        db.execute("UPDATE subscribers SET email_hash = ? WHERE id = ?", [email_hash(email), sid])
+    db.execute("CREATE INDEX subscribers_email_hash ON subscribers (email_hash)")
+    db.execute(
+        """
+        CREATE TABLE consent (
+            subscription_id INTEGER PRIMARY KEY REFERENCES subscriptions (id) ON DELETE CASCADE,
+            asked_at TEXT NOT NULL,
+            asked_via TEXT NOT NULL DEFAULT '',
+            asked_source TEXT NOT NULL DEFAULT '',
+            asked_ip TEXT NOT NULL DEFAULT '',
+            asked_user_agent TEXT NOT NULL DEFAULT '',
+            wording TEXT NOT NULL DEFAULT '',
+            confirmed_at TEXT,
+            confirmed_via TEXT NOT NULL DEFAULT '',
+            confirmed_ip TEXT NOT NULL DEFAULT '',
+            confirmed_user_agent TEXT NOT NULL DEFAULT '',
+            confirmation_message_id TEXT NOT NULL DEFAULT ''
+        )
+        """
+    )
+    # Subscriptions made before this migration: what the store already knows.
+    db.execute(
+        "INSERT INTO consent (subscription_id, asked_at, asked_via, confirmed_at, confirmed_via) "
+        "SELECT id, created, 'unknown (before consent records)', confirmed, "
+        "CASE WHEN confirmed IS NULL THEN '' ELSE 'unknown (before consent records)' END FROM subscriptions"
+    )
+    guard = (
+        "WHEN NEW.status = 'active' AND EXISTS (SELECT 1 FROM suppressions p JOIN subscribers s "
+        "ON s.email_hash = p.email_hash WHERE s.id = NEW.subscriber_id) "
+        "BEGIN SELECT RAISE(ABORT, 'suppressed address: lift the suppression (confirmation or resubscribe) "
+        "before making it active'); END"
+    )
+    db.execute(f"CREATE TRIGGER subscriptions_suppressed_insert BEFORE INSERT ON subscriptions {guard}")
+    db.execute(f"CREATE TRIGGER subscriptions_suppressed_update BEFORE UPDATE OF status ON subscriptions {guard}")
+    db.execute(
+        "CREATE TRIGGER subscribers_need_hash BEFORE INSERT ON subscribers WHEN NEW.email_hash = '' "
+        "BEGIN SELECT RAISE(ABORT, 'subscribers.email_hash is required'); END"
+    )
+
 # -- row mapping ---------------------------------------------------------------
 
 _LIST_COLS = "id, slug, name, description, sender_name, sender_address, categories, cadence, weekday, send_hour, language, created"
@@ -189,6 +240,7 @@ class ImportOutcome:
     new_subscribers: int = 0
     new_subscriptions: int = 0
     resubscribed: int = 0
+    pending: int = 0  # written as pending: no confirmation email has gone to them
     skipped: list[tuple[ImportRow, str]] = field(default_factory=list)
 
 
@@ -197,7 +249,8 @@ class SubscriberQueries(StoreBase):
 
     if TYPE_CHECKING:  # provided by ConsentQueries in the Store
 
-        def add_suppression(self, email_hash: str, reason: str, at: datetime | None = None) -> None: ...
+        def add_suppression(self, email_hash: str, reason: str, at: datetime | None = None, *, source: str = "system",
+                            actor: str = "", detail: str = "", quiet: bool = False) -> int: ...
 
     # -- lists ---------------------------------------------------------------
 
@@ -277,8 +330,8 @@ class SubscriberQueries(StoreBase):
         s.created = s.created or now or utcnow()
         with self.transaction() as conn:
             cur = conn.execute(
-                "INSERT INTO subscribers (email, name, timezone, locale, created) VALUES (?, ?, ?, ?, ?)",
-                [s.email, s.name, s.timezone, s.locale, iso(s.created)],
+                "INSERT INTO subscribers (email, name, timezone, locale, created, email_hash) VALUES (?, ?, ?, ?, ?, ?)",
+                [s.email, s.name, s.timezone, s.locale, iso(s.created), email_hash(s.email)],
             )
         s.id = cur.lastrowid
         return s
@@ -444,7 +497,8 @@ class SubscriberQueries(StoreBase):
             if suppress_hash is None and suppress:
                 suppress_hash = email_hash(self.get_subscriber_by_id(s.subscriber_id).email)
             if suppress_hash:
-                self.add_suppression(suppress_hash, status, now)
+                self.add_suppression(suppress_hash, status, now, source=source, actor=actor,
+                                     detail=f"address suppressed ({status} on another list)", quiet=True)
         return s
 
     def record_hard_bounce(
@@ -558,10 +612,16 @@ class SubscriberQueries(StoreBase):
             out.new_subscribers = len(fresh)
             out.new_subscriptions = len(fresh) + len(joining)
             out.resubscribed = len(reviving)
+            out.pending = sum(1 for r in (*fresh, *(r for _s, r in joining), *(r for _t, _s, r in reviving))
+                              if r.status == "pending")
             if not write:
                 return out
+            # Only rows let through by an explicit --resubscribe lift their suppression; a row that
+            # was skipped for being suppressed must leave it exactly as it was.
+            written = [*fresh, *(r for _sid, r in joining), *(r for _tid, _sid, r in reviving)]
+            lifted = sorted({r.email_hash for r in written if r.email_hash in suppressed})
             self._write_import(conn, newslist, fresh, joining, reviving, at=at, source=source,
-                               actor=actor, suppressed_hashes=[r.email_hash for r in rows if r.email_hash in suppressed])
+                               actor=actor, suppressed_hashes=lifted)
         return out
 
     def _write_import(
@@ -575,9 +635,9 @@ class SubscriberQueries(StoreBase):
             seq = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'subscribers'").fetchone()
             start = max(start, int(seq[0]) if seq else 0)
             conn.executemany(
-                "INSERT INTO subscribers (email, name, timezone, locale, created) VALUES (?, ?, ?, ?, ?)",
-                [(r.email, r.name, r.timezone or "Asia/Ho_Chi_Minh", r.locale or nl.language, iso(r.created) or at)
-                 for r in fresh],
+                "INSERT INTO subscribers (email, name, timezone, locale, created, email_hash) VALUES (?, ?, ?, ?, ?, ?)",
+                [(r.email, r.name, r.timezone or "Asia/Ho_Chi_Minh", r.locale or nl.language, iso(r.created) or at,
+                  r.email_hash) for r in fresh],
             )
             last = int(conn.execute("SELECT max(id) FROM subscribers").fetchone()[0])
             if last - start == len(fresh):  # ids were handed out in order under our write lock
@@ -589,6 +649,9 @@ class SubscriberQueries(StoreBase):
                 ).fetchall())
                 ids = [lookup[r.email.lower()] for r in fresh]
         pairs = [*zip(ids, fresh, strict=True), *joining]
+        if suppressed_hashes:  # lifted first: the schema refuses an active row for a suppressed address
+            conn.executemany("DELETE FROM suppressions WHERE email_hash = ?", [(h,) for h in suppressed_hashes])
+        before = int(conn.execute("SELECT coalesce(max(id), 0) FROM subscriptions").fetchone()[0])
         conn.executemany(
             "INSERT INTO subscriptions (subscriber_id, list_id, status, cadence, weekday, send_hour, categories, "
             "created, confirmed, unsubscribed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -600,13 +663,24 @@ class SubscriberQueries(StoreBase):
                 for sid, r in pairs
             ],
         )
+        # the proof of consent for each new subscription: asked by import, confirmed when the file says
+        conn.execute(
+            "INSERT INTO consent (subscription_id, asked_at, asked_via, asked_source, confirmed_at, confirmed_via) "
+            "SELECT id, created, 'import', ?, confirmed, CASE WHEN confirmed IS NULL THEN '' ELSE 'import' END "
+            "FROM subscriptions WHERE id > ?",
+            [source, before],
+        )
         conn.executemany(
             "UPDATE subscriptions SET status = ?, confirmed = coalesce(?, confirmed), unsubscribed = NULL, "
             "hard_bounces = 0 WHERE id = ?",
             [(r.status, at if r.status == "active" else None, tid) for tid, _sid, r in reviving],
         )
-        if suppressed_hashes:
-            conn.executemany("DELETE FROM suppressions WHERE email_hash = ?", [(h,) for h in suppressed_hashes])
+        conn.executemany(
+            "INSERT OR REPLACE INTO consent (subscription_id, asked_at, asked_via, asked_source, confirmed_at, "
+            "confirmed_via) VALUES (?, ?, 'import', ?, ?, ?)",
+            [(tid, at, source, at if r.status == "active" else None, "resubscribe" if r.status == "active" else "")
+             for tid, _sid, r in reviving],
+        )
         conn.executemany(
             _INSERT_EVENT,
             [
