@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from ..errors import NotFound
-from ..models import Event, NewsList, utcnow
+from ..models import Event, NewsList, Subscription, utcnow
 from .base import StoreBase, iso, parse_time
 
 if TYPE_CHECKING:
@@ -137,6 +137,11 @@ class ConsentQueries(StoreBase):
                           limit: int = ...) -> BounceOutcome: ...
 
         def cancel_queued_deliveries(self, subscription_id: int) -> int: ...
+
+        def mark_bounced(
+            self, subscription_id: int, *, status: str = "bounced", source: str = "bounce", actor: str = "",
+            detail: str = "", suppress_hash: str | None = None, suppress: bool = True, now: datetime | None = None,
+        ) -> Subscription: ...
 
     def add_event(self, e: Event) -> Event:
         with self.transaction() as conn:
@@ -306,6 +311,22 @@ class ConsentQueries(StoreBase):
             if hard and row[0]:
                 return None
             return self.record_bounce(delivery_id, hard, detail, now=now)
+
+    def record_complaint(self, delivery_id: int, detail: str, now: datetime | None = None) -> bool:
+        """A complaint about one delivery: its subscription becomes ``complained``, the address is
+        suppressed on every list, queued mail is cancelled. False if it was already complained (nothing changes)."""
+        with self.transaction(immediate=True) as conn:
+            row = conn.execute(
+                "SELECT d.subscription_id, t.status FROM deliveries d JOIN subscriptions t ON t.id = d.subscription_id "
+                "WHERE d.id = ?", [delivery_id],
+            ).fetchone()
+            if row is None:
+                raise NotFound(f"no delivery with id {delivery_id} (a complaint about a deleted or foreign message?)")
+            if row[1] == "complained":
+                return False
+            self.mark_bounced(row[0], status="complained", source="complaint", detail=detail, now=now)
+            self.cancel_queued_deliveries(row[0])
+        return True
 
     def delivery_by_message_id(self, message_id: str) -> int | None:
         """The delivery that was sent with this Message-ID (angle brackets optional), or None."""
