@@ -23,13 +23,15 @@ from .config import Settings
 from .errors import InputError, NotFound
 from .models import CADENCES, SUBSCRIPTION_STATUSES, NewsList, from_iso, to_iso, utcnow
 from .sanitize import one_line, slugify
+from .store.consent import ConsentRecord
 from .store.subscribers import ImportRow
 from .subscribers import LEFT, address_hash, check_timezone, normalize_address
 
 if TYPE_CHECKING:
     from .store import Store
 
-__all__ = ["EXPORT_COLUMNS", "BATCH_SIZE", "ImportReport", "CsvImport", "import_csv", "export_csv"]
+__all__ = ["EXPORT_COLUMNS", "CONSENT_COLUMNS", "BATCH_SIZE", "ImportReport", "CsvImport", "import_csv",
+           "export_csv", "export_consent"]
 
 EXPORT_COLUMNS = ["email", "name", "timezone", "locale", "list", "status", "cadence", "weekday", "send_hour",
                   "categories", "created", "confirmed", "unsubscribed"]
@@ -376,3 +378,44 @@ def export_csv(store: Store, out: TextIO, *, list_slug: str | None = None, statu
 
 def _iso_or_blank(value: datetime | None) -> str:
     return to_iso(value) if value is not None else ""
+
+
+CONSENT_COLUMNS = ["email", "list", "status", "asked_at", "asked_via", "asked_source", "asked_ip", "asked_user_agent",
+                   "wording", "confirmed_at", "confirmed_via", "confirmed_ip", "confirmed_user_agent",
+                   "confirmation_message_id"]
+CONSENT_FORMATS = ("csv", "jsonl")
+
+
+def consent_row(email: str, slug: str, status: str, rec: ConsentRecord) -> dict[str, str | None]:
+    """One consent record as the auditor's export shows it (times in UTC ISO 8601, None when unknown)."""
+    return {
+        "email": email, "list": slug, "status": status,
+        "asked_at": to_iso(rec.asked_at) if rec.asked_at else None, "asked_via": rec.asked_via,
+        "asked_source": rec.asked_source, "asked_ip": rec.asked_ip, "asked_user_agent": rec.asked_user_agent,
+        "wording": rec.wording, "confirmed_at": to_iso(rec.confirmed_at) if rec.confirmed_at else None,
+        "confirmed_via": rec.confirmed_via, "confirmed_ip": rec.confirmed_ip,
+        "confirmed_user_agent": rec.confirmed_user_agent, "confirmation_message_id": rec.confirmation_message_id,
+    }
+
+
+def export_consent(store: Store, out: TextIO, list_slug: str, *, fmt: str = "csv") -> int:
+    """Write every consent record of a list, streamed, as CSV (formulas neutralised) or JSON Lines.
+
+    Returns how many records were written.
+    """
+    if fmt not in CONSENT_FORMATS:
+        raise InputError(f"format {fmt!r} is not one of {', '.join(CONSENT_FORMATS)}")
+    nl = store.get_list(list_slug)
+    assert nl.id is not None
+    writer = csv.writer(out, lineterminator="\n") if fmt == "csv" else None
+    if writer:
+        writer.writerow(CONSENT_COLUMNS)
+    n = 0
+    for email, status, rec in store.iter_consent(nl.id):
+        row = consent_row(email, nl.slug, status, rec)
+        if writer:
+            writer.writerow([neutralise(row[c] or "") for c in CONSENT_COLUMNS])
+        else:
+            out.write(json.dumps(row, ensure_ascii=False) + "\n")
+        n += 1
+    return n

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
@@ -35,7 +35,7 @@ from .models import (
     utcnow,
 )
 from .sanitize import one_line, slugify
-from .store.consent import ListStats
+from .store.consent import ConsentRecord, ListStats
 from .store.subscribers import email_hash
 
 if TYPE_CHECKING:
@@ -529,17 +529,17 @@ class SubscriberReport:
     subscriber: Subscriber
     subscriptions: list[tuple[Subscription, str]]  # with the list slug
     events: list[Event]
+    consent: list[tuple[str, ConsentRecord]] = field(default_factory=list)  # (list slug, record)
 
 
 def describe(store: Store, email: str) -> SubscriberReport:
+    """A subscriber with their subscriptions, consent records and history."""
     subscriber = store.get_subscriber(normalize_address(email))
     assert subscriber.id is not None
     slugs = {nl.id: nl.slug for nl in store.all_lists()}
-    return SubscriberReport(
-        subscriber,
-        [(s, slugs.get(s.list_id, "?")) for s in store.subscriptions_of(subscriber.id)],
-        store.events_for(subscriber.id),
-    )
+    subs = [(s, slugs.get(s.list_id, "?")) for s in store.subscriptions_of(subscriber.id)]
+    consent = [(slug, rec) for s, slug in subs if s.id is not None and (rec := store.consent_for(s.id)) is not None]
+    return SubscriberReport(subscriber, subs, store.events_for(subscriber.id), consent)
 
 
 # -- lists -----------------------------------------------------------------------

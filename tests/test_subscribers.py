@@ -458,3 +458,104 @@ def test_erase_overwrites_the_bytes_and_empties_the_wal(settings: Settings, tmp_
     assert b"secret.person" not in raw.lower() and "Bí Mật".encode() not in raw and b"203.0.113.9" not in raw
     assert b"someone49@example.org" in raw  # the others are still there, so the check can see addresses
     store.close()
+
+
+# -- issue 10: proof of consent ---------------------------------------------------------------------
+
+
+def test_consent_record_keeps_how_and_when_asked_and_confirmed(
+    store: Store, settings: Settings, tin_sang: NewsList, tmp_path: Path
+) -> None:
+    from datetime import UTC, datetime
+
+    asked = datetime(2026, 11, 20, 8, tzinfo=UTC)
+    r = lib.subscribe(store, settings, "lan@example.org", "tin-sang", source="web", actor="198.51.100.4",
+                      ip="198.51.100.4", user_agent="Mozilla/5.0 (Android 14)", now=asked)
+    rec = store.consent_for(r.subscription.id or 0)
+    assert rec is not None
+    assert (rec.asked_at, rec.asked_via, rec.asked_source, rec.asked_ip, rec.asked_user_agent) == (
+        asked, "form", "web", "198.51.100.4", "Mozilla/5.0 (Android 14)")
+    assert rec.wording == lib.wording_version(tin_sang) and rec.confirmed_at is None
+    store.set_confirmation_message_id(r.subscription.id or 0, "<confirm.tin-sang.1@news.example.org>")
+    token = lib.make_token(settings, "confirm", r.subscriber.id or 0, tin_sang.id or 0, "lan@example.org")
+    lib.confirm(store, settings, token, ip="198.51.100.77", user_agent="Thunderbird/140",
+                now=datetime(2026, 11, 20, 9, tzinfo=UTC))
+    rec = store.consent_for(r.subscription.id or 0)
+    assert rec is not None
+    assert (rec.confirmed_at, rec.confirmed_via, rec.confirmed_ip, rec.confirmed_user_agent) == (
+        datetime(2026, 11, 20, 9, tzinfo=UTC), "link", "198.51.100.77", "Thunderbird/140")
+    assert rec.confirmation_message_id == "<confirm.tin-sang.1@news.example.org>"
+    admin = lib.subscribe(store, settings, "kim@example.org", "tin-sang", confirmed=True, actor="root")
+    rec = store.consent_for(admin.subscription.id or 0)
+    assert rec is not None and (rec.asked_via, rec.asked_source, rec.confirmed_via) == ("admin", "cli", "admin")
+    path = tmp_path / "in.csv"
+    path.write_text("email,status,confirmed\nminh@example.org,active,2024-05-01T07:00:00Z\n", encoding="utf-8")
+    lib.import_csv(store, settings, path, "tin-sang")
+    minh = store.get_subscriber("minh@example.org")
+    rec = store.consent_for(store.subscriptions_of(minh.id or 0)[0].id or 0)
+    assert rec is not None
+    assert (rec.asked_via, rec.asked_source, rec.confirmed_via, rec.confirmed_at) == (
+        "import", "import:in.csv", "import", datetime(2024, 5, 1, 7, tzinfo=UTC))
+    with pytest.raises(NotFound, match="no subscription with id 999"):
+        store.set_confirmation_message_id(999, "<x@y>")
+
+
+def test_the_web_form_records_ip_and_user_agent(settings: Settings, store: Store, tin_sang: NewsList) -> None:
+    from tests.test_pages import make_client
+
+    client = make_client(settings)
+    r = client.post("/subscribe", data={"email": "web@example.org", "list": "tin-sang"},
+                    headers={"user-agent": "Mozilla/5.0 (X11; Linux) Firefox/140.0"})
+    assert r.status_code == 200
+    who = store.get_subscriber("web@example.org")
+    sub = store.subscriptions_of(who.id or 0)[0]
+    rec = store.consent_for(sub.id or 0)
+    assert rec is not None
+    assert (rec.asked_via, rec.asked_ip, rec.asked_user_agent) == (
+        "form", "203.0.113.7", "Mozilla/5.0 (X11; Linux) Firefox/140.0")
+    token = lib.make_token(settings, "confirm", who.id or 0, tin_sang.id or 0, who.email)
+    # GET today; a later change confirms only by POST: whichever confirms, it must record the browser
+    for method in ("GET", "POST"):
+        client.request(method, f"/confirm/{token}", headers={"user-agent": "Scanner-Proof/1.0"},
+                       data={"csrf": ""} if method == "POST" else None)
+        if store.get_subscription_by_id(sub.id or 0).status == "active":
+            break
+    rec = store.consent_for(sub.id or 0)
+    assert rec is not None and (rec.confirmed_via, rec.confirmed_ip, rec.confirmed_user_agent) == (
+        "link", "203.0.113.7", "Scanner-Proof/1.0")
+
+
+def test_cli_show_and_consent_export_for_an_auditor(cli: CliRunner, tmp_path: Path) -> None:
+    from syndicate.config import load_settings
+    from syndicate.store import open_store
+
+    cli.invoke(main, ["list", "create", "tin-sang", "--name", "Tin sáng"])
+    settings = load_settings(db=str(tmp_path / "syndicate.db"))
+    with open_store(settings.db) as s:
+        lib.subscribe(s, settings, "lan@example.org", "tin-sang", source="web", ip="198.51.100.4",  # type: ignore[arg-type]
+                      user_agent="=cmd|' /C calc'!A0")
+    added = cli.invoke(main, ["subscriber", "add", "kim@example.org", "--list", "tin-sang"])
+    assert added.exit_code == 0, added.output
+    shown = cli.invoke(main, ["subscriber", "show", "lan@example.org"])
+    assert shown.exit_code == 0, shown.output
+    lines = shown.output.splitlines()
+    i = lines.index("consent:")
+    assert lines[i + 1].startswith("  tin-sang             asked ")
+    assert "via form (web) from 198.51.100.4, \"=cmd|' /C calc'!A0\", wording tin-sang:" in lines[i + 1]
+    assert lines[i + 2] == "                       not confirmed yet"
+    data = json.loads(cli.invoke(main, ["subscriber", "show", "kim@example.org", "--json"]).output)
+    [record] = data["consent"]
+    assert record["asked_via"] == "admin" and record["confirmation_message_id"].startswith("<confirm.tin-sang.")
+
+    csv_out = cli.invoke(main, ["subscriber", "consent", "--list", "tin-sang"])
+    assert csv_out.exit_code == 0, csv_out.output
+    rows = list(__import__("csv").reader(csv_out.stdout.splitlines()))
+    assert rows[0][:4] == ["email", "list", "status", "asked_at"]
+    assert [r[0] for r in rows[1:]] == ["lan@example.org", "kim@example.org"]
+    assert rows[1][rows[0].index("asked_user_agent")] == "'=cmd|' /C calc'!A0"  # no formula for the auditor's sheet
+    jsonl = cli.invoke(main, ["subscriber", "consent", "--list", "tin-sang", "--format", "jsonl"])
+    records = [json.loads(line) for line in jsonl.stdout.splitlines()]
+    assert records[0]["asked_user_agent"] == "=cmd|' /C calc'!A0" and records[1]["email"] == "kim@example.org"
+    assert records[0]["asked_ip"] == "198.51.100.4" and records[0]["confirmed_at"] is None
+    missing = cli.invoke(main, ["subscriber", "consent", "--list", "nope"])
+    assert missing.exit_code != 0 and "no list with slug 'nope'" in missing.stderr
