@@ -140,7 +140,7 @@ def init(app: App) -> None:
 
 
 def _register() -> None:
-    from . import articles, bounces, demo, feeds, send, subscribers  # noqa: F401
+    from . import articles, bounces, demo, feeds, send, subscribers, suppression  # noqa: F401
 
 
 _register()
