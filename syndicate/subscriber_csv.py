@@ -324,29 +324,39 @@ class CsvImport:
         return out
 
     def _flush(self, batch: list[ImportRow], baseline: int, source: str, writer: Any) -> None:
-        by_list: dict[str, list[ImportRow]] = {}
+        # Rows go in file order (one run of rows per list at a time, all in one transaction), so
+        # subscribers and subscriptions get ids in the order of the file: export then import
+        # gives back the same file, rows in the same order.
+        runs: list[list[ImportRow]] = []
         for r in batch:
-            by_list.setdefault(r.list_slug, []).append(r)
-        for slug, rows in by_list.items():
-            nl = self.lists[slug]
-            outcome = self.store.import_batch(
-                nl, rows, source=source, actor=self.actor, resubscribe=self.resubscribe, baseline=baseline,
-                now=self.now, write=not self.dry_run,
-            )
-            rep = self.report
-            rep.new_subscribers += outcome.new_subscribers
-            rep.new_subscriptions += outcome.new_subscriptions
-            rep.resubscribed += outcome.resubscribed
-            rep.pending += outcome.pending
-            for r, reason in outcome.skipped:
-                if reason.startswith("duplicate"):
-                    rep.duplicates += 1
-                elif reason.startswith("suppressed") or "--resubscribe" in reason:
-                    rep.suppressed += 1
-                else:
-                    rep.existing += 1
-                if writer:
-                    writer.writerow([*r.raw, reason])
+            if runs and runs[-1][0].list_slug == r.list_slug:
+                runs[-1].append(r)
+            else:
+                runs.append([r])
+        with self.store.transaction(immediate=not self.dry_run):
+            for rows in runs:
+                self._write_run(rows, baseline, source, writer)
+
+    def _write_run(self, rows: list[ImportRow], baseline: int, source: str, writer: Any) -> None:
+        nl = self.lists[rows[0].list_slug]
+        outcome = self.store.import_batch(
+            nl, rows, source=source, actor=self.actor, resubscribe=self.resubscribe, baseline=baseline,
+            now=self.now, write=not self.dry_run,
+        )
+        rep = self.report
+        rep.new_subscribers += outcome.new_subscribers
+        rep.new_subscriptions += outcome.new_subscriptions
+        rep.resubscribed += outcome.resubscribed
+        rep.pending += outcome.pending
+        for r, reason in outcome.skipped:
+            if reason.startswith("duplicate"):
+                rep.duplicates += 1
+            elif reason.startswith("suppressed") or "--resubscribe" in reason:
+                rep.suppressed += 1
+            else:
+                rep.existing += 1
+            if writer:
+                writer.writerow([*r.raw, reason])
 
 
 def import_csv(store: Store, settings: Settings, path: Path, list_slug: str | None, **options: Any) -> ImportReport:

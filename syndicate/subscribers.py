@@ -281,6 +281,10 @@ def subscribe(
             raise InputError(
                 f"{address} is suppressed ({reason}); add --resubscribe only if they asked to come back"
             )
+        if reason is not None and resubscribe:
+            # an admin's explicit resubscribe lifts it (first: the store refuses to activate a suppressed
+            # address); from the web form it stays until the person confirms
+            store.remove_suppression(digest)
         subscriber = store.find_subscriber(address)
         if subscriber is None:
             subscriber = store.add_subscriber(Subscriber(
@@ -298,7 +302,8 @@ def subscribe(
         if sub is not None and sub.status in ("pending", "active"):
             if confirmed and sub.status == "pending":
                 sub.status, sub.confirmed = "active", now
-                store.save_subscription(sub, _event("confirm", now, source, actor, sub, "by admin"))
+                lifted = f", suppression lifted (was {reason})" if reason is not None else ""
+                store.save_subscription(sub, _event("confirm", now, source, actor, sub, f"by admin{lifted}"))
                 assert sub.id is not None
                 store.record_confirmed(sub.id, at=now, via="admin", ip=ip, user_agent=user_agent)
                 return SubscribeResult(subscriber, sub, newslist, created=False, needs_confirmation=False)
@@ -326,8 +331,6 @@ def subscribe(
             kind, detail = ("admin-add", "active") if confirmed else ("subscribe", "pending")
             if resubscribe and reason is not None:
                 kind, detail = "resubscribe", f"{status}, was suppressed ({reason})"
-        if reason is not None and resubscribe:
-            store.remove_suppression(digest)  # else lifted when they confirm
         store.save_subscription(sub, _event(kind, now, source, actor, sub, detail))
         assert sub.id is not None
         store.record_asked(sub.id, at=now, via="form" if source == "web" else "admin", source=source, ip=ip,

@@ -559,3 +559,15 @@ def test_cli_show_and_consent_export_for_an_auditor(cli: CliRunner, tmp_path: Pa
     assert records[0]["asked_ip"] == "198.51.100.4" and records[0]["confirmed_at"] is None
     missing = cli.invoke(main, ["subscriber", "consent", "--list", "nope"])
     assert missing.exit_code != 0 and "no list with slug 'nope'" in missing.stderr
+
+
+def test_resubscribe_of_a_pending_suppressed_address_lifts_the_suppression_first(
+    store: Store, settings: Settings, tin_sang: NewsList
+) -> None:
+    """Found by tests/test_consent_state.py: a pending row, then a suppression, then an admin's resubscribe."""
+    lib.subscribe(store, settings, "an@example.org", "tin-sang", source="web")
+    store.add_suppression(lib.address_hash("an@example.org"), "bounced")
+    r = lib.subscribe(store, settings, "an@example.org", "tin-sang", confirmed=True, resubscribe=True)
+    assert r.subscription.status == "active"
+    assert store.suppression(lib.address_hash("an@example.org")) is None
+    assert store.events_for(r.subscriber.id or 0)[-1].detail == "by admin, suppression lifted (was bounced)"

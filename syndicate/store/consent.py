@@ -186,7 +186,11 @@ class ConsentQueries(StoreBase):
                 conn.execute("UPDATE subscriptions SET status = ?, unsubscribed = ? WHERE id = ?", [left, iso(at), tid])
                 conn.execute(_INSERT_EVENT, [iso(at), kind, source, actor, sid, lid,
                                              detail or f"address suppressed ({reason})"])
-                if self._has_table("deliveries"):
+            if self._has_table("deliveries"):  # nothing still queued for the address goes out, on any list
+                for (tid,) in conn.execute(
+                    "SELECT t.id FROM subscriptions t JOIN subscribers s ON s.id = t.subscriber_id "
+                    "WHERE s.email_hash = ?", [email_hash],
+                ).fetchall():
                     self.cancel_queued_deliveries(tid)
             if not rows and not quiet:
                 subscriber = conn.execute("SELECT id FROM subscribers WHERE email_hash = ?", [email_hash]).fetchone()
