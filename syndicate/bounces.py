@@ -236,7 +236,7 @@ def parse_complaint(data: bytes, settings: Settings, source: str = "") -> Compla
     neither is ours.
 
     Example:
-        >>> parse_complaint(b"Subject: hi\r\n\r\nhello\r\n", Settings()) is None
+        >>> parse_complaint(b"Subject: hi\\r\\n\\r\\nhello\\r\\n", Settings()) is None
         True
     """
     msg = email.message_from_bytes(data, policy=email.policy.default)

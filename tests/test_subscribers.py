@@ -571,3 +571,58 @@ def test_resubscribe_of_a_pending_suppressed_address_lifts_the_suppression_first
     assert r.subscription.status == "active"
     assert store.suppression(lib.address_hash("an@example.org")) is None
     assert store.events_for(r.subscriber.id or 0)[-1].detail == "by admin, suppression lifted (was bounced)"
+
+
+def test_upgrading_an_old_store_backfills_hashes_and_consent_and_stops_suppressed_actives(tmp_path: Path) -> None:
+    """A database made before m002_consent_records: the migration fills in what the new rule needs."""
+    import sqlite3
+
+    from syndicate.store import migrations as store_migrations
+    from syndicate.store import open_store
+    from syndicate.store.outbox import migrations as outbox
+    from syndicate.store.subscribers import migrations as subscriber_migrations
+
+    path = tmp_path / "old.db"
+    old = open_store(path, migrate=False)
+    store_migrations.articles.apply(old.db)
+    subscriber_migrations.apply(old.db, stop_before="m002_consent_records")
+    outbox.apply(old.db)
+    with old.transaction() as conn:
+        conn.execute("INSERT INTO lists (slug, name, created) VALUES ('tin', 'Tin', '2026-01-01T00:00:00+00:00')")
+        for i, email in enumerate(["an@example.org", "Gone@example.org"], 1):
+            conn.execute("INSERT INTO subscribers (email, created) VALUES (?, '2026-01-01T00:00:00+00:00')", [email])
+            conn.execute("INSERT INTO subscriptions (subscriber_id, list_id, status, created, confirmed) "
+                         "VALUES (?, 1, 'active', '2026-01-02T00:00:00+00:00', '2026-01-03T00:00:00+00:00')", [i])
+        conn.execute("INSERT INTO suppressions VALUES (?, 'bounced', '2026-02-01T00:00:00+00:00')",
+                     [lib.address_hash("gone@example.org")])
+    old.close()
+
+    store = open_store(path)
+    try:
+        assert [(p.email, s.status) for p, s, _ in store.iter_subscriptions()] == [
+            ("an@example.org", "active"), ("Gone@example.org", "bounced")]
+        gone = store.get_subscriber("Gone@example.org")
+        assert store.events_for(gone.id or 0)[-1].detail == (
+            "address was suppressed (bounced) but active; stopped when upgrading")
+        rec = store.consent_for(1)
+        assert rec is not None and rec.asked_via == "unknown (before consent records)"
+        assert rec.confirmed_at is not None and rec.confirmed_at.isoformat() == "2026-01-03T00:00:00+00:00"
+        with pytest.raises(sqlite3.IntegrityError, match="suppressed address"):
+            store.conn.execute("UPDATE subscriptions SET status = 'active' WHERE id = 2")
+    finally:
+        store.close()
+
+
+def test_erase_names_digests_already_with_the_relay(store: Store, settings: Settings, tin_sang: NewsList) -> None:
+    from syndicate.store.outbox import PlannedDelivery
+
+    r = lib.subscribe(store, settings, "an@example.org", "tin-sang", confirmed=True)
+    now = utcnow()
+    store.plan_deliveries([PlannedDelivery(tin_sang.id or 0, r.subscriber.id or 0, r.subscription.id or 0, p,
+                                           now - timedelta(days=1), now, ()) for p in ("2026-11-24", "2026-11-25")])
+    claimed = store.claim_deliveries("run1", now, now + timedelta(minutes=5), 10)
+    store.mark_sent("run1", [(d.id, f"<d{d.id}@news.example.org>") for d in claimed], now)
+    rep = lib.erase(store, settings.with_(smtp_host="smtp.example.net"), "an@example.org")
+    assert (rep.subscriptions, rep.sent_messages) == (1, 2)
+    assert rep.unreachable == ["2 digest(s) already handed to the relay smtp.example.net; the relay's logs and "
+                               "the recipient's mailbox keep their copies"]

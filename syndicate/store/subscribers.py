@@ -158,6 +158,19 @@ def m002_consent_records(db: Database) -> None:
         "SELECT id, created, 'unknown (before consent records)', confirmed, "
         "CASE WHEN confirmed IS NULL THEN '' ELSE 'unknown (before consent records)' END FROM subscriptions"
     )
+    # Repair what the old import allowed: an active subscription of a suppressed address leaves now, with an event.
+    stale = db.execute(
+        "SELECT t.id, t.subscriber_id, t.list_id, p.reason FROM subscriptions t JOIN subscribers s "
+        "ON s.id = t.subscriber_id JOIN suppressions p ON p.email_hash = s.email_hash WHERE t.status = 'active'"
+    ).fetchall()
+    for tid, sid, lid, reason in stale:
+        left = {"bounced": "bounced", "complained": "complained", "complaint": "complained"}.get(reason, "unsubscribed")
+        db.execute("UPDATE subscriptions SET status = ?, unsubscribed = ? WHERE id = ?", [left, to_iso(utcnow()), tid])
+        db.execute(
+            "INSERT INTO events (at, kind, source, actor, subscriber_id, list_id, detail) VALUES (?, ?, 'migration', '', ?, ?, ?)",
+            [to_iso(utcnow()), {"bounced": "bounce", "complained": "complaint"}.get(left, "unsubscribe"), sid, lid,
+             f"address was suppressed ({reason}) but active; stopped when upgrading"],
+        )
     guard = (
         "WHEN NEW.status = 'active' AND EXISTS (SELECT 1 FROM suppressions p JOIN subscribers s "
         "ON s.email_hash = p.email_hash WHERE s.id = NEW.subscriber_id) "
