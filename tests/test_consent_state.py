@@ -89,7 +89,7 @@ class ConsentMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.dir = Path(tempfile.mkdtemp(prefix="consent-state-", dir=SCRATCH))
-        self.settings = Settings(db=str(self.dir / "s.db"), secret_key=Secret("test-secret-key-0123456789"),
+        self.settings = Settings(db=str(self.dir / "s.db"), secret_key=Secret("consent-state-secret-key-0123456789-abcdef"),
                                  base_url="https://news.example.org", mail_maildir=str(self.dir / "maildir"))
         self.store = new_store(self.dir / "s.db")
         self.step = ""

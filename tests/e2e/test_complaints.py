@@ -46,7 +46,7 @@ def test_a_complaint_about_a_real_digest_stops_the_address_everywhere(tmp_path: 
     sink = smtp_sink
     env = {k: v for k, v in os.environ.items() if not k.startswith("SYNDICATE_")}
     env.update(
-        SYNDICATE_DB=str(tmp_path / "s.db"), SYNDICATE_SECRET_KEY="e2e-secret-key-0123456789",
+        SYNDICATE_DB=str(tmp_path / "s.db"), SYNDICATE_SECRET_KEY="e2e-secret-key-0123456789-abcdefghijklmnop",
         SYNDICATE_SMTP_HOST="127.0.0.1", SYNDICATE_SMTP_PORT=str(sink.port),  # type: ignore[attr-defined]
         SYNDICATE_MAIL_SENDER_ADDRESS="tin@news.example.org", SYNDICATE_BASE_URL="https://news.example.org",
         PYTHONPATH=str(ROOT),
