@@ -15,7 +15,7 @@ import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, TextIO
 
@@ -281,9 +281,12 @@ class CsvImport:
                 try:
                     if not text.isascii():
                         raise ValueError(text)
-                    setattr(out, key, from_iso(text))
+                    when = from_iso(text)
                 except ValueError:
                     raise InputError(f"{key} {text!r} is not an ISO 8601 time") from None
+                if when > self.now + timedelta(days=1):
+                    raise InputError(f"{key} {text!r} is in the future")
+                setattr(out, key, when)
         status = cell("status").lower()
         status = _STATUS_ALIASES.get(status, status)
         if status and status not in ("pending", "active", *LEFT):

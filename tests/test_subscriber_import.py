@@ -448,6 +448,7 @@ def test_export_neutralises_formulas_and_reimports_the_same_names(
     ("locale", "vi; DROP", "locale 'vi; DROP' is not a language tag such as 'vi' or 'en-US'"),
     ("confirmed", "２０２５-01-01", "confirmed '２０２５-01-01' is not an ISO 8601 time"),
     ("cadence", "hourly", "cadence 'hourly' is not one of daily, weekly"),
+    ("confirmed", "2999-01-01T00:00:00Z", "confirmed '2999-01-01T00:00:00Z' is in the future"),
     ("categories", "²", "categories '²' has no usable topic name"),
     ("name", "x" * 201, "name is 201 characters long; at most 200"),
 ])
@@ -460,3 +461,17 @@ def test_every_field_is_checked_per_row(
     assert (report.rows, report.new_subscriptions, report.errors) == (3, 2, 1)
     assert report.first_errors == [f"{path} line 3: {message}"]
     assert set(statuses(store, tin_sang.id or 0)) == {"a@example.org", "c@example.org"}
+
+
+def test_resubscribe_lifts_a_suppression_only_for_rows_that_come_back(
+    store: Store, settings: Settings, tin_sang: NewsList, tmp_path: Path
+) -> None:
+    for addr in ("a@example.org", "b@example.org"):
+        store.add_suppression(lib.address_hash(addr), "complained")
+    path = write_csv(tmp_path / "x.csv", ["email", "status"], [["a@example.org", "unsubscribed"],
+                                                               ["b@example.org", ""]])
+    report = lib.import_csv(store, settings, path, "tin-sang", confirmed=True, resubscribe=True)
+    assert report.new_subscriptions == 2
+    assert statuses(store, tin_sang.id or 0) == {"a@example.org": "unsubscribed", "b@example.org": "active"}
+    assert store.suppression(lib.address_hash("a@example.org")) == "complained"  # still: it did not come back
+    assert store.suppression(lib.address_hash("b@example.org")) is None

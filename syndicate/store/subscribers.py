@@ -632,7 +632,8 @@ class SubscriberQueries(StoreBase):
             # Only rows let through by an explicit --resubscribe lift their suppression; a row that
             # was skipped for being suppressed must leave it exactly as it was.
             written = [*fresh, *(r for _sid, r in joining), *(r for _tid, _sid, r in reviving)]
-            lifted = sorted({r.email_hash for r in written if r.email_hash in suppressed})
+            lifted = sorted({r.email_hash for r in written
+                             if r.email_hash in suppressed and r.status in ("active", "pending")})
             self._write_import(conn, newslist, fresh, joining, reviving, at=at, source=source,
                                actor=actor, suppressed_hashes=lifted)
         return out
