@@ -20,7 +20,8 @@ rerun never counts it twice) and records each bounce through
 Complaints: an RFC 5965 feedback report (``message/feedback-report``, what
 mailbox providers' feedback loops send) of type abuse, fraud or other is
 matched to its delivery by the VERP return path of the embedded message, or
-its Message-ID; the subscription becomes ``complained`` and the address is
+its Message-ID (a digest's, or a confirmation email's as kept in the consent
+record); the subscription becomes ``complained`` and the address is
 suppressed on every list, with an event. The same report twice changes
 nothing more. A hard bounce counts once per delivery, however often its DSN
 arrives. Autoreplies (``X-Autoreply``, ``Precedence: junk|auto_reply``,
@@ -389,12 +390,19 @@ def _apply_complaint(store: Store, complaint: Complaint, report: BounceReport) -
     delivery_id = complaint.delivery_id
     if delivery_id is None and complaint.message_id:
         delivery_id = store.delivery_by_message_id(complaint.message_id)
-    if delivery_id is None:
+    confirmation = None
+    if delivery_id is None and complaint.message_id:  # a complaint about the confirmation email itself
+        confirmation = store.subscription_by_confirmation_message_id(complaint.message_id)
+    if delivery_id is None and confirmation is None:
         report.unmatched += 1
         report.complaint_list.append(complaint)
         return
     try:
-        changed = store.record_complaint(delivery_id, complaint.detail)
+        if delivery_id is not None:
+            changed = store.record_complaint(delivery_id, complaint.detail)
+        else:
+            assert confirmation is not None
+            changed = store.record_subscription_complaint(confirmation, f"{complaint.detail} about the confirmation email")
     except NotFound:
         report.unmatched += 1
     else:

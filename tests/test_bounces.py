@@ -464,3 +464,22 @@ def test_cli_reports_complaints(cli: CliRunner, tmp_path: Path) -> None:
     assert (data["complaints"], data["newly_complained"]) == (1, 1)
     text = cli.invoke(main, ["bounces", "process", str(eml)])
     assert "complaint  abuse" in text.output and "1 complaints (0 subscriptions set complained)" in text.output
+
+
+def test_a_complaint_about_the_confirmation_email(store: Store, settings: Settings, tmp_path: Path) -> None:
+    """Someone who reports the confirmation email as spam did not ask: complained and suppressed."""
+    s = vs(settings)
+    create_list(store, NewsList(slug="tin", name="Tin", sender_address="tin@news.example.org"))
+    r = subscribe(store, s, "lan@example.org", "tin", source="web")
+    store.set_confirmation_message_id(r.subscription.id or 0, "<confirm.tin.1.1796000000.ab12cd34@news.example.org>")
+    headers = (b"From: Tin <tin@news.example.org>\r\nTo: redacted@example.org\r\nSubject: Confirm\r\n"
+               b"Message-ID: <confirm.tin.1.1796000000.ab12cd34@news.example.org>\r\n")
+    eml = tmp_path / "fbl.eml"
+    eml.write_bytes(arf("fbl@news.example.org", headers, embedded="text/rfc822-headers"))
+    report = process_bounces(store, s, eml)
+    assert (report.complaints, report.newly_complained, report.unmatched) == (1, 1, 0)
+    assert store.get_subscription_by_id(r.subscription.id or 0).status == "complained"
+    from syndicate.subscribers import address_hash
+
+    assert store.suppression(address_hash("lan@example.org")) == "complained"
+    assert store.events_for(r.subscriber.id or 0)[-1].detail == "abuse report (ExampleFBL/1.0) about the confirmation email"

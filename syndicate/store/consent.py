@@ -320,17 +320,32 @@ class ConsentQueries(StoreBase):
         """A complaint about one delivery: its subscription becomes ``complained``, the address is
         suppressed on every list, queued mail is cancelled. False if it was already complained (nothing changes)."""
         with self.transaction(immediate=True) as conn:
-            row = conn.execute(
-                "SELECT d.subscription_id, t.status FROM deliveries d JOIN subscriptions t ON t.id = d.subscription_id "
-                "WHERE d.id = ?", [delivery_id],
-            ).fetchone()
+            row = conn.execute("SELECT subscription_id FROM deliveries WHERE id = ?", [delivery_id]).fetchone()
             if row is None:
                 raise NotFound(f"no delivery with id {delivery_id} (a complaint about a deleted or foreign message?)")
-            if row[1] == "complained":
+            return self.record_subscription_complaint(int(row[0]), detail, now=now)
+
+    def record_subscription_complaint(self, subscription_id: int, detail: str, now: datetime | None = None) -> bool:
+        """A complaint about mail for one subscription (a digest, or its confirmation email); see :meth:`record_complaint`."""
+        with self.transaction(immediate=True) as conn:
+            row = conn.execute("SELECT status FROM subscriptions WHERE id = ?", [subscription_id]).fetchone()
+            if row is None:
+                raise NotFound(f"no subscription with id {subscription_id}")
+            if row[0] == "complained":
                 return False
-            self.mark_bounced(row[0], status="complained", source="complaint", detail=detail, now=now)
-            self.cancel_queued_deliveries(row[0])
+            self.mark_bounced(subscription_id, status="complained", source="complaint", detail=detail, now=now)
+            if self._has_table("deliveries"):
+                self.cancel_queued_deliveries(subscription_id)
         return True
+
+    def subscription_by_confirmation_message_id(self, message_id: str) -> int | None:
+        """The subscription whose confirmation email had this Message-ID, or None."""
+        bare = message_id.strip().strip("<>")
+        if not bare:
+            return None
+        value = self.scalar("SELECT subscription_id FROM consent WHERE confirmation_message_id IN (?, ?) LIMIT 1",
+                            [bare, f"<{bare}>"])
+        return int(value) if value is not None else None
 
     def delivery_by_message_id(self, message_id: str) -> int | None:
         """The delivery that was sent with this Message-ID (angle brackets optional), or None."""
