@@ -626,3 +626,22 @@ def test_erase_names_digests_already_with_the_relay(store: Store, settings: Sett
     assert (rep.subscriptions, rep.sent_messages) == (1, 2)
     assert rep.unreachable == ["2 digest(s) already handed to the relay smtp.example.net; the relay's logs and "
                                "the recipient's mailbox keep their copies"]
+
+
+def test_consent_export_names_subscriptions_without_a_record(store: Store, settings: Settings,
+                                                            tin_sang: NewsList) -> None:
+    import io
+
+    from syndicate.models import Subscriber, Subscription
+    from syndicate.subscriber_csv import export_consent
+
+    lib.subscribe(store, settings, "an@example.org", "tin-sang", source="web", ip="192.0.2.1")
+    bare = store.add_subscriber(Subscriber(email="bare@example.org"))
+    store.save_subscription(Subscription(subscriber_id=bare.id or 0, list_id=tin_sang.id or 0))  # no consent path
+    out = io.StringIO()
+    assert export_consent(store, out, "tin-sang", fmt="jsonl") == 2
+    rows = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [(r["email"], r["asked_via"], r["asked_ip"]) for r in rows] == [
+        ("an@example.org", "form", "192.0.2.1"), ("bare@example.org", "unknown (no record)", "")]
+    with pytest.raises(InputError, match="format 'xml' is not one of csv, jsonl"):
+        export_consent(store, out, "tin-sang", fmt="xml")

@@ -273,12 +273,21 @@ class ConsentQueries(StoreBase):
         return _row_to_consent(row) if row else None
 
     def iter_consent(self, list_id: int, batch: int = 1000) -> Iterator[tuple[str, str, ConsentRecord]]:
-        """(email, status, record) for every subscription of a list that has a record, in subscription order."""
-        cols = ", ".join("c." + c.strip() for c in _CONSENT_COLS.split(","))
+        """(email, status, record) for every subscription of a list, in subscription order.
+
+        A subscription written without a record (by code that bypassed the
+        subscribe and import paths) still appears, as ``asked_via="unknown (no record)"``.
+        """
+        text = ("asked_source", "asked_ip", "asked_user_agent", "wording")
+        tail = ("confirmed_via", "confirmed_ip", "confirmed_user_agent", "confirmation_message_id")
         cur = self.conn.cursor()
         cur.execute(
-            f"SELECT s.email, t.status, {cols} FROM consent c JOIN subscriptions t ON t.id = c.subscription_id "
-            "JOIN subscribers s ON s.id = t.subscriber_id WHERE t.list_id = ? ORDER BY t.id",
+            "SELECT s.email, t.status, t.id, coalesce(c.asked_at, t.created), "
+            "coalesce(c.asked_via, 'unknown (no record)'), "
+            + ", ".join(f"coalesce(c.{name}, '')" for name in text) + ", c.confirmed_at, "
+            + ", ".join(f"coalesce(c.{name}, '')" for name in tail)
+            + " FROM subscriptions t JOIN subscribers s ON s.id = t.subscriber_id "
+            "LEFT JOIN consent c ON c.subscription_id = t.id WHERE t.list_id = ? ORDER BY t.id",
             [list_id],
         )
         try:
