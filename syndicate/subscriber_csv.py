@@ -250,7 +250,10 @@ class CsvImport:
     def _parse(self, row: list[str], line: int, columns: dict[str, int]) -> ImportRow:
         def cell(key: str) -> str:
             i = columns.get(key)
-            return unneutralise(row[i]).strip() if i is not None and i < len(row) else ""
+            if i is None or i >= len(row):
+                return ""
+            value = row[i]
+            return (unneutralise(value) if value[:1] == "'" else value).strip()
 
         email = normalize_address(cell("email"))
         name = cell("name") or " ".join(p for p in (cell("first"), cell("last")) if p)
