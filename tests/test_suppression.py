@@ -106,3 +106,17 @@ def test_cli_suppression_commands(cli: CliRunner, tmp_path: Path) -> None:
     assert imported.stdout == ("ses.csv: 3 rows; suppressed 2 addresses (0 active subscriptions stopped); "
                                "0 already suppressed; 1 errors\n")
     assert imported.stderr.startswith("error: ses.csv line 4: 'bad' is not an email address")
+
+
+def test_provider_csv_unreadable_or_empty_is_named(store: Store, settings: Settings, tmp_path: Path) -> None:
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes(b"email,reason\nJos\xe9@example.org,bounce\n")
+    with pytest.raises(InputError, match=r"latin.csv: not UTF-8 text \(invalid continuation byte\); save the file"):
+        suppressions.SuppressionImport(store, settings, latin).run()
+    empty = tmp_path / "empty.csv"
+    empty.write_text("", encoding="utf-8")
+    with pytest.raises(InputError, match=r"empty.csv: the file is empty; it needs a header row with an email column"):
+        suppressions.SuppressionImport(store, settings, empty).run()
+    with pytest.raises(InputError, match=r"missing.csv: no such file"):
+        suppressions.SuppressionImport(store, settings, tmp_path / "missing.csv")
+    assert list(suppressions.suppressions(store)) == []
