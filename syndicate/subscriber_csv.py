@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, TextIO
 
@@ -22,13 +23,15 @@ from .config import Settings
 from .errors import InputError, NotFound
 from .models import CADENCES, SUBSCRIPTION_STATUSES, NewsList, from_iso, to_iso, utcnow
 from .sanitize import one_line, slugify
+from .store.consent import ConsentRecord
 from .store.subscribers import ImportRow
 from .subscribers import LEFT, address_hash, check_timezone, normalize_address
 
 if TYPE_CHECKING:
     from .store import Store
 
-__all__ = ["EXPORT_COLUMNS", "BATCH_SIZE", "ImportReport", "CsvImport", "import_csv", "export_csv"]
+__all__ = ["EXPORT_COLUMNS", "CONSENT_COLUMNS", "BATCH_SIZE", "ImportReport", "CsvImport", "import_csv",
+           "export_csv", "export_consent"]
 
 EXPORT_COLUMNS = ["email", "name", "timezone", "locale", "list", "status", "cadence", "weekday", "send_hour",
                   "categories", "created", "confirmed", "unsubscribed"]
@@ -48,6 +51,28 @@ _ALIASES = {
 _STATUS_ALIASES = {"enabled": "active", "subscribed": "active", "disabled": "unsubscribed",
                    "blocklisted": "unsubscribed", "blacklisted": "unsubscribed", "cleaned": "bounced"}
 BATCH_SIZE = 5000
+_LOCALE = re.compile(r"[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8}){0,3}\Z")
+#: A cell starting with one of these is a formula to a spreadsheet (OWASP CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralise(value: str) -> str:
+    """A cell a spreadsheet shows as text: a leading ``= + - @`` tab or CR (or a quote) gets a ``'`` in front.
+
+    :func:`unneutralise` undoes it, so an export imports back to the same data.
+
+    Example:
+        >>> neutralise("=HYPERLINK(1)"), neutralise("Lan"), unneutralise(neutralise("'x"))
+        ("'=HYPERLINK(1)", 'Lan', "'x")
+    """
+    return "'" + value if value.startswith(FORMULA_STARTS + ("'",)) else value
+
+
+def unneutralise(value: str) -> str:
+    """Undo :func:`neutralise`: ``'=x`` -> ``=x``, ``''x`` -> ``'x``; anything else is left alone."""
+    if len(value) > 1 and value[0] == "'" and value[1:].startswith(FORMULA_STARTS + ("'",)):
+        return value[1:]
+    return value
 
 
 def _header_key(raw: str) -> str:
@@ -65,6 +90,7 @@ class ImportReport:
     new_subscribers: int = 0
     new_subscriptions: int = 0
     resubscribed: int = 0
+    pending: int = 0  # subscriptions written as pending, to whom no confirmation email was sent
     duplicates: int = 0
     existing: int = 0
     suppressed: int = 0
@@ -82,7 +108,16 @@ class ImportReport:
             f"({self.new_subscribers:,} new subscribers, {self.resubscribed:,} resubscribed); skipped "
             f"{self.duplicates:,} duplicates, {self.existing:,} already on the list, {self.suppressed:,} suppressed; "
             f"{self.errors:,} errors"
-        )
+        ) + self.pending_note()
+
+    def pending_note(self) -> str:
+        """Says plainly that imported pending subscribers were not emailed (empty when there are none)."""
+        if not self.pending:
+            return ""
+        who = "subscriber" if self.pending == 1 else "subscribers"
+        verb = "would be" if self.dry_run else "was"
+        return (f"; no confirmation email {verb} sent to the {self.pending:,} pending {who} "
+                "(they stay pending until they confirm)")
 
     def error_message(self) -> str:
         """One line naming the bad rows, for ``error: ...``."""
@@ -215,7 +250,10 @@ class CsvImport:
     def _parse(self, row: list[str], line: int, columns: dict[str, int]) -> ImportRow:
         def cell(key: str) -> str:
             i = columns.get(key)
-            return row[i].strip() if i is not None and i < len(row) else ""
+            if i is None or i >= len(row):
+                return ""
+            value = row[i]
+            return (unneutralise(value) if value[:1] == "'" else value).strip()
 
         email = normalize_address(cell("email"))
         name = cell("name") or " ".join(p for p in (cell("first"), cell("last")) if p)
@@ -229,16 +267,41 @@ class CsvImport:
                 timezone = timezone or str(attrs.get("timezone", "") or attrs.get("tz", ""))
                 locale = locale or str(attrs.get("locale", "") or attrs.get("language", ""))
                 name = name or str(attrs.get("name", ""))
-        out = ImportRow(line=line, email=email, email_hash=address_hash(email), name=one_line(name)[:200],
-                        timezone=check_timezone(timezone) if timezone else "", locale=one_line(locale)[:35], raw=row)
+        name = one_line(name)
+        if len(name) > 200:
+            raise InputError(f"name is {len(name):,} characters long; at most 200")
+        locale = locale.strip()
+        if locale and not _LOCALE.match(locale):
+            raise InputError(f"locale {locale!r} is not a language tag such as 'vi' or 'en-US'")
+        out = ImportRow(line=line, email=email, email_hash=address_hash(email), name=name,
+                        timezone=check_timezone(timezone) if timezone else "", locale=locale, raw=row)
         out.list_slug = cell("list") if self.list_slug is None else self.list_slug
         if not out.list_slug:
             raise InputError("the list column is empty")
+        for key in ("created", "confirmed", "unsubscribed"):
+            text = cell(key)
+            if text:
+                try:
+                    if not text.isascii():
+                        raise ValueError(text)
+                    when = from_iso(text)
+                except ValueError:
+                    raise InputError(f"{key} {text!r} is not an ISO 8601 time") from None
+                if when > self.now + timedelta(days=1):
+                    raise InputError(f"{key} {text!r} is in the future")
+                setattr(out, key, when)
         status = cell("status").lower()
         status = _STATUS_ALIASES.get(status, status)
         if status and status not in ("pending", "active", *LEFT):
             raise InputError(f"status {status!r} is not one of pending, active, {', '.join(LEFT)}")
-        out.status = status if status in ("pending", *LEFT) else ("active" if self.confirmed else "pending")
+        if status == "active" and out.confirmed is None and not self.confirmed:
+            # consent must be shown, never assumed, and an active person is never silently demoted
+            raise InputError("status 'active' but no confirmed date; add --confirmed if they already consented, "
+                             "or leave the status empty to import them as pending")
+        if status:
+            out.status = status
+        else:
+            out.status = "active" if self.confirmed else "pending"
         cadence = cell("cadence").lower()
         if cadence and cadence not in CADENCES:
             raise InputError(f"cadence {cadence!r} is not one of {', '.join(CADENCES)}")
@@ -246,7 +309,7 @@ class CsvImport:
         for key, top in (("weekday", 6), ("send_hour", 23)):
             text = cell(key)
             if text:
-                if not text.isdigit() or int(text) > top:
+                if not (text.isascii() and text.isdigit()) or int(text) > top:
                     raise InputError(f"{key} {text!r} is not a whole number from 0 to {top}")
                 setattr(out, key, int(text))
         nl = self.lists.get(out.list_slug)
@@ -257,42 +320,49 @@ class CsvImport:
                 raise InputError(f"no list with slug {out.list_slug!r}") from None
         cats = cell("categories")
         if cats:
-            out.categories = sorted({slugify(c) for c in cats.replace(",", ";").split(";") if c.strip()})
+            parts = [c for c in cats.replace(",", ";").split(";") if c.strip()]
+            out.categories = sorted({slugify(c) for c in parts})
+            if any(slugify(c) == "untitled" and c.strip().lower() != "untitled" for c in parts):
+                raise InputError(f"categories {cats!r} has no usable topic name")
             extra = [c for c in out.categories if nl.categories and c not in nl.categories]
             if extra:
                 raise InputError(f"list {nl.slug!r} does not cover {', '.join(extra)}")
-        for key in ("created", "confirmed", "unsubscribed"):
-            text = cell(key)
-            if text:
-                try:
-                    setattr(out, key, from_iso(text))
-                except ValueError:
-                    raise InputError(f"{key} {text!r} is not an ISO 8601 time") from None
         return out
 
     def _flush(self, batch: list[ImportRow], baseline: int, source: str, writer: Any) -> None:
-        by_list: dict[str, list[ImportRow]] = {}
+        # Rows go in file order (one run of rows per list at a time, all in one transaction), so
+        # subscribers and subscriptions get ids in the order of the file: export then import
+        # gives back the same file, rows in the same order.
+        runs: list[list[ImportRow]] = []
         for r in batch:
-            by_list.setdefault(r.list_slug, []).append(r)
-        for slug, rows in by_list.items():
-            nl = self.lists[slug]
-            outcome = self.store.import_batch(
-                nl, rows, source=source, actor=self.actor, resubscribe=self.resubscribe, baseline=baseline,
-                now=self.now, write=not self.dry_run,
-            )
-            rep = self.report
-            rep.new_subscribers += outcome.new_subscribers
-            rep.new_subscriptions += outcome.new_subscriptions
-            rep.resubscribed += outcome.resubscribed
-            for r, reason in outcome.skipped:
-                if reason.startswith("duplicate"):
-                    rep.duplicates += 1
-                elif reason.startswith("suppressed") or "--resubscribe" in reason:
-                    rep.suppressed += 1
-                else:
-                    rep.existing += 1
-                if writer:
-                    writer.writerow([*r.raw, reason])
+            if runs and runs[-1][0].list_slug == r.list_slug:
+                runs[-1].append(r)
+            else:
+                runs.append([r])
+        with self.store.transaction(immediate=not self.dry_run):
+            for rows in runs:
+                self._write_run(rows, baseline, source, writer)
+
+    def _write_run(self, rows: list[ImportRow], baseline: int, source: str, writer: Any) -> None:
+        nl = self.lists[rows[0].list_slug]
+        outcome = self.store.import_batch(
+            nl, rows, source=source, actor=self.actor, resubscribe=self.resubscribe, baseline=baseline,
+            now=self.now, write=not self.dry_run,
+        )
+        rep = self.report
+        rep.new_subscribers += outcome.new_subscribers
+        rep.new_subscriptions += outcome.new_subscriptions
+        rep.resubscribed += outcome.resubscribed
+        rep.pending += outcome.pending
+        for r, reason in outcome.skipped:
+            if reason.startswith("duplicate"):
+                rep.duplicates += 1
+            elif reason.startswith("suppressed") or "--resubscribe" in reason:
+                rep.suppressed += 1
+            else:
+                rep.existing += 1
+            if writer:
+                writer.writerow([*r.raw, reason])
 
 
 def import_csv(store: Store, settings: Settings, path: Path, list_slug: str | None, **options: Any) -> ImportReport:
@@ -301,7 +371,10 @@ def import_csv(store: Store, settings: Settings, path: Path, list_slug: str | No
 
 
 def export_csv(store: Store, out: TextIO, *, list_slug: str | None = None, status: str | None = None) -> int:
-    """Write subscriptions as CSV that :func:`import_csv` reads back to the same data. Returns rows written."""
+    """Write subscriptions as CSV that :func:`import_csv` reads back to the same data. Returns rows written.
+
+    Cells a spreadsheet would run as a formula are neutralised (see :func:`neutralise`).
+    """
     if status is not None and status not in SUBSCRIPTION_STATUSES:
         raise InputError(f"status {status!r} is not one of {', '.join(SUBSCRIPTION_STATUSES)}")
     list_id = store.get_list(list_slug).id if list_slug else None
@@ -310,14 +383,55 @@ def export_csv(store: Store, out: TextIO, *, list_slug: str | None = None, statu
     n = 0
     for person, sub, slug in store.iter_subscriptions(list_id, status, only_subscribed=True):
         assert sub is not None
-        writer.writerow([
+        writer.writerow([neutralise(str(cell)) for cell in (
             person.email, person.name, person.timezone, person.locale, slug, sub.status, sub.cadence, sub.weekday,
             sub.send_hour, ";".join(sub.categories), _iso_or_blank(sub.created), _iso_or_blank(sub.confirmed),
             _iso_or_blank(sub.unsubscribed),
-        ])
+        )])
         n += 1
     return n
 
 
 def _iso_or_blank(value: datetime | None) -> str:
     return to_iso(value) if value is not None else ""
+
+
+CONSENT_COLUMNS = ["email", "list", "status", "asked_at", "asked_via", "asked_source", "asked_ip", "asked_user_agent",
+                   "wording", "confirmed_at", "confirmed_via", "confirmed_ip", "confirmed_user_agent",
+                   "confirmation_message_id"]
+CONSENT_FORMATS = ("csv", "jsonl")
+
+
+def consent_row(email: str, slug: str, status: str, rec: ConsentRecord) -> dict[str, str | None]:
+    """One consent record as the auditor's export shows it (times in UTC ISO 8601, None when unknown)."""
+    return {
+        "email": email, "list": slug, "status": status,
+        "asked_at": to_iso(rec.asked_at) if rec.asked_at else None, "asked_via": rec.asked_via,
+        "asked_source": rec.asked_source, "asked_ip": rec.asked_ip, "asked_user_agent": rec.asked_user_agent,
+        "wording": rec.wording, "confirmed_at": to_iso(rec.confirmed_at) if rec.confirmed_at else None,
+        "confirmed_via": rec.confirmed_via, "confirmed_ip": rec.confirmed_ip,
+        "confirmed_user_agent": rec.confirmed_user_agent, "confirmation_message_id": rec.confirmation_message_id,
+    }
+
+
+def export_consent(store: Store, out: TextIO, list_slug: str, *, fmt: str = "csv") -> int:
+    """Write every consent record of a list, streamed, as CSV (formulas neutralised) or JSON Lines.
+
+    Returns how many records were written.
+    """
+    if fmt not in CONSENT_FORMATS:
+        raise InputError(f"format {fmt!r} is not one of {', '.join(CONSENT_FORMATS)}")
+    nl = store.get_list(list_slug)
+    assert nl.id is not None
+    writer = csv.writer(out, lineterminator="\n") if fmt == "csv" else None
+    if writer:
+        writer.writerow(CONSENT_COLUMNS)
+    n = 0
+    for email, status, rec in store.iter_consent(nl.id):
+        row = consent_row(email, nl.slug, status, rec)
+        if writer:
+            writer.writerow([neutralise(row[c] or "") for c in CONSENT_COLUMNS])
+        else:
+            out.write(json.dumps(row, ensure_ascii=False) + "\n")
+        n += 1
+    return n

@@ -11,9 +11,10 @@ admin or an import without ``resubscribe=True``, which is recorded.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
@@ -34,7 +35,7 @@ from .models import (
     utcnow,
 )
 from .sanitize import one_line, slugify
-from .store.consent import ListStats
+from .store.consent import ConsentRecord, ListStats
 from .store.subscribers import email_hash
 
 if TYPE_CHECKING:
@@ -249,6 +250,8 @@ def subscribe(
     actor: str = "",
     confirmed: bool = False,
     resubscribe: bool = False,
+    ip: str = "",
+    user_agent: str = "",
     now: datetime | None = None,
 ) -> SubscribeResult:
     """Subscribe an address to a list: ``pending`` (double opt-in) unless ``confirmed``.
@@ -256,7 +259,8 @@ def subscribe(
     Idempotent for someone already pending or active. An address that left
     the list, or is suppressed, needs ``resubscribe=True`` from an admin;
     from the web (``source="web"``) it may ask again, and its own
-    confirmation is the consent.
+    confirmation is the consent. The request is kept as the proof of consent
+    (when, how, ``ip`` and ``user_agent`` for the web, the list's wording).
     """
     now = now or utcnow()
     address = normalize_address(email)
@@ -277,6 +281,10 @@ def subscribe(
             raise InputError(
                 f"{address} is suppressed ({reason}); add --resubscribe only if they asked to come back"
             )
+        if reason is not None and resubscribe:
+            # an admin's explicit resubscribe lifts it (first: the store refuses to activate a suppressed
+            # address); from the web form it stays until the person confirms
+            store.remove_suppression(digest)
         subscriber = store.find_subscriber(address)
         if subscriber is None:
             subscriber = store.add_subscriber(Subscriber(
@@ -294,7 +302,10 @@ def subscribe(
         if sub is not None and sub.status in ("pending", "active"):
             if confirmed and sub.status == "pending":
                 sub.status, sub.confirmed = "active", now
-                store.save_subscription(sub, _event("confirm", now, source, actor, sub, "by admin"))
+                lifted = f", suppression lifted (was {reason})" if reason is not None else ""
+                store.save_subscription(sub, _event("confirm", now, source, actor, sub, f"by admin{lifted}"))
+                assert sub.id is not None
+                store.record_confirmed(sub.id, at=now, via="admin", ip=ip, user_agent=user_agent)
                 return SubscribeResult(subscriber, sub, newslist, created=False, needs_confirmation=False)
             return SubscribeResult(subscriber, sub, newslist, created=False,
                                    needs_confirmation=sub.status == "pending" and source == "web")
@@ -320,10 +331,28 @@ def subscribe(
             kind, detail = ("admin-add", "active") if confirmed else ("subscribe", "pending")
             if resubscribe and reason is not None:
                 kind, detail = "resubscribe", f"{status}, was suppressed ({reason})"
-        if reason is not None and resubscribe:
-            store.remove_suppression(digest)  # else lifted when they confirm
         store.save_subscription(sub, _event(kind, now, source, actor, sub, detail))
+        assert sub.id is not None
+        store.record_asked(sub.id, at=now, via="form" if source == "web" else "admin", source=source, ip=ip,
+                           user_agent=user_agent, wording=wording_version(newslist))
+        if confirmed:
+            store.record_confirmed(sub.id, at=now, via="resubscribe" if resubscribe else "admin", ip=ip,
+                                   user_agent=user_agent)
     return SubscribeResult(subscriber, sub, newslist, created=True, needs_confirmation=not confirmed)
+
+
+def wording_version(newslist: NewsList) -> str:
+    """A short fingerprint of what the person was shown about a list (name, description, topics).
+
+    Kept with each request to subscribe, so an auditor can tell which wording
+    someone agreed to; it changes whenever the list's public text does.
+
+    Example:
+        >>> wording_version(NewsList(slug="tin", name="Tin sáng"))
+        'tin:2875eba93284'
+    """
+    text = "\n".join([newslist.name, newslist.description, ",".join(newslist.categories)])
+    return f"{newslist.slug}:{hashlib.sha256(text.encode('utf-8')).hexdigest()[:12]}"
 
 
 def _event(kind: str, at: datetime, source: str, actor: str, sub: Subscription, detail: str = "") -> Event:
@@ -332,8 +361,12 @@ def _event(kind: str, at: datetime, source: str, actor: str, sub: Subscription, 
 
 
 def confirm(store: Store, settings: Settings, token: str, *, source: str = "web", actor: str = "",
-            now: datetime | None = None) -> SubscribeResult:
-    """Use a confirm link: ``pending`` becomes ``active``. Idempotent once active."""
+            ip: str = "", user_agent: str = "", now: datetime | None = None) -> SubscribeResult:
+    """Use a confirm link: ``pending`` becomes ``active``. Idempotent once active.
+
+    The person's own confirmation is consent: it lifts a suppression of the
+    address, and when, ``ip`` and ``user_agent`` are kept in the consent record.
+    """
     now = now or utcnow()
     with store.transaction(immediate=True):
         subscriber, sub, newslist = resolve_token(store, settings, token, "confirm")
@@ -341,6 +374,8 @@ def confirm(store: Store, settings: Settings, token: str, *, source: str = "web"
             sub.status, sub.confirmed = "active", now
             lifted = store.remove_suppression(address_hash(subscriber.email))
             store.save_subscription(sub, _event("confirm", now, source, actor, sub, "suppression lifted" if lifted else ""))
+            assert sub.id is not None
+            store.record_confirmed(sub.id, at=now, via="link", ip=ip, user_agent=user_agent)
             return SubscribeResult(subscriber, sub, newslist, created=True, needs_confirmation=False)
         if sub.status != "active":
             raise TokenError(f"this confirm link no longer applies: the subscription is {sub.status}; subscribe again")
@@ -425,18 +460,60 @@ def update_preferences(
     return SubscribeResult(subscriber, sub, newslist, created=False, needs_confirmation=False)
 
 
+@dataclass
+class ErasureReport:
+    """What an erasure removed, and what it could not reach (copies outside the store)."""
+
+    subscriptions: int
+    sent_messages: int
+    wal_emptied: bool
+    unreachable: list[str]
+
+
 def erase(store: Store, settings: Settings, email: str, *, source: str = "cli", actor: str = "",
-          now: datetime | None = None) -> int:
-    """Erase a person (GDPR art. 17): subscriber, subscriptions and queued mail deleted;
+          now: datetime | None = None) -> ErasureReport:
+    """Erase a person (GDPR art. 17): subscriber, subscriptions, consent records and queued mail deleted;
     their events kept without actor, detail or link to them; only a sha256 of the
-    address is kept, as a suppression. Returns how many subscriptions went."""
+    address is kept, as a suppression. The freed bytes are overwritten
+    (``secure_delete``) and the WAL is checkpointed; ``unreachable`` names what
+    the store cannot erase: copies already with a relay or in a Maildir."""
     now = now or utcnow()
     address = normalize_address(email)
     subscriber = store.get_subscriber(address)
     assert subscriber.id is not None
-    return store.erase_subscriber(
+    facts = store.erase_subscriber(
         subscriber.id, address_hash(address), Event(kind="erase", at=now, source=source, actor=one_line(actor)[:200])
     )
+    unreachable: list[str] = []
+    if not facts.wal_emptied:
+        unreachable.append("the database's write-ahead log is still in use by another process; "
+                           "it is emptied at its next checkpoint")
+    copies = _maildir_copies(Path(settings.mail_maildir), address) if settings.mail_maildir else []
+    if copies:
+        unreachable.append(f"{len(copies):,} message(s) in the Maildir {settings.mail_maildir} still carry the "
+                           f"address (delete them there): {', '.join(str(p) for p in copies[:5])}"
+                           + (" ..." if len(copies) > 5 else ""))
+    if facts.sent_messages and settings.smtp_host:
+        unreachable.append(f"{facts.sent_messages:,} digest(s) already handed to the relay {settings.smtp_host}; "
+                           "the relay's logs and the recipient's mailbox keep their copies")
+    return ErasureReport(facts.subscriptions, facts.sent_messages, facts.wal_emptied, unreachable)
+
+
+def _maildir_copies(root: Path, address: str) -> list[Path]:
+    """Files under a Maildir (new/, cur/, tmp/) whose bytes name ``address`` (blind to case)."""
+    needle = address.lower().encode("utf-8")
+    found: list[Path] = []
+    for sub in ("new", "cur", "tmp"):
+        folder = root / sub
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.iterdir()):
+            try:
+                if path.is_file() and needle in path.read_bytes().lower():
+                    found.append(path)
+            except OSError:
+                continue
+    return found
 
 
 def purge_pending(store: Store, settings: Settings, *, older_than_days: int | None = None, source: str = "cli",
@@ -455,17 +532,17 @@ class SubscriberReport:
     subscriber: Subscriber
     subscriptions: list[tuple[Subscription, str]]  # with the list slug
     events: list[Event]
+    consent: list[tuple[str, ConsentRecord]] = field(default_factory=list)  # (list slug, record)
 
 
 def describe(store: Store, email: str) -> SubscriberReport:
+    """A subscriber with their subscriptions, consent records and history."""
     subscriber = store.get_subscriber(normalize_address(email))
     assert subscriber.id is not None
     slugs = {nl.id: nl.slug for nl in store.all_lists()}
-    return SubscriberReport(
-        subscriber,
-        [(s, slugs.get(s.list_id, "?")) for s in store.subscriptions_of(subscriber.id)],
-        store.events_for(subscriber.id),
-    )
+    subs = [(s, slugs.get(s.list_id, "?")) for s in store.subscriptions_of(subscriber.id)]
+    consent = [(slug, rec) for s, slug in subs if s.id is not None and (rec := store.consent_for(s.id)) is not None]
+    return SubscriberReport(subscriber, subs, store.events_for(subscriber.id), consent)
 
 
 # -- lists -----------------------------------------------------------------------

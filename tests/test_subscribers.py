@@ -310,7 +310,7 @@ def test_erase_keeps_only_a_hash(store: Store, settings: Settings, tin_sang: New
                                            window_start=now - timedelta(days=1), window_end=now, categories=())])
     assert len(store.deliveries_for(r.subscription.id or 0)) == 1
 
-    assert lib.erase(store, settings, "AN@example.org ", actor="admin") == 2
+    assert lib.erase(store, settings, "AN@example.org ", actor="admin").subscriptions == 2
     with pytest.raises(NotFound):
         store.get_subscriber("an@example.org")
     assert store.subscriptions_of(sid) == [] and store.events_for(sid) == []
@@ -430,3 +430,218 @@ def test_cli_ls_and_purge(cli: CliRunner) -> None:
     assert len(cli.invoke(main, ["subscriber", "ls", "--limit", "1"]).output.splitlines()) == 1
     purged = cli.invoke(main, ["subscriber", "purge-pending", "--older-than", "0"])
     assert purged.exit_code == 0 and "purged" in purged.output
+
+
+# -- issue 10: erasure leaves no traces the store can reach -------------------------------------
+
+
+def test_erase_overwrites_the_bytes_and_empties_the_wal(settings: Settings, tmp_path: Path) -> None:
+    """The raw database and WAL files no longer hold the address; what is out of reach is named."""
+    from syndicate.mailer import MaildirTransport
+    from syndicate.store import open_store
+
+    db = tmp_path / "erase.db"
+    store = open_store(db)
+    lib.create_list(store, NewsList(slug="tin-sang", name="Tin sáng"))
+    for i in range(50):
+        lib.subscribe(store, settings, f"someone{i}@example.org", "tin-sang", name=f"Người {i}", confirmed=True)
+    lib.subscribe(store, settings, "secret.person@example.org", "tin-sang", name="Bí Mật", confirmed=True,
+                  ip="203.0.113.9", user_agent="Firefox/140")
+    box = tmp_path / "maildir"
+    MaildirTransport(box).write("", b"To: secret.person@example.org\r\nSubject: x\r\n\r\nhello\r\n")
+    rep = lib.erase(store, settings.with_(mail_maildir=str(box)), "Secret.Person@example.org")
+    assert (rep.subscriptions, rep.wal_emptied) == (1, True)
+    assert len(rep.unreachable) == 1 and rep.unreachable[0].startswith(
+        f"1 message(s) in the Maildir {box} still carry the address (delete them there): {box}/new/")
+    raw = db.read_bytes() + (db.with_name(db.name + "-wal").read_bytes() if db.with_name(db.name + "-wal").exists()
+                             else b"")
+    assert b"secret.person" not in raw.lower() and "Bí Mật".encode() not in raw and b"203.0.113.9" not in raw
+    assert b"someone49@example.org" in raw  # the others are still there, so the check can see addresses
+    store.close()
+
+
+# -- issue 10: proof of consent ---------------------------------------------------------------------
+
+
+def test_consent_record_keeps_how_and_when_asked_and_confirmed(
+    store: Store, settings: Settings, tin_sang: NewsList, tmp_path: Path
+) -> None:
+    from datetime import UTC, datetime
+
+    asked = datetime(2026, 11, 20, 8, tzinfo=UTC)
+    r = lib.subscribe(store, settings, "lan@example.org", "tin-sang", source="web", actor="198.51.100.4",
+                      ip="198.51.100.4", user_agent="Mozilla/5.0 (Android 14)", now=asked)
+    rec = store.consent_for(r.subscription.id or 0)
+    assert rec is not None
+    assert (rec.asked_at, rec.asked_via, rec.asked_source, rec.asked_ip, rec.asked_user_agent) == (
+        asked, "form", "web", "198.51.100.4", "Mozilla/5.0 (Android 14)")
+    assert rec.wording == lib.wording_version(tin_sang) and rec.confirmed_at is None
+    store.set_confirmation_message_id(r.subscription.id or 0, "<confirm.tin-sang.1@news.example.org>")
+    token = lib.make_token(settings, "confirm", r.subscriber.id or 0, tin_sang.id or 0, "lan@example.org")
+    lib.confirm(store, settings, token, ip="198.51.100.77", user_agent="Thunderbird/140",
+                now=datetime(2026, 11, 20, 9, tzinfo=UTC))
+    rec = store.consent_for(r.subscription.id or 0)
+    assert rec is not None
+    assert (rec.confirmed_at, rec.confirmed_via, rec.confirmed_ip, rec.confirmed_user_agent) == (
+        datetime(2026, 11, 20, 9, tzinfo=UTC), "link", "198.51.100.77", "Thunderbird/140")
+    assert rec.confirmation_message_id == "<confirm.tin-sang.1@news.example.org>"
+    admin = lib.subscribe(store, settings, "kim@example.org", "tin-sang", confirmed=True, actor="root")
+    rec = store.consent_for(admin.subscription.id or 0)
+    assert rec is not None and (rec.asked_via, rec.asked_source, rec.confirmed_via) == ("admin", "cli", "admin")
+    path = tmp_path / "in.csv"
+    path.write_text("email,status,confirmed\nminh@example.org,active,2024-05-01T07:00:00Z\n", encoding="utf-8")
+    lib.import_csv(store, settings, path, "tin-sang")
+    minh = store.get_subscriber("minh@example.org")
+    rec = store.consent_for(store.subscriptions_of(minh.id or 0)[0].id or 0)
+    assert rec is not None
+    assert (rec.asked_via, rec.asked_source, rec.confirmed_via, rec.confirmed_at) == (
+        "import", "import:in.csv", "import", datetime(2024, 5, 1, 7, tzinfo=UTC))
+    with pytest.raises(NotFound, match="no subscription with id 999"):
+        store.set_confirmation_message_id(999, "<x@y>")
+
+
+def test_the_web_form_records_ip_and_user_agent(settings: Settings, store: Store, tin_sang: NewsList) -> None:
+    from tests.test_pages import make_client
+
+    client = make_client(settings)
+    r = client.post("/subscribe", data={"email": "web@example.org", "list": "tin-sang"},
+                    headers={"user-agent": "Mozilla/5.0 (X11; Linux) Firefox/140.0"})
+    assert r.status_code == 200
+    who = store.get_subscriber("web@example.org")
+    sub = store.subscriptions_of(who.id or 0)[0]
+    rec = store.consent_for(sub.id or 0)
+    assert rec is not None
+    assert (rec.asked_via, rec.asked_ip, rec.asked_user_agent) == (
+        "form", "203.0.113.7", "Mozilla/5.0 (X11; Linux) Firefox/140.0")
+    token = lib.make_token(settings, "confirm", who.id or 0, tin_sang.id or 0, who.email)
+    # GET today; a later change confirms only by POST: whichever confirms, it must record the browser
+    for method in ("GET", "POST"):
+        client.request(method, f"/confirm/{token}", headers={"user-agent": "Scanner-Proof/1.0"},
+                       data={"csrf": ""} if method == "POST" else None)
+        if store.get_subscription_by_id(sub.id or 0).status == "active":
+            break
+    rec = store.consent_for(sub.id or 0)
+    assert rec is not None and (rec.confirmed_via, rec.confirmed_ip, rec.confirmed_user_agent) == (
+        "link", "203.0.113.7", "Scanner-Proof/1.0")
+
+
+def test_cli_show_and_consent_export_for_an_auditor(cli: CliRunner, tmp_path: Path) -> None:
+    from syndicate.config import load_settings
+    from syndicate.store import open_store
+
+    cli.invoke(main, ["list", "create", "tin-sang", "--name", "Tin sáng"])
+    settings = load_settings(db=str(tmp_path / "syndicate.db"))
+    with open_store(settings.db) as s:
+        lib.subscribe(s, settings, "lan@example.org", "tin-sang", source="web", ip="198.51.100.4",  # type: ignore[arg-type]
+                      user_agent="=cmd|' /C calc'!A0")
+    added = cli.invoke(main, ["subscriber", "add", "kim@example.org", "--list", "tin-sang"])
+    assert added.exit_code == 0, added.output
+    shown = cli.invoke(main, ["subscriber", "show", "lan@example.org"])
+    assert shown.exit_code == 0, shown.output
+    lines = shown.output.splitlines()
+    i = lines.index("consent:")
+    assert lines[i + 1].startswith("  tin-sang             asked ")
+    assert "via form (web) from 198.51.100.4, \"=cmd|' /C calc'!A0\", wording tin-sang:" in lines[i + 1]
+    assert lines[i + 2] == "                       not confirmed yet"
+    data = json.loads(cli.invoke(main, ["subscriber", "show", "kim@example.org", "--json"]).output)
+    [record] = data["consent"]
+    assert record["asked_via"] == "admin" and record["confirmation_message_id"].startswith("<confirm.tin-sang.")
+
+    csv_out = cli.invoke(main, ["subscriber", "consent", "--list", "tin-sang"])
+    assert csv_out.exit_code == 0, csv_out.output
+    rows = list(__import__("csv").reader(csv_out.stdout.splitlines()))
+    assert rows[0][:4] == ["email", "list", "status", "asked_at"]
+    assert [r[0] for r in rows[1:]] == ["lan@example.org", "kim@example.org"]
+    assert rows[1][rows[0].index("asked_user_agent")] == "'=cmd|' /C calc'!A0"  # no formula for the auditor's sheet
+    jsonl = cli.invoke(main, ["subscriber", "consent", "--list", "tin-sang", "--format", "jsonl"])
+    records = [json.loads(line) for line in jsonl.stdout.splitlines()]
+    assert records[0]["asked_user_agent"] == "=cmd|' /C calc'!A0" and records[1]["email"] == "kim@example.org"
+    assert records[0]["asked_ip"] == "198.51.100.4" and records[0]["confirmed_at"] is None
+    missing = cli.invoke(main, ["subscriber", "consent", "--list", "nope"])
+    assert missing.exit_code != 0 and "no list with slug 'nope'" in missing.stderr
+
+
+def test_resubscribe_of_a_pending_suppressed_address_lifts_the_suppression_first(
+    store: Store, settings: Settings, tin_sang: NewsList
+) -> None:
+    """Found by tests/test_consent_state.py: a pending row, then a suppression, then an admin's resubscribe."""
+    lib.subscribe(store, settings, "an@example.org", "tin-sang", source="web")
+    store.add_suppression(lib.address_hash("an@example.org"), "bounced")
+    r = lib.subscribe(store, settings, "an@example.org", "tin-sang", confirmed=True, resubscribe=True)
+    assert r.subscription.status == "active"
+    assert store.suppression(lib.address_hash("an@example.org")) is None
+    assert store.events_for(r.subscriber.id or 0)[-1].detail == "by admin, suppression lifted (was bounced)"
+
+
+def test_upgrading_an_old_store_backfills_hashes_and_consent_and_stops_suppressed_actives(tmp_path: Path) -> None:
+    """A database made before m002_consent_records: the migration fills in what the new rule needs."""
+    import sqlite3
+
+    from syndicate.store import migrations as store_migrations
+    from syndicate.store import open_store
+    from syndicate.store.outbox import migrations as outbox
+    from syndicate.store.subscribers import migrations as subscriber_migrations
+
+    path = tmp_path / "old.db"
+    old = open_store(path, migrate=False)
+    store_migrations.articles.apply(old.db)
+    subscriber_migrations.apply(old.db, stop_before="m002_consent_records")
+    outbox.apply(old.db)
+    with old.transaction() as conn:
+        conn.execute("INSERT INTO lists (slug, name, created) VALUES ('tin', 'Tin', '2026-01-01T00:00:00+00:00')")
+        for i, email in enumerate(["an@example.org", "Gone@example.org"], 1):
+            conn.execute("INSERT INTO subscribers (email, created) VALUES (?, '2026-01-01T00:00:00+00:00')", [email])
+            conn.execute("INSERT INTO subscriptions (subscriber_id, list_id, status, created, confirmed) "
+                         "VALUES (?, 1, 'active', '2026-01-02T00:00:00+00:00', '2026-01-03T00:00:00+00:00')", [i])
+        conn.execute("INSERT INTO suppressions VALUES (?, 'bounced', '2026-02-01T00:00:00+00:00')",
+                     [lib.address_hash("gone@example.org")])
+    old.close()
+
+    store = open_store(path)
+    try:
+        assert [(p.email, s.status) for p, s, _ in store.iter_subscriptions()] == [
+            ("an@example.org", "active"), ("Gone@example.org", "bounced")]
+        gone = store.get_subscriber("Gone@example.org")
+        assert store.events_for(gone.id or 0)[-1].detail == (
+            "address was suppressed (bounced) but active; stopped when upgrading")
+        rec = store.consent_for(1)
+        assert rec is not None and rec.asked_via == "unknown (before consent records)"
+        assert rec.confirmed_at is not None and rec.confirmed_at.isoformat() == "2026-01-03T00:00:00+00:00"
+        with pytest.raises(sqlite3.IntegrityError, match="suppressed address"):
+            store.conn.execute("UPDATE subscriptions SET status = 'active' WHERE id = 2")
+    finally:
+        store.close()
+
+
+def test_erase_names_digests_already_with_the_relay(store: Store, settings: Settings, tin_sang: NewsList) -> None:
+    from syndicate.store.outbox import PlannedDelivery
+
+    r = lib.subscribe(store, settings, "an@example.org", "tin-sang", confirmed=True)
+    now = utcnow()
+    store.plan_deliveries([PlannedDelivery(tin_sang.id or 0, r.subscriber.id or 0, r.subscription.id or 0, p,
+                                           now - timedelta(days=1), now, ()) for p in ("2026-11-24", "2026-11-25")])
+    claimed = store.claim_deliveries("run1", now, now + timedelta(minutes=5), 10)
+    store.mark_sent("run1", [(d.id, f"<d{d.id}@news.example.org>") for d in claimed], now)
+    rep = lib.erase(store, settings.with_(smtp_host="smtp.example.net"), "an@example.org")
+    assert (rep.subscriptions, rep.sent_messages) == (1, 2)
+    assert rep.unreachable == ["2 digest(s) already handed to the relay smtp.example.net; the relay's logs and "
+                               "the recipient's mailbox keep their copies"]
+
+
+def test_consent_export_names_subscriptions_without_a_record(store: Store, settings: Settings,
+                                                            tin_sang: NewsList) -> None:
+    import io
+
+    from syndicate.models import Subscriber, Subscription
+    from syndicate.subscriber_csv import export_consent
+
+    lib.subscribe(store, settings, "an@example.org", "tin-sang", source="web", ip="192.0.2.1")
+    bare = store.add_subscriber(Subscriber(email="bare@example.org"))
+    store.save_subscription(Subscription(subscriber_id=bare.id or 0, list_id=tin_sang.id or 0))  # no consent path
+    out = io.StringIO()
+    assert export_consent(store, out, "tin-sang", fmt="jsonl") == 2
+    rows = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [(r["email"], r["asked_via"], r["asked_ip"]) for r in rows] == [
+        ("an@example.org", "form", "192.0.2.1"), ("bare@example.org", "unknown (no record)", "")]
+    with pytest.raises(InputError, match="format 'xml' is not one of csv, jsonl"):
+        export_consent(store, out, "tin-sang", fmt="xml")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+import json
 import sys
 from dataclasses import asdict
 from itertools import islice
@@ -13,7 +14,7 @@ import click
 
 from .. import subscribers as lib
 from ..models import CADENCES, SUBSCRIPTION_STATUSES, Event, NewsList, Subscriber, Subscription, to_iso
-from ..subscriber_csv import CsvImport, export_csv
+from ..subscriber_csv import CONSENT_FORMATS, CsvImport, consent_row, export_consent, export_csv
 from . import App, emit_json, json_option, main, pass_app, progress
 
 
@@ -236,6 +237,8 @@ def subscriber_add(app: App, email: str, list_slug: str, name: str, timezone: st
 
             sent_as = send_confirmation(app.store, app.settings, make_transport(app.settings), r.subscriber,
                                         r.newslist, link)
+            assert r.subscription.id is not None
+            app.store.set_confirmation_message_id(r.subscription.id, sent_as)
     if as_json:
         emit_json({"subscriber": subscriber_dict(r.subscriber), "subscription": subscription_dict(r.subscription),
                    "created": r.created, "confirm_url": link, "confirmation_message_id": sent_as})
@@ -253,16 +256,23 @@ def subscriber_add(app: App, email: str, list_slug: str, name: str, timezone: st
 @json_option()
 @pass_app
 def subscriber_show(app: App, email: str, as_json: bool) -> None:
-    """Show a subscriber, their subscriptions and their consent history.
+    """Show a subscriber, their subscriptions, their proof of consent and their history.
+
+    For each subscription: when and how it was asked (form, import or admin;
+    the IP and browser for the web form; the list's wording version), when
+    and how it was confirmed, and the confirmation email's Message-ID.
 
     \b
     Example:
         syndicate subscriber show an@example.org
     """
     rep = lib.describe(app.store, email)
+    status = {slug: sub.status for sub, slug in rep.subscriptions}
     if as_json:
         emit_json({"subscriber": subscriber_dict(rep.subscriber),
                    "subscriptions": [subscription_dict(s, slug) for s, slug in rep.subscriptions],
+                   "consent": [consent_row(rep.subscriber.email, slug, status.get(slug, ""), rec)
+                               for slug, rec in rep.consent],
                    "events": [event_dict(e) for e in rep.events]})
         return
     s = rep.subscriber
@@ -272,11 +282,59 @@ def subscriber_show(app: App, email: str, as_json: bool) -> None:
     for sub, slug in rep.subscriptions:
         cats = ",".join(sub.categories) or "all"
         click.echo(f"  {slug:<20} {sub.status:<12} {sub.cadence} at {sub.send_hour:02d}:00, topics {cats}")
+    click.echo("consent:")
+    for slug, rec in rep.consent:
+        click.echo(f"  {slug:<20} asked {_iso(rec.asked_at)} {_how(rec.asked_via, rec.asked_source, rec.asked_ip, rec.asked_user_agent)}"
+                   f"{', wording ' + rec.wording if rec.wording else ''}")
+        pad = " " * 23
+        if rec.confirmed_at is None:
+            click.echo(f"{pad}not confirmed yet")
+        else:
+            click.echo(f"{pad}confirmed {_iso(rec.confirmed_at)} "
+                       f"{_how(rec.confirmed_via, '', rec.confirmed_ip, rec.confirmed_user_agent)}")
+        if rec.confirmation_message_id:
+            click.echo(f"{pad}confirmation email {rec.confirmation_message_id}")
     click.echo("history:")
     for e in rep.events:
         who = f" by {e.actor}" if e.actor else ""
         detail = f" ({e.detail})" if e.detail else ""
         click.echo(f"  {_iso(e.at)}  {e.kind:<12} via {e.source}{who}{detail}")
+
+
+def _how(via: str, source: str, ip: str, user_agent: str) -> str:
+    text = f"via {via or 'unknown'}" + (f" ({source})" if source and source != via else "")
+    if ip:
+        text += f" from {ip}"
+    if user_agent:
+        text += ", " + json.dumps(user_agent, ensure_ascii=False)
+    return text
+
+
+@subscriber_group.command("consent")
+@click.option("--list", "list_slug", required=True, help="The list's slug.")
+@click.option("--format", "fmt", type=click.Choice(CONSENT_FORMATS), default="csv", show_default=True,
+              help="CSV (formula cells neutralised) or JSON Lines.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="File to write [default: stdout].")
+@pass_app
+def subscriber_consent(app: App, list_slug: str, fmt: str, output: Path | None) -> None:
+    """Export the proof of consent of every subscription of a list, for an auditor.
+
+    One row per subscription: email, status, when and how it was asked
+    (form/import/admin, IP and user agent, wording version), when and how it
+    was confirmed, and the confirmation email's Message-ID.
+
+    \b
+    Example:
+        syndicate subscriber consent --list tin-sang --format jsonl -o consent.jsonl
+    """
+    if output is None:
+        export_consent(app.store, sys.stdout, list_slug, fmt=fmt)
+        return
+    tmp = output.with_name(output.name + ".tmp")
+    with tmp.open("w", encoding="utf-8", newline="") as fh:
+        n = export_consent(app.store, fh, list_slug, fmt=fmt)
+    tmp.replace(output)
+    click.echo(f"wrote {n:,} consent records to {output}", err=True)
 
 
 @subscriber_group.command("ls")
@@ -344,7 +402,9 @@ def subscriber_erase(app: App, email: str, yes: bool) -> None:
     """Erase a person (GDPR art. 17): their subscriber row, subscriptions and queued
     mail are deleted; their history events are kept for counts but lose the
     actor, the detail and any link to them; only a sha256 hash of the address is
-    kept, as a suppression, so a later import skips it.
+    kept, as a suppression, so a later import skips it. Freed bytes are
+    overwritten and the write-ahead log is emptied; what the store cannot reach
+    (copies in a Maildir, digests already with a relay) is named.
 
     \b
     Example:
@@ -352,8 +412,10 @@ def subscriber_erase(app: App, email: str, yes: bool) -> None:
     """
     if not yes:
         click.confirm(f"erase {email.strip()} everywhere? This cannot be undone", abort=True)
-    n = lib.erase(app.store, app.settings, email, source="cli", actor=_actor())
-    click.echo(f"erased {email.strip()} ({n} subscription(s)); kept only a hashed suppression entry")
+    rep = lib.erase(app.store, app.settings, email, source="cli", actor=_actor())
+    click.echo(f"erased {email.strip()} ({rep.subscriptions} subscription(s)); kept only a hashed suppression entry")
+    for line in rep.unreachable:
+        click.echo(f"not reached: {line}")
 
 
 @subscriber_group.command("import")

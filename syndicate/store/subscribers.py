@@ -1,7 +1,8 @@
 """Lists, subscribers and subscriptions, and the migrations for all subscriber tables.
 
 Every SQL statement about who receives what lives here; the events log,
-suppressions, erasure and stats queries are in ``store/consent.py``. Statuses
+suppressions, erasure and stats queries are in ``store/consent.py``, the bulk
+import writes in ``store/imports.py`` (a base of :class:`SubscriberQueries`). Statuses
 move only through methods that also append an :class:`Event` in the same
 transaction, so the consent history can never disagree with the state.
 """
@@ -11,8 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -20,15 +20,15 @@ from sqlite_utils import Database, Migrations
 
 from ..errors import InputError, NotFound
 from ..models import Event, NewsList, Subscriber, Subscription, to_iso, utcnow
-from .base import StoreBase, dumps, iso, parse_time
+from .base import dumps, iso, parse_time
 from .consent import _INSERT_EVENT, _event_params
+from .imports import LEFT_STATUSES, ImportOutcome, ImportQueries, ImportRow, chunked
 
 migrations = Migrations("syndicate.subscribers")
 
 # Hard bounces (5xx, or DSN status 5.x.x) after which a subscription is set `bounced`.
 HARD_BOUNCE_LIMIT = 3
 
-LEFT_STATUSES = ("unsubscribed", "bounced", "complained")
 
 
 def email_hash(email: str) -> str:
@@ -120,6 +120,70 @@ def m001_lists_and_subscribers(db: Database) -> None:
     )
 
 
+
+@migrations()
+def m002_consent_records(db: Database) -> None:
+    """Proof of consent per subscription, and the suppression rule in the schema itself.
+
+    ``subscribers.email_hash`` (the same sha256 the suppressions keep) lets
+    two triggers refuse, whoever writes, an ``active`` subscription for a
+    suppressed address: the only way to ``active`` is to lift the suppression
+    first, which only a confirmation or an admin's resubscribe does.
+    """
+    db.execute("ALTER TABLE subscribers ADD COLUMN email_hash TEXT NOT NULL DEFAULT ''")
+    for sid, email in db.execute("SELECT id, email FROM subscribers").fetchall():
+        db.execute("UPDATE subscribers SET email_hash = ? WHERE id = ?", [email_hash(email), sid])
+    db.execute("CREATE INDEX subscribers_email_hash ON subscribers (email_hash)")
+    db.execute(
+        """
+        CREATE TABLE consent (
+            subscription_id INTEGER PRIMARY KEY REFERENCES subscriptions (id) ON DELETE CASCADE,
+            asked_at TEXT NOT NULL,
+            asked_via TEXT NOT NULL DEFAULT '',
+            asked_source TEXT NOT NULL DEFAULT '',
+            asked_ip TEXT NOT NULL DEFAULT '',
+            asked_user_agent TEXT NOT NULL DEFAULT '',
+            wording TEXT NOT NULL DEFAULT '',
+            confirmed_at TEXT,
+            confirmed_via TEXT NOT NULL DEFAULT '',
+            confirmed_ip TEXT NOT NULL DEFAULT '',
+            confirmed_user_agent TEXT NOT NULL DEFAULT '',
+            confirmation_message_id TEXT NOT NULL DEFAULT ''
+        )
+        """
+    )
+    # Subscriptions made before this migration: what the store already knows.
+    db.execute(
+        "INSERT INTO consent (subscription_id, asked_at, asked_via, confirmed_at, confirmed_via) "
+        "SELECT id, created, 'unknown (before consent records)', confirmed, "
+        "CASE WHEN confirmed IS NULL THEN '' ELSE 'unknown (before consent records)' END FROM subscriptions"
+    )
+    # Repair what the old import allowed: an active subscription of a suppressed address leaves now, with an event.
+    stale = db.execute(
+        "SELECT t.id, t.subscriber_id, t.list_id, p.reason FROM subscriptions t JOIN subscribers s "
+        "ON s.id = t.subscriber_id JOIN suppressions p ON p.email_hash = s.email_hash WHERE t.status = 'active'"
+    ).fetchall()
+    for tid, sid, lid, reason in stale:
+        left = {"bounced": "bounced", "complained": "complained", "complaint": "complained"}.get(reason, "unsubscribed")
+        db.execute("UPDATE subscriptions SET status = ?, unsubscribed = ? WHERE id = ?", [left, to_iso(utcnow()), tid])
+        db.execute(
+            "INSERT INTO events (at, kind, source, actor, subscriber_id, list_id, detail) VALUES (?, ?, 'migration', '', ?, ?, ?)",
+            [to_iso(utcnow()), {"bounced": "bounce", "complained": "complaint"}.get(left, "unsubscribe"), sid, lid,
+             f"address was suppressed ({reason}) but active; stopped when upgrading"],
+        )
+    guard = (
+        "WHEN NEW.status = 'active' AND EXISTS (SELECT 1 FROM suppressions p JOIN subscribers s "
+        "ON s.email_hash = p.email_hash WHERE s.id = NEW.subscriber_id) "
+        "BEGIN SELECT RAISE(ABORT, 'suppressed address: lift the suppression (confirmation or resubscribe) "
+        "before making it active'); END"
+    )
+    db.execute(f"CREATE TRIGGER subscriptions_suppressed_insert BEFORE INSERT ON subscriptions {guard}")
+    db.execute(f"CREATE TRIGGER subscriptions_suppressed_update BEFORE UPDATE OF status ON subscriptions {guard}")
+    db.execute(
+        "CREATE TRIGGER subscribers_need_hash BEFORE INSERT ON subscribers WHEN NEW.email_hash = '' "
+        "BEGIN SELECT RAISE(ABORT, 'subscribers.email_hash is required'); END"
+    )
+
 # -- row mapping ---------------------------------------------------------------
 
 _LIST_COLS = "id, slug, name, description, sender_name, sender_address, categories, cadence, weekday, send_hour, language, created"
@@ -157,47 +221,13 @@ def _row_to_subscription(r: sqlite3.Row | tuple[object, ...], offset: int = 0) -
     )
 
 
-# -- bulk import shapes ----------------------------------------------------------
-
-
-@dataclass
-class ImportRow:
-    """One validated CSV row, ready to write. ``line`` is its line in the file."""
-
-    line: int
-    email: str
-    email_hash: str
-    name: str = ""
-    timezone: str = ""
-    locale: str = ""
-    cadence: str = ""
-    weekday: int | None = None
-    send_hour: int | None = None
-    categories: list[str] | None = None
-    list_slug: str = ""
-    status: str = "pending"  # what the new subscription gets
-    created: datetime | None = None
-    confirmed: datetime | None = None
-    unsubscribed: datetime | None = None
-    raw: list[str] = field(default_factory=list)  # the row as read, for the rejects file
-
-
-@dataclass
-class ImportOutcome:
-    """What one batch did; ``skipped`` holds (row, reason) for the report."""
-
-    new_subscribers: int = 0
-    new_subscriptions: int = 0
-    resubscribed: int = 0
-    skipped: list[tuple[ImportRow, str]] = field(default_factory=list)
-
-
-class SubscriberQueries(StoreBase):
+class SubscriberQueries(ImportQueries):
     """Named queries for lists, subscribers, subscriptions and bulk import."""
 
     if TYPE_CHECKING:  # provided by ConsentQueries in the Store
 
-        def add_suppression(self, email_hash: str, reason: str, at: datetime | None = None) -> None: ...
+        def add_suppression(self, email_hash: str, reason: str, at: datetime | None = None, *, source: str = "system",
+                            actor: str = "", detail: str = "", quiet: bool = False) -> int: ...
 
     # -- lists ---------------------------------------------------------------
 
@@ -277,8 +307,8 @@ class SubscriberQueries(StoreBase):
         s.created = s.created or now or utcnow()
         with self.transaction() as conn:
             cur = conn.execute(
-                "INSERT INTO subscribers (email, name, timezone, locale, created) VALUES (?, ?, ?, ?, ?)",
-                [s.email, s.name, s.timezone, s.locale, iso(s.created)],
+                "INSERT INTO subscribers (email, name, timezone, locale, created, email_hash) VALUES (?, ?, ?, ?, ?, ?)",
+                [s.email, s.name, s.timezone, s.locale, iso(s.created), email_hash(s.email)],
             )
         s.id = cur.lastrowid
         return s
@@ -444,7 +474,8 @@ class SubscriberQueries(StoreBase):
             if suppress_hash is None and suppress:
                 suppress_hash = email_hash(self.get_subscriber_by_id(s.subscriber_id).email)
             if suppress_hash:
-                self.add_suppression(suppress_hash, status, now)
+                self.add_suppression(suppress_hash, status, now, source=source, actor=actor,
+                                     detail=f"address suppressed ({status} on another list)", quiet=True)
         return s
 
     def record_hard_bounce(
@@ -481,148 +512,6 @@ class SubscriberQueries(StoreBase):
             conn.executemany("DELETE FROM subscriptions WHERE id = ?", [[r[0]] for r in rows])
         return len(rows)
 
-    # -- bulk import -------------------------------------------------------------
 
-    def import_baseline(self) -> int:
-        """The highest subscription id now: rows above it were made by the import that asked."""
-        return int(self.scalar("SELECT coalesce(max(id), 0) FROM subscriptions"))
-
-    def import_batch(
-        self, newslist: NewsList, rows: list[ImportRow], *, source: str, actor: str,
-        resubscribe: bool, baseline: int, now: datetime, write: bool = True,
-    ) -> ImportOutcome:
-        """Write one batch of validated rows in one transaction (or only classify them if not ``write``).
-
-        Skips: addresses suppressed (unless ``resubscribe``), already on the
-        list (``baseline`` tells a duplicate in this file from an earlier
-        subscription), unsubscribed/bounced/complained (unless ``resubscribe``).
-        """
-        out = ImportOutcome()
-        if not rows:
-            return out
-        at = to_iso(now)
-        assert newslist.id is not None
-        with self.transaction(immediate=write) as conn:
-            emails = dumps([r.email for r in rows])
-            existing: dict[str, int] = {
-                e.lower(): i for i, e in conn.execute(
-                    "SELECT id, email FROM subscribers WHERE email IN (SELECT value FROM json_each(?))", [emails]
-                )
-            }
-            suppressed = {
-                h: reason for h, reason in conn.execute(
-                    "SELECT email_hash, reason FROM suppressions WHERE email_hash IN (SELECT value FROM json_each(?))",
-                    [dumps([r.email_hash for r in rows])],
-                )
-            }
-            subs: dict[int, tuple[int, str]] = {}
-            if existing:
-                subs = {
-                    sid: (tid, st) for tid, sid, st in conn.execute(
-                        "SELECT id, subscriber_id, status FROM subscriptions WHERE list_id = ? "
-                        "AND subscriber_id IN (SELECT value FROM json_each(?))",
-                        [newslist.id, dumps(list(existing.values()))],
-                    )
-                }
-            seen: set[str] = set()
-            fresh: list[ImportRow] = []  # new subscriber and subscription
-            joining: list[tuple[int, ImportRow]] = []  # known subscriber, new subscription
-            reviving: list[tuple[int, int, ImportRow]] = []  # (subscription id, subscriber id, row)
-            for r in rows:
-                key = r.email.lower()
-                if key in seen:
-                    out.skipped.append((r, "duplicate in this file"))
-                    continue
-                seen.add(key)
-                reason = suppressed.get(r.email_hash)
-                if reason is not None and not resubscribe:
-                    out.skipped.append((r, f"suppressed ({reason}); use --resubscribe if they asked to come back"))
-                    continue
-                sid = existing.get(key)
-                if sid is None:
-                    fresh.append(r)
-                    continue
-                found = subs.get(sid)
-                if found is None:
-                    joining.append((sid, r))
-                elif found[0] > baseline:
-                    out.skipped.append((r, "duplicate in this file"))
-                elif r.status in LEFT_STATUSES:
-                    out.skipped.append((r, f"already {found[1]} on {newslist.slug}"))
-                elif found[1] in LEFT_STATUSES and resubscribe:
-                    reviving.append((found[0], sid, r))
-                elif found[1] in LEFT_STATUSES:
-                    out.skipped.append((r, f"{found[1]} from {newslist.slug}; use --resubscribe if they asked to come back"))
-                else:
-                    out.skipped.append((r, f"already {found[1]} on {newslist.slug}"))
-            out.new_subscribers = len(fresh)
-            out.new_subscriptions = len(fresh) + len(joining)
-            out.resubscribed = len(reviving)
-            if not write:
-                return out
-            self._write_import(conn, newslist, fresh, joining, reviving, at=at, source=source,
-                               actor=actor, suppressed_hashes=[r.email_hash for r in rows if r.email_hash in suppressed])
-        return out
-
-    def _write_import(
-        self, conn: sqlite3.Connection, nl: NewsList, fresh: list[ImportRow], joining: list[tuple[int, ImportRow]],
-        reviving: list[tuple[int, int, ImportRow]], *, at: str, source: str, actor: str,
-        suppressed_hashes: list[str],
-    ) -> None:
-        ids: list[int] = []
-        if fresh:
-            start = int(conn.execute("SELECT coalesce(max(id), 0) FROM subscribers").fetchone()[0])
-            seq = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'subscribers'").fetchone()
-            start = max(start, int(seq[0]) if seq else 0)
-            conn.executemany(
-                "INSERT INTO subscribers (email, name, timezone, locale, created) VALUES (?, ?, ?, ?, ?)",
-                [(r.email, r.name, r.timezone or "Asia/Ho_Chi_Minh", r.locale or nl.language, iso(r.created) or at)
-                 for r in fresh],
-            )
-            last = int(conn.execute("SELECT max(id) FROM subscribers").fetchone()[0])
-            if last - start == len(fresh):  # ids were handed out in order under our write lock
-                ids = list(range(start + 1, last + 1))
-            else:  # pragma: no cover - only if another writer slipped in, which BEGIN IMMEDIATE prevents
-                lookup = dict(conn.execute(
-                    "SELECT lower(email), id FROM subscribers WHERE email IN (SELECT value FROM json_each(?))",
-                    [dumps([r.email for r in fresh])],
-                ).fetchall())
-                ids = [lookup[r.email.lower()] for r in fresh]
-        pairs = [*zip(ids, fresh, strict=True), *joining]
-        conn.executemany(
-            "INSERT INTO subscriptions (subscriber_id, list_id, status, cadence, weekday, send_hour, categories, "
-            "created, confirmed, unsubscribed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                (sid, nl.id, r.status, r.cadence or nl.cadence, nl.weekday if r.weekday is None else r.weekday,
-                 nl.send_hour if r.send_hour is None else r.send_hour, dumps(r.categories or []),
-                 iso(r.created) or at, iso(r.confirmed) or (at if r.status == "active" else None),
-                 iso(r.unsubscribed) or (at if r.status in LEFT_STATUSES else None))
-                for sid, r in pairs
-            ],
-        )
-        conn.executemany(
-            "UPDATE subscriptions SET status = ?, confirmed = coalesce(?, confirmed), unsubscribed = NULL, "
-            "hard_bounces = 0 WHERE id = ?",
-            [(r.status, at if r.status == "active" else None, tid) for tid, _sid, r in reviving],
-        )
-        if suppressed_hashes:
-            conn.executemany("DELETE FROM suppressions WHERE email_hash = ?", [(h,) for h in suppressed_hashes])
-        conn.executemany(
-            _INSERT_EVENT,
-            [
-                *[(at, "import", source, actor, sid, nl.id, r.status) for sid, r in pairs],
-                *[(at, "resubscribe", source, actor, sid, nl.id, f"{r.status}, by import --resubscribe")
-                  for _tid, sid, r in reviving],
-            ],
-        )
-
-
-def chunked(items: Iterable[ImportRow], size: int) -> Iterator[list[ImportRow]]:
-    batch: list[ImportRow] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+__all__ = ["HARD_BOUNCE_LIMIT", "LEFT_STATUSES", "ImportOutcome", "ImportRow", "SubscriberQueries", "chunked",
+           "email_hash", "migrations"]

@@ -98,7 +98,8 @@ class Pages(ReadingPages):
             return self.error(429, lang, "too_many", self.t(lang)["too_many_text"], {"retry-after": "3600"})
         task = None
         if not trap:  # a bot filled the hidden field: same answer, nothing done
-            task = BackgroundTask(self._subscribe_and_confirm, address, name, newslist.slug, categories, ip)
+            task = BackgroundTask(self._subscribe_and_confirm, address, name, newslist.slug, categories, ip,
+                                  request.headers.get("user-agent", ""))
         # The same page whatever the address's state, and all the work after the answer, so
         # neither the text nor the timing tells who is subscribed.
         return self.page(
@@ -109,14 +110,15 @@ class Pages(ReadingPages):
         newslist = self.ctx.store().get_list(slug)
         return newslist, self.list_choices(newslist)
 
-    def _subscribe_and_confirm(self, address: str, name: str, slug: str, categories: list[str], ip: str) -> None:
+    def _subscribe_and_confirm(self, address: str, name: str, slug: str, categories: list[str], ip: str,
+                               user_agent: str = "") -> None:
         from .. import subscribers
 
         store = self.ctx.store()
         try:
             result = subscribers.subscribe(
                 store, self.settings, address, slug, name=name, categories=categories or None,
-                source="web", actor=ip,
+                source="web", actor=ip, ip=ip, user_agent=user_agent,
             )
             if not result.needs_confirmation:
                 return
@@ -158,7 +160,9 @@ class Pages(ReadingPages):
         lang = self.lang_of()
         store = self.ctx.store()
         try:
-            result = subscribers.confirm(store, self.settings, token, source="web")
+            result = subscribers.confirm(store, self.settings, token, source="web",
+                                         ip=request.client.host if request.client else "",
+                                         user_agent=request.headers.get("user-agent", ""))
         except (TokenError, NotFound):
             return self.bad_link(lang)
         return self._confirmed(result.subscriber, result.subscription, result.newslist)
