@@ -21,6 +21,7 @@ from syndicate.digest import (
 )
 from syndicate.models import Article, NewsList
 from syndicate.store import Store
+from syndicate.store.articles import DigestWindow
 from syndicate.store.outbox import DueCandidate
 from syndicate.subscribers import subscribe, update_preferences
 
@@ -118,10 +119,10 @@ def test_missed_runs_send_one_digest_covering_the_gap(store: Store, settings: Se
     # cron is down on the 22nd and 23rd; on the 24th one digest covers the gap
     [late] = list(plan(store, utc(2026, 11, 24, 2)))
     assert late.period == "2026-11-24"
-    assert (late.window_start, late.window_end) == (utc(2026, 11, 21, 0), utc(2026, 11, 24, 0))
+    assert (late.after_seq, late.upto_seq, late.window_end) == (first[0].upto_seq, 4, utc(2026, 11, 24, 0))
     renderer = DigestRenderer(store, settings)
     nl = store.get_list("tin")
-    r = renderer.render(nl, late.period, late.categories, late.window_start, late.window_end)
+    r = renderer.render(nl, late.period, late.categories, late.window)
     assert r.article_count == 3 and r.text.index("Bài a3") < r.text.index("Bài a1")
     assert "Bài a0" not in r.text  # already in the first digest
 
@@ -153,7 +154,7 @@ def test_categories_subscription_else_list_else_all(store: Store, settings: Sett
     nl = store.get_list("tin")
     texts = {}
     for sid, p in planned.items():
-        texts[sid] = renderer.render(nl, p.period, p.categories, p.window_start, p.window_end).text
+        texts[sid] = renderer.render(nl, p.period, p.categories, p.window).text
     assert "Bài k0" in texts[everyone.subscription.id] and "Bài t0" in texts[everyone.subscription.id]
     assert "Bài g0" not in texts[everyone.subscription.id]
     assert "Bài t0" in texts[sport.subscription.id] and "Bài k0" not in texts[sport.subscription.id]
@@ -168,7 +169,7 @@ def test_render_once_per_group_and_personalise_safely(store: Store, settings: Se
     nl = setup(store, settings, language="en")
     articles(store, [utc(2026, 11, 20, 10)])
     renderer = DigestRenderer(store, settings)
-    args = (nl, "2026-11-21", (), utc(2026, 11, 20), utc(2026, 11, 21))
+    args = (nl, "2026-11-21", (), DigestWindow(0, 1, utc(2026, 11, 20), utc(2026, 11, 21)))
     first = renderer.render(*args)
     assert renderer.render(*args) is first  # cached: rendered once
     mine = personalise(first, "<img src=x onerror=alert(1)>", "https://u/1?a=1&b=2", "https://p/1")
@@ -211,8 +212,141 @@ def test_admin_wording_overrides_the_shipped_email_strings(store: Store, setting
     custom = settings.with_(mail_templates_dir=str(tmp_path / "mine"))
     nl = setup(store, custom, language="vi")
     articles(store, [utc(2026, 11, 20, 10)])
-    rendered = DigestRenderer(store, custom).render(nl, "2026-11-21", (), utc(2026, 11, 20), utc(2026, 11, 21))
+    window = DigestWindow(0, 1, utc(2026, 11, 20), utc(2026, 11, 21))
+    rendered = DigestRenderer(store, custom).render(nl, "2026-11-21", (), window)
     mine = personalise(rendered, "Lan", "https://u/1", "https://p/1")
     assert "Thân gửi Lan," in mine.text and "Thân gửi Lan," in mine.html
-    default = DigestRenderer(store, settings).render(nl, "2026-11-21", (), utc(2026, 11, 20), utc(2026, 11, 21))
+    default = DigestRenderer(store, settings).render(nl, "2026-11-21", (), window)
     assert "Xin chào Lan," in personalise(default, "Lan", "https://u/1", "https://p/1").text
+
+
+# -- arrival order: which articles a digest holds ----------------------------------------
+
+
+def one(store: Store, guid: str, published: datetime, imported: datetime, category: str = "Xã hội",
+        title: str | None = None, body: str = "") -> None:
+    store.upsert_articles([Article(guid=guid, title=title or f"Bài {guid}", slug=guid, published=published,
+                                   category=category, body_text=body)], now=imported)
+
+
+def sent_titles(store: Store, settings: Settings, now: datetime) -> dict[str, list[str]]:
+    """Plan at ``now`` and render each queued digest: {period: titles}."""
+    planned = list(plan(store, now))
+    store.plan_deliveries(planned, now=now)
+    renderer = DigestRenderer(store, settings, archive=False)
+    out: dict[str, list[str]] = {}
+    for p in planned:
+        if p.skipped:
+            out[p.period] = []
+            continue
+        nl = store.get_list_by_id(p.list_id)
+        text = renderer.render(nl, p.period, p.categories, p.window, now).text
+        out[p.period] = sorted(line.split(". ", 1)[1] for line in text.splitlines() if line[:1].isdigit() and ". Bài" in line)
+    return out
+
+
+def test_an_article_imported_just_after_a_send_goes_in_the_next_digest(store: Store, settings: Settings) -> None:
+    # issue 11: published 08:14, imported 08:16, just after the 08:15 send: no digest ever carried it
+    setup(store, settings)  # daily at 07:00 Ho Chi Minh City = 00:00 UTC
+    subscribe(store, settings, "lan@example.org", "tin", confirmed=True, now=utc(2026, 11, 20))
+    one(store, "early", utc(2026, 11, 23, 23, 50), imported=utc(2026, 11, 23, 23, 51))
+    assert sent_titles(store, settings, utc(2026, 11, 24, 0, 0, 30)) == {"2026-11-24": ["Bài early"]}
+    one(store, "late", utc(2026, 11, 23, 23, 59), imported=utc(2026, 11, 24, 0, 1))  # just after that send
+    assert sent_titles(store, settings, utc(2026, 11, 24, 5)) == {}  # not due again today
+    assert sent_titles(store, settings, utc(2026, 11, 25, 0, 5)) == {"2026-11-25": ["Bài late"]}
+    assert sent_titles(store, settings, utc(2026, 11, 26, 0, 5)) == {"2026-11-26": []}  # exactly once
+
+
+def test_old_dates_arrive_within_the_age_cap_and_never_beyond(store: Store, settings: Settings) -> None:
+    setup(store, settings, max_age_days=7)
+    store.create_list(NewsList(slug="slow", name="Slow", max_age_days=30, send_hour=8))  # an hour later
+    subscribe(store, settings, "lan@example.org", "tin", confirmed=True, now=utc(2026, 11, 1))
+    subscribe(store, settings, "an@example.org", "slow", confirmed=True, now=utc(2026, 11, 1))
+    assert sent_titles(store, settings, utc(2026, 11, 20, 1, 30)) == {"2026-11-20": []}  # both lists, empty
+    one(store, "three-days", utc(2026, 11, 17, 12), imported=utc(2026, 11, 20, 6))  # backdated, imported late
+    one(store, "ten-days", utc(2026, 11, 10, 12), imported=utc(2026, 11, 20, 6))  # an archive import
+    one(store, "ten-years", utc(2016, 11, 20, 12), imported=utc(2026, 11, 20, 6))
+    assert sent_titles(store, settings, utc(2026, 11, 21, 0, 30)) == {"2026-11-21": ["Bài three-days"]}
+    # the 30-day list, an hour later, carries the ten-day-old one too, in its first digest after it arrived
+    assert sent_titles(store, settings, utc(2026, 11, 21, 1, 30)) == {"2026-11-21": ["Bài ten-days",
+                                                                                    "Bài three-days"]}
+    for day in (22, 23, 28):
+        assert sent_titles(store, settings, utc(2026, 11, day, 1, 30)) == {f"2026-11-{day}": []}
+
+
+def test_an_edit_of_an_article_already_sent_is_not_sent_again(store: Store, settings: Settings) -> None:
+    setup(store, settings)
+    subscribe(store, settings, "lan@example.org", "tin", confirmed=True, now=utc(2026, 11, 20))
+    one(store, "a", utc(2026, 11, 23, 12), imported=utc(2026, 11, 23, 13))
+    assert sent_titles(store, settings, utc(2026, 11, 24, 1)) == {"2026-11-24": ["Bài a"]}
+    one(store, "a", utc(2026, 11, 23, 12), imported=utc(2026, 11, 24, 9), title="Bài a", body="Sửa lỗi chính tả")
+    one(store, "b", utc(2026, 11, 24, 8), imported=utc(2026, 11, 24, 9))
+    assert sent_titles(store, settings, utc(2026, 11, 25, 1)) == {"2026-11-25": ["Bài b"]}
+
+
+def test_a_future_dated_article_waits_for_its_time_then_arrives_once(store: Store, settings: Settings) -> None:
+    setup(store, settings)
+    subscribe(store, settings, "lan@example.org", "tin", confirmed=True, now=utc(2026, 11, 20))
+    one(store, "embargo", utc(2026, 11, 25, 12), imported=utc(2026, 11, 23, 12))  # out on the 25th at noon
+    one(store, "now", utc(2026, 11, 23, 11), imported=utc(2026, 11, 23, 12))
+    assert sent_titles(store, settings, utc(2026, 11, 24, 1)) == {"2026-11-24": ["Bài now"]}
+    assert sent_titles(store, settings, utc(2026, 11, 25, 1)) == {"2026-11-25": []}  # 08:00 local: not yet
+    assert sent_titles(store, settings, utc(2026, 11, 26, 1)) == {"2026-11-26": ["Bài embargo"]}
+    assert sent_titles(store, settings, utc(2026, 11, 27, 1)) == {"2026-11-27": []}
+
+
+def test_a_replan_of_a_period_already_planned_skips_nothing(store: Store, settings: Settings) -> None:
+    setup(store, settings)
+    r = subscribe(store, settings, "lan@example.org", "tin", confirmed=True, now=utc(2026, 11, 20))
+    one(store, "a", utc(2026, 11, 23, 12), imported=utc(2026, 11, 23, 13))
+    assert sent_titles(store, settings, utc(2026, 11, 24, 1)) == {"2026-11-24": ["Bài a"]}
+    one(store, "b", utc(2026, 11, 24, 2), imported=utc(2026, 11, 24, 3))
+    sub = store.get_subscription(r.subscriber.id, r.newslist.id)  # type: ignore[arg-type]
+    sub.last_period = ""  # e.g. a cadence switched there and back: the period is due again
+    store.save_subscription(sub)
+    [again] = list(plan(store, utc(2026, 11, 24, 4)))
+    assert store.plan_deliveries([again]) == (0, 0)  # the row exists: not a second digest
+    assert sent_titles(store, settings, utc(2026, 11, 25, 1)) == {"2026-11-25": ["Bài b"]}  # b is not skipped
+
+
+def test_first_digest_holds_the_period_before_or_since_joining(store: Store, settings: Settings) -> None:
+    setup(store, settings)
+    one(store, "before", utc(2026, 11, 10, 12), imported=utc(2026, 11, 10, 13))
+    one(store, "week", utc(2026, 11, 21, 12), imported=utc(2026, 11, 21, 13))
+    one(store, "day", utc(2026, 11, 23, 12), imported=utc(2026, 11, 23, 13))
+    subscribe(store, settings, "old@example.org", "tin", confirmed=True, now=utc(2026, 11, 20))
+    subscribe(store, settings, "new@example.org", "tin", confirmed=True, now=utc(2026, 11, 23, 20))
+    planned = {p.subscriber_id: p for p in plan(store, utc(2026, 11, 24, 1))}
+    renderer = DigestRenderer(store, settings, archive=False)
+    nl = store.get_list("tin")
+    texts = {k: renderer.render(nl, p.period, p.categories, p.window).text for k, p in planned.items()}
+    assert "Bài week" in texts[1] and "Bài day" in texts[1] and "Bài before" not in texts[1]  # since joining
+    assert "Bài day" in texts[2] and "Bài week" not in texts[2]  # joined last night: the period before
+
+
+def test_digest_preview_says_when_send_would_skip(cli: Any, tmp_path: Any) -> None:
+    from syndicate.cli import main
+    from syndicate.config import load_settings
+    from syndicate.store import open_store
+
+    store = open_store(tmp_path / "syndicate.db")
+    settings = load_settings()
+    store.create_list(NewsList(slug="tin", name="Tin nhanh"))
+    subscribe(store, settings, "lan@example.org", "tin", confirmed=True, now=utc(2026, 11, 20))
+    store.close()
+    args = ["digest", "preview", "lan@example.org", "--list", "tin", "--at"]
+    empty = cli.invoke(main, [*args, "2026-11-24T08:00:00+07:00"])
+    assert empty.exit_code == 0, empty.output
+    assert empty.output == (
+        "tin, lan@example.org: nothing new for 2026-11-24 since the last digest (nothing arrived in its topics "
+        "within 7 days); `send` would skip this period and send no email.\n")
+    assert "0 new" not in empty.output and "0 tin" not in empty.output
+    assert cli.invoke(main, ["send", "--at", "2026-11-24T08:00:00+07:00"]).exit_code == 0
+    with open_store(tmp_path / "syndicate.db") as s:
+        one(s, "a", utc(2026, 11, 24, 2), imported=utc(2026, 11, 24, 2))  # type: ignore[arg-type]
+    sent = cli.invoke(main, [*args, "2026-11-24T10:00:00+07:00"])
+    assert sent.output == (
+        "tin, lan@example.org: the digest for 2026-11-24 was already sent (or skipped); `send` sends nothing more "
+        "for it. The next one, 2026-11-25, is due at 2026-11-25 07:00 +07 and holds 1 new article so far.\n")
+    out = cli.invoke(main, [*args, "2026-11-25T07:00:00+07:00", "--out", "d.txt"])
+    assert out.exit_code == 0 and "(2026-11-25, 1 articles)" in out.output and (tmp_path / "d.txt").exists()

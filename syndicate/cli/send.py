@@ -140,6 +140,9 @@ def digest() -> None:
 def digest_preview(app: App, email: str, list_slug: str, at: str | None, fmt: str, out: Path | None) -> None:
     """Write exactly the digest `send` would send this subscriber (nothing is sent).
 
+    When `send` would send nothing (the period's digest already went out, it
+    is not due yet, or nothing new arrived), says so instead.
+
     \b
     Example:
         syndicate digest preview lan@example.org --list tin-sang --at 2026-11-24T07:00:00+07:00 --format eml --out d.eml
@@ -147,6 +150,9 @@ def digest_preview(app: App, email: str, list_slug: str, at: str | None, fmt: st
     from ..sender import preview
 
     p = preview(app.store, app.settings, email, list_slug, parse_at(at))
+    if p.note:
+        click.echo(p.note, err=out is not None)
+        return
     data = p.eml if fmt == "eml" else (p.html if fmt == "html" else p.text).encode("utf-8")
     if out is not None:
         out.write_bytes(data)
