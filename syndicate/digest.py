@@ -47,7 +47,7 @@ from .config import PACKAGE_ROOT, Settings
 from .models import Article, NewsList, utcnow
 from .render import WEEKDAYS, format_date, format_number, load_strings, make_environment, pick_language
 from .store import Store
-from .store.articles import DigestWindow
+from .store.arrival import DigestWindow
 from .store.outbox import ArchivedDigest, DueCandidate, PlannedDelivery
 
 #: Articles shown in one digest; the rest are "and N more".

@@ -21,7 +21,7 @@ from syndicate.digest import (
 )
 from syndicate.models import Article, NewsList
 from syndicate.store import Store
-from syndicate.store.articles import DigestWindow
+from syndicate.store.arrival import DigestWindow
 from syndicate.store.outbox import DueCandidate
 from syndicate.subscribers import subscribe, update_preferences
 

@@ -10,8 +10,9 @@ Two rules live here and nowhere else:
 - **Arrival order.** An article gets ``seq``, the next number of the one-row
   ``arrival`` counter, when it becomes public in the store: at insert if its
   ``published`` has passed, else when it comes due (:meth:`release_due_articles`,
-  run by every upsert, by digest planning and by ``feed build``). Digests
-  select by ``seq`` (:class:`DigestWindow`), so an article reaches each
+  run by every upsert, by digest planning and by ``feed build``; the counter
+  and the window SQL are in ``store/arrival.py``). Digests select by ``seq``
+  (:class:`~syndicate.store.arrival.DigestWindow`), so an article reaches each
   subscription in the first digest planned after it arrived, whatever its
   ``published`` date (within the list's age cap). Edits keep ``seq``, so an
   edited article is not sent again; an edit that moves ``published`` into the
@@ -30,7 +31,8 @@ from datetime import datetime
 from ..errors import NotFound
 from ..models import Article, RelatedLink, to_iso, utcnow
 from ..sanitize import fold
-from .base import StoreBase, dumps, iso, parse_time
+from .arrival import ArrivalQueries, DigestWindow
+from .base import dumps, iso, parse_time, public_bound
 
 _COLUMNS = (
     "id, guid, slug, url, title, summary, body_html, body_text, author, category, "
@@ -59,28 +61,6 @@ class UpsertResult:
         self.unchanged += other.unchanged
         self.changed_categories |= other.changed_categories
         self.released += other.released
-
-
-@dataclass(frozen=True)
-class DigestWindow:
-    """Which articles one digest holds (see :meth:`ArticleQueries.digest_articles`).
-
-    Those that arrived in the store after ``after_seq``, up to and including
-    ``upto_seq`` (arrival order), published at or after ``since`` (the list's
-    age cap; for a first digest also the period before) and never after the
-    ``now`` the query is asked at. ``until`` is the period's send moment.
-
-    ``after_seq`` None marks an outbox row planned before arrival order
-    existed: it holds what was published in ``(since, until]``, as it did.
-    ``include_due`` (previews and dry runs, which write nothing) also counts
-    embargoed articles that have come due but were not released yet.
-    """
-
-    after_seq: int | None
-    upto_seq: int
-    since: datetime
-    until: datetime
-    include_due: bool = False
 
 
 def content_hash(a: Article) -> str:
@@ -118,12 +98,7 @@ def row_to_article(row: sqlite3.Row) -> Article:
     )
 
 
-def _public(now: datetime | None) -> str:
-    """The embargo bound: articles published after this are not public yet."""
-    return to_iso(now or utcnow())
-
-
-class ArticleQueries(StoreBase):
+class ArticleQueries(ArrivalQueries):
     def upsert_articles(self, articles: Iterable[Article], now: datetime | None = None) -> UpsertResult:
         """Insert new articles and update changed ones, in one transaction.
 
@@ -136,7 +111,7 @@ class ArticleQueries(StoreBase):
         """
         now = now or utcnow()
         result = UpsertResult()
-        public = _public(now)
+        public = public_bound(now)
         with self.transaction(immediate=True) as conn:
             for _id, guid, category_slug in self._release(conn, now):
                 result.released.append(guid)
@@ -194,23 +169,7 @@ class ArticleQueries(StoreBase):
         result.changed_categories.discard("")
         return result
 
-    # -- arrival order ---------------------------------------------------------------
-
-    @staticmethod
-    def _next_seq(conn: sqlite3.Connection) -> int:
-        """The next arrival number (call inside a write transaction)."""
-        return int(conn.execute("UPDATE arrival SET last_seq = last_seq + 1 WHERE id = 1 RETURNING last_seq").fetchone()[0])
-
-    def _release(self, conn: sqlite3.Connection, now: datetime) -> list[tuple[int, str, str]]:
-        """Give every embargoed article due by ``now`` its arrival number, oldest first."""
-        rows = conn.execute(
-            "SELECT id, guid, category_slug FROM articles INDEXED BY articles_embargoed "
-            "WHERE seq IS NULL AND published <= ? ORDER BY published, id",
-            [_public(now)],
-        ).fetchall()
-        for r in rows:
-            conn.execute("UPDATE articles SET seq = ? WHERE id = ?", [self._next_seq(conn), r[0]])
-        return [(r[0], r[1], r[2]) for r in rows]
+    # -- arrival order (the counter and the digest window live in store/arrival.py) ------
 
     def release_due_articles(self, now: datetime | None = None) -> list[Article]:
         """Publish what came due: embargoed articles whose ``published`` is at or
@@ -221,72 +180,19 @@ class ArticleQueries(StoreBase):
         now = now or utcnow()
         if self.scalar(
             "SELECT 1 FROM articles INDEXED BY articles_embargoed WHERE seq IS NULL AND published <= ? LIMIT 1",
-            [_public(now)],
+            [public_bound(now)],
         ) is None:
             return []
         with self.transaction(immediate=True) as conn:
             released = self._release(conn, now)
         return [self.get_article(id_) for id_, _guid, _cat in released]
 
-    def next_release(self, now: datetime | None = None) -> datetime | None:
-        """When the next embargoed article comes due (the earliest future ``published``), or None."""
-        value = self.scalar(
-            "SELECT min(published) FROM articles INDEXED BY articles_embargoed WHERE seq IS NULL AND published > ?",
-            [_public(now)],
-        )
-        return parse_time(value)
-
     def scheduled_articles(self, now: datetime | None = None) -> list[Article]:
         """Embargoed articles (published after ``now``), soonest first: what an admin has scheduled."""
         rows = self.query(
-            f"SELECT {_COLUMNS} FROM articles WHERE published > ? ORDER BY published, id", [_public(now)]
+            f"SELECT {_COLUMNS} FROM articles WHERE published > ? ORDER BY published, id", [public_bound(now)]
         )
         return [row_to_article(r) for r in rows]
-
-    def arrival_seq(self, key: str | int) -> int | None:
-        """An article's arrival number (None while embargoed); NotFound names what was asked."""
-        article = self.get_article(key)
-        value = self.scalar("SELECT seq FROM articles WHERE id = ?", [article.id])
-        return int(value) if value is not None else None
-
-    def digest_high_water(self, now: datetime | None = None) -> int:
-        """The arrival number a digest planned at ``now`` covers up to.
-
-        Every article numbered up to it is public at ``now``: normally the
-        counter itself; lower only when an article was released by a later
-        clock (``send --at`` in the future), so that nothing is skipped: the
-        high-water mark stops before it until it is public.
-        """
-        last = int(self.scalar("SELECT last_seq FROM arrival WHERE id = 1") or 0)
-        blocked = self.scalar(
-            "SELECT min(seq) FROM articles WHERE published > ? AND seq IS NOT NULL", [_public(now)]
-        )
-        return last if blocked is None else min(last, int(blocked) - 1)
-
-    @staticmethod
-    def _digest_where(
-        w: DigestWindow, category_slugs: Iterable[str] | None, now: datetime | None
-    ) -> tuple[str, list[object]]:
-        public = _public(now)
-        params: list[object]
-        if w.after_seq is None:  # planned before arrival order: the published window it was planned with
-            sql = "published > ? AND published <= ?"
-            params = [iso(w.since), iso(w.until)]
-        else:
-            sql = "((seq > ? AND seq <= ?)"
-            params = [w.after_seq, w.upto_seq]
-            if w.include_due:
-                sql += " OR (seq IS NULL AND published <= ?)"
-                params.append(public)
-            sql += ") AND published >= ?"
-            params.append(iso(w.since))
-        sql += " AND published <= ?"
-        params.append(public)
-        cats = sorted(set(category_slugs or ()))
-        if cats:
-            sql += f" AND category_slug IN ({', '.join('?' for _ in cats)})"
-            params += cats
-        return sql, params
 
     def digest_articles(
         self, window: DigestWindow, category_slugs: Iterable[str] | None = None, *,
@@ -299,12 +205,6 @@ class ArticleQueries(StoreBase):
             [*params, limit],
         )
         return [row_to_article(r) for r in rows]
-
-    def count_digest_articles(
-        self, window: DigestWindow, category_slugs: Iterable[str] | None = None, *, now: datetime | None = None
-    ) -> int:
-        where, params = self._digest_where(window, category_slugs, now)
-        return int(self.scalar(f"SELECT count(*) FROM articles WHERE {where}", params))
 
     # -- look-ups --------------------------------------------------------------------
 
@@ -342,7 +242,7 @@ class ArticleQueries(StoreBase):
         """The newest ``limit`` public articles, optionally in one category (indexed).
 
         ``include_scheduled`` (admin listings only) adds embargoed ones."""
-        bound = "9999" if include_scheduled else _public(now)
+        bound = "9999" if include_scheduled else public_bound(now)
         if category_slug:
             rows = self.query(
                 f"SELECT {_COLUMNS} FROM articles WHERE category_slug = ? AND published <= ? "
@@ -361,7 +261,7 @@ class ArticleQueries(StoreBase):
         since: datetime, until: datetime | None, category_slugs: Iterable[str] | None, now: datetime | None
     ) -> tuple[str, list[object]]:
         """The WHERE clause (and its parameters) for ``(since, until]`` in some categories, public at ``now``."""
-        public = _public(now)
+        public = public_bound(now)
         bound = min(public, iso(until)) if until is not None else public  # type: ignore[type-var]
         sql = "published > ? AND published <= ?"
         params: list[object] = [iso(since), bound]
@@ -437,7 +337,7 @@ class ArticleQueries(StoreBase):
         rows = self.conn.execute(
             "SELECT category_slug, max(category), count(*) FROM articles "
             "WHERE category_slug != '' AND published <= ? GROUP BY category_slug ORDER BY category_slug",
-            [_public(now)],
+            [public_bound(now)],
         ).fetchall()
         return [(r[0], r[1], r[2]) for r in rows]
 
@@ -446,10 +346,10 @@ class ArticleQueries(StoreBase):
         if category_slug:
             value = self.scalar(
                 "SELECT max(updated) FROM articles WHERE category_slug = ? AND published <= ?",
-                [category_slug, _public(now)],
+                [category_slug, public_bound(now)],
             )
         else:
-            value = self.scalar("SELECT max(updated) FROM articles WHERE published <= ?", [_public(now)])
+            value = self.scalar("SELECT max(updated) FROM articles WHERE published <= ?", [public_bound(now)])
         return parse_time(value)
 
     def get_meta(self, key: str) -> str | None:
@@ -472,11 +372,11 @@ class ArticleQueries(StoreBase):
             rows = self.conn.execute(
                 "SELECT DISTINCT substr(published, 1, 7) FROM articles WHERE category_slug = ? AND published <= ? "
                 "ORDER BY 1",
-                [category_slug, _public(now)],
+                [category_slug, public_bound(now)],
             ).fetchall()
         else:
             rows = self.conn.execute(
-                "SELECT DISTINCT substr(published, 1, 7) FROM articles WHERE published <= ? ORDER BY 1", [_public(now)]
+                "SELECT DISTINCT substr(published, 1, 7) FROM articles WHERE published <= ? ORDER BY 1", [public_bound(now)]
             ).fetchall()
         return [r[0] for r in rows]
 
@@ -486,7 +386,7 @@ class ArticleQueries(StoreBase):
         """The public articles published in one ``YYYY-MM`` (UTC), newest first (indexed range)."""
         start, end = _month_bounds(month)
         sql = f"SELECT {_COLUMNS} FROM articles WHERE published >= ? AND published < ? AND published <= ?"
-        params: list[object] = [start, end, _public(now)]
+        params: list[object] = [start, end, public_bound(now)]
         if category_slug:
             sql += " AND category_slug = ?"
             params.append(category_slug)
@@ -498,7 +398,7 @@ class ArticleQueries(StoreBase):
     ) -> tuple[str | None, str | None]:
         """The nearest older and newer months holding public articles (two indexed probes)."""
         start, end = _month_bounds(month)
-        public = _public(now)
+        public = public_bound(now)
         where = "category_slug = ? AND " if category_slug else ""
         extra: list[object] = [category_slug] if category_slug else []
         older = self.scalar(
@@ -518,7 +418,7 @@ class ArticleQueries(StoreBase):
         value = self.scalar(
             "SELECT category FROM articles WHERE category_slug = ? AND published <= ? "
             "ORDER BY published DESC, id DESC LIMIT 1",
-            [category_slug, _public(now)],
+            [category_slug, public_bound(now)],
         )
         return str(value) if value is not None else None
 
@@ -556,7 +456,7 @@ class ArticleQueries(StoreBase):
             return self.newest_articles(limit, slugs[0] if slugs else None, now=now)
         if not slugs:
             return []
-        public = _public(now)
+        public = public_bound(now)
         one = (f"SELECT * FROM (SELECT {_COLUMNS} FROM articles WHERE category_slug = ? AND published <= ? "
                "ORDER BY published DESC, id DESC LIMIT ?)")
         sql = " UNION ALL ".join(one for _ in slugs) + " ORDER BY published DESC, id DESC LIMIT ?"
@@ -574,7 +474,7 @@ class ArticleQueries(StoreBase):
         rows = self.conn.execute(
             "SELECT DISTINCT substr(published, 1, 7) FROM articles "
             f"WHERE category_slug IN ({', '.join('?' for _ in slugs)}) AND published <= ? ORDER BY 1",
-            [*slugs, _public(now)],
+            [*slugs, public_bound(now)],
         ).fetchall()
         return [r[0] for r in rows]
 
@@ -591,7 +491,7 @@ class ArticleQueries(StoreBase):
         rows = self.query(
             f"SELECT {_COLUMNS} FROM articles WHERE category_slug IN ({', '.join('?' for _ in slugs)}) "
             "AND published >= ? AND published < ? AND published <= ? ORDER BY published DESC, id DESC",
-            [*slugs, start, end, _public(now)],
+            [*slugs, start, end, public_bound(now)],
         )
         return [row_to_article(r) for r in rows]
 

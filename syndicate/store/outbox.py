@@ -22,7 +22,7 @@ from sqlite_utils import Database, Migrations
 
 from ..errors import NotFound
 from ..models import DELIVERY_STATUSES, Delivery, utcnow
-from .articles import DigestWindow
+from .arrival import DigestWindow
 from .base import dumps, iso, parse_time
 from .subscribers import HARD_BOUNCE_LIMIT, SubscriberQueries
 
