@@ -350,3 +350,29 @@ def test_digest_preview_says_when_send_would_skip(cli: Any, tmp_path: Any) -> No
         "for it. The next one, 2026-11-25, is due at 2026-11-25 07:00 +07 and holds 1 new article so far.\n")
     out = cli.invoke(main, [*args, "2026-11-25T07:00:00+07:00", "--out", "d.txt"])
     assert out.exit_code == 0 and "(2026-11-25, 1 articles)" in out.output and (tmp_path / "d.txt").exists()
+
+
+def test_the_age_cap_is_a_list_setting(cli: Any, tmp_path: Any) -> None:
+    from syndicate.cli import main
+
+    made = cli.invoke(main, ["list", "create", "tin", "--name", "Tin", "--max-age-days", "3"])
+    assert made.exit_code == 0, made.output
+    shown = cli.invoke(main, ["list", "show", "tin", "--json"])
+    assert '"max_age_days": 3' in shown.output
+    assert cli.invoke(main, ["list", "update", "tin", "--max-age-days", "30"]).exit_code == 0
+    assert '"max_age_days": 30' in cli.invoke(main, ["list", "show", "tin", "--json"]).output
+    bad = cli.invoke(main, ["list", "update", "tin", "--max-age-days", "0"])
+    assert bad.exit_code == 2 and "0 is not in the range x>=1" in bad.output
+    (tmp_path / "lists.toml").write_text('[[list]]\nslug = "tuan"\nname = "Tuần"\nmax_age_days = 0\n', "utf-8")
+    toml = cli.invoke(main, ["list", "create", "--from", str(tmp_path / "lists.toml")])
+    assert toml.exit_code == 65  # EX_DATAERR, as every bad input
+    assert toml.output == "error: max_age_days 0 is not a whole number of days of at least 1\n"
+    (tmp_path / "lists.toml").write_text('[[list]]\nslug = "tuan"\nname = "Tuần"\nmax_age_days = 14\n', "utf-8")
+    assert cli.invoke(main, ["list", "create", "--from", str(tmp_path / "lists.toml")]).exit_code == 0
+    assert '"max_age_days": 14' in cli.invoke(main, ["list", "show", "tuan", "--json"]).output
+    # `article list` shows scheduled articles to the admin; the feeds and pages do not
+    from syndicate.store import open_store
+
+    with open_store(tmp_path / "syndicate.db") as store:
+        one(store, "later", datetime(2099, 1, 1, tzinfo=UTC), imported=datetime(2026, 11, 24, tzinfo=UTC))  # type: ignore[arg-type]
+    assert "later" in cli.invoke(main, ["article", "list"]).output

@@ -451,3 +451,14 @@ def test_view_in_browser_shows_the_readers_own_topics(settings: Settings, store:
     index = client.get("/archive/tin").text
     assert 'href="/archive/tin/2026-11-24?topics=the-thao"' in index and 'href="/archive/tin/2026-11-24"' in index
     assert client.get("/archive/tin/2026-11-24?topics=<script>").status_code == 200  # ignored, generic shown
+
+
+def test_a_future_dated_article_is_not_on_any_page_before_its_time(site: Settings, store: Store) -> None:
+    # issue 11: future-dated articles were public at once (an article page by its slug too)
+    store.upsert_articles([Article(guid="tag:news.example.org,2099:embargo", slug="tin-cam", title="Tin cấm trước giờ",
+                                   published=datetime(2099, 1, 1, tzinfo=UTC), category="Thể thao")])
+    client = make_client(site)
+    assert client.get("/articles/tin-cam").status_code == 404
+    assert client.get("/category/the-thao").status_code == 404
+    home = client.get("/")
+    assert home.status_code == 200 and "Tin cấm" not in home.text and "the-thao" not in home.text
