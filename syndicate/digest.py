@@ -255,7 +255,9 @@ class Outlook:
 
     ``note`` is empty when it would send a digest for ``period``; otherwise it
     says, for a person, why not (already sent this period, not due yet,
-    nothing new) and when the next one is due.
+    nothing new) and when the next one is due. ``show`` says whether
+    ``window`` is worth rendering: the digest ``send`` would send, or the one
+    it already queued or sent for this period.
     """
 
     period: Period
@@ -264,6 +266,7 @@ class Outlook:
     categories: tuple[str, ...]
     count: int
     note: str = ""
+    show: bool = True
 
 
 def outlook(store: Store, newslist: NewsList, subscription_id: int, email: str, now: datetime) -> Outlook:
@@ -288,9 +291,15 @@ def outlook(store: Store, newslist: NewsList, subscription_id: int, email: str, 
     when = nxt.moment.astimezone(tz).strftime("%Y-%m-%d %H:%M %Z")
     where = f"{newslist.slug}, {email}"
     if not due and not is_newer(p.key, c.last_period):
-        note = (f"{where}: the digest for {p.key} was already sent (or skipped); `send` sends nothing more "
-                f"for it. The next one, {nxt.key}, is due at {when} and holds {count:,} new "
-                f"{'article' if count == 1 else 'articles'} so far.")
+        so_far = f"holds {count:,} new {'article' if count == 1 else 'articles'} so far"
+        planned = store.planned_window(c.list_id, c.subscriber_id, p.key)
+        if planned is not None and planned[0] not in ("skipped", "cancelled"):
+            status, window = planned
+            note = (f"{where}: the digest for {p.key} is already {status} (shown here as planned); `send` sends "
+                    f"nothing more for it. The next one, {nxt.key}, is due at {when} and {so_far}.")
+            return Outlook(p, due, window, cats, store.count_digest_articles(window, cats or None, now=now), note)
+        note = (f"{where}: the digest for {p.key} was {planned[0] if planned else 'already planned'}; `send` "
+                f"sends nothing more for it. The next one, {nxt.key}, is due at {when} and {so_far}.")
     elif not due:
         note = (f"{where}: not due yet: joined after the {p.key} digest went out; the first one, {nxt.key}, "
                 f"is due at {when}.")
@@ -298,8 +307,8 @@ def outlook(store: Store, newslist: NewsList, subscription_id: int, email: str, 
         note = (f"{where}: nothing new for {p.key} since the last digest (nothing arrived in its topics "
                 f"within {newslist.max_age_days} days); `send` would skip this period and send no email.")
     else:
-        note = ""
-    return Outlook(p, due, window, cats, count, note)
+        return Outlook(p, due, window, cats, count)
+    return Outlook(p, due, window, cats, count, note, show=False)
 
 
 # -- rendering -------------------------------------------------------------------

@@ -573,12 +573,14 @@ class Preview:
     article_count: int
     due: bool
     note: str = ""  # why `send` would send nothing now (already sent, not due, nothing new); "" if it sends
+    shown: bool = True  # False: nothing to show (not due, nothing new, skipped); only the note counts
 
 
 def preview(store: Store, settings: Settings, email: str, list_slug: str, now: datetime | None = None) -> Preview:
     """Exactly what ``send`` would send this subscriber at ``now``, without
-    writing anything; when it would send nothing, ``note`` says why (and the
-    rendering is of that empty period, for reference only)."""
+    writing anything; when it would send nothing, ``note`` says why, and the
+    rendering is the digest already queued or sent for the period (``shown``)
+    or of an empty period, for reference only (not ``shown``)."""
     now = now or utcnow()
     nl = store.get_list(list_slug)
     subscriber = store.get_subscriber(subs.normalize_address(email))
@@ -591,4 +593,4 @@ def preview(store: Store, settings: Settings, email: str, list_slug: str, now: d
     r = builder.renderer.render(nl, o.period.key, o.categories, o.window, now)
     mail = builder.mail_for(nl, r, subscriber.id, subscriber.email, subscriber.name, o.period.key, now, 0)
     return Preview(mail.subject, mail.html, mail.text, render_mail(mail, builder.signer), o.period.key,
-                   r.article_count, o.due, o.note)
+                   r.article_count, o.due, o.note, o.show)

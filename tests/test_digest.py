@@ -344,12 +344,19 @@ def test_digest_preview_says_when_send_would_skip(cli: Any, tmp_path: Any) -> No
     assert cli.invoke(main, ["send", "--at", "2026-11-24T08:00:00+07:00"]).exit_code == 0
     with open_store(tmp_path / "syndicate.db") as s:
         one(s, "a", utc(2026, 11, 24, 2), imported=utc(2026, 11, 24, 2))  # type: ignore[arg-type]
-    sent = cli.invoke(main, [*args, "2026-11-24T10:00:00+07:00"])
-    assert sent.output == (
-        "tin, lan@example.org: the digest for 2026-11-24 was already sent (or skipped); `send` sends nothing more "
+    skipped = cli.invoke(main, [*args, "2026-11-24T10:00:00+07:00"])
+    assert skipped.output == (
+        "tin, lan@example.org: the digest for 2026-11-24 was skipped; `send` sends nothing more "
         "for it. The next one, 2026-11-25, is due at 2026-11-25 07:00 +07 and holds 1 new article so far.\n")
     out = cli.invoke(main, [*args, "2026-11-25T07:00:00+07:00", "--out", "d.txt"])
     assert out.exit_code == 0 and "(2026-11-25, 1 articles)" in out.output and (tmp_path / "d.txt").exists()
+    assert cli.invoke(main, ["send", "--at", "2026-11-25T07:00:00+07:00"]).exit_code == 0
+    sent = cli.invoke(main, [*args, "2026-11-25T09:00:00+07:00"])  # the digest that went out, with a note
+    assert sent.exit_code == 0 and "1. Bài a" in sent.stdout and "Đây là tin mới từ Tin nhanh." in sent.stdout
+    assert sent.stderr == (
+        "tin, lan@example.org: the digest for 2026-11-25 is already sent (shown here as planned); `send` sends "
+        "nothing more for it. The next one, 2026-11-26, is due at 2026-11-26 07:00 +07 and holds 0 new articles "
+        "so far.\n")
 
 
 def test_the_age_cap_is_a_list_setting(cli: Any, tmp_path: Any) -> None:

@@ -140,8 +140,9 @@ def digest() -> None:
 def digest_preview(app: App, email: str, list_slug: str, at: str | None, fmt: str, out: Path | None) -> None:
     """Write exactly the digest `send` would send this subscriber (nothing is sent).
 
-    When `send` would send nothing (the period's digest already went out, it
-    is not due yet, or nothing new arrived), says so instead.
+    When `send` would send nothing, says so: for a period already sent, on
+    stderr above the digest that went out; when it is not due yet or nothing
+    new arrived, instead of a digest.
 
     \b
     Example:
@@ -151,8 +152,9 @@ def digest_preview(app: App, email: str, list_slug: str, at: str | None, fmt: st
 
     p = preview(app.store, app.settings, email, list_slug, parse_at(at))
     if p.note:
-        click.echo(p.note, err=out is not None)
-        return
+        click.echo(p.note, err=out is not None or p.shown)
+        if not p.shown:
+            return
     data = p.eml if fmt == "eml" else (p.html if fmt == "html" else p.text).encode("utf-8")
     if out is not None:
         out.write_bytes(data)

@@ -109,6 +109,19 @@ class ArrivalQueries(StoreBase):
             params += cats
         return sql, params
 
+    def planned_window(self, list_id: int, subscriber_id: int, period: str) -> tuple[str, DigestWindow] | None:
+        """(status, window) of the outbox row planned for a period, or None if there is none."""
+        r = self.conn.execute(
+            "SELECT status, after_seq, upto_seq, window_start, window_end FROM deliveries "
+            "WHERE list_id = ? AND subscriber_id = ? AND period = ?",
+            [list_id, subscriber_id, period],
+        ).fetchone()
+        if r is None or r[3] is None or r[4] is None:
+            return None
+        since, until = parse_time(r[3]), parse_time(r[4])
+        assert since is not None and until is not None
+        return str(r[0]), DigestWindow(r[1], r[2] or 0, since, until)
+
     def count_digest_articles(
         self, window: DigestWindow, category_slugs: Iterable[str] | None = None, *, now: datetime | None = None
     ) -> int:
