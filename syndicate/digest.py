@@ -188,9 +188,11 @@ def window_for(c: DueCandidate, p: Period, newslist: NewsList, high_water: int,
                include_due: bool = False) -> DigestWindow:
     """The articles a digest for period ``p`` holds: those that arrived after the
     subscription's previous digest (``c.last_seq``) up to ``high_water``,
-    published within the list's age cap before the send moment; for a first
-    digest (``last_seq`` None) also published since the period before, or
-    since the subscription began if that is earlier.
+    published within the list's age cap before the send moment. A first
+    digest (``last_seq`` None) of a subscription that began during the
+    period before holds what was published since that period began; one
+    that began earlier, the whole age cap. (Two windows per list and period,
+    never one per subscriber: planning and rendering stay grouped.)
 
     Example:
         >>> c = DueCandidate(1, 1, 1, "daily", 0, 7, (), "", None, datetime(2026, 11, 1, tzinfo=UTC), "UTC", 40)
@@ -200,8 +202,8 @@ def window_for(c: DueCandidate, p: Period, newslist: NewsList, high_water: int,
         (40, 52, '2026-11-17T07:00:00+00:00')
     """
     since = p.moment - timedelta(days=max(1, newslist.max_age_days))
-    if c.last_seq is None:
-        since = max(since, min(p.previous, c.since or p.previous))
+    if c.last_seq is None and (c.since is None or c.since >= p.previous):
+        since = max(since, p.previous)
     return DigestWindow(c.last_seq or 0, max(high_water, c.last_seq or 0), since, p.moment, include_due)
 
 

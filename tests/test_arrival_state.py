@@ -207,8 +207,8 @@ class ArrivalMachine(RuleBasedStateMachine):
     def _check_digest(self, r: Reader, shown: set[str]) -> None:
         p = current_period(self.clock, r.cadence, r.weekday, r.send_hour, zone(r.timezone))
         oldest = p.moment - timedelta(days=r.max_age_days)
-        if not r.first_done:  # the first digest also starts at the period before (or at joining)
-            oldest = max(oldest, min(p.previous, JOINED))
+        if not r.first_done and p.previous <= JOINED:  # joined during the period before: from its start
+            oldest = max(oldest, p.previous)
         for guid in shown:
             it = self.items[guid]
             assert not it.removed, f"{guid} was removed but is in {r.email}'s digest"

@@ -316,12 +316,16 @@ def test_first_digest_holds_the_period_before_or_since_joining(store: Store, set
     one(store, "day", utc(2026, 11, 23, 12), imported=utc(2026, 11, 23, 13))
     subscribe(store, settings, "old@example.org", "tin", confirmed=True, now=utc(2026, 11, 20))
     subscribe(store, settings, "new@example.org", "tin", confirmed=True, now=utc(2026, 11, 23, 20))
+    for day in (15, 18, 19, 22):
+        subscribe(store, settings, f"d{day}@example.org", "tin", confirmed=True, now=utc(2026, 11, day, 5))
     planned = {p.subscriber_id: p for p in plan(store, utc(2026, 11, 24, 1))}
     renderer = DigestRenderer(store, settings, archive=False)
     nl = store.get_list("tin")
     texts = {k: renderer.render(nl, p.period, p.categories, p.window).text for k, p in planned.items()}
-    assert "Bài week" in texts[1] and "Bài day" in texts[1] and "Bài before" not in texts[1]  # since joining
+    assert "Bài week" in texts[1] and "Bài day" in texts[1] and "Bài before" not in texts[1]  # the whole cap
     assert "Bài day" in texts[2] and "Bài week" not in texts[2]  # joined last night: the period before
+    # however many first digests, at most two windows per list and period: planning and rendering stay grouped
+    assert len({p.window for p in planned.values()}) == 2
 
 
 def test_digest_preview_says_when_send_would_skip(cli: Any, tmp_path: Any) -> None:

@@ -17,6 +17,7 @@ import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 
 from sqlite_utils import Database, Migrations
 
@@ -288,29 +289,27 @@ class OutboxQueries(SubscriberQueries):
         created = iso(now or utcnow())
         queued = skipped = 0
         buf: list[PlannedDelivery] = []
+        stamp = lru_cache(maxsize=256)(iso)  # rows of one plan share a few window times
 
         def flush() -> None:
             nonlocal queued, skipped
             with self.transaction(immediate=True) as conn:
+                moved: list[tuple[str, str | None, int | None, int]] = []
                 for p in buf:
                     cur = conn.execute(
                         "INSERT OR IGNORE INTO deliveries (list_id, subscriber_id, subscription_id, period, status, "
                         "created, window_start, window_end, categories, after_seq, upto_seq) "
                         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         [p.list_id, p.subscriber_id, p.subscription_id, p.period,
-                         "skipped" if p.skipped else "queued", created, iso(p.window_start),
-                         iso(p.window_end), dumps(list(p.categories)), p.after_seq, p.upto_seq],
+                         "skipped" if p.skipped else "queued", created, stamp(p.window_start),
+                         stamp(p.window_end), dumps(list(p.categories)), p.after_seq, p.upto_seq],
                     )
                     if cur.rowcount:
                         if p.skipped:
                             skipped += 1
                         else:
                             queued += 1
-                        conn.execute(
-                            "UPDATE subscriptions SET last_period = ?, last_sent_at = ?, "
-                            "last_seq = coalesce(?, last_seq) WHERE id = ?",
-                            [p.period, iso(p.window_end), p.upto_seq, p.subscription_id],
-                        )
+                        moved.append((p.period, stamp(p.window_end), p.upto_seq, p.subscription_id))
                     else:  # this period was planned before: cover only what that row covers
                         conn.execute(
                             "UPDATE subscriptions SET last_period = ?, last_sent_at = ?, last_seq = "
@@ -318,6 +317,11 @@ class OutboxQueries(SubscriberQueries):
                             "AND subscriber_id = ? AND period = ?), 0)) WHERE id = ?",
                             [p.period, iso(p.window_end), p.list_id, p.subscriber_id, p.period, p.subscription_id],
                         )
+                conn.executemany(
+                    "UPDATE subscriptions SET last_period = ?, last_sent_at = ?, last_seq = coalesce(?, last_seq) "
+                    "WHERE id = ?",
+                    moved,
+                )
             buf.clear()
 
         for p in planned:
