@@ -387,3 +387,42 @@ def test_the_age_cap_is_a_list_setting(cli: Any, tmp_path: Any) -> None:
     with open_store(tmp_path / "syndicate.db") as store:
         one(store, "later", datetime(2099, 1, 1, tzinfo=UTC), imported=datetime(2026, 11, 24, tzinfo=UTC))  # type: ignore[arg-type]
     assert "later" in cli.invoke(main, ["article", "list"]).output
+
+
+def test_a_dry_run_counts_what_came_due_and_releases_nothing(store: Store, settings: Settings) -> None:
+    from syndicate.mailer import MemoryTransport
+    from syndicate.sender import run_send
+
+    setup(store, settings)
+    subscribe(store, settings, "lan@example.org", "tin", confirmed=True, now=utc(2026, 11, 20))
+    one(store, "soon", utc(2026, 11, 23, 12), imported=utc(2026, 11, 22, 12))  # embargoed when imported
+    article_id = store.get_article("soon").id or 0
+    report = run_send(store, settings.with_(mail_sender_address="tin@news.example.org"), MemoryTransport(),
+                      now=utc(2026, 11, 24, 1), dry_run=True)
+    assert (report.queued, report.skipped) == (1, 0)  # it came due: the digest would carry it
+    assert store.arrival_seq(article_id) is None and store.deliveries_for(1) == []  # nothing written
+    transport = MemoryTransport()
+    sent = run_send(store, settings.with_(mail_sender_address="tin@news.example.org"), transport,
+                    now=utc(2026, 11, 24, 1))
+    assert sent.sent == 1 and store.arrival_seq(article_id) == 1
+    import email
+    import email.policy
+
+    msg = email.message_from_bytes(transport.sent[0][2], policy=email.policy.default)
+    assert "/articles/soon" in msg.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+
+
+def test_an_outbox_row_planned_before_arrival_order_keeps_its_published_window(store: Store, settings: Settings) -> None:
+    from syndicate.store.outbox import PlannedDelivery
+
+    nl = setup(store, settings)
+    r = subscribe(store, settings, "lan@example.org", "tin", confirmed=True, now=utc(2026, 11, 20))
+    one(store, "in", utc(2026, 11, 23, 12), imported=utc(2026, 11, 23, 13))
+    one(store, "out", utc(2026, 11, 22, 12), imported=utc(2026, 11, 23, 13))
+    assert r.subscription.id is not None and r.subscriber.id is not None and nl.id is not None
+    store.plan_deliveries([PlannedDelivery(nl.id, r.subscriber.id, r.subscription.id, "2026-11-24",
+                                           utc(2026, 11, 23), utc(2026, 11, 24), ())])  # no seq: an old row
+    [d] = store.claim_deliveries("me", utc(2026, 11, 24, 1), utc(2026, 11, 24, 2), 10)
+    assert d.after_seq is None
+    text = DigestRenderer(store, settings, archive=False).render(nl, d.period, d.categories, d.window).text
+    assert "Bài in" in text and "Bài out" not in text
