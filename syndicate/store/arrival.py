@@ -40,21 +40,34 @@ class DigestWindow:
     include_due: bool = False
 
 
+class Numbers:
+    """Hands out arrival numbers inside one write transaction (which holds the
+    write lock, so no one else can): reads the counter once, writes it back
+    once in :meth:`save`, which must run before the transaction commits."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.last = self.first = int(conn.execute("SELECT last_seq FROM arrival WHERE id = 1").fetchone()[0])
+
+    def next(self) -> int:
+        self.last += 1
+        return self.last
+
+    def save(self) -> None:
+        if self.last != self.first:
+            self.conn.execute("UPDATE arrival SET last_seq = ? WHERE id = 1", [self.last])
+
+
 class ArrivalQueries(StoreBase):
     @staticmethod
-    def _next_seq(conn: sqlite3.Connection) -> int:
-        """The next arrival number (call inside a write transaction)."""
-        return int(conn.execute("UPDATE arrival SET last_seq = last_seq + 1 WHERE id = 1 RETURNING last_seq").fetchone()[0])
-
-    def _release(self, conn: sqlite3.Connection, now: datetime) -> list[tuple[int, str, str]]:
+    def _release(conn: sqlite3.Connection, now: datetime, numbers: Numbers) -> list[tuple[int, str, str]]:
         """Give every embargoed article due by ``now`` its arrival number, oldest first."""
         rows = conn.execute(
             "SELECT id, guid, category_slug FROM articles INDEXED BY articles_embargoed "
             "WHERE seq IS NULL AND published <= ? ORDER BY published, id",
             [public_bound(now)],
         ).fetchall()
-        for r in rows:
-            conn.execute("UPDATE articles SET seq = ? WHERE id = ?", [self._next_seq(conn), r[0]])
+        conn.executemany("UPDATE articles SET seq = ? WHERE id = ?", [(numbers.next(), r[0]) for r in rows])
         return [(r[0], r[1], r[2]) for r in rows]
 
     def next_release(self, now: datetime | None = None) -> datetime | None:

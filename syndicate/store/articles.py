@@ -31,7 +31,7 @@ from datetime import datetime
 from ..errors import NotFound
 from ..models import Article, RelatedLink, to_iso, utcnow
 from ..sanitize import fold
-from .arrival import ArrivalQueries, DigestWindow
+from .arrival import ArrivalQueries, DigestWindow, Numbers
 from .base import dumps, iso, parse_time, public_bound
 
 _COLUMNS = (
@@ -113,7 +113,8 @@ class ArticleQueries(ArrivalQueries):
         result = UpsertResult()
         public = public_bound(now)
         with self.transaction(immediate=True) as conn:
-            for _id, guid, category_slug in self._release(conn, now):
+            numbers = Numbers(conn)
+            for _id, guid, category_slug in self._release(conn, now, numbers):
                 result.released.append(guid)
                 result.changed_categories.add(category_slug)
             for a in articles:
@@ -141,7 +142,7 @@ class ArticleQueries(ArrivalQueries):
                 if old is None:
                     values["updated"] = iso(a.updated or a.published)
                     values["imported"] = iso(now)
-                    values["seq"] = self._next_seq(conn) if is_public else None
+                    values["seq"] = numbers.next() if is_public else None
                     cols = ", ".join(values)
                     marks = ", ".join("?" for _ in values)
                     cur = conn.execute(f"INSERT INTO articles ({cols}) VALUES ({marks})", list(values.values()))
@@ -152,7 +153,7 @@ class ArticleQueries(ArrivalQueries):
                     bumped = a.updated if a.updated and previous and a.updated > previous else now
                     values["updated"] = iso(bumped)
                     if old[5] is None and is_public:  # an embargoed article edited to a time now past
-                        values["seq"] = self._next_seq(conn)
+                        values["seq"] = numbers.next()
                     elif old[5] is not None and not is_public:  # moved into the future: withdrawn until then
                         values["seq"] = None
                     sets = ", ".join(f"{k} = ?" for k in values)
@@ -166,6 +167,7 @@ class ArticleQueries(ArrivalQueries):
                     [a.id, fold(a.title), fold(a.summary), fold(a.body_text)],
                 )
                 result.changed_categories.add(a.category_slug)
+            numbers.save()
         result.changed_categories.discard("")
         return result
 
@@ -184,7 +186,9 @@ class ArticleQueries(ArrivalQueries):
         ) is None:
             return []
         with self.transaction(immediate=True) as conn:
-            released = self._release(conn, now)
+            numbers = Numbers(conn)
+            released = self._release(conn, now, numbers)
+            numbers.save()
         return [self.get_article(id_) for id_, _guid, _cat in released]
 
     def scheduled_articles(self, now: datetime | None = None) -> list[Article]:
