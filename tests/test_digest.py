@@ -426,3 +426,53 @@ def test_an_outbox_row_planned_before_arrival_order_keeps_its_published_window(s
     assert d.after_seq is None
     text = DigestRenderer(store, settings, archive=False).render(nl, d.period, d.categories, d.window).text
     assert "Bài in" in text and "Bài out" not in text
+
+
+def test_imports_while_planning_are_neither_skipped_nor_repeated(store: Store, settings: Settings) -> None:
+    """Another process imports while `send` plans: each article lands in exactly one digest window."""
+    import threading
+
+    from syndicate.store import open_store
+
+    nl = setup(store, settings)
+    assert nl.id is not None
+    with store.transaction() as conn:  # 1,500 subscribers, so a plan runs long enough to interleave
+        conn.executemany("INSERT INTO subscribers (id, email, created) VALUES (?, ?, '2026-11-01T00:00:00+00:00')",
+                         [(i, f"r{i}@example.org") for i in range(1, 1501)])
+        conn.executemany("INSERT INTO subscriptions (subscriber_id, list_id, status, created, confirmed) "
+                         "VALUES (?, ?, 'active', '2026-11-01T00:00:00+00:00', '2026-11-01T00:00:00+00:00')",
+                         [(i, nl.id) for i in range(1, 1501)])
+    stop = threading.Event()
+    imported: list[int] = []
+    failures: list[BaseException] = []
+
+    def importer() -> None:
+        try:
+            with open_store(settings.db) as other:
+                n = 0
+                while not stop.is_set() and n < 2000:
+                    n += 1
+                    one(other, f"c{n}", utc(2026, 11, 20, 12), imported=utc(2026, 11, 20, 13))  # type: ignore[arg-type]
+                    imported.append(n)
+        except BaseException as exc:  # pragma: no cover - reported below
+            failures.append(exc)
+
+    thread = threading.Thread(target=importer)
+    thread.start()
+    try:
+        for day in range(21, 26):
+            store.plan_deliveries(plan(store, utc(2026, 11, day, 1)), batch=250)
+    finally:
+        stop.set()
+        thread.join(timeout=120)
+    assert not failures and not thread.is_alive()
+    store.plan_deliveries(plan(store, utc(2026, 11, 26, 1)))  # one more after the importer stopped
+    high = store.digest_high_water(utc(2026, 11, 26, 1))
+    assert high == len(imported) > 0
+    windows: dict[int, list[tuple[int, int]]] = {}
+    for row in store.conn.execute("SELECT subscription_id, after_seq, upto_seq FROM deliveries ORDER BY id"):
+        windows.setdefault(row[0], []).append((row[1], row[2]))
+    assert len(windows) == 1500
+    for got in windows.values():  # contiguous from the first digest to the end: every seq exactly once
+        assert got[0][0] == 0 and got[-1][1] == high
+        assert all(a[1] == b[0] for a, b in zip(got, got[1:], strict=False)), got
