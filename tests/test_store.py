@@ -276,6 +276,7 @@ def test_migration_numbers_existing_articles_and_covers_what_was_sent(tmp_path: 
     rows = [  # guid, published, imported
         ("sent", "2026-11-22T10:00:00+00:00", "2026-11-22T11:00:00+00:00"),
         ("late", "2026-11-23T23:00:00+00:00", "2026-11-24T01:00:00+00:00"),  # imported after the last send
+        ("next", "2026-11-24T03:00:00+00:00", "2026-11-24T03:00:00+00:00"),  # after a's last window
         ("backdated", "2026-11-01T00:00:00+00:00", "2026-11-23T12:00:00+00:00"),
         ("future", "2099-01-01T00:00:00+00:00", "2026-11-20T00:00:00+00:00"),
     ]
@@ -294,9 +295,9 @@ def test_migration_numbers_existing_articles_and_covers_what_was_sent(tmp_path: 
     db.close()
     with open_store(path) as store:
         seqs = {g: store.arrival_seq(store.get_article(g).id or 0) for g, _p, _i in rows}
-        assert seqs == {"sent": 1, "backdated": 2, "late": 3, "future": None}  # by max(imported, published)
+        assert seqs == {"backdated": 1, "sent": 2, "late": 3, "next": 4, "future": None}  # by published
         assert store.get_list("tin").max_age_days == 7
         marks = [c.last_seq for c in store.due_subscriptions()]  # type: ignore[attr-defined]
-        assert marks == [2, None]  # a: "late" arrived after its last digest; b never had one
+        assert marks == [3, None]  # a: covered what the old rule sent or never would; b never had a digest
         new = store.upsert_articles([dated("new", datetime(2026, 11, 24, 3, tzinfo=UTC))])
-        assert new.inserted == ["new"] and store.arrival_seq(store.get_article("new").id or 0) == 4
+        assert new.inserted == ["new"] and store.arrival_seq(store.get_article("new").id or 0) == 5

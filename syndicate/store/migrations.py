@@ -86,7 +86,9 @@ def m004_arrival_sequence(db: Database) -> None:
     due; digests select by it (see ``store/articles.py``). The counter only
     grows, so a number is never handed out twice, even after a removal
     (rowids may be reused; this is not). Articles already stored are numbered
-    in the order they reached readers: the later of imported and published.
+    in ``published`` order, the order the old rule sent them in, so that
+    what a subscription's earlier digests covered is a prefix (see the
+    subscribers migration ``m100_digest_arrival``).
     """
     from ..models import to_iso, utcnow
 
@@ -94,7 +96,7 @@ def m004_arrival_sequence(db: Database) -> None:
     db.execute("CREATE TABLE arrival (id INTEGER PRIMARY KEY CHECK (id = 1), last_seq INTEGER NOT NULL)")
     now = to_iso(utcnow())
     rows = db.execute(
-        "SELECT id FROM articles WHERE published <= ? ORDER BY max(imported, published), id", [now]
+        "SELECT id FROM articles WHERE published <= ? ORDER BY published, id", [now]
     ).fetchall()
     db.conn.executemany("UPDATE articles SET seq = ? WHERE id = ?", [(n, r[0]) for n, r in enumerate(rows, 1)])
     db.execute("INSERT INTO arrival (id, last_seq) VALUES (1, ?)", [len(rows)])

@@ -643,9 +643,9 @@ def m100_digest_arrival(db: Database) -> None:
     published longer ago, so importing an archive floods no one.
     ``subscriptions.last_seq``: the arrival number (``articles.seq``) the
     subscription's latest planned digest covered; NULL before its first. A
-    subscription that already had digests covers every article that had
-    reached readers (the later of imported and published) by its last send,
-    the order ``articles.seq`` was numbered in; later ones come in its next.
+    subscription that already had digests covers every article published by
+    the end of its last window (``last_sent_at``): the old rule sent those or
+    never would, so none is sent twice; later ones come in its next digest.
     """
     db.execute(
         "ALTER TABLE lists ADD COLUMN max_age_days INTEGER NOT NULL DEFAULT 7 CHECK (max_age_days >= 1)"
@@ -653,5 +653,5 @@ def m100_digest_arrival(db: Database) -> None:
     db.execute("ALTER TABLE subscriptions ADD COLUMN last_seq INTEGER")
     db.execute(
         "UPDATE subscriptions SET last_seq = coalesce((SELECT max(a.seq) FROM articles a "
-        "WHERE max(a.imported, a.published) <= subscriptions.last_sent_at), 0) WHERE last_sent_at IS NOT NULL"
+        "WHERE a.published <= subscriptions.last_sent_at), 0) WHERE last_sent_at IS NOT NULL"
     )
