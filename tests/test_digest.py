@@ -373,11 +373,16 @@ def test_the_age_cap_is_a_list_setting(cli: Any, tmp_path: Any) -> None:
     assert cli.invoke(main, ["list", "update", "tin", "--max-age-days", "30"]).exit_code == 0
     assert '"max_age_days": 30' in cli.invoke(main, ["list", "show", "tin", "--json"]).output
     bad = cli.invoke(main, ["list", "update", "tin", "--max-age-days", "0"])
-    assert bad.exit_code == 2 and "0 is not in the range x>=1" in bad.output
+    assert bad.exit_code == 2 and "0 is not in the range 1<=x<=36500" in bad.output
     (tmp_path / "lists.toml").write_text('[[list]]\nslug = "tuan"\nname = "Tuần"\nmax_age_days = 0\n', "utf-8")
     toml = cli.invoke(main, ["list", "create", "--from", str(tmp_path / "lists.toml")])
     assert toml.exit_code == 65  # EX_DATAERR, as every bad input
-    assert toml.output == "error: max_age_days 0 is not a whole number of days of at least 1\n"
+    assert toml.output == "error: max_age_days 0 is not a whole number of days from 1 to 36500\n"
+    for value in ("1e400", '"7"', "99999999999999999999", "true"):
+        (tmp_path / "lists.toml").write_text(f'[[list]]\nslug = "tuan"\nname = "Tuần"\nmax_age_days = {value}\n',
+                                             "utf-8")
+        hostile = cli.invoke(main, ["list", "create", "--from", str(tmp_path / "lists.toml")])
+        assert hostile.exit_code == 65 and hostile.output.startswith("error: max_age_days "), hostile.output
     (tmp_path / "lists.toml").write_text('[[list]]\nslug = "tuan"\nname = "Tuần"\nmax_age_days = 14\n', "utf-8")
     assert cli.invoke(main, ["list", "create", "--from", str(tmp_path / "lists.toml")]).exit_code == 0
     assert '"max_age_days": 14' in cli.invoke(main, ["list", "show", "tuan", "--json"]).output

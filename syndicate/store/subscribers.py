@@ -648,7 +648,7 @@ def m100_digest_arrival(db: Database) -> None:
     never would, so none is sent twice; later ones come in its next digest.
     """
     db.execute(
-        "ALTER TABLE lists ADD COLUMN max_age_days INTEGER NOT NULL DEFAULT 7 CHECK (max_age_days >= 1)"
+        "ALTER TABLE lists ADD COLUMN max_age_days INTEGER NOT NULL DEFAULT 7 CHECK (max_age_days BETWEEN 1 AND 36500)"
     )
     db.execute("ALTER TABLE subscriptions ADD COLUMN last_seq INTEGER")
     db.execute(
