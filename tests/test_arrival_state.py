@@ -14,7 +14,9 @@ article; every message is read back and compared:
   other digest;
 - nothing in a digest is published after the run's ``now``, or older than the cap;
 - an edit never makes an article arrive again; moving it into the future withdraws it
-  until that time, when it arrives anew (once).
+  until that time, when it arrives anew (once);
+- a reader who joins mid-way gets, in their first digest, what arrived before it and
+  was published since the period before (or within the cap, if they joined earlier).
 
 ``SYNDICATE_EXAMPLES=N`` asks for more examples (default 20).
 """
@@ -61,6 +63,7 @@ class Reader:
     send_hour: int
     timezone: str
     max_age_days: int
+    joined: datetime = JOINED
     subscription_id: int = 0
     deliveries: int = 0  # outbox rows seen so far
     first_done: bool = False
@@ -172,6 +175,19 @@ class ArrivalMachine(RuleBasedStateMachine):
         """Minutes (often across a send hour) or a day or more (missed runs)."""
         self.clock += timedelta(minutes=minutes)
 
+    @precondition(lambda self: len(self.readers) < 6)
+    @rule(topics=st.sampled_from([None, ("the-thao",), ("kinh-te", "xa-hoi")]),
+          timezone=st.sampled_from(["Asia/Ho_Chi_Minh", "UTC", "America/Los_Angeles"]))
+    def join(self, topics: tuple[str, ...] | None, timezone: str) -> None:
+        """Someone joins mid-way: their first digest holds what arrived before it, by the first-digest rule."""
+        r = Reader(f"new{len(self.readers)}@example.org", "tin", set(topics) if topics else None, "daily", 0, 7,
+                   timezone, self.readers[0].max_age_days, joined=self.clock)
+        done = subscribe(self.store, self.settings, r.email, "tin", timezone=timezone,
+                         categories=list(topics) if topics else None, confirmed=True, now=self.clock)
+        assert done.subscription.id is not None
+        r.subscription_id = done.subscription.id
+        self.readers.append(r)
+
     @rule(hours=st.integers(1, 30))
     def cron_tick(self, hours: int) -> None:
         """Time passes, then cron runs `syndicate send`."""
@@ -207,7 +223,7 @@ class ArrivalMachine(RuleBasedStateMachine):
     def _check_digest(self, r: Reader, shown: set[str]) -> None:
         p = current_period(self.clock, r.cadence, r.weekday, r.send_hour, zone(r.timezone))
         oldest = p.moment - timedelta(days=r.max_age_days)
-        if not r.first_done and p.previous <= JOINED:  # joined during the period before: from its start
+        if not r.first_done and p.previous <= r.joined:  # joined during the period before: from its start
             oldest = max(oldest, p.previous)
         for guid in shown:
             it = self.items[guid]
