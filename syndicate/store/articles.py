@@ -149,13 +149,13 @@ class ArticleQueries(ArrivalQueries):
                     a.id = cur.lastrowid
                     result.inserted.append(a.guid)
                 else:
-                    previous = parse_time(old[3])
-                    bumped = a.updated if a.updated and previous and a.updated > previous else now
-                    values["updated"] = iso(bumped)
                     if old[5] is None and is_public:  # an embargoed article edited to a time now past
                         values["seq"] = numbers.next()
                     elif old[5] is not None and not is_public:  # moved into the future: withdrawn until then
                         values["seq"] = None
+                    previous = parse_time(old[3])
+                    bumped = a.updated if a.updated and previous and a.updated > previous else now
+                    values["updated"] = iso(bumped)
                     sets = ", ".join(f"{k} = ?" for k in values)
                     conn.execute(f"UPDATE articles SET {sets} WHERE id = ?", [*values.values(), old[0]])
                     conn.execute("DELETE FROM articles_fts WHERE rowid = ?", [old[0]])
@@ -170,6 +170,15 @@ class ArticleQueries(ArrivalQueries):
             numbers.save()
         result.changed_categories.discard("")
         return result
+
+    def _free_slug(self, wanted: str, own_id: int | None) -> str:
+        slug, n = wanted, 1
+        while True:
+            row = self.conn.execute("SELECT id FROM articles WHERE slug = ?", [slug]).fetchone()
+            if row is None or row[0] == own_id:
+                return slug
+            n += 1
+            slug = f"{wanted}-{n}"
 
     # -- arrival order (the counter and the digest window live in store/arrival.py) ------
 
@@ -211,15 +220,6 @@ class ArticleQueries(ArrivalQueries):
         return [row_to_article(r) for r in rows]
 
     # -- look-ups --------------------------------------------------------------------
-
-    def _free_slug(self, wanted: str, own_id: int | None) -> str:
-        slug, n = wanted, 1
-        while True:
-            row = self.conn.execute("SELECT id FROM articles WHERE slug = ?", [slug]).fetchone()
-            if row is None or row[0] == own_id:
-                return slug
-            n += 1
-            slug = f"{wanted}-{n}"
 
     def get_article(self, key: str | int) -> Article:
         """One article by id, slug or guid, embargoed or not (an admin look-up);
