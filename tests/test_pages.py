@@ -462,4 +462,3 @@ def test_view_in_browser_shows_the_readers_own_topics(settings: Settings, store:
     index = client.get("/archive/tin").text
     assert 'href="/archive/tin/2026-11-24?topics=the-thao"' in index and 'href="/archive/tin/2026-11-24"' in index
     assert client.get("/archive/tin/2026-11-24?topics=<script>").status_code == 200  # ignored, generic shown
-
