@@ -71,11 +71,9 @@ class ArrivalQueries(StoreBase):
         return [(r[0], r[1], r[2]) for r in rows]
 
     def next_release(self, now: datetime | None = None) -> datetime | None:
-        """When the next embargoed article comes due (the earliest future ``published``), or None."""
-        value = self.scalar(
-            "SELECT min(published) FROM articles INDEXED BY articles_embargoed WHERE seq IS NULL AND published > ?",
-            [public_bound(now)],
-        )
+        """When the next future-dated article becomes public (the earliest ``published``
+        after ``now``), or None: the embargo horizon a feed cache must expire at."""
+        value = self.scalar("SELECT min(published) FROM articles WHERE published > ?", [public_bound(now)])
         return parse_time(value)
 
     def arrival_seq(self, article_id: int) -> int | None:
@@ -93,7 +91,9 @@ class ArrivalQueries(StoreBase):
         """
         last = int(self.scalar("SELECT last_seq FROM arrival WHERE id = 1") or 0)
         blocked = self.scalar(
-            "SELECT min(seq) FROM articles WHERE published > ? AND seq IS NOT NULL", [public_bound(now)]
+            # only the future-dated end of the published index, never a walk of every seq
+            "SELECT min(seq) FROM articles INDEXED BY articles_published WHERE published > ? AND seq IS NOT NULL",
+            [public_bound(now)],
         )
         return last if blocked is None else min(last, int(blocked) - 1)
 
