@@ -107,7 +107,9 @@ class ArrivalQueries(StoreBase):
             sql = "published > ? AND published <= ?"
             params = [iso(w.since), iso(w.until)]
         else:
-            sql = "((seq > ? AND seq <= ?)"
+            # a first digest spans every number: let the published range (the age cap) pick the rows
+            col = "+seq" if w.after_seq == 0 else "seq"
+            sql = f"(({col} > ? AND {col} <= ?)"
             params = [w.after_seq, w.upto_seq]
             if w.include_due:
                 sql += " OR (seq IS NULL AND published <= ?)"
