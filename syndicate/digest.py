@@ -4,11 +4,22 @@ A subscription is due when its local send hour (and weekday, for weekly
 digests) has come in the subscriber's time zone and it has not had that
 period yet. Periods are named by the local date of their send moment:
 ``2026-11-24`` (daily) or ``2026-W48`` (ISO week, weekly). A run that was
-missed sends one digest for the newest period, covering the whole gap: each
-digest holds the articles published in ``(window_start, window_end]``, where
-the window starts where the subscription's previous digest ended
-(``last_sent_at``; for the first digest, one period before) and ends at the
-period's send moment.
+missed sends one digest for the newest period, covering the whole gap.
+
+Which articles a digest holds is decided by ARRIVAL ORDER, never by the
+clock: every article gets the next number of a store sequence (``seq``) when
+it becomes public in the store (at import, or when its embargo ends; see
+``store/articles.py``). A digest planned at ``now`` covers the arrival window
+``(last_seq, high-water]``: everything that arrived after the subscription's
+previous digest, up to what is public now, in its topics, published within
+the list's ``max_age_days`` before the period's send moment. The plan
+records the window on the outbox row and the high-water mark on the
+subscription in one transaction, so each article reaches each subscription
+in exactly one digest (the first planned after it arrived) however late it
+was imported or however old its date; a missed run, a retry or a replan
+never skips or repeats one. The first digest of a subscription holds what
+arrived before it and was published since the period before (or since it
+joined, if earlier), within the age cap.
 
 Rendering happens once per (list, period, category set, window): templates
 are rendered with placeholder tokens, CSS is inlined once, and each
@@ -36,6 +47,7 @@ from .config import PACKAGE_ROOT, Settings
 from .models import Article, NewsList, utcnow
 from .render import WEEKDAYS, format_date, format_number, load_strings, make_environment, pick_language
 from .store import Store
+from .store.arrival import DigestWindow
 from .store.outbox import ArchivedDigest, DueCandidate, PlannedDelivery
 
 #: Articles shown in one digest; the rest are "and N more".
@@ -172,10 +184,27 @@ class DueClock:
         return p
 
 
-def window_for(c: DueCandidate, p: Period) -> tuple[datetime, datetime]:
-    """(start, end] of the articles a digest for period ``p`` covers."""
-    start = c.last_sent_at if c.last_sent_at is not None and c.last_sent_at < p.moment else p.previous
-    return start, p.moment
+def window_for(c: DueCandidate, p: Period, newslist: NewsList, high_water: int,
+               include_due: bool = False) -> DigestWindow:
+    """The articles a digest for period ``p`` holds: those that arrived after the
+    subscription's previous digest (``c.last_seq``) up to ``high_water``,
+    published within the list's age cap before the send moment. A first
+    digest (``last_seq`` None) of a subscription that began during the
+    period before holds what was published since that period began; one
+    that began earlier, the whole age cap. (Two windows per list and period,
+    never one per subscriber: planning and rendering stay grouped.)
+
+    Example:
+        >>> c = DueCandidate(1, 1, 1, "daily", 0, 7, (), "", None, datetime(2026, 11, 1, tzinfo=UTC), "UTC", 40)
+        >>> p = current_period(datetime(2026, 11, 24, 8, tzinfo=UTC), "daily", 0, 7, ZoneInfo("UTC"))
+        >>> w = window_for(c, p, NewsList(slug="s", name="S", max_age_days=7), 52)
+        >>> (w.after_seq, w.upto_seq, w.since.isoformat())
+        (40, 52, '2026-11-17T07:00:00+00:00')
+    """
+    since = p.moment - timedelta(days=max(1, newslist.max_age_days))
+    if c.last_seq is None and (c.since is None or c.since >= p.previous):
+        since = max(since, p.previous)
+    return DigestWindow(c.last_seq or 0, max(high_water, c.last_seq or 0), since, p.moment, include_due)
 
 
 def effective_categories(c_categories: tuple[str, ...] | list[str], newslist: NewsList) -> tuple[str, ...]:
@@ -184,16 +213,23 @@ def effective_categories(c_categories: tuple[str, ...] | list[str], newslist: Ne
 
 
 def plan(store: Store, now: datetime, lists: dict[int, NewsList] | None = None,
-         list_id: int | None = None) -> Iterator[PlannedDelivery]:
+         list_id: int | None = None, *, release: bool = True) -> Iterator[PlannedDelivery]:
     """Stream one planned delivery per due subscription (skipped if empty).
 
-    Counting articles is cached per (list, categories, window), so a list
-    with many subscribers on few category sets costs a few queries.
+    First releases what came due by ``now`` (embargoed articles get their
+    arrival number), then reads the high-water mark once: articles arriving
+    while the plan runs belong to the next digest. ``release=False`` (dry
+    runs, which write nothing) counts what would be released instead.
+    Counting articles is cached per (categories, window), so a list with many
+    subscribers on few category sets costs a few queries.
     """
     clock = DueClock(now)
+    if release:
+        store.release_due_articles(now)
+    high_water = store.digest_high_water(now)
     if lists is None:
         lists = {nl.id: nl for nl in store.all_lists() if nl.id is not None}
-    counts: dict[tuple[tuple[str, ...], datetime, datetime], int] = {}
+    counts: dict[tuple[tuple[str, ...], DigestWindow], int] = {}
     for c in store.due_subscriptions(list_id=list_id):
         nl = lists.get(c.list_id)
         if nl is None:
@@ -201,17 +237,80 @@ def plan(store: Store, now: datetime, lists: dict[int, NewsList] | None = None,
         p = clock.due(c)
         if p is None:
             continue
-        start, end = window_for(c, p)
+        window = window_for(c, p, nl, high_water, include_due=not release)
         cats = effective_categories(c.categories, nl)
-        key = (cats, start, end)
+        key = (cats, window)
         n = counts.get(key)
         if n is None:
-            n = store.count_articles_since(start, end, cats or None)
+            n = store.count_digest_articles(window, cats or None, now=now)
             counts[key] = n
         yield PlannedDelivery(
             list_id=c.list_id, subscriber_id=c.subscriber_id, subscription_id=c.subscription_id, period=p.key,
-            window_start=start, window_end=end, categories=cats, skipped=n == 0,
+            window_start=window.since, window_end=window.until, categories=cats, skipped=n == 0,
+            after_seq=window.after_seq, upto_seq=window.upto_seq,
         )
+
+
+@dataclass(frozen=True)
+class Outlook:
+    """What ``send`` would do for one subscription at a moment (for previews).
+
+    ``note`` is empty when it would send a digest for ``period``; otherwise it
+    says, for a person, why not (already sent this period, not due yet,
+    nothing new) and when the next one is due. ``show`` says whether
+    ``window`` is worth rendering: the digest ``send`` would send, or the one
+    it already queued or sent for this period.
+    """
+
+    period: Period
+    due: bool
+    window: DigestWindow
+    categories: tuple[str, ...]
+    count: int
+    note: str = ""
+    show: bool = True
+
+
+def outlook(store: Store, newslist: NewsList, subscription_id: int, email: str, now: datetime) -> Outlook:
+    """Whether and what ``send`` would send this subscription at ``now``, writing nothing.
+
+    Reads the subscription as planning does (whatever its status), counts
+    embargoed articles due by ``now`` as released, and explains a period
+    ``send`` would skip instead of pretending to show an empty digest.
+    """
+    c = store.due_candidate(subscription_id)
+    clock = DueClock(now)
+    p = clock.due(c)
+    due = p is not None
+    if p is None:
+        p = clock.period(c.timezone, c.cadence, c.weekday, c.send_hour)
+    window = window_for(c, p, newslist, store.digest_high_water(now), include_due=True)
+    cats = effective_categories(c.categories, newslist)
+    count = store.count_digest_articles(window, cats or None, now=now)
+    tz = zone(c.timezone)
+    step = timedelta(days=7 if c.cadence == "weekly" else 1)
+    nxt = current_period(p.moment + step + timedelta(hours=2), c.cadence, c.weekday, c.send_hour, tz)
+    when = nxt.moment.astimezone(tz).strftime("%Y-%m-%d %H:%M %Z")
+    where = f"{newslist.slug}, {email}"
+    if not due and not is_newer(p.key, c.last_period):
+        so_far = f"holds {count:,} new {'article' if count == 1 else 'articles'} so far"
+        planned = store.planned_window(c.list_id, c.subscriber_id, p.key)
+        if planned is not None and planned[0] not in ("skipped", "cancelled"):
+            status, window = planned
+            note = (f"{where}: the digest for {p.key} is already {status} (shown here as planned); `send` sends "
+                    f"nothing more for it. The next one, {nxt.key}, is due at {when} and {so_far}.")
+            return Outlook(p, due, window, cats, store.count_digest_articles(window, cats or None, now=now), note)
+        note = (f"{where}: the digest for {p.key} was {planned[0] if planned else 'already planned'}; `send` "
+                f"sends nothing more for it. The next one, {nxt.key}, is due at {when} and {so_far}.")
+    elif not due:
+        note = (f"{where}: not due yet: joined after the {p.key} digest went out; the first one, {nxt.key}, "
+                f"is due at {when}.")
+    elif count == 0:
+        note = (f"{where}: nothing new for {p.key} since the last digest (nothing arrived in its topics "
+                f"within {newslist.max_age_days} days); `send` would skip this period and send no email.")
+    else:
+        return Outlook(p, due, window, cats, count)
+    return Outlook(p, due, window, cats, count, note, show=False)
 
 
 # -- rendering -------------------------------------------------------------------
@@ -303,7 +402,7 @@ class DigestRenderer:
         self.archive = archive
         self._inliner = css_inline.CSSInliner(keep_at_rules=True)
         self._words = load_strings(self.env, "email/strings.toml")
-        self._cache: dict[tuple[int, str, tuple[str, ...], datetime, datetime], RenderedDigest] = {}
+        self._cache: dict[tuple[int, str, tuple[str, ...], DigestWindow], RenderedDigest] = {}
         self._lists: dict[int, NewsList] = {}
 
     def newslist(self, list_id: int) -> NewsList:
@@ -313,21 +412,22 @@ class DigestRenderer:
             self._lists[list_id] = nl
         return nl
 
-    def render(self, newslist: NewsList, period: str, cats: tuple[str, ...], start: datetime, end: datetime,
+    def render(self, newslist: NewsList, period: str, cats: tuple[str, ...], window: DigestWindow,
                now: datetime | None = None) -> RenderedDigest:
-        """The digest for a group, from cache after the first call."""
+        """The digest for a group (the articles of ``window`` in ``cats``, public at
+        ``now``), from cache after the first call."""
         assert newslist.id is not None
-        key = (newslist.id, period, cats, start, end)
+        key = (newslist.id, period, cats, window)
         hit = self._cache.get(key)
         if hit is not None:
             return hit
         base = self.settings.base_url.rstrip("/")
         lang = newslist.language or self.settings.language
         t = strings(lang, self._words)
-        articles = self.store.articles_since(start, end, cats or None, limit=self.max_articles)
+        articles = self.store.digest_articles(window, cats or None, now=now, limit=self.max_articles)
         total = len(articles)
         if total >= self.max_articles:
-            total = self.store.count_articles_since(start, end, cats or None)
+            total = self.store.count_digest_articles(window, cats or None, now=now)
         views = [
             ArticleView(
                 title=a.title, link=f"{base}/articles/{a.slug}", summary=_summary(a),

@@ -92,6 +92,7 @@ class NewsList:
     language: str = "vi"
     id: int | None = None
     created: datetime | None = None
+    max_age_days: int = 7  # a digest never carries an article published longer ago than this
 
 
 @dataclass

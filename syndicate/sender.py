@@ -55,19 +55,17 @@ from . import subscribers as subs
 from .config import Settings
 from .digest import (
     DigestRenderer,
-    DueClock,
     RenderedDigest,
-    effective_categories,
+    outlook,
     personalise,
     plan,
     render_notice,
-    window_for,
 )
 from .errors import LockError, NotFound, TransportError
 from .mailer import DkimSigner, Mail, Transport, encode_address, list_headers, render_mail, verp_address
 from .models import NewsList, Subscriber, utcnow
 from .store import Store
-from .store.outbox import ClaimedDelivery, DueCandidate
+from .store.outbox import ClaimedDelivery
 from .store.subscribers import HARD_BOUNCE_LIMIT
 
 #: How long a claim is held before another drain may call it abandoned.
@@ -298,7 +296,7 @@ class MessageBuilder:
     def build(self, d: ClaimedDelivery, date: datetime, now: datetime | None = None,
               delivery_id: int | None = None) -> tuple[Mail, bytes]:
         nl = self.renderer.newslist(d.list_id)
-        r = self.renderer.render(nl, d.period, d.categories, d.window_start, d.window_end, now)
+        r = self.renderer.render(nl, d.period, d.categories, d.window, now)
         mail = self.mail_for(nl, r, d.subscriber_id, d.email, d.name, d.period, date,
                              d.id if delivery_id is None else delivery_id)
         return mail, render_mail(mail, self.signer)
@@ -390,12 +388,12 @@ def _nothing() -> Iterator[None]:
 def _dry_run(store: Store, settings: Settings, now: datetime, report: SendReport) -> None:
     """Count what would be sent, rendering each group once to check templates."""
     renderer = DigestRenderer(store, settings, archive=False)
-    for p in plan(store, now):
+    for p in plan(store, now, release=False):
         if p.skipped:
             report.skipped += 1
             continue
         report.queued += 1
-        renderer.render(renderer.newslist(p.list_id), p.period, p.categories, p.window_start, p.window_end, now)
+        renderer.render(renderer.newslist(p.list_id), p.period, p.categories, p.window, now)
 
 
 async def _drain(
@@ -574,32 +572,25 @@ class Preview:
     period: str
     article_count: int
     due: bool
+    note: str = ""  # why `send` would send nothing now (already sent, not due, nothing new); "" if it sends
+    shown: bool = True  # False: nothing to show (not due, nothing new, skipped); only the note counts
 
 
 def preview(store: Store, settings: Settings, email: str, list_slug: str, now: datetime | None = None) -> Preview:
-    """Exactly what ``send`` would send this subscriber at ``now`` (or the
-    current period's digest if it is not due), without writing anything."""
+    """Exactly what ``send`` would send this subscriber at ``now``, without
+    writing anything; when it would send nothing, ``note`` says why, and the
+    rendering is the digest already queued or sent for the period (``shown``)
+    or of an empty period, for reference only (not ``shown``)."""
     now = now or utcnow()
     nl = store.get_list(list_slug)
     subscriber = store.get_subscriber(subs.normalize_address(email))
     assert nl.id is not None and subscriber.id is not None
     subscription = store.get_subscription(subscriber.id, nl.id)
     assert subscription.id is not None
-    # Built from the rows directly (what due_subscriptions yields), even when
-    # the subscription is not active: shows what it would get.
-    candidate = DueCandidate(
-        subscription.id, subscriber.id, nl.id, subscription.cadence, subscription.weekday,
-        subscription.send_hour, tuple(subscription.categories), subscription.last_period,
-        subscription.last_sent_at, subscription.confirmed or subscription.created, subscriber.timezone,
-    )
-    clock = DueClock(now)
-    p = clock.due(candidate)
-    due = p is not None
-    if p is None:
-        p = clock.period(candidate.timezone, candidate.cadence, candidate.weekday, candidate.send_hour)
-    start, end = window_for(candidate, p)
-    cats = effective_categories(candidate.categories, nl)
+    # Read as planning reads it, even when the subscription is not active: shows what it would get.
+    o = outlook(store, nl, subscription.id, subscriber.email, now)
     builder = MessageBuilder(store, settings, DigestRenderer(store, settings, archive=False))
-    r = builder.renderer.render(nl, p.key, cats, start, end, now)
-    mail = builder.mail_for(nl, r, subscriber.id, subscriber.email, subscriber.name, p.key, now, 0)
-    return Preview(mail.subject, mail.html, mail.text, render_mail(mail, builder.signer), p.key, r.article_count, due)
+    r = builder.renderer.render(nl, o.period.key, o.categories, o.window, now)
+    mail = builder.mail_for(nl, r, subscriber.id, subscriber.email, subscriber.name, o.period.key, now, 0)
+    return Preview(mail.subject, mail.html, mail.text, render_mail(mail, builder.signer), o.period.key,
+                   r.article_count, o.due, o.note, o.show)

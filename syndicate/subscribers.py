@@ -565,6 +565,9 @@ def _check_list_fields(nl: NewsList) -> NewsList:
         raise InputError(f"weekday {nl.weekday} is not between 0 (Monday) and 6 (Sunday)")
     if not 0 <= nl.send_hour <= 23:
         raise InputError(f"send hour {nl.send_hour} is not between 0 and 23")
+    if (not isinstance(nl.max_age_days, int) or isinstance(nl.max_age_days, bool)
+            or not 1 <= nl.max_age_days <= 36500):
+        raise InputError(f"max_age_days {nl.max_age_days!r} is not a whole number of days from 1 to 36500")
     nl.language = one_line(nl.language) or "vi"
     return nl
 

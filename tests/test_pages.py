@@ -371,6 +371,17 @@ def subscribe_active(store: Store, settings: Settings, address: str, slug: str) 
     return result.subscriber.id, result.newslist.id
 
 
+def test_a_future_dated_article_is_not_on_any_page_before_its_time(site: Settings, store: Store) -> None:
+    # issue 11: future-dated articles were public at once (an article page by its slug too)
+    store.upsert_articles([Article(guid="tag:news.example.org,2099:embargo", slug="tin-cam", title="Tin cấm trước giờ",
+                                   published=datetime(2099, 1, 1, tzinfo=UTC), category="Thể thao")])
+    client = make_client(site)
+    assert client.get("/articles/tin-cam").status_code == 404
+    assert client.get("/category/the-thao", follow_redirects=True).status_code == 404
+    home = client.get("/")
+    assert home.status_code == 200 and "Tin cấm" not in home.text and "the-thao" not in home.text
+
+
 def test_forged_expired_and_misused_tokens_get_a_clear_400(site: Settings, store: Store) -> None:
     sid, lid = subscribe_active(store, site, "lan@example.org", "tin-sang")
     client = make_client(site)

@@ -173,3 +173,131 @@ def test_search_ranks_the_phrase_in_the_title_first(store: Store) -> None:
         assert [a.guid for a in store.search_articles(query)] == ["b", "a", "c"]
     for hostile in ('"', "title", "a OR b", "NEAR(x)", "*", "khởi\"", "-"):
         store.search_articles(hostile)  # FTS syntax in input is text, never an error
+
+
+# -- the embargo and arrival order ------------------------------------------------------------
+
+
+def dated(guid: str, when: datetime, category: str = "Công nghệ") -> Article:
+    return Article(guid=guid, title=f"Tin {guid}", slug=guid, published=when, category=category, body_text="x")
+
+
+def test_no_published_articles_query_shows_a_future_dated_article(store: Store) -> None:
+    now = datetime(2026, 11, 24, 9, tzinfo=UTC)
+    store.upsert_articles([dated("past", now - timedelta(hours=1)),
+                           dated("later-today", now + timedelta(hours=3)),  # the "later today"
+                           dated("next-year", datetime(2027, 1, 5, tzinfo=UTC), category="Thể thao")], now=now)
+    assert [a.guid for a in store.newest_articles(10, now=now)] == ["past"]
+    assert [a.guid for a in store.newest_articles(10, "cong-nghe", now=now)] == ["past"]
+    assert [a.guid for a in store.newest_in_categories(10, ["cong-nghe", "the-thao"], now=now)] == ["past"]
+    assert store.categories(now=now) == [("cong-nghe", "Công nghệ", 1)]  # no Thể thao until January
+    assert store.category_name("the-thao", now=now) is None
+    assert store.article_months(now=now) == ["2026-11"] and store.article_months_in(None, now=now) == ["2026-11"]
+    assert store.article_months_in(["cong-nghe", "the-thao"], now=now) == ["2026-11"]
+    assert store.article_months("the-thao", now=now) == []  # no next-year archive month
+    assert [a.guid for a in store.articles_in_month("2026-11", now=now)] == ["past"]
+    assert [a.guid for a in store.articles_in_month_in("2027-01", ["cong-nghe", "the-thao"], now=now)] == []
+    assert store.adjacent_months("2026-11", now=now) == (None, None)
+    assert store.adjacent_months_in("2026-10", ["cong-nghe", "the-thao"], now=now) == (None, "2026-11")
+    assert [a.guid for a in store.articles_since(now - timedelta(days=1), now=now)] == ["past"]
+    assert store.count_articles_since(now - timedelta(days=1), now + timedelta(days=400), now=now) == 1
+    assert store.latest_change(now=now) == now - timedelta(hours=1)
+    with pytest.raises(NotFound):
+        store.public_article("later-today", now=now)
+    assert store.public_article("past", now=now).guid == "past"
+    # admin look-ups see everything, and say what is scheduled
+    assert store.get_article("next-year").guid == "next-year"
+    assert [a.guid for a in store.newest_articles(10, include_scheduled=True)] == ["next-year", "later-today", "past"]
+    assert [a.guid for a in store.scheduled_articles(now)] == ["later-today", "next-year"]
+    assert store.next_release(now) == now + timedelta(hours=3)
+    # once its time has come, the same queries show it, with no write needed
+    later = now + timedelta(hours=3)
+    assert [a.guid for a in store.newest_articles(10, now=later)] == ["later-today", "past"]
+    assert store.public_article("later-today", now=later).guid == "later-today"
+
+
+def test_release_gives_each_due_article_one_arrival_number_once(store: Store) -> None:
+    now = datetime(2026, 11, 24, 9, tzinfo=UTC)
+    result = store.upsert_articles([dated("a", now - timedelta(days=400)), dated("b", now + timedelta(hours=1)),
+                                    dated("c", now + timedelta(hours=2)), dated("d", now)], now=now)
+    assert result.inserted == ["a", "b", "c", "d"] and result.released == []
+    seq = {g: store.arrival_seq(store.get_article(g).id or 0) for g in "abcd"}
+    assert seq == {"a": 1, "b": None, "c": None, "d": 2}  # old dates arrive at once; future ones wait
+    assert store.digest_high_water(now) == 2
+    assert store.release_due_articles(now + timedelta(minutes=59)) == []
+    assert [a.guid for a in store.release_due_articles(now + timedelta(hours=1))] == ["b"]
+    assert store.release_due_articles(now + timedelta(hours=1)) == []  # once
+    # an import after c came due releases it first (its category's feeds changed too)
+    result = store.upsert_articles([dated("e", now, category="Kinh tế")], now=now + timedelta(hours=3))
+    assert result.released == ["c"] and result.changed_categories == {"cong-nghe", "kinh-te"}
+    assert [store.arrival_seq(store.get_article(g).id or 0) for g in "bce"] == [3, 4, 5]
+    # a removed article's number is never handed out again (a rowid may be)
+    store.remove_article("e")
+    store.upsert_articles([dated("f", now)], now=now + timedelta(hours=3))
+    assert store.arrival_seq(store.get_article("f").id or 0) == 6
+
+
+def test_edits_keep_the_arrival_number_and_a_move_into_the_future_withdraws(store: Store) -> None:
+    now = datetime(2026, 11, 24, 9, tzinfo=UTC)
+    store.upsert_articles([dated("a", now - timedelta(hours=1)), dated("z", now + timedelta(days=1))], now=now)
+    edited = dated("a", now - timedelta(hours=1))
+    edited.body_text = "sửa"
+    assert store.upsert_articles([edited], now=now).updated == ["a"]
+    assert store.arrival_seq(store.get_article("a").id or 0) == 1  # not a new arrival: not sent again
+    moved = dated("a", now + timedelta(hours=5))
+    store.upsert_articles([moved], now=now)
+    assert store.arrival_seq(store.get_article("a").id or 0) is None
+    assert store.newest_articles(10, now=now) == []
+    early = dated("z", now - timedelta(minutes=5))  # an embargoed one edited to a time already past
+    store.upsert_articles([early], now=now)
+    assert store.arrival_seq(store.get_article("z").id or 0) == 2
+    assert [a.guid for a in store.release_due_articles(now + timedelta(hours=5))] == ["a"]
+    assert store.arrival_seq(store.get_article("a").id or 0) == 3
+
+
+def test_high_water_stops_before_an_article_released_by_a_later_clock(store: Store) -> None:
+    now = datetime(2026, 11, 24, 9, tzinfo=UTC)
+    store.upsert_articles([dated("a", now - timedelta(hours=1))], now=now)
+    store.upsert_articles([dated("future", now + timedelta(days=2))], now=now + timedelta(days=3))  # send --at
+    store.upsert_articles([dated("b", now)], now=now)
+    assert store.digest_high_water(now) == 1  # "future" (2) is not public at `now`: neither it nor b is skipped
+    assert store.digest_high_water(now + timedelta(days=2)) == 3
+
+
+def test_migration_numbers_existing_articles_and_covers_what_was_sent(tmp_path: Path) -> None:
+    from syndicate.store.outbox import migrations as outbox_migrations
+    from syndicate.store.subscribers import migrations as subscriber_migrations
+
+    path = tmp_path / "before.db"
+    db = sqlite_utils.Database(path)
+    article_migrations.apply(db, stop_before="m004_arrival_sequence")
+    subscriber_migrations.apply(db, stop_before="m002_consent_records")  # the 0.1.0 schema
+    outbox_migrations.apply(db, stop_before="m003_arrival_window")
+    rows = [  # guid, published, imported
+        ("sent", "2026-11-22T10:00:00+00:00", "2026-11-22T11:00:00+00:00"),
+        ("late", "2026-11-23T23:00:00+00:00", "2026-11-24T01:00:00+00:00"),  # imported after the last send
+        ("next", "2026-11-24T03:00:00+00:00", "2026-11-24T03:00:00+00:00"),  # after a's last window
+        ("backdated", "2026-11-01T00:00:00+00:00", "2026-11-23T12:00:00+00:00"),
+        ("future", "2099-01-01T00:00:00+00:00", "2026-11-20T00:00:00+00:00"),
+    ]
+    for guid, published, imported in rows:
+        db.execute(
+            "INSERT INTO articles (guid, slug, title, published, updated, content_hash, imported) "
+            "VALUES (?, ?, ?, ?, ?, 'x', ?)", [guid, guid, guid, published, published, imported])
+    db.execute("INSERT INTO lists (slug, name, created) VALUES ('tin', 'Tin', '2026-11-01T00:00:00+00:00')")
+    db.execute("INSERT INTO subscribers (email, created) VALUES ('a@example.org', '2026-11-01T00:00:00+00:00')")
+    db.execute("INSERT INTO subscribers (email, created) VALUES ('b@example.org', '2026-11-01T00:00:00+00:00')")
+    db.execute("INSERT INTO subscriptions (subscriber_id, list_id, status, created, last_period, last_sent_at) "
+               "VALUES (1, 1, 'active', '2026-11-01T00:00:00+00:00', '2026-11-24', '2026-11-24T00:00:00+00:00')")
+    db.execute("INSERT INTO subscriptions (subscriber_id, list_id, status, created) "
+               "VALUES (2, 1, 'active', '2026-11-01T00:00:00+00:00')")
+    db.conn.commit()
+    db.close()
+    with open_store(path) as store:
+        seqs = {g: store.arrival_seq(store.get_article(g).id or 0) for g, _p, _i in rows}
+        assert seqs == {"backdated": 1, "sent": 2, "late": 3, "next": 4, "future": None}  # by published
+        assert store.get_list("tin").max_age_days == 7
+        marks = [c.last_seq for c in store.due_subscriptions()]  # type: ignore[attr-defined]
+        assert marks == [3, None]  # a: covered what the old rule sent or never would; b never had a digest
+        new = store.upsert_articles([dated("new", datetime(2026, 11, 24, 3, tzinfo=UTC))])
+        assert new.inserted == ["new"] and store.arrival_seq(store.get_article("new").id or 0) == 5

@@ -130,7 +130,7 @@ def import_(ctx: click.Context, app: App, paths: tuple[str, ...], fmt: str | Non
 @json_option()
 @pass_app
 def list_(app: App, limit: int, category: str | None, as_json: bool) -> None:
-    """List the newest articles.
+    """List the newest articles, scheduled ones (future-dated, not public yet) included.
 
     \b
     Example:
@@ -138,7 +138,7 @@ def list_(app: App, limit: int, category: str | None, as_json: bool) -> None:
     """
     from ..sanitize import slugify
 
-    articles = app.store.newest_articles(limit, slugify(category) if category else None)
+    articles = app.store.newest_articles(limit, slugify(category) if category else None, include_scheduled=True)
     if as_json:
         emit_json([article_dict(a) for a in articles])
     else:

@@ -140,6 +140,10 @@ def digest() -> None:
 def digest_preview(app: App, email: str, list_slug: str, at: str | None, fmt: str, out: Path | None) -> None:
     """Write exactly the digest `send` would send this subscriber (nothing is sent).
 
+    When `send` would send nothing, says so: for a period already sent, on
+    stderr above the digest that went out; when it is not due yet or nothing
+    new arrived, instead of a digest.
+
     \b
     Example:
         syndicate digest preview lan@example.org --list tin-sang --at 2026-11-24T07:00:00+07:00 --format eml --out d.eml
@@ -147,6 +151,10 @@ def digest_preview(app: App, email: str, list_slug: str, at: str | None, fmt: st
     from ..sender import preview
 
     p = preview(app.store, app.settings, email, list_slug, parse_at(at))
+    if p.note:
+        click.echo(p.note, err=out is not None or p.shown)
+        if not p.shown:
+            return
     data = p.eml if fmt == "eml" else (p.html if fmt == "html" else p.text).encode("utf-8")
     if out is not None:
         out.write_bytes(data)

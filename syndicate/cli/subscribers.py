@@ -69,6 +69,8 @@ def _list_options(f: Any) -> Any:
         click.option("--weekday", type=click.IntRange(0, 6), help="Weekday for weekly lists, 0 = Monday."),
         click.option("--send-hour", type=click.IntRange(0, 23), help="Default local hour to send."),
         click.option("--language", help="Language of its templates, e.g. vi or en."),
+        click.option("--max-age-days", type=click.IntRange(1, 36500),
+                     help="A digest never carries an article published longer ago than this [default: 7]."),
     ]):
         f = opt(f)
     return f

@@ -11,7 +11,12 @@ from typing import Any
 
 import sqlite_utils
 
-from ..models import from_iso, to_iso
+from ..models import from_iso, to_iso, utcnow
+
+
+def public_bound(now: datetime | None) -> str:
+    """The embargo bound as the store sorts times: an article published after it is not public yet."""
+    return to_iso(now or utcnow())
 
 
 def iso(value: datetime | None) -> str | None:

@@ -77,6 +77,33 @@ def m003_meta(db: Database) -> None:
     db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
 
 
+@articles()
+def m004_arrival_sequence(db: Database) -> None:
+    """Arrival order: a sequence number given when an article becomes public in the store.
+
+    ``seq`` is NULL while an article is embargoed (``published`` in the
+    future) and is given, from the one-row ``arrival`` counter, when it comes
+    due; digests select by it (see ``store/articles.py``). The counter only
+    grows, so a number is never handed out twice, even after a removal
+    (rowids may be reused; this is not). Articles already stored are numbered
+    in ``published`` order, the order the old rule sent them in, so that
+    what a subscription's earlier digests covered is a prefix (see the
+    subscribers migration ``m100_digest_arrival``).
+    """
+    from ..models import to_iso, utcnow
+
+    db.execute("ALTER TABLE articles ADD COLUMN seq INTEGER")
+    db.execute("CREATE TABLE arrival (id INTEGER PRIMARY KEY CHECK (id = 1), last_seq INTEGER NOT NULL)")
+    now = to_iso(utcnow())
+    rows = db.execute(
+        "SELECT id FROM articles WHERE published <= ? ORDER BY published, id", [now]
+    ).fetchall()
+    db.conn.executemany("UPDATE articles SET seq = ? WHERE id = ?", [(n, r[0]) for n, r in enumerate(rows, 1)])
+    db.execute("INSERT INTO arrival (id, last_seq) VALUES (1, ?)", [len(rows)])
+    db.execute("CREATE UNIQUE INDEX articles_seq ON articles (seq)")
+    db.execute("CREATE INDEX articles_embargoed ON articles (published) WHERE seq IS NULL")
+
+
 def _all() -> list[Migrations]:
     from .outbox import migrations as outbox
     from .sources import migrations as sources

@@ -17,11 +17,13 @@ import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 
 from sqlite_utils import Database, Migrations
 
 from ..errors import NotFound
 from ..models import DELIVERY_STATUSES, Delivery, utcnow
+from .arrival import DigestWindow
 from .base import dumps, iso, parse_time
 from .subscribers import HARD_BOUNCE_LIMIT, SubscriberQueries
 
@@ -86,6 +88,15 @@ def m002_queue_index(db: Database) -> None:
     db.execute("CREATE INDEX deliveries_queue ON deliveries (status, id)")
 
 
+@migrations()
+def m003_arrival_window(db: Database) -> None:
+    """Each digest's arrival window ``(after_seq, upto_seq]`` (see ``store/articles.py``).
+
+    Rows planned before have NULL here and keep their published window."""
+    db.execute("ALTER TABLE deliveries ADD COLUMN after_seq INTEGER")
+    db.execute("ALTER TABLE deliveries ADD COLUMN upto_seq INTEGER")
+
+
 @dataclass(frozen=True)
 class DueCandidate:
     """An active subscription with what the due-time logic needs."""
@@ -101,6 +112,7 @@ class DueCandidate:
     last_sent_at: datetime | None
     since: datetime | None  # confirmed, else created: no digest for a period before this
     timezone: str
+    last_seq: int | None = None  # arrival number its latest digest covered; None before the first
 
 
 @dataclass(frozen=True)
@@ -115,6 +127,12 @@ class PlannedDelivery:
     window_end: datetime
     categories: tuple[str, ...]
     skipped: bool = False
+    after_seq: int | None = None  # arrival window (after_seq, upto_seq]; None = by published (old rows)
+    upto_seq: int | None = None
+
+    @property
+    def window(self) -> DigestWindow:
+        return DigestWindow(self.after_seq, self.upto_seq or 0, self.window_start, self.window_end)
 
 
 @dataclass(frozen=True)
@@ -132,6 +150,12 @@ class ClaimedDelivery:
     categories: tuple[str, ...]
     email: str
     name: str
+    after_seq: int | None = None
+    upto_seq: int | None = None
+
+    @property
+    def window(self) -> DigestWindow:
+        return DigestWindow(self.after_seq, self.upto_seq or 0, self.window_start, self.window_end)
 
 
 @dataclass(frozen=True)
@@ -170,8 +194,18 @@ class OutboxCounts:
 
 _CLAIMED_COLUMNS = (
     "d.id, d.list_id, d.subscriber_id, d.subscription_id, d.period, d.attempts, "
-    "d.window_start, d.window_end, d.categories, s.email, s.name"
+    "d.window_start, d.window_end, d.categories, s.email, s.name, d.after_seq, d.upto_seq"
 )
+
+
+def _candidate(r: Sequence[object]) -> DueCandidate:
+    return DueCandidate(
+        subscription_id=r[0], subscriber_id=r[1], list_id=r[2], cadence=r[3] or "daily",  # type: ignore[arg-type]
+        weekday=int(r[4] or 0), send_hour=int(r[5] if r[5] is not None else 7),  # type: ignore[call-overload]
+        categories=tuple(json.loads(r[6] or "[]")), last_period=r[7] or "",  # type: ignore[arg-type]
+        last_sent_at=parse_time(r[8]), since=parse_time(r[9]), timezone=r[10] or "UTC",  # type: ignore[arg-type]
+        last_seq=r[11],  # type: ignore[arg-type]
+    )
 
 
 def _chunks(items: Sequence[object], size: int) -> Iterator[Sequence[object]]:
@@ -212,7 +246,7 @@ class OutboxQueries(SubscriberQueries):
         after = 0
         sql = (
             "SELECT x.id, x.subscriber_id, x.list_id, x.cadence, x.weekday, x.send_hour, x.categories, "
-            "x.last_period, x.last_sent_at, coalesce(x.confirmed, x.created), s.timezone "
+            "x.last_period, x.last_sent_at, coalesce(x.confirmed, x.created), s.timezone, x.last_seq "
             "FROM subscriptions x JOIN subscribers s ON s.id = x.subscriber_id "
             "WHERE x.status = 'active' AND x.id > ?"
         )
@@ -226,46 +260,67 @@ class OutboxQueries(SubscriberQueries):
             if not rows:
                 return
             for r in rows:
-                yield DueCandidate(
-                    subscription_id=r[0], subscriber_id=r[1], list_id=r[2], cadence=r[3] or "daily",
-                    weekday=int(r[4] or 0), send_hour=int(r[5] if r[5] is not None else 7),
-                    categories=tuple(json.loads(r[6] or "[]")), last_period=r[7] or "",
-                    last_sent_at=parse_time(r[8]), since=parse_time(r[9]), timezone=r[10] or "UTC",
-                )
+                yield _candidate(r)
             after = rows[-1][0]
+
+    def due_candidate(self, subscription_id: int) -> DueCandidate:
+        """One subscription as :meth:`due_subscriptions` would yield it, whatever its status (for previews)."""
+        r = self.conn.execute(
+            "SELECT x.id, x.subscriber_id, x.list_id, x.cadence, x.weekday, x.send_hour, x.categories, "
+            "x.last_period, x.last_sent_at, coalesce(x.confirmed, x.created), s.timezone, x.last_seq "
+            "FROM subscriptions x JOIN subscribers s ON s.id = x.subscriber_id WHERE x.id = ?",
+            [subscription_id],
+        ).fetchone()
+        if r is None:
+            raise NotFound(f"no subscription with id {subscription_id}")
+        return _candidate(r)
 
     def plan_deliveries(self, planned: Iterable[PlannedDelivery], now: datetime | None = None,
                         batch: int = BATCH) -> tuple[int, int]:
         """Queue planned rows (INSERT OR IGNORE) and move each subscription's
         ``last_period``/``last_sent_at`` on, batch by batch, each batch atomic.
 
-        ``last_sent_at`` becomes the end of the window the digest covers, so
-        the next digest starts exactly where this one ended. Returns
-        (queued, skipped) rows actually inserted.
+        ``last_sent_at`` becomes the end of the window the digest covers and
+        ``last_seq`` the arrival number it covers up to, so the next digest
+        starts exactly where this one ended. If the period already had a row
+        (a replan), the subscription covers only what that row did: nothing is
+        skipped. Returns (queued, skipped) rows actually inserted.
         """
         created = iso(now or utcnow())
         queued = skipped = 0
         buf: list[PlannedDelivery] = []
+        stamp = lru_cache(maxsize=256)(iso)  # rows of one plan share a few window times
 
         def flush() -> None:
             nonlocal queued, skipped
             with self.transaction(immediate=True) as conn:
+                moved: list[tuple[str, str | None, int | None, int]] = []
                 for p in buf:
                     cur = conn.execute(
                         "INSERT OR IGNORE INTO deliveries (list_id, subscriber_id, subscription_id, period, status, "
-                        "created, window_start, window_end, categories) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        "created, window_start, window_end, categories, after_seq, upto_seq) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         [p.list_id, p.subscriber_id, p.subscription_id, p.period,
-                         "skipped" if p.skipped else "queued", created, iso(p.window_start),
-                         iso(p.window_end), dumps(list(p.categories))],
+                         "skipped" if p.skipped else "queued", created, stamp(p.window_start),
+                         stamp(p.window_end), dumps(list(p.categories)), p.after_seq, p.upto_seq],
                     )
                     if cur.rowcount:
                         if p.skipped:
                             skipped += 1
                         else:
                             queued += 1
+                        moved.append((p.period, stamp(p.window_end), p.upto_seq, p.subscription_id))
+                    else:  # this period was planned before: cover only what that row covers
+                        conn.execute(
+                            "UPDATE subscriptions SET last_period = ?, last_sent_at = ?, last_seq = "
+                            "max(coalesce(last_seq, 0), coalesce((SELECT upto_seq FROM deliveries WHERE list_id = ? "
+                            "AND subscriber_id = ? AND period = ?), 0)) WHERE id = ?",
+                            [p.period, iso(p.window_end), p.list_id, p.subscriber_id, p.period, p.subscription_id],
+                        )
                 conn.executemany(
-                    "UPDATE subscriptions SET last_period = ?, last_sent_at = ? WHERE id = ?",
-                    [(p.period, iso(p.window_end), p.subscription_id) for p in buf],
+                    "UPDATE subscriptions SET last_period = ?, last_sent_at = ?, last_seq = coalesce(?, last_seq) "
+                    "WHERE id = ?",
+                    moved,
                 )
             buf.clear()
 
@@ -326,6 +381,7 @@ class OutboxQueries(SubscriberQueries):
                             id=r[0], list_id=r[1], subscriber_id=r[2], subscription_id=r[3], period=r[4],
                             attempts=r[5], window_start=parse_time(r[6]) or now, window_end=parse_time(r[7]) or now,
                             categories=tuple(json.loads(r[8])), email=r[9], name=r[10] or "",
+                            after_seq=r[11], upto_seq=r[12],
                         )
                     )
         return out

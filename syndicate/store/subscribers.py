@@ -186,7 +186,10 @@ def m002_consent_records(db: Database) -> None:
 
 # -- row mapping ---------------------------------------------------------------
 
-_LIST_COLS = "id, slug, name, description, sender_name, sender_address, categories, cadence, weekday, send_hour, language, created"
+_LIST_COLS = (
+    "id, slug, name, description, sender_name, sender_address, categories, cadence, weekday, send_hour, language, "
+    "created, max_age_days"
+)
 _SUBSCRIBER_COLS = "id, email, name, timezone, locale, created"
 _SUBSCRIPTION_COLS = (
     "id, subscriber_id, list_id, status, cadence, weekday, send_hour, categories, created, confirmed, "
@@ -198,7 +201,7 @@ def _row_to_list(r: sqlite3.Row | tuple[object, ...]) -> NewsList:
     return NewsList(
         id=r[0], slug=r[1], name=r[2], description=r[3], sender_name=r[4], sender_address=r[5],  # type: ignore[arg-type]
         categories=json.loads(r[6]), cadence=r[7], weekday=r[8], send_hour=r[9], language=r[10],  # type: ignore[arg-type]
-        created=parse_time(r[11]),  # type: ignore[arg-type]
+        created=parse_time(r[11]), max_age_days=r[12],  # type: ignore[arg-type]
     )
 
 
@@ -237,9 +240,10 @@ class SubscriberQueries(ImportQueries):
             with self.transaction() as conn:
                 cur = conn.execute(
                     "INSERT INTO lists (slug, name, description, sender_name, sender_address, categories, "
-                    "cadence, weekday, send_hour, language, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "cadence, weekday, send_hour, language, created, max_age_days) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [nl.slug, nl.name, nl.description, nl.sender_name, nl.sender_address, dumps(nl.categories),
-                     nl.cadence, nl.weekday, nl.send_hour, nl.language, iso(nl.created)],
+                     nl.cadence, nl.weekday, nl.send_hour, nl.language, iso(nl.created), nl.max_age_days],
                 )
         except sqlite3.IntegrityError:
             raise InputError(f"a list with slug {nl.slug!r} already exists (use `syndicate list update`)") from None
@@ -250,9 +254,9 @@ class SubscriberQueries(ImportQueries):
         with self.transaction() as conn:
             conn.execute(
                 "UPDATE lists SET name = ?, description = ?, sender_name = ?, sender_address = ?, categories = ?, "
-                "cadence = ?, weekday = ?, send_hour = ?, language = ? WHERE id = ?",
+                "cadence = ?, weekday = ?, send_hour = ?, language = ?, max_age_days = ? WHERE id = ?",
                 [nl.name, nl.description, nl.sender_name, nl.sender_address, dumps(nl.categories),
-                 nl.cadence, nl.weekday, nl.send_hour, nl.language, nl.id],
+                 nl.cadence, nl.weekday, nl.send_hour, nl.language, nl.max_age_days, nl.id],
             )
         return nl
 
@@ -515,3 +519,28 @@ class SubscriberQueries(ImportQueries):
 
 __all__ = ["HARD_BOUNCE_LIMIT", "LEFT_STATUSES", "ImportOutcome", "ImportRow", "SubscriberQueries", "chunked",
            "email_hash", "migrations"]
+
+
+# -- migrations appended later (each a new function; never edit one that shipped) ----------
+
+
+@migrations()
+def m100_digest_arrival(db: Database) -> None:
+    """Digests by arrival order: each list's age cap, each subscription's high-water mark.
+
+    ``lists.max_age_days`` (default 7): a digest never carries an article
+    published longer ago, so importing an archive floods no one.
+    ``subscriptions.last_seq``: the arrival number (``articles.seq``) the
+    subscription's latest planned digest covered; NULL before its first. A
+    subscription that already had digests covers every article published by
+    the end of its last window (``last_sent_at``): the old rule sent those or
+    never would, so none is sent twice; later ones come in its next digest.
+    """
+    db.execute(
+        "ALTER TABLE lists ADD COLUMN max_age_days INTEGER NOT NULL DEFAULT 7 CHECK (max_age_days BETWEEN 1 AND 36500)"
+    )
+    db.execute("ALTER TABLE subscriptions ADD COLUMN last_seq INTEGER")
+    db.execute(
+        "UPDATE subscriptions SET last_seq = coalesce((SELECT max(a.seq) FROM articles a "
+        "WHERE a.published <= subscriptions.last_sent_at), 0) WHERE last_sent_at IS NOT NULL"
+    )

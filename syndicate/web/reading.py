@@ -61,7 +61,7 @@ class ReadingPages(PageBase):
         key = request.path_params["slug"]
         store = self.ctx.store()
         try:
-            article = store.get_article(key)
+            article = store.public_article(key)  # NotFound while embargoed
         except NotFound:
             return self.not_found(self.lang_of())
         if article.slug != key:
