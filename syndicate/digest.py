@@ -34,7 +34,14 @@ import jinja2
 
 from .config import PACKAGE_ROOT, Settings
 from .models import Article, NewsList, utcnow
-from .render import WEEKDAYS, format_date, format_number, load_strings, make_environment, pick_language
+from .render import (
+    format_date,
+    format_number,
+    load_strings,
+    make_environment,
+    pick_language,
+    weekday_name,
+)
 from .store import Store
 from .store.outbox import ArchivedDigest, DueCandidate, PlannedDelivery
 
@@ -417,9 +424,8 @@ def render_notice(settings: Settings, env: jinja2.Environment, kind: str, newsli
     """Render ``confirm`` or ``welcome`` for one subscriber, in the list's language."""
     lang = newslist.language or settings.language
     t = strings(lang, load_strings(env, "email/strings.toml"))
-    days = WEEKDAYS["vi" if lang.startswith("vi") else "en"]
     schedule = (t["schedule_weekly"] if cadence == "weekly" else t["schedule_daily"]).format(
-        hour=f"{send_hour:02d}", weekday=days[weekday % 7])
+        hour=f"{send_hour:02d}", weekday=weekday_name(weekday, lang))
     subject = t[f"{kind}_subject"].format(list=newslist.name)
     ctx = {
         "lang": lang, "t": t, "newslist": newslist, "subject": subject, "greeting": greeting(name, lang, t),

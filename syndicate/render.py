@@ -8,53 +8,84 @@ under ``email/``, web pages under ``web/``.
 from __future__ import annotations
 
 import tomllib
-from datetime import datetime
+from datetime import date, datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import babel.dates
+import babel.numbers
 import jinja2
+from babel import Locale, UnknownLocaleError
 
 from .config import PACKAGE_ROOT, Settings
 from .errors import ConfigError
 
-WEEKDAYS = {
-    "vi": ["Thứ Hai", "Thứ Ba", "Thứ Tư", "Thứ Năm", "Thứ Sáu", "Thứ Bảy", "Chủ Nhật"],
-    "en": ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"],
-}
-_VI_WEEKDAYS = WEEKDAYS["vi"]
-_EN_MONTHS = [
-    "January", "February", "March", "April", "May", "June", "July",
-    "August", "September", "October", "November", "December",
-]
-_EN_WEEKDAYS = WEEKDAYS["en"]
+# Today's Vietnamese and English dates, kept as Babel patterns: Babel's own
+# short Vietnamese date has a two-digit year (24/11/26) and a bare "en" means
+# US order (November 24, 2026). Every other locale gets CLDR's long and full
+# forms: "24 novembre 2026", "2026年11月24日火曜日".
+_KEPT_PATTERNS = {"vi": ("dd/MM/y", "EEEE, dd/MM/y"), "en": ("d MMMM y", "EEEE, d MMMM y")}
 
 
-def format_date(value: datetime, language: str = "vi", with_weekday: bool = False) -> str:
-    """A date as a reader of ``language`` writes it.
+@lru_cache(maxsize=64)
+def babel_locale(language: str) -> Locale:
+    """The Babel locale for a list's language (``vi``, ``vi-VN``, ``pt_BR``); English when unknown.
+
+    Example:
+        >>> str(babel_locale("pt-BR")), str(babel_locale("klingon")), str(babel_locale(""))
+        ('pt_BR', 'en', 'en')
+    """
+    try:
+        return Locale.parse((language or "").strip().replace("-", "_"))
+    except (UnknownLocaleError, ValueError, TypeError):
+        return Locale.parse("en")
+
+
+def _patterns(locale: Locale) -> tuple[str, str]:
+    if locale.language == "vi":
+        return _KEPT_PATTERNS["vi"]
+    if str(locale) == "en":
+        return _KEPT_PATTERNS["en"]
+    return locale.date_formats["long"].pattern, locale.date_formats["full"].pattern
+
+
+def format_date(value: date | datetime, language: str = "vi", with_weekday: bool = False) -> str:
+    """A date as a reader of ``language`` writes it (Babel, any CLDR locale).
 
     Example:
         >>> from datetime import datetime
         >>> format_date(datetime(2026, 11, 24), "vi", with_weekday=True)
         'Thứ Ba, 24/11/2026'
-        >>> format_date(datetime(2026, 11, 24), "en")
-        '24 November 2026'
+        >>> format_date(datetime(2026, 11, 24), "en"), format_date(datetime(2026, 11, 24), "en-US")
+        ('24 November 2026', 'November 24, 2026')
+        >>> format_date(datetime(2026, 12, 2), "fr", with_weekday=True), format_date(datetime(2026, 12, 2), "ja")
+        ('mercredi 2 décembre 2026', '2026年12月2日')
     """
-    if language.startswith("vi"):
-        text = f"{value.day:02d}/{value.month:02d}/{value.year}"
-        return f"{_VI_WEEKDAYS[value.weekday()]}, {text}" if with_weekday else text
-    text = f"{value.day} {_EN_MONTHS[value.month - 1]} {value.year}"
-    return f"{_EN_WEEKDAYS[value.weekday()]}, {text}" if with_weekday else text
+    locale = babel_locale(language)
+    day = value.date() if isinstance(value, datetime) else value
+    plain, full = _patterns(locale)
+    return babel.dates.format_date(day, full if with_weekday else plain, locale=locale)
+
+
+def weekday_name(weekday: int, language: str = "vi") -> str:
+    """A weekday (0 = Monday) in ``language``, as it reads inside a sentence.
+
+    Example:
+        >>> weekday_name(0, "vi"), weekday_name(6, "en"), weekday_name(2, "fr"), weekday_name(4, "ja")
+        ('Thứ Hai', 'Sunday', 'mercredi', '金曜日')
+    """
+    return str(babel.dates.get_day_names("wide", "format", babel_locale(language))[weekday % 7])
 
 
 def format_number(value: int | float, language: str = "vi") -> str:
-    """Group thousands the local way.
+    """Group thousands the local way (Babel).
 
     Example:
-        >>> format_number(1234567, "vi"), format_number(1234567, "en")
-        ('1.234.567', '1,234,567')
+        >>> format_number(1234567, "vi"), format_number(1234567, "en"), format_number(1234567, "fr")
+        ('1.234.567', '1,234,567', '1\u202f234\u202f567')
     """
-    text = f"{value:,}"
-    return text.replace(",", ".") if language.startswith("vi") else text
+    return str(babel.numbers.format_decimal(value, locale=babel_locale(language)))
 
 
 def load_strings(env: jinja2.Environment, name: str) -> dict[str, dict[str, Any]]:
