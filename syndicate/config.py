@@ -75,6 +75,7 @@ class Settings:
     mail_return_path_domain: str = ""
     mail_feedback_id: str = ""
     mail_postal_address: str = ""  # CAN-SPAM: a postal address in every bulk email
+    mail_subject: str = ""  # digest subject: {list} {lead} {date} {count}; "" = the language's in strings.toml
     mail_maildir: str = "maildir"
     mail_templates_dir: str = ""
     mail_pending_max_age_days: int = 7
@@ -234,6 +235,7 @@ sender_address = "news@localhost"
 # maildir = "maildir"          # used when no [smtp] host is set
 # return_path_domain = ""      # VERP bounces go to bounce+<id>@this domain
 # postal_address = ""          # shown in every email's footer (CAN-SPAM requires one)
+# subject = "{{list}}: {{lead}}"   # digest subject; {{list}} {{lead}} (first headline) {{date}} {{count}}
 # feedback_id = ""             # Feedback-ID header (campaign:list:sender) for Gmail's Postmaster Tools
 # templates_dir = ""           # your own copies of templates/email/*
 

@@ -35,6 +35,7 @@ import jinja2
 from .config import PACKAGE_ROOT, Settings
 from .models import Article, NewsList, utcnow
 from .render import (
+    digest_subject,
     format_date,
     format_number,
     load_strings,
@@ -348,7 +349,8 @@ class DigestRenderer:
         view_url = f"{base}/archive/{newslist.slug}/{period}"
         if cats:  # readers with their own topics see their own digest in the browser
             view_url += "?topics=" + urllib.parse.quote(categories_key(cats), safe=",-")
-        subject = f"{newslist.name}: {label}"
+        subject = digest_subject(self.settings, t, list=newslist.name, lead=views[0].title if views else label,
+                                 date=label, count=format_number(total, lang))
         more = total - len(views)
         ctx = {
             "lang": lang, "t": t, "newslist": newslist, "articles": views, "subject": subject,

@@ -7,6 +7,7 @@ under ``email/``, web pages under ``web/``.
 
 from __future__ import annotations
 
+import string
 import tomllib
 from datetime import date, datetime
 from functools import lru_cache
@@ -86,6 +87,51 @@ def format_number(value: int | float, language: str = "vi") -> str:
         ('1.234.567', '1,234,567', '1\u202f234\u202f567')
     """
     return str(babel.numbers.format_decimal(value, locale=babel_locale(language)))
+
+
+#: What a digest subject template may name.
+SUBJECT_FIELDS = ("list", "lead", "date", "count")
+
+
+def check_subject(template: str, where: str) -> None:
+    """Raise ConfigError unless ``template`` names only :data:`SUBJECT_FIELDS`.
+
+    Example:
+        >>> check_subject("{list}: {lead}", "[mail] subject")
+        >>> check_subject("{list}: {headline}", "syndicate.toml [mail] subject")
+        Traceback (most recent call last):
+        ...
+        syndicate.errors.ConfigError: syndicate.toml [mail] subject '{list}: {headline}': ...
+    """
+    fields = ", ".join("{" + f + "}" for f in SUBJECT_FIELDS)
+    try:
+        named = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+    except ValueError as exc:
+        raise ConfigError(f"{where} {template!r}: {exc} (write {{{{ and }}}} for a literal brace)") from None
+    for name in named:
+        if name not in SUBJECT_FIELDS:
+            shown = "{" + name + "}" if name else "{}"
+            raise ConfigError(f"{where} {template!r}: {shown} is not a placeholder; use {fields}")
+
+
+def digest_subject(settings: Settings, words: dict[str, Any], *, list: str, lead: str, date: str,
+                   count: str) -> str:
+    """A digest's subject: ``[mail] subject`` if set, else the language's ``subject`` in
+    ``email/strings.toml`` (so a list keeps its own language), on one line.
+
+    Example:
+        >>> digest_subject(Settings(), {"subject": "{list}: {lead}"}, list="Tin sáng",
+        ...                lead="Hải Phòng  khởi nghiệp", date="Thứ Ba, 24/11/2026", count="3")
+        'Tin sáng: Hải Phòng khởi nghiệp'
+        >>> digest_subject(Settings(mail_subject="{list} · {date}"), {}, list="S", lead="x", date="24/11", count="1")
+        'S · 24/11'
+    """
+    if settings.mail_subject:
+        template, where = settings.mail_subject, f"{settings.source}: [mail] subject"
+    else:
+        template, where = str(words.get("subject") or "{list}: {lead}"), "templates email/strings.toml: subject"
+    check_subject(template, where)
+    return " ".join(template.format(list=list, lead=lead, date=date, count=count).split())
 
 
 def load_strings(env: jinja2.Environment, name: str) -> dict[str, dict[str, Any]]:

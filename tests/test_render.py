@@ -1,4 +1,4 @@
-"""Dates, numbers and weekdays in a list's language (Babel)."""
+"""Dates, numbers and weekdays in a list's language (Babel), and the digest subject template."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import pytest
 
 from syndicate.config import Settings
 from syndicate.digest import period_label, render_notice
+from syndicate.errors import ConfigError
 from syndicate.models import NewsList
-from syndicate.render import format_date, format_number, make_environment, weekday_name
+from syndicate.render import digest_subject, format_date, format_number, make_environment, weekday_name
 
 DAY = datetime(2026, 12, 2, 7, tzinfo=UTC)  # a Wednesday
 
@@ -67,6 +68,44 @@ def test_welcome_email_names_the_weekday_in_the_lists_language(settings: Setting
     fr = render_notice(settings, env, "welcome", NewsList(slug="f", name="Matin", language="fr"), "",
                        "https://x/p", "https://x/u", cadence="weekly", weekday=4, send_hour=8)
     assert "every vendredi at 08:00" in fr.text
+
+
+WORDS = {"subject": "{list}: {lead}"}
+VALUES = dict(list="Tin sáng", lead="Hải Phòng khởi nghiệp", date="Thứ Ba, 24/11/2026", count="1.234")
+
+
+def test_subject_is_the_lists_name_and_the_lead_headline_by_default() -> None:
+    assert digest_subject(Settings(), WORDS, **VALUES) == "Tin sáng: Hải Phòng khởi nghiệp"
+    assert digest_subject(Settings(), {}, **VALUES) == "Tin sáng: Hải Phòng khởi nghiệp"  # an old strings.toml
+
+
+def test_subject_template_from_config_names_any_field() -> None:
+    s = Settings(mail_subject="{list} · {date} · {count} tin · {lead}")
+    assert digest_subject(s, WORDS, **VALUES) == "Tin sáng · Thứ Ba, 24/11/2026 · 1.234 tin · Hải Phòng khởi nghiệp"
+    assert digest_subject(Settings(mail_subject="{{{list}}}"), WORDS, **VALUES) == "{Tin sáng}"
+
+
+def test_subject_is_one_line_whatever_the_headline_holds() -> None:
+    assert digest_subject(Settings(), WORDS, **{**VALUES, "lead": " Hải\r\nPhòng\t khởi  nghiệp "}) == (
+        "Tin sáng: Hải Phòng khởi nghiệp")
+
+
+@pytest.mark.parametrize(("template", "message"), [
+    ("{list}: {headline}", "syndicate.toml: [mail] subject '{list}: {headline}': {headline} is not a placeholder; "
+                           "use {list}, {lead}, {date}, {count}"),
+    ("{list}: {}", "syndicate.toml: [mail] subject '{list}: {}': {} is not a placeholder; "
+                   "use {list}, {lead}, {date}, {count}"),
+    ("{list.name}", "syndicate.toml: [mail] subject '{list.name}': {list.name} is not a placeholder; "
+                    "use {list}, {lead}, {date}, {count}"),
+    ("{list}: {lead", "syndicate.toml: [mail] subject '{list}: {lead': expected '}' before end of string "
+                      "(write {{ and }} for a literal brace)"),
+    ("{list}} {lead}", "syndicate.toml: [mail] subject '{list}} {lead}': Single '}' encountered in format string "
+                       "(write {{ and }} for a literal brace)"),
+])
+def test_a_bad_subject_template_is_a_clear_config_error(template: str, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        digest_subject(Settings(mail_subject=template, source="syndicate.toml"), WORDS, **VALUES)
+    assert str(err.value) == message
 
 
 def test_dates_before_1900_and_far_ahead_still_format() -> None:
