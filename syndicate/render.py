@@ -134,6 +134,21 @@ def digest_subject(settings: Settings, words: dict[str, Any], *, list: str, lead
     return " ".join(template.format(list=list, lead=lead, date=date, count=count).split())
 
 
+def logo_url(settings: Settings) -> str:
+    """``[mail] logo_url`` as an absolute URL (a path is taken under ``base_url``); "" when unset.
+
+    Example:
+        >>> logo_url(Settings(base_url="https://news.example.org/", mail_logo_url="/static/logo.png"))
+        'https://news.example.org/static/logo.png'
+        >>> logo_url(Settings(mail_logo_url="https://cdn.example.org/l.png")), logo_url(Settings())
+        ('https://cdn.example.org/l.png', '')
+    """
+    url = settings.mail_logo_url.strip()
+    if not url or url.startswith(("https://", "http://")):
+        return url
+    return settings.base_url.rstrip("/") + "/" + url.lstrip("/")
+
+
 def load_strings(env: jinja2.Environment, name: str) -> dict[str, dict[str, Any]]:
     """A catalogue of words (``email/strings.toml``, ``web/strings.toml``): one
     TOML table per language, found like a template, so an admin's copy wins."""
@@ -186,4 +201,5 @@ def make_environment(settings: Settings) -> jinja2.Environment:
     env.filters["date"] = format_date
     env.filters["number"] = format_number
     env.globals["site"] = settings
+    env.globals["logo"] = logo_url(settings)
     return env
