@@ -79,6 +79,16 @@ def weekday_name(weekday: int, language: str = "vi") -> str:
     return str(babel.dates.get_day_names("wide", "format", babel_locale(language))[weekday % 7])
 
 
+def text_direction(language: str) -> str:
+    """``rtl`` for a right-to-left language (Arabic, Hebrew, Persian), else ``ltr``: the emails' ``dir``.
+
+    Example:
+        >>> text_direction("ar"), text_direction("he-IL"), text_direction("vi")
+        ('rtl', 'rtl', 'ltr')
+    """
+    return "rtl" if babel_locale(language).character_order == "right-to-left" else "ltr"
+
+
 def format_number(value: int | float, language: str = "vi") -> str:
     """Group thousands the local way (Babel).
 
@@ -200,6 +210,7 @@ def make_environment(settings: Settings) -> jinja2.Environment:
     )
     env.filters["date"] = format_date
     env.filters["number"] = format_number
+    env.filters["direction"] = text_direction
     env.globals["site"] = settings
     env.globals["logo"] = logo_url(settings)
     return env

@@ -365,6 +365,14 @@ def test_subject_is_the_lead_headline_and_the_template_is_configurable(store: St
     assert subject == "Tin sáng Sài Gòn · Tuesday, 24 November 2026 · 4 tin"
 
 
+def test_a_right_to_left_list_gets_dir_rtl_and_its_own_dates(store: Store, design: Settings) -> None:
+    _, _, html = make_digest(store, design, language="ar")
+    assert '<html lang="ar" dir="rtl"' in html and "الثلاثاء، 24 نوفمبر 2026" in html
+    _, _, html = make_digest(store, design)
+    assert '<html lang="vi" dir="ltr"' in html
+    assert '<html lang="vi" dir="ltr"' in notices(design)["confirm"]
+
+
 def test_email_classes_never_collide_with_the_sites_stylesheet() -> None:
     """The archive page shows a digest's body inside the site's page: a shared class name
     (.wrap, .masthead, .footer were) restyles the email there."""
