@@ -77,6 +77,9 @@ class Settings:
     mail_return_path_domain: str = ""
     mail_feedback_id: str = ""
     mail_postal_address: str = ""  # CAN-SPAM: a postal address in every bulk email
+    mail_subject: str = ""  # digest subject: {list} {lead} {date} {count}; "" = the language's in strings.toml
+    mail_logo_url: str = ""  # masthead image of every email: an absolute URL, or a path under base_url
+    mail_logo_width: int = 200  # its width in CSS pixels (Outlook needs it; phones shrink it to fit)
     mail_maildir: str = "maildir"
     mail_templates_dir: str = ""
     mail_pending_max_age_days: int = 7
@@ -266,6 +269,9 @@ sender_address = "news@localhost"
 # maildir = "maildir"          # used when no [smtp] host is set
 # return_path_domain = ""      # VERP bounces go to bounce+<id>@this domain
 # postal_address = ""          # shown in every email's footer (CAN-SPAM requires one)
+# subject = "{{list}}: {{lead}}"   # digest subject; {{list}} {{lead}} (first headline) {{date}} {{count}}
+# logo_url = ""                # masthead image, e.g. "https://news.example.org/logo.png"
+# logo_width = 200             # the logo's width in pixels
 # feedback_id = ""             # Feedback-ID header (campaign:list:sender) for Gmail's Postmaster Tools
 # templates_dir = ""           # your own copies of templates/email/*
 

@@ -45,7 +45,15 @@ import jinja2
 
 from .config import PACKAGE_ROOT, Settings
 from .models import Article, NewsList, utcnow
-from .render import WEEKDAYS, format_date, format_number, load_strings, make_environment, pick_language
+from .render import (
+    digest_subject,
+    format_date,
+    format_number,
+    load_strings,
+    make_environment,
+    pick_language,
+    weekday_name,
+)
 from .store import Store
 from .store.arrival import DigestWindow
 from .store.outbox import ArchivedDigest, DueCandidate, PlannedDelivery
@@ -441,7 +449,8 @@ class DigestRenderer:
         view_url = f"{base}/archive/{newslist.slug}/{period}"
         if cats:  # readers with their own topics see their own digest in the browser
             view_url += "?topics=" + urllib.parse.quote(categories_key(cats), safe=",-")
-        subject = f"{newslist.name}: {label}"
+        subject = digest_subject(self.settings, t, list=newslist.name, lead=views[0].title if views else label,
+                                 date=label, count=format_number(total, lang))
         more = total - len(views)
         ctx = {
             "lang": lang, "t": t, "newslist": newslist, "articles": views, "subject": subject,
@@ -517,9 +526,8 @@ def render_notice(settings: Settings, env: jinja2.Environment, kind: str, newsli
     """Render ``confirm`` or ``welcome`` for one subscriber, in the list's language."""
     lang = newslist.language or settings.language
     t = strings(lang, load_strings(env, "email/strings.toml"))
-    days = WEEKDAYS["vi" if lang.startswith("vi") else "en"]
     schedule = (t["schedule_weekly"] if cadence == "weekly" else t["schedule_daily"]).format(
-        hour=f"{send_hour:02d}", weekday=days[weekday % 7])
+        hour=f"{send_hour:02d}", weekday=weekday_name(weekday, lang))
     subject = t[f"{kind}_subject"].format(list=newslist.name)
     ctx = {
         "lang": lang, "t": t, "newslist": newslist, "subject": subject, "greeting": greeting(name, lang, t),

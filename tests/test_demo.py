@@ -38,7 +38,7 @@ def test_demo_runs_the_whole_pipeline_and_reruns_cleanly(cli: CliRunner, tmp_pat
         assert msg.get_body(("plain",)) is not None and msg.get_body(("html",)) is not None
     subjects = {str(email.message_from_bytes(p.read_bytes(), policy=email.policy.default)["Subject"])
                 for p in messages}
-    assert "Tin sáng: Thứ Ba, 24/11/2026" in subjects
+    assert "Tin sáng: Kỳ thủ 14 tuổi vô địch giải cờ vua trẻ" in subjects  # the lead headline
 
     again = cli.invoke(main, ["demo"])
     assert again.exit_code == 0, again.output

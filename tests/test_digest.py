@@ -178,7 +178,7 @@ def test_render_once_per_group_and_personalise_safely(store: Store, settings: Se
     assert "Hello <img src=x onerror=alert(1)>," in mine.text and "https://u/1?a=1&b=2" in mine.text
     assert "@@SYN" not in mine.html + mine.text
     assert 'alt="Bài a0"' in first.html or "<img" not in first.html.split("<body", 1)[1]
-    assert "Saturday, 21 November 2026" in first.subject
+    assert first.subject == "Tin nhanh: Bài a0" and "Saturday, 21 November 2026" in first.text  # the lead headline
 
 
 def test_preferences_change_moves_the_schedule(store: Store, settings: Settings) -> None:
