@@ -26,7 +26,7 @@ import mimetypes
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Any
 from urllib.parse import quote, urljoin, urlsplit
 
@@ -182,6 +182,37 @@ def parse_path(path: str) -> FeedPath | None:
     return FeedPath(scope, fmt, month)
 
 
+def month_of(value: datetime, tz: tzinfo) -> str:
+    """The ``YYYY-MM`` an instant belongs to on the site's calendar.
+
+    Example:
+        >>> from zoneinfo import ZoneInfo
+        >>> month_of(datetime.fromisoformat("2026-11-01T03:00:00+07:00"), ZoneInfo("Asia/Ho_Chi_Minh"))
+        '2026-11'
+        >>> month_of(datetime.fromisoformat("2026-11-01T03:00:00+07:00"), UTC)
+        '2026-10'
+    """
+    return f"{value.astimezone(tz):%Y-%m}"
+
+
+def month_bounds(month: str, tz: tzinfo) -> tuple[datetime, datetime] | None:
+    """``[start, end)`` in UTC of a site-calendar month, or None for a month no calendar holds.
+
+    Example:
+        >>> from zoneinfo import ZoneInfo
+        >>> [t.isoformat() for t in month_bounds("2026-11", ZoneInfo("Asia/Ho_Chi_Minh"))]
+        ['2026-10-31T17:00:00+00:00', '2026-11-30T17:00:00+00:00']
+    """
+    match = _MONTH.match(month)
+    if match is None:
+        return None
+    year, mon = int(match[1]), int(match[2])
+    nyear, nmon = (year + 1, 1) if mon == 12 else (year, mon + 1)
+    if year < 1 or nyear > 9999:
+        return None
+    return datetime(year, mon, 1, tzinfo=tz).astimezone(UTC), datetime(nyear, nmon, 1, tzinfo=tz).astimezone(UTC)
+
+
 def site_domain(settings: Settings) -> str:
     host = urlsplit(settings.base_url).hostname or "localhost"
     try:
@@ -245,6 +276,7 @@ class FeedItem:
     image_type: str = ""
     image_alt: str = ""
     language: str = ""
+    summary_html: str = ""  # the summary as HTML (escaped text, cleaned by nh3): what RSS readers render
 
 
 def feed_item(article: Article, settings: Settings) -> FeedItem:
@@ -279,6 +311,7 @@ def feed_item(article: Article, settings: Settings) -> FeedItem:
         image_type=image_type if image_type.startswith("image/") else "image/jpeg",
         image_alt=one_line(article.image_alt),
         language=one_line(article.language),
+        summary_html=clean_html(html.escape(summary, quote=False)) if summary else "",
     )
 
 
@@ -291,8 +324,11 @@ class FeedMeta:
     """Everything feed-level, for all three formats of one document.
 
     ``month`` is None for the subscription (current) feed; then
-    ``prev_month`` is the newest archive month. For an archive document
-    ``prev_month``/``next_month`` are its older/newer neighbours.
+    ``prev_month`` is the newest archive month (a finished month). For an
+    archive document ``prev_month``/``next_month`` are its older/newer
+    neighbours. ``pages_cleanly`` says the current feed holds every public
+    article newer than ``prev_month``, so JSON Feed's ``next_url`` may point
+    there without repeating or skipping an item (archives always may).
     """
 
     settings: Settings
@@ -301,6 +337,7 @@ class FeedMeta:
     month: str | None = None
     prev_month: str | None = None
     next_month: str | None = None
+    pages_cleanly: bool = False
 
     def url(self, path: str) -> str:
         return base(self.settings) + path
@@ -377,7 +414,7 @@ class _FeedExtension(BaseExtension):  # type: ignore[misc]
 
 
 class _EntryExtension(BaseEntryExtension):  # type: ignore[misc]
-    """RSS items: <dc:creator> for a name-only author, <atom:updated>.
+    """RSS items: <dc:creator> for a name-only author, <atom:updated>, an HTML <description>.
 
     Atom entries: feedgen 1.0 drops rel/type/length from entry links (a
     shadowed variable), so they are rewritten here from ``links``.
@@ -386,12 +423,18 @@ class _EntryExtension(BaseEntryExtension):  # type: ignore[misc]
     def __init__(self) -> None:
         self.creator = ""
         self.updated = ""
+        self.description = ""
         self.links: list[dict[str, str]] = []
 
     def extend_ns(self) -> dict[str, str]:
         return {"dc": NS_DC}
 
     def extend_rss(self, entry: Any) -> Any:
+        # RSS readers render <description> as HTML: it carries the summary as cleaned HTML
+        # (feedgen would write the plain-text summary, whose "<script>" a reader runs).
+        description = entry.find("description")
+        if description is not None:
+            description.text = self.description
         if self.creator:
             etree.SubElement(entry, f"{{{NS_DC}}}creator").text = self.creator
         if self.updated:
@@ -432,6 +475,7 @@ def _generator(meta: FeedMeta, items: Sequence[FeedItem], fmt: str) -> FeedGener
         fe.syndicate.links = [{"href": item.link, "rel": "alternate", "type": "text/html"}]
         if item.summary:
             fe.summary(item.summary)
+            fe.syndicate.description = item.summary_html
         if item.content_html:
             fe.content(item.content_html, type="html")
         if item.author:
@@ -467,8 +511,10 @@ def _iso(value: datetime) -> str:
 def json_feed_bytes(meta: FeedMeta, items: Sequence[FeedItem]) -> bytes:
     """JSON Feed 1.1 (https://jsonfeed.org/version/1.1), written by hand.
 
-    ``next_url`` walks to older items (the archive months); ``_rfc5005`` is an
-    extension object carrying the same links as the XML feeds.
+    ``next_url`` walks to older items (the archive months), never to a page
+    holding an item already seen (see ``FeedMeta.pages_cleanly``);
+    ``_rfc5005`` is an extension object carrying the same links as the XML
+    feeds.
     """
     doc: dict[str, Any] = {
         "version": "https://jsonfeed.org/version/1.1",
@@ -483,8 +529,8 @@ def json_feed_bytes(meta: FeedMeta, items: Sequence[FeedItem]) -> bytes:
     if meta.hub:
         doc["hubs"] = [{"type": "WebSub", "url": meta.hub}]
     links = dict(meta.archive_links("json"))
-    if "prev-archive" in links:
-        doc["next_url"] = links["prev-archive"]
+    if "prev-archive" in links and (meta.month is not None or meta.pages_cleanly):
+        doc["next_url"] = links["prev-archive"]  # the next page holds only older items
     if links or meta.month:
         doc["_rfc5005"] = {
             "archive": meta.month is not None,

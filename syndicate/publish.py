@@ -9,14 +9,22 @@ never see half a file and unchanged feeds keep their mtime (and their
 :func:`publish_all` builds everything; :func:`publish_changed` rebuilds only
 the site feed, the named categories' feeds, the feeds of every newsletter
 list covering those categories and the archive months the change touched,
-then pings the WebSub hub. The web app calls :func:`build_group`
+then pings the WebSub hub; :func:`publish_due` (the cron tick) publishes
+what came due since the last run. The web app calls :func:`build_group`
 for the same bytes.
+
+What is public is decided by ``now``: an article is in no feed before its
+``published`` time (the embargo), and only months that have ended on the
+site's calendar are archive documents (RFC 5005 archives never change
+because time passed).
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
+import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -40,14 +48,17 @@ from .feeds import (
     feed_items,
     feed_links,
     feed_updated,
+    month_bounds,
+    month_of,
     render_feeds,
 )
 from .models import Article, NewsList, from_iso, to_iso, utcnow
 from .render import make_environment
 from .store import Store
 
-PUBLISHED_AT = "feeds.published_at"  # meta key: when feeds were last published
-HUB_TIMEOUT = 10.0
+PUBLISHED_AT = "feeds.published_at"  # meta key: when feeds were last published (the clock)
+HORIZON = "feeds.horizon"  # meta key: the ``now`` the last publish made public what was due by
+HUB_DEADLINE = 5.0  # seconds for one round of WebSub pings, all feeds at once
 
 
 @dataclass(frozen=True)
@@ -74,6 +85,7 @@ class PublishReport:
     removed: list[str] = field(default_factory=list)
     pinged: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # e.g. a hub that did not take a ping
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -83,10 +95,50 @@ class PublishReport:
             "removed": self.removed,
             "pinged": self.pinged,
             "errors": self.errors,
+            "warnings": self.warnings,
         }
 
 
 # --- building: store -> bytes ----------------------------------------------------------
+#
+# The embargo and the archive rule live here, on top of the store's published-article
+# reads (store/changes.py): an article is public once ``published <= now``; a month (on
+# the site's calendar, ``[site] timezone``) is an archive document only once it has ended.
+
+
+def open_month(settings: Settings, now: datetime) -> tuple[str, datetime]:
+    """The month still running at ``now`` on the site's calendar, and its first instant (UTC)."""
+    month = month_of(now, settings.tz)
+    bounds = month_bounds(month, settings.tz)
+    return month, bounds[0] if bounds else now
+
+
+def archive_months(store: Store, settings: Settings, scope: Scope, now: datetime) -> list[str]:
+    """Every finished month holding a public article of the scope, oldest first (one probe per month)."""
+    _, limit = open_month(settings, now)
+    months: list[str] = []
+    found = store.first_published_at_or_after(None, limit, scope.category_slugs)
+    while found is not None:
+        month = month_of(found, settings.tz)
+        months.append(month)
+        bounds = month_bounds(month, settings.tz)
+        if bounds is None:
+            break
+        found = store.first_published_at_or_after(bounds[1], limit, scope.category_slugs)
+    return months
+
+
+def month_neighbours(
+    store: Store, settings: Settings, scope: Scope, month: str, now: datetime
+) -> tuple[str | None, str | None]:
+    """The nearest older and newer archive months around ``month`` (None at either end)."""
+    bounds = month_bounds(month, settings.tz)
+    if bounds is None:
+        return None, None
+    _, limit = open_month(settings, now)
+    older = store.last_published_before(bounds[0], scope.category_slugs)
+    newer = store.first_published_at_or_after(bounds[1], limit, scope.category_slugs) if bounds[1] < limit else None
+    return (month_of(older, settings.tz) if older else None, month_of(newer, settings.tz) if newer else None)
 
 
 def list_scope(newslist: NewsList) -> Scope | None:
@@ -104,8 +156,12 @@ def list_scopes(store: Store) -> list[Scope]:
     return [scope for scope in (list_scope(nl) for nl in store.all_lists()) if scope is not None]
 
 
-def resolve_scope(store: Store, scope: Scope) -> Scope | None:
-    """The scope with its display name (and a list's categories), or None when there is no such feed."""
+def resolve_scope(store: Store, scope: Scope, now: datetime | None = None) -> Scope | None:
+    """The scope with its display name (and a list's categories), or None when there is no such feed.
+
+    A category exists while it holds a public article: one holding only
+    future-dated articles has no feed yet.
+    """
     if scope.kind == "list":
         try:
             return list_scope(store.get_list(scope.slug))
@@ -113,13 +169,14 @@ def resolve_scope(store: Store, scope: Scope) -> Scope | None:
             return None
     if scope.kind != "category":
         return scope
-    name = store.category_name(scope.slug)
+    name = store.public_category_name(scope.slug, now or utcnow())
     return None if name is None else Scope.category(scope.slug, name)
 
 
-def all_scopes(store: Store) -> list[Scope]:
-    """The site, every category in use and every newsletter list."""
-    return [SITE] + [Scope.category(slug, name) for slug, name, _count in store.categories()] + list_scopes(store)
+def all_scopes(store: Store, now: datetime | None = None) -> list[Scope]:
+    """The site, every category holding a public article and every newsletter list."""
+    categories = store.public_categories(now or utcnow())
+    return [SITE] + [Scope.category(slug, name) for slug, name, _count in categories] + list_scopes(store)
 
 
 def _documents(meta: FeedMeta, items: list[FeedItem]) -> list[FeedDocument]:
@@ -132,14 +189,21 @@ def _documents(meta: FeedMeta, items: list[FeedItem]) -> list[FeedDocument]:
 
 
 def build_current(
-    store: Store, settings: Settings, scope: Scope, articles: list[Article] | None = None
+    store: Store, settings: Settings, scope: Scope, now: datetime | None = None
 ) -> tuple[list[FeedDocument], list[FeedItem]]:
-    """The subscription feeds of a scope: newest ``feeds_items`` articles (indexed LIMIT)."""
-    if articles is None:
-        articles = store.newest_in_categories(settings.feeds_items, scope.category_slugs)
+    """The subscription feeds of a scope: the newest ``feeds_items`` public articles (indexed LIMIT)."""
+    now = now or utcnow()
+    fetched = store.public_newest(settings.feeds_items + 1, scope.category_slugs, now)
+    articles, beyond = fetched[: settings.feeds_items], fetched[settings.feeds_items:]
+    _, limit = open_month(settings, now)
+    newest = store.last_published_before(limit, scope.category_slugs)
+    # The feed may page to the newest archive only if it holds all of the open month and nothing older.
+    cleanly = all(a.published >= limit for a in articles) and all(b.published < limit for b in beyond)
     items = feed_items(articles, settings)
-    newest_month = to_iso(articles[0].published)[:7] if articles else None
-    meta = FeedMeta(settings, scope, feed_updated(items), prev_month=newest_month)
+    meta = FeedMeta(
+        settings, scope, feed_updated(items), prev_month=month_of(newest, settings.tz) if newest else None,
+        pages_cleanly=cleanly,
+    )
     return _documents(meta, items), items
 
 
@@ -149,25 +213,33 @@ def build_month(
     scope: Scope,
     month: str,
     neighbours: tuple[str | None, str | None] | None = None,
+    now: datetime | None = None,
 ) -> list[FeedDocument] | None:
-    """One RFC 5005 archive document per format for ``month``; None if the month is empty."""
-    articles = store.articles_in_month_in(month, scope.category_slugs)
+    """One RFC 5005 archive document per format for a finished ``month``; None if it is open or empty."""
+    now = now or utcnow()
+    bounds = month_bounds(month, settings.tz)
+    if bounds is None or month >= open_month(settings, now)[0]:
+        return None
+    articles = store.public_between(bounds[0], bounds[1], scope.category_slugs)
     if not articles:
         return None
-    older, newer = neighbours if neighbours is not None else store.adjacent_months_in(month, scope.category_slugs)
+    older, newer = neighbours if neighbours is not None else month_neighbours(store, settings, scope, month, now)
     items = feed_items(articles, settings)
     meta = FeedMeta(settings, scope, feed_updated(items), month=month, prev_month=older, next_month=newer)
     return _documents(meta, items)
 
 
-def build_group(store: Store, settings: Settings, scope: Scope, month: str | None = None) -> list[FeedDocument] | None:
+def build_group(
+    store: Store, settings: Settings, scope: Scope, month: str | None = None, now: datetime | None = None
+) -> list[FeedDocument] | None:
     """The three documents (rss, atom, json) at one place in the URL layout, or None (404)."""
-    resolved = resolve_scope(store, scope)
+    now = now or utcnow()
+    resolved = resolve_scope(store, scope, now)
     if resolved is None:
         return None
     if month is None:
-        return build_current(store, settings, resolved)[0]
-    return build_month(store, settings, resolved, month)
+        return build_current(store, settings, resolved, now)[0]
+    return build_month(store, settings, resolved, month, now=now)
 
 
 def render_index(
@@ -272,9 +344,9 @@ def _index_path(scope: Scope) -> str:
 
 def _publish_scope_current(
     writer: _Writer, store: Store, settings: Settings, env: jinja2.Environment,
-    scope: Scope, categories: list[tuple[str, str, int]], lists: list[Scope],
+    scope: Scope, categories: list[tuple[str, str, int]], lists: list[Scope], now: datetime,
 ) -> list[str]:
-    docs, items = build_current(store, settings, scope)
+    docs, items = build_current(store, settings, scope, now)
     changed = writer.documents(docs)
     site = scope.kind == "site"
     writer.put(
@@ -283,8 +355,20 @@ def _publish_scope_current(
     return changed
 
 
-def publish_all(store: Store, settings: Settings, out_dir: str | Path | None = None) -> PublishReport:
-    """Write every feed, every archive month and the index pages under ``out_dir``.
+def _stamp(store: Store, started: datetime, now: datetime) -> None:
+    store.set_meta(PUBLISHED_AT, to_iso(started))
+    store.set_meta(HORIZON, to_iso(now))
+
+
+def publish_all(
+    store: Store, settings: Settings, out_dir: str | Path | None = None, *, now: datetime | None = None,
+    ping: bool = True,
+) -> PublishReport:
+    """Write every feed, every finished month's archive and the index pages under ``out_dir``.
+
+    ``now`` (default: the clock) decides what is public: articles published
+    later are left out until a build after their time. With ``feeds_hub_url``
+    set, the hub is pinged for every subscription feed whose bytes changed.
 
     Example:
         >>> report = publish_all(store, settings, "site")  # doctest: +SKIP
@@ -296,19 +380,23 @@ def publish_all(store: Store, settings: Settings, out_dir: str | Path | None = N
     writer = _Writer(root, report)
     env = make_environment(settings)
     started = utcnow()
-    categories = store.categories()
+    now = now or started
+    categories = store.public_categories(now)
     lists = list_scopes(store)
-    for scope in all_scopes(store):
-        _publish_scope_current(writer, store, settings, env, scope, categories, lists)
-        months = store.article_months_in(scope.category_slugs)
+    scopes = all_scopes(store, now)
+    for scope in scopes:
+        _publish_scope_current(writer, store, settings, env, scope, categories, lists, now)
+        months = archive_months(store, settings, scope, now)
         for i, month in enumerate(months):
             older = months[i - 1] if i > 0 else None
             newer = months[i + 1] if i + 1 < len(months) else None
-            docs = build_month(store, settings, scope, month, (older, newer))
+            docs = build_month(store, settings, scope, month, (older, newer), now)
             if docs:
                 writer.documents(docs)
     _prune(writer, set(report.written) | set(report.unchanged))
-    store.set_meta(PUBLISHED_AT, to_iso(started))
+    _stamp(store, started, now)
+    if ping:
+        _ping_changed(settings, report, scopes)
     return report
 
 
@@ -340,15 +428,19 @@ def publish_changed(
     guids: Iterable[str] | None = None,
     removed: Iterable[Article] = (),
     ping: bool = True,
+    now: datetime | None = None,
 ) -> PublishReport:
     """Rebuild after an import: the site feed, the named categories' feeds, their lists' and touched months.
 
     ``guids`` (e.g. ``UpsertResult.inserted + UpsertResult.updated``) name the
     changed articles exactly; without them, articles whose ``updated`` is at or
     after the last publish are taken as changed. ``removed`` names articles
-    just deleted, whose feeds and archive months must drop them. Cost grows with the feeds'
-    size, not the store's. With ``feeds_hub_url`` set, the hub is pinged for
-    every subscription feed whose bytes changed.
+    just deleted, whose feeds and archive months must drop them. Articles whose
+    embargo ended since the last publish are published too, and when a month
+    ended since then everything is rebuilt (:func:`publish_all`): the month
+    becomes an archive and every feed's ``prev-archive`` moves. Cost grows with
+    the feeds' size, not the store's. With ``feeds_hub_url`` set, the hub is
+    pinged for every subscription feed whose bytes changed.
 
     Example:
         >>> result = store.upsert_articles(articles)  # doctest: +SKIP
@@ -356,37 +448,41 @@ def publish_changed(
         ...                 guids=result.inserted + result.updated)  # doctest: +SKIP
     """
     root = Path(out_dir or settings.feeds_out)
+    started = utcnow()
+    now = now or started
     last = store.get_meta(PUBLISHED_AT)
-    if last is None and guids is None:
-        report = publish_all(store, settings, root)
-        if ping:
-            _ping_changed(settings, report, all_scopes(store))
-        return report
+    horizon_text = store.get_meta(HORIZON)
+    horizon = from_iso(horizon_text) if horizon_text else None
+    if (last is None and guids is None) or horizon is None or month_of(horizon, settings.tz) != month_of(
+        now, settings.tz
+    ):
+        return publish_all(store, settings, root, now=now, ping=ping)
     report = PublishReport(str(root))
     writer = _Writer(root, report)
     env = make_environment(settings)
-    started = utcnow()
-    touched = store.article_months_for(guids) if guids is not None else store.months_changed_since(from_iso(last or ""))
-    touched |= {(to_iso(a.published)[:7], a.category_slug) for a in removed}
-    months = {m for m, _ in touched}
-    cat_slugs = {c for c in changed_categories if c} | {c for _, c in touched if c}
+    keys = store.article_keys(guids) if guids is not None else store.changed_keys_since(from_iso(last or ""))
+    keys += [(a.published, a.category_slug) for a in removed]
+    keys += [(published, slug) for _guid, published, slug in store.released_between(horizon, now)]
+    months = {month_of(published, settings.tz) for published, _ in keys if published <= now}
+    cat_slugs = {c for c in changed_categories if c} | {c for _, c in keys if c}
     scopes = [SITE]
     for slug in sorted(cat_slugs):
-        scope = resolve_scope(store, Scope.category(slug))
+        scope = resolve_scope(store, Scope.category(slug), now)
         if scope is not None:
             scopes.append(scope)
-        else:  # the category emptied: its feeds go away
+        else:  # the category emptied (or holds only embargoed articles): its feeds go away
             for fmt in FORMATS:
                 writer.remove(Scope.category(slug).feed_path(fmt))
+            writer.remove(_index_path(Scope.category(slug)))
     lists = list_scopes(store)
     # A list covering every category, or any changed one, carries the change.
     scopes += [scope for scope in lists if any(scope.covers(c) for c in cat_slugs) or scope.category_slugs is None]
-    categories = store.categories()
+    categories = store.public_categories(now)
     for scope in scopes:
-        _publish_scope_current(writer, store, settings, env, scope, categories, lists)
+        _publish_scope_current(writer, store, settings, env, scope, categories, lists, now)
         for month in sorted(months):
-            _publish_month(writer, store, settings, scope, month)
-    store.set_meta(PUBLISHED_AT, to_iso(started))
+            _publish_month(writer, store, settings, scope, month, now)
+    _stamp(store, started, now)
     if ping:
         _ping_changed(settings, report, scopes)
     return report
@@ -399,6 +495,7 @@ def refresh_published(
     *,
     guids: Iterable[str],
     removed: Iterable[Article] = (),
+    now: datetime | None = None,
 ) -> PublishReport | None:
     """After articles changed: refresh the feeds in ``[feeds] out`` that hold them.
 
@@ -407,14 +504,52 @@ def refresh_published(
     """
     if not Path(settings.feeds_out).is_dir():
         return None
-    return publish_changed(store, settings, settings.feeds_out, changed_categories, guids=guids, removed=removed)
+    return publish_changed(
+        store, settings, settings.feeds_out, changed_categories, guids=guids, removed=removed, now=now
+    )
 
 
-def _publish_month(writer: _Writer, store: Store, settings: Settings, scope: Scope, month: str) -> None:
+def publish_due(store: Store, settings: Settings, now: datetime | None = None) -> PublishReport | None:
+    """Publish what came due since the last publish: articles whose embargo ended, a month that ended.
+
+    The cron tick (``syndicate send``) calls it. None, and nothing touched,
+    when the feeds were never built or nothing came due; it never moves the
+    published state back to an earlier ``now``.
+
+    Example:
+        >>> publish_due(store, settings)  # doctest: +SKIP
+    """
+    now = now or utcnow()
+    horizon_text = store.get_meta(HORIZON)
+    if not Path(settings.feeds_out).is_dir() or store.get_meta(PUBLISHED_AT) is None:
+        return None
+    if horizon_text is not None:
+        horizon = from_iso(horizon_text)
+        if now <= horizon:
+            return None
+        same_month = month_of(horizon, settings.tz) == month_of(now, settings.tz)
+        if same_month and not store.released_between(horizon, now):
+            return None
+    return publish_changed(store, settings, settings.feeds_out, set(), guids=[], now=now)
+
+
+def publish_due_note(store: Store, settings: Settings, now: datetime | None = None) -> str:
+    """:func:`publish_due` for the cron tick: what it did as lines for stderr ('' when nothing came due)."""
+    try:
+        published = publish_due(store, settings, now)
+    except OSError as exc:
+        return f"warning: feeds in {settings.feeds_out}/ not refreshed: {exc}"
+    if published is None:
+        return ""
+    lines = [f"feeds: {len(published.written)} files refreshed in {settings.feeds_out}/ (articles came due)"]
+    return "\n".join(lines + [f"warning: {w}" for w in published.warnings])
+
+
+def _publish_month(writer: _Writer, store: Store, settings: Settings, scope: Scope, month: str, now: datetime) -> None:
     """Rewrite one archive month; relink its neighbours when it appeared or vanished."""
     existed = writer.exists(scope.archive_path("atom", month))
-    neighbours = store.adjacent_months_in(month, scope.category_slugs)
-    docs = build_month(store, settings, scope, month, neighbours)
+    neighbours = month_neighbours(store, settings, scope, month, now)
+    docs = build_month(store, settings, scope, month, neighbours, now)
     if docs is None:
         if not existed:
             return
@@ -426,7 +561,7 @@ def _publish_month(writer: _Writer, store: Store, settings: Settings, scope: Sco
             return
     for other in neighbours:
         if other is not None:
-            more = build_month(store, settings, scope, other)
+            more = build_month(store, settings, scope, other, now=now)
             if more:
                 writer.documents(more)
 
@@ -444,35 +579,64 @@ def _ping_changed(settings: Settings, report: PublishReport, scopes: list[Scope]
         for fmt in FORMATS
         if scope.feed_path(fmt).lstrip("/") in written
     ]
-    pinged, errors = ping_hub(settings, urls)
+    pinged, problems = ping_hub(settings, urls)
     report.pinged += pinged
-    report.errors += errors
+    report.warnings += problems
 
 
-def ping_hub(settings: Settings, urls: Iterable[str]) -> tuple[list[str], list[str]]:
-    """WebSub publish: POST ``hub.mode=publish&hub.url=<feed>`` to the hub, once per feed.
+def _ping_one(hub: str, url: str, timeout: float) -> str | None:
+    """One WebSub publish POST; an error message, or None when the hub took it."""
+    body = urllib.parse.urlencode({"hub.mode": "publish", "hub.url": url}).encode("ascii")
+    request = urllib.request.Request(
+        hub, data=body, method="POST",
+        headers={"Content-Type": "application/x-www-form-urlencoded", "User-Agent": "syndicate"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - admin-set URL
+            response.read(65536)
+        return None
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        return f"hub {hub} refused the ping for {url}: HTTP {exc.code} (check [feeds] hub_url)"
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return f"hub {hub} unreachable for {url}: {reason} (check [feeds] hub_url)"
 
-    Returns (pinged urls, error messages); a failing hub never undoes a publish.
+
+def ping_hub(settings: Settings, urls: Iterable[str], deadline: float = HUB_DEADLINE) -> tuple[list[str], list[str]]:
+    """WebSub publish: POST ``hub.mode=publish&hub.url=<feed>`` to the hub, for all feeds at once.
+
+    The pings run concurrently and the whole round gets ``deadline`` seconds;
+    a ping still unanswered then is reported and left behind (on a daemon
+    thread, so it never holds up the process). Returns (pinged urls, warning
+    messages); a failing hub never undoes or fails a publish.
     """
     hub = settings.feeds_hub_url
+    targets = list(dict.fromkeys(urls))
+    if not hub or not targets:
+        return [], []
+    results: dict[str, str | None] = {}
+    lock = threading.Lock()
+
+    def run(url: str) -> None:
+        outcome = _ping_one(hub, url, deadline)
+        with lock:
+            results[url] = outcome
+
+    threads = [threading.Thread(target=run, args=(url,), daemon=True, name="websub-ping") for url in targets]
+    for thread in threads:
+        thread.start()
+    ends = time.monotonic() + deadline
+    for thread in threads:
+        thread.join(max(0.0, ends - time.monotonic()))
     pinged: list[str] = []
-    errors: list[str] = []
-    if not hub:
-        return pinged, errors
-    for url in urls:
-        body = urllib.parse.urlencode({"hub.mode": "publish", "hub.url": url}).encode("ascii")
-        request = urllib.request.Request(
-            hub, data=body, method="POST",
-            headers={"Content-Type": "application/x-www-form-urlencoded", "User-Agent": "syndicate"},
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=HUB_TIMEOUT) as response:  # noqa: S310 - admin-set URL
-                response.read()
-            pinged.append(url)
-        except urllib.error.HTTPError as exc:
-            errors.append(f"hub {hub} refused the ping for {url}: HTTP {exc.code} (check [feeds] hub_url)")
-            exc.close()
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            errors.append(f"hub {hub} unreachable for {url}: {reason} (check [feeds] hub_url)")
-    return pinged, errors
+    problems: list[str] = []
+    with lock:
+        for url in targets:
+            if url not in results:
+                problems.append(f"hub {hub} did not answer the ping for {url} within {deadline:g} s (check [feeds] hub_url)")
+            elif results[url] is None:
+                pinged.append(url)
+            else:
+                problems.append(str(results[url]))
+    return pinged, problems

@@ -78,10 +78,11 @@ def m003_meta(db: Database) -> None:
 
 
 def _all() -> list[Migrations]:
+    from .changes import migrations as changes
     from .outbox import migrations as outbox
     from .subscribers import migrations as subscribers
 
-    return [articles, subscribers, outbox]
+    return [articles, subscribers, outbox, changes]
 
 
 ALL: list[Migrations] = _all()
