@@ -269,3 +269,36 @@ def test_absurd_if_modified_since_is_a_200(served: Served) -> None:
                   "Mon, 01 Jan 0000 00:00:00 GMT", "Mon, 32 Foo 2026 25:61:61 GMT"):
         r = identity(c, "/atom.xml", **{"if-modified-since": value})
         assert r.status_code == 200, value
+
+
+def test_an_embargo_ending_changes_the_feed_with_no_write(store: Store, settings: Settings) -> None:
+    """serve on a clock of its own (the hook `syndicate serve` fills with the real clock)."""
+    from tests_clock import Clock
+
+    now = datetime(2026, 3, 12, 8, 0, tzinfo=UTC)
+    clock = Clock(now)
+    store.upsert_articles([art(1, published=now - timedelta(days=2)),
+                           art(2, published=now + timedelta(minutes=30), title="Tin 8 giờ 30")])
+    app = create_app(settings)
+    server = uvicorn.Server(uvicorn.Config(with_clock(app, clock), host="127.0.0.1", port=free_port(),
+                                           log_level="warning", date_header=False))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as c:
+            before = identity(c, "/atom.xml")
+            assert "Tin 8 giờ 30" not in before.text
+            assert parsedate_to_datetime(before.headers["date"]) == now
+            clock.advance(timedelta(minutes=30))
+            after = identity(c, "/atom.xml", **{"if-none-match": before.headers["etag"]})
+            assert after.status_code == 200 and "Tin 8 giờ 30" in after.text
+            assert parsedate_to_datetime(after.headers["last-modified"]) == now + timedelta(minutes=30)
+            assert parsedate_to_datetime(after.headers["date"]) == now + timedelta(minutes=30)
+    finally:
+        server.should_exit = True
+        thread.join(30)
