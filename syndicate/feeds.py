@@ -54,6 +54,8 @@ SUMMARY_CHARS = 280
 NS_ATOM = "http://www.w3.org/2005/Atom"
 NS_FH = "http://purl.org/syndication/history/1.0"
 NS_DC = "http://purl.org/dc/elements/1.1/"
+NS_MEDIA = "http://search.yahoo.com/mrss/"
+NS_XML = "http://www.w3.org/XML/1998/namespace"
 
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,99}$")
 _MONTH = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
@@ -251,9 +253,15 @@ def absolute(settings: Settings, url: str) -> str:
     return quote(resolved, safe=":/?#[]@!$&'()*+,;=%-._~")
 
 
+def article_page(settings: Settings, slug: str) -> str:
+    """The article's page on this site: ``/articles/<slug>/`` (a directory, so a static site serves it
+    from ``articles/<slug>/index.html`` with no redirect)."""
+    return f"{base(settings)}/articles/{quote(slug, safe='-._~')}/"
+
+
 def article_link(settings: Settings, article: Article) -> str:
     """The article's absolute link: its own URL, else its page on this site."""
-    return absolute(settings, article.url) or f"{base(settings)}/articles/{quote(article.slug, safe='-._~')}"
+    return absolute(settings, article.url) or article_page(settings, article.slug)
 
 
 @dataclass(frozen=True)
@@ -277,6 +285,42 @@ class FeedItem:
     image_alt: str = ""
     language: str = ""
     summary_html: str = ""  # the summary as HTML (escaped text, cleaned by nh3): what RSS readers render
+    source: str = ""  # where the article comes from, as the source names itself ("haiphong.gov.vn")
+    source_url: str = ""  # the source's home page, when one is known
+
+
+_DOMAIN = re.compile(r"^(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$", re.I)
+
+
+def source_url(settings: Settings, source: str, article_url: str) -> str:
+    """The home page of an article's source: the source itself when it is a URL or a domain name, else
+    the host of the article's own URL; '' when nothing says.
+
+    Example:
+        >>> from syndicate.config import Settings
+        >>> source_url(Settings(), "haiphong.gov.vn", "")
+        'https://haiphong.gov.vn/'
+        >>> source_url(Settings(), "Báo Hải Phòng", "https://baohaiphong.vn/a/1.html")
+        'https://baohaiphong.vn/'
+    """
+    source = one_line(source)
+    if source.startswith(("http://", "https://")):
+        return absolute(settings, source)
+    if _DOMAIN.match(source):
+        return f"https://{source.lower()}/"
+    own = absolute(settings, article_url)
+    if own and source:
+        parts = urlsplit(own)
+        return f"{parts.scheme}://{parts.netloc}/"
+    return ""
+
+
+def _with_lead_image(content_html: str, image: str, alt: str) -> str:
+    """The lead image inside the content (a figure first), unless the body already shows it."""
+    if not image or image in content_html or html.escape(image) in content_html:
+        return content_html
+    figure = f'<figure><img src="{html.escape(image)}" alt="{html.escape(alt)}"></figure>'
+    return clean_html(figure + ("\n" + content_html if content_html else ""))
 
 
 def feed_item(article: Article, settings: Settings) -> FeedItem:
@@ -292,6 +336,7 @@ def feed_item(article: Article, settings: Settings) -> FeedItem:
         summary = text[:SUMMARY_CHARS].rsplit(" ", 1)[0] + "…" if len(text) > SUMMARY_CHARS else text
     image = absolute(settings, article.image)
     image_type = (mimetypes.guess_type(urlsplit(image).path)[0] or "image/jpeg") if image else ""
+    content_html = _with_lead_image(content_html, image, one_line(article.image_alt))
     published = article.published.astimezone(UTC)
     updated = max(article.changed.astimezone(UTC), published)
     return FeedItem(
@@ -312,6 +357,8 @@ def feed_item(article: Article, settings: Settings) -> FeedItem:
         image_alt=one_line(article.image_alt),
         language=one_line(article.language),
         summary_html=clean_html(html.escape(summary, quote=False)) if summary else "",
+        source=one_line(article.source),
+        source_url=source_url(settings, article.source, article.url) if article.source else "",
     )
 
 
@@ -375,6 +422,14 @@ class FeedMeta:
         return one_line(self.scope.language) or one_line(self.settings.language)
 
     @property
+    def icon(self) -> str:
+        return absolute(self.settings, self.settings.icon) if self.settings.icon else ""
+
+    @property
+    def logo(self) -> str:
+        return absolute(self.settings, self.settings.logo) if self.settings.logo else ""
+
+    @property
     def hub(self) -> str:
         return absolute(self.settings, self.settings.feeds_hub_url) if self.settings.feeds_hub_url else ""
 
@@ -395,7 +450,7 @@ class _FeedExtension(BaseExtension):  # type: ignore[misc]
         self.archive = False
 
     def extend_ns(self) -> dict[str, str]:
-        return {"fh": NS_FH, "dc": NS_DC}
+        return {"fh": NS_FH, "dc": NS_DC, "media": NS_MEDIA}
 
     def _add(self, parent: Any, atom: bool) -> None:
         tag = "link" if atom else f"{{{NS_ATOM}}}link"
@@ -425,9 +480,19 @@ class _EntryExtension(BaseEntryExtension):  # type: ignore[misc]
         self.updated = ""
         self.description = ""
         self.links: list[dict[str, str]] = []
+        self.source = ""
+        self.source_url = ""
+        self.source_id = ""
+        self.language = ""  # set only when it differs from the feed's
+        self.image = ""
+        self.image_type = ""
 
     def extend_ns(self) -> dict[str, str]:
-        return {"dc": NS_DC}
+        return {"dc": NS_DC, "media": NS_MEDIA}
+
+    def _media(self, entry: Any) -> None:
+        if self.image:
+            etree.SubElement(entry, f"{{{NS_MEDIA}}}content", url=self.image, type=self.image_type, medium="image")
 
     def extend_rss(self, entry: Any) -> Any:
         # RSS readers render <description> as HTML: it carries the summary as cleaned HTML
@@ -435,6 +500,11 @@ class _EntryExtension(BaseEntryExtension):  # type: ignore[misc]
         description = entry.find("description")
         if description is not None:
             description.text = self.description
+        if self.source and self.source_url:  # RSS 2.0 <source> needs its url
+            etree.SubElement(entry, "source", url=self.source_url).text = self.source
+        if self.language:
+            etree.SubElement(entry, f"{{{NS_DC}}}language").text = self.language
+        self._media(entry)
         if self.creator:
             etree.SubElement(entry, f"{{{NS_DC}}}creator").text = self.creator
         if self.updated:
@@ -446,6 +516,16 @@ class _EntryExtension(BaseEntryExtension):  # type: ignore[misc]
             entry.remove(old)
         for attrs in self.links:
             etree.SubElement(entry, "link", **attrs)
+        if self.source:  # RFC 4287 atom:source: id, title, updated (of this entry there), link
+            source = etree.SubElement(entry, "source")
+            etree.SubElement(source, "id").text = self.source_id
+            if self.source_url:
+                etree.SubElement(source, "link", rel="alternate", href=self.source_url, type="text/html")
+            etree.SubElement(source, "title").text = self.source
+            etree.SubElement(source, "updated").text = self.updated
+        if self.language:
+            entry.set(f"{{{NS_XML}}}lang", self.language)
+        self._media(entry)
         return entry
 
 
@@ -461,6 +541,14 @@ def _generator(meta: FeedMeta, items: Sequence[FeedItem], fmt: str) -> FeedGener
     if meta.language:
         fg.language(meta.language)
     fg.updated(meta.updated)
+    icon, logo = meta.icon, meta.logo
+    if logo or icon:
+        if fmt == "rss":
+            fg.image(url=logo or icon, title=meta.title, link=meta.alternate_url())
+        if icon:
+            fg.icon(icon)
+        if logo:
+            fg.logo(logo)
     fg.ttl(meta.settings.feeds_ttl)
     fg.generator("syndicate", version=__version__)
     ext: _FeedExtension = fg.syndicate
@@ -486,9 +574,17 @@ def _generator(meta: FeedMeta, items: Sequence[FeedItem], fmt: str) -> FeedGener
         fe.published(item.published)
         fe.updated(item.updated)
         fe.syndicate.updated = item.updated.isoformat()
+        fe.syndicate.source, fe.syndicate.source_url = item.source, item.source_url
+        if item.source:
+            fe.syndicate.source_id = item.source_url or (
+                f"tag:{site_domain(meta.settings)},{TAG_YEAR}:source:{quote(item.source, safe='')}"
+            )
+        if item.language and item.language != meta.language:
+            fe.syndicate.language = item.language
         if item.image:
             fe.enclosure(item.image, 0, item.image_type)
             fe.syndicate.links.append({"href": item.image, "rel": "enclosure", "type": item.image_type, "length": "0"})
+            fe.syndicate.image, fe.syndicate.image_type = item.image, item.image_type
     return fg
 
 
@@ -526,6 +622,9 @@ def json_feed_bytes(meta: FeedMeta, items: Sequence[FeedItem]) -> bytes:
     }
     if meta.language:
         doc["language"] = meta.language
+    if meta.logo or meta.icon:
+        doc["icon"] = meta.logo or meta.icon
+        doc["favicon"] = meta.icon or meta.logo
     if meta.hub:
         doc["hubs"] = [{"type": "WebSub", "url": meta.hub}]
     links = dict(meta.archive_links("json"))
@@ -554,10 +653,12 @@ def json_feed_bytes(meta: FeedMeta, items: Sequence[FeedItem]) -> bytes:
         tags = ([item.category] if item.category else []) + [t for t in item.tags if t != item.category]
         if tags:
             entry["tags"] = tags
-        if item.language:
+        if item.language and item.language != meta.language:
             entry["language"] = item.language
         if item.image:
             entry["attachments"] = [{"url": item.image, "mime_type": item.image_type}]
+        if item.source:
+            entry["_syndicate"] = {"source": {"title": item.source, **({"url": item.source_url} if item.source_url else {})}}
         out.append(entry)
     doc["items"] = out
     return (json.dumps(doc, ensure_ascii=False, indent=2) + "\n").encode("utf-8")

@@ -22,6 +22,7 @@ because time passed).
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 import threading
 import time
@@ -34,6 +35,7 @@ from datetime import datetime
 from pathlib import Path
 
 import jinja2
+from markupsafe import Markup
 
 from .config import Settings
 from .errors import NotFound
@@ -45,6 +47,7 @@ from .feeds import (
     FeedMeta,
     Scope,
     base,
+    feed_item,
     feed_items,
     feed_links,
     feed_updated,
@@ -277,6 +280,43 @@ def render_index(
     return html.encode("utf-8")
 
 
+_PAGE_SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._~-]{0,199}$")
+
+
+def article_page_file(article: Article) -> str | None:
+    """Where the static site keeps an article's page (``articles/<slug>/index.html``), or None for a
+    slug no file name can carry."""
+    return f"articles/{article.slug}/index.html" if _PAGE_SLUG.match(article.slug) else None
+
+
+def render_article(env: jinja2.Environment, settings: Settings, article: Article) -> bytes:
+    """The static page of one article: what ``/articles/<slug>/`` links in the feeds resolve to."""
+    item = feed_item(article, settings)
+    category = Scope.category(article.category_slug) if article.category_slug else None
+    html = env.get_template("web/site-article.html").render(
+        item=item,
+        body=Markup(item.content_html),  # cleaned by nh3 in feed_item
+        language=item.language or settings.language,
+        site_title=settings.title,
+        home=base(settings) + "/",
+        category_page=base(settings) + category.page_path() if category else "",
+        feeds=feed_links(settings) + (feed_links(settings, category) if category else []),
+    )
+    return html.encode("utf-8")
+
+
+def _put_article_pages(writer: _Writer, env: jinja2.Environment, settings: Settings, articles: Iterable[Article],
+                       now: datetime) -> None:
+    for article in articles:
+        rel = article_page_file(article)
+        if rel is None:
+            continue
+        if article.published <= now:
+            writer.put(rel, render_article(env, settings, article))
+        else:  # embargoed (perhaps just re-dated into the future): no page yet
+            writer.remove(rel)
+
+
 # --- writing: bytes -> files -------------------------------------------------------------
 
 
@@ -393,6 +433,7 @@ def publish_all(
             docs = build_month(store, settings, scope, month, (older, newer), now)
             if docs:
                 writer.documents(docs)
+    _put_article_pages(writer, env, settings, store.public_articles(now), now)
     _prune(writer, set(report.written) | set(report.unchanged))
     _stamp(store, started, now)
     if ping:
@@ -406,14 +447,15 @@ def _prune(writer: _Writer, kept: set[str]) -> None:
     URL layout is touched: other files in the output directory stay."""
     root = writer.out_dir
     candidates: list[Path] = []
-    for pattern in ("feeds/*/*", "category/*/*", "category/*/feeds/*/*", "list/*/*", "list/*/feeds/*/*"):
+    for pattern in ("feeds/*/*", "category/*/*", "category/*/feeds/*/*", "list/*/*", "list/*/feeds/*/*",
+                    "articles/*/index.html"):
         candidates += [p for p in root.glob(pattern) if p.is_file()]
     for path in candidates:
         rel = path.relative_to(root).as_posix()
         if rel not in kept and not path.name.startswith("."):
             writer.remove(rel)
     for pattern in ("category/*/feeds/*", "category/*/feeds", "category/*", "list/*/feeds/*", "list/*/feeds",
-                    "list/*", "feeds/*"):
+                    "list/*", "feeds/*", "articles/*"):
         for folder in sorted(root.glob(pattern), reverse=True):
             if folder.is_dir() and not any(folder.iterdir()):
                 folder.rmdir()
@@ -460,9 +502,17 @@ def publish_changed(
     report = PublishReport(str(root))
     writer = _Writer(root, report)
     env = make_environment(settings)
+    removed = list(removed)
     keys = store.article_keys(guids) if guids is not None else store.changed_keys_since(from_iso(last or ""))
     keys += [(a.published, a.category_slug) for a in removed]
-    keys += [(published, slug) for _guid, published, slug in store.released_between(horizon, now)]
+    released = store.released_between(horizon, now)
+    keys += [(published, slug) for _guid, published, slug in released]
+    page_guids = list(guids) if guids is not None else [a.guid for a in store.changed_since(from_iso(last or ""))]
+    _put_article_pages(writer, env, settings, store.articles_by_guid(page_guids + [g for g, _, _ in released]), now)
+    for gone in removed:
+        rel = article_page_file(gone)
+        if rel is not None:
+            writer.remove(rel)
     months = {month_of(published, settings.tz) for published, _ in keys if published <= now}
     cat_slugs = {c for c in changed_categories if c} | {c for _, c in keys if c}
     scopes = [SITE]

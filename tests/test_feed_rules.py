@@ -284,7 +284,6 @@ def test_a_slow_hub_never_slows_or_fails_an_import(cli: CliRunner, tmp_path: Pat
     assert slow_hub.pings >= 9  # site, category and list feeds, pinged at once rather than one after another
 
 
-@pytest.mark.xfail(strict=True, reason="the static site does not write the article and list pages feeds link to yet")
 def test_feed_links_resolve_in_the_static_site(store: Store, settings: Settings) -> None:
     store.upsert_articles([art(1, NOW - timedelta(days=3)), art(2, NOW - timedelta(days=40), category="Xã hội")])
     store.create_list(NewsList(slug="sang", name="Sáng", categories=["kinh-te"]))
@@ -302,3 +301,46 @@ def test_feed_links_resolve_in_the_static_site(store: Store, settings: Settings)
             assert target.is_file() or (path.endswith("/") and (target / "index.html").is_file()), (feed, href)
     assert tag_uri(settings, "r1").startswith("tag:")
     assert Scope.news_list("sang").page_path() == "/list/sang/"
+
+
+# --- fidelity ---------------------------------------------------------------------------
+
+
+def test_source_language_icons_and_lead_image_reach_every_format(store: Store, settings: Settings) -> None:
+    settings = settings.with_(icon="/static/icon.png", logo="https://news.example.org/static/logo.png")
+    store.upsert_articles([
+        art(1, NOW - timedelta(days=1), source="haiphong.gov.vn", image="https://img.example.org/1.jpg",
+            image_alt="Hội nghị", language="vi"),
+        art(2, NOW - timedelta(days=2), title="Startup news", language="en", source="Báo Hải Phòng",
+            url="https://baohaiphong.vn/a/2.html"),
+    ])
+    docs = {d.fmt: d.body for d in build_current(store, settings, SITE)[0]}
+    rss = ET.fromstring(docs["rss"])
+    channel = rss.find("channel")
+    assert channel is not None
+    assert channel.findtext("image/url") == "https://news.example.org/static/logo.png"
+    first, second = channel.findall("item")
+    assert (first.find("source").get("url"), first.findtext("source")) == ("https://haiphong.gov.vn/", "haiphong.gov.vn")
+    assert (second.find("source").get("url"), second.findtext("source")) == ("https://baohaiphong.vn/", "Báo Hải Phòng")
+    assert second.findtext("{http://purl.org/dc/elements/1.1/}language") == "en"
+    assert first.find("{http://purl.org/dc/elements/1.1/}language") is None  # the feed's own language
+    media = first.find("{http://search.yahoo.com/mrss/}content")
+    assert media is not None and media.get("url") == "https://img.example.org/1.jpg" and media.get("medium") == "image"
+    encoded = first.findtext("{http://purl.org/rss/1.0/modules/content/}encoded") or ""
+    assert encoded.startswith('<figure><img src="https://img.example.org/1.jpg" alt="Hội nghị">')
+
+    atom = feedparser.parse(docs["atom"])
+    assert atom.bozo is False
+    assert atom.feed.icon == "https://news.example.org/static/icon.png"
+    assert atom.feed.logo == "https://news.example.org/static/logo.png"
+    assert atom.entries[0].source.title == "haiphong.gov.vn"
+    assert atom.entries[0].source.link == "https://haiphong.gov.vn/"
+    assert atom.entries[1].source.title == "Báo Hải Phòng"
+    assert b'xml:lang="en"' in docs["atom"] and docs["atom"].count(b'xml:lang="en"') == 1
+
+    doc = json.loads(docs["json"])
+    assert doc["icon"] == "https://news.example.org/static/logo.png"
+    assert doc["favicon"] == "https://news.example.org/static/icon.png"
+    assert doc["items"][0]["_syndicate"]["source"] == {"title": "haiphong.gov.vn", "url": "https://haiphong.gov.vn/"}
+    assert "language" not in doc["items"][0] and doc["items"][1]["language"] == "en"
+    assert doc["items"][0]["content_html"].startswith("<figure><img")

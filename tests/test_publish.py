@@ -78,6 +78,7 @@ def test_publish_all_writes_the_layout_with_autodiscovery(store: Store, settings
         for month in ("2024-01", "2024-02", "2024-03"):
             expected |= {f"{prefix}feeds/rss/{month}.xml", f"{prefix}feeds/atom/{month}.xml",
                          f"{prefix}feeds/json/{month}.json"}
+    expected |= {f"articles/bai-{i}/index.html" for i in range(8)}  # the pages item links resolve to
     assert set(report.written) == set(files(out)) == expected
     assert report.unchanged == []
     parser = _Links()
@@ -235,6 +236,7 @@ def test_publish_changed_rebuilds_only_what_changed_and_pings_the_hub(
         "feeds/rss/2024-03.xml", "feeds/atom/2024-03.xml", "feeds/json/2024-03.json",
         "category/the-thao/feeds/rss/2024-03.xml", "category/the-thao/feeds/atom/2024-03.xml",
         "category/the-thao/feeds/json/2024-03.json",
+        "articles/bai-50/index.html",
     }
     after = files(out)
     assert after["category/kinh-te/rss.xml"] == before["category/kinh-te/rss.xml"]

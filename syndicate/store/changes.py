@@ -15,7 +15,7 @@ The published-article reads here take ``now`` and leave out anything whose
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -208,3 +208,37 @@ class ChangeQueries(StoreBase):
             "SELECT DISTINCT published, category_slug FROM articles WHERE updated >= ?", [iso(since)]
         ).fetchall()
         return [(parse_time(r[0]), r[1]) for r in rows]  # type: ignore[misc]
+
+    def public_articles(self, now: datetime) -> Iterator[Article]:
+        """Every article published by ``now``, newest first, streamed in pages (for the static article pages)."""
+        after: tuple[str, int] | None = None
+        while True:
+            if after is None:
+                rows = self.query(
+                    f"SELECT {_COLUMNS} FROM articles WHERE published <= ? ORDER BY published DESC, id DESC LIMIT 500",
+                    [iso(now)],
+                )
+            else:
+                rows = self.query(
+                    f"SELECT {_COLUMNS} FROM articles WHERE published <= ? AND (published < ? OR "
+                    "(published = ? AND id < ?)) ORDER BY published DESC, id DESC LIMIT 500",
+                    [iso(now), after[0], after[0], after[1]],
+                )
+            if not rows:
+                return
+            for row in rows:
+                yield row_to_article(row)
+            after = (rows[-1]["published"], rows[-1]["id"])
+
+    def articles_by_guid(self, guids: Iterable[str]) -> list[Article]:
+        """The named articles that still exist (in the order named, each once)."""
+        out: list[Article] = []
+        for guid in dict.fromkeys(guids):
+            row = self.query_one(f"SELECT {_COLUMNS} FROM articles WHERE guid = ?", [guid])
+            if row is not None:
+                out.append(row_to_article(row))
+        return out
+
+    def changed_since(self, since: datetime) -> list[Article]:
+        """Articles whose ``updated`` is at or after ``since`` (indexed)."""
+        return [row_to_article(r) for r in self.query(f"SELECT {_COLUMNS} FROM articles WHERE updated >= ?", [iso(since)])]
