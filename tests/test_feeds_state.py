@@ -43,7 +43,7 @@ from syndicate.store import open_store
 from syndicate.web import create_app
 from syndicate.web.feeds import with_clock
 
-EXAMPLES = int(os.environ.get("SYNDICATE_EXAMPLES", "5"))
+EXAMPLES = int(os.environ.get("SYNDICATE_EXAMPLES", "4"))
 START = datetime(2026, 3, 12, 15, 0, tzinfo=UTC)  # 22:00 on the site's calendar (+07:00)
 CATEGORIES = ["Kinh tế", "Xã hội", "Thể thao"]
 PATHS = [
