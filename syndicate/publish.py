@@ -312,7 +312,7 @@ def _put_article_pages(writer: _Writer, env: jinja2.Environment, settings: Setti
         if rel is None:
             continue
         if article.published <= now:
-            writer.put(rel, render_article(env, settings, article))
+            writer.put(rel, render_article(env, settings, article), durable=False)
         else:  # embargoed (perhaps just re-dated into the future): no page yet
             writer.remove(rel)
 
@@ -320,11 +320,13 @@ def _put_article_pages(writer: _Writer, env: jinja2.Environment, settings: Setti
 # --- writing: bytes -> files -------------------------------------------------------------
 
 
-def write_if_changed(root: Path, rel: str, data: bytes) -> bool:
+def write_if_changed(root: Path, rel: str, data: bytes, durable: bool = True) -> bool:
     """Atomically replace ``root/rel`` with ``data`` unless it already holds it.
 
     Returns True when the file was written. The temp file lives in the target's
-    directory so ``os.replace`` is a same-filesystem rename.
+    directory so ``os.replace`` is a same-filesystem rename. ``durable`` fsyncs
+    before the rename (feeds); article pages skip it, since there can be one per
+    article and the next build rewrites any page a crash left short.
     """
     target = root / rel.lstrip("/")
     try:
@@ -338,7 +340,8 @@ def write_if_changed(root: Path, rel: str, data: bytes) -> bool:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
         os.chmod(tmp, 0o644)
         os.replace(tmp, target)
     except BaseException:
@@ -355,9 +358,9 @@ class _Writer:
         self.out_dir = out_dir
         self.report = report
 
-    def put(self, rel: str, data: bytes) -> bool:
+    def put(self, rel: str, data: bytes, durable: bool = True) -> bool:
         rel = rel.lstrip("/")
-        if write_if_changed(self.out_dir, rel, data):
+        if write_if_changed(self.out_dir, rel, data, durable):
             self.report.written.append(rel)
             return True
         self.report.unchanged.append(rel)

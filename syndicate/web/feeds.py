@@ -37,7 +37,7 @@ import anyio.to_thread
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..feeds import CONTENT_TYPES, FeedPath, month_of, parse_path
+from ..feeds import CONTENT_TYPES, FeedPath, month_bounds, month_of, parse_path
 from ..models import utcnow
 from ..publish import FeedDocument, build_group, open_month
 from ..store import FeedState, Store, open_store
@@ -127,7 +127,7 @@ class FeedCache:
         self._probe: Store | None = None
         self._version: int | None = None
         self._key: tuple[object, ...] | None = None
-        self._month: str | None = None
+        self._month_ends: datetime | None = None
         self._next_embargo: datetime | None = None
         self._docs: dict[str, Entry] = {}
         self._key_lock: asyncio.Lock | None = None
@@ -139,7 +139,8 @@ class FeedCache:
             self._probe = None
 
     def _fresh(self, version: int, now: datetime) -> bool:
-        if version != self._version or self._month != month_of(now, self.ctx.settings.tz):
+        """True while nothing the feeds show can have moved: no commit, no embargo ended, same month."""
+        if version != self._version or self._month_ends is None or now >= self._month_ends:
             return False
         return self._next_embargo is None or now < self._next_embargo
 
@@ -157,10 +158,11 @@ class FeedCache:
             version = probe.data_version()
             if not self._fresh(version, now):
                 month = month_of(now, self.ctx.settings.tz)
+                bounds = month_bounds(month, self.ctx.settings.tz)
                 # counter first: a write landing in between moves it on the next request
                 key = (probe.change_counter(), month, probe.latest_released(now))
                 self._next_embargo = probe.next_embargo(now)
-                self._month = month
+                self._month_ends = bounds[1] if bounds else None
                 self._version = version
                 if key != self._key:
                     self._key = key
@@ -218,6 +220,13 @@ class DateHeader:
     def __init__(self, app: ASGIApp, clock: Clock = utcnow) -> None:
         self.app = app
         self.clock = clock
+        self._last: tuple[datetime, bytes] | None = None
+
+    def date(self) -> bytes:
+        now = _whole_second(self.clock())
+        if self._last is None or self._last[0] != now:
+            self._last = (now, format_datetime(now, usegmt=True).encode("ascii"))
+        return self._last[1]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -227,7 +236,7 @@ class DateHeader:
         async def send_with_date(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"date"]
-                headers.append((b"date", format_datetime(_whole_second(self.clock()), usegmt=True).encode("ascii")))
+                headers.append((b"date", self.date()))
                 message = {**message, "headers": headers}
             await send(message)
 
