@@ -24,11 +24,6 @@ from __future__ import annotations
 import os
 import re
 import tempfile
-import threading
-import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -38,44 +33,34 @@ import jinja2
 from markupsafe import Markup
 
 from .config import Settings
-from .errors import NotFound
-from .feeds import (
-    CONTENT_TYPES,
-    FORMATS,
-    SITE,
-    FeedItem,
-    FeedMeta,
-    Scope,
-    base,
-    feed_item,
-    feed_items,
-    feed_links,
-    feed_updated,
-    month_bounds,
-    month_of,
-    render_feeds,
+from .feed_build import (
+    FeedDocument,
+    all_scopes,
+    archive_months,
+    build_current,
+    build_group,
+    build_month,
+    list_scope,
+    list_scopes,
+    month_neighbours,
+    open_month,
+    resolve_scope,
 )
-from .models import Article, NewsList, from_iso, to_iso, utcnow
+from .feeds import FORMATS, SITE, FeedItem, Scope, base, feed_item, feed_links, month_of
+from .models import Article, from_iso, to_iso, utcnow
 from .render import make_environment
 from .store import Store
+from .websub import HUB_DEADLINE, ping_hub
+
+__all__ = [  # the building half lives in feed_build; publish is where callers find both
+    "FeedDocument", "PublishReport", "all_scopes", "archive_months", "build_current", "build_group",
+    "build_month", "list_scope", "list_scopes", "month_neighbours", "open_month", "resolve_scope",
+    "publish_all", "publish_changed", "publish_due", "publish_due_note", "refresh_published",
+    "render_index", "render_article", "write_if_changed", "ping_hub", "HUB_DEADLINE",
+]
 
 PUBLISHED_AT = "feeds.published_at"  # meta key: when feeds were last published (the clock)
 HORIZON = "feeds.horizon"  # meta key: the ``now`` the last publish made public what was due by
-HUB_DEADLINE = 5.0  # seconds for one round of WebSub pings, all feeds at once
-
-
-@dataclass(frozen=True)
-class FeedDocument:
-    """One feed file: its URL path, format, bytes and newest item change."""
-
-    path: str
-    fmt: str
-    body: bytes
-    updated: datetime
-
-    @property
-    def content_type(self) -> str:
-        return CONTENT_TYPES[self.fmt]
 
 
 @dataclass
@@ -100,149 +85,6 @@ class PublishReport:
             "errors": self.errors,
             "warnings": self.warnings,
         }
-
-
-# --- building: store -> bytes ----------------------------------------------------------
-#
-# The embargo and the archive rule live here, on top of the store's published-article
-# reads (store/changes.py): an article is public once ``published <= now``; a month (on
-# the site's calendar, ``[site] timezone``) is an archive document only once it has ended.
-
-
-def open_month(settings: Settings, now: datetime) -> tuple[str, datetime]:
-    """The month still running at ``now`` on the site's calendar, and its first instant (UTC)."""
-    month = month_of(now, settings.tz)
-    bounds = month_bounds(month, settings.tz)
-    return month, bounds[0] if bounds else now
-
-
-def archive_months(store: Store, settings: Settings, scope: Scope, now: datetime) -> list[str]:
-    """Every finished month holding a public article of the scope, oldest first (one probe per month)."""
-    _, limit = open_month(settings, now)
-    months: list[str] = []
-    found = store.first_published_at_or_after(None, limit, scope.category_slugs)
-    while found is not None:
-        month = month_of(found, settings.tz)
-        months.append(month)
-        bounds = month_bounds(month, settings.tz)
-        if bounds is None:
-            break
-        found = store.first_published_at_or_after(bounds[1], limit, scope.category_slugs)
-    return months
-
-
-def month_neighbours(
-    store: Store, settings: Settings, scope: Scope, month: str, now: datetime
-) -> tuple[str | None, str | None]:
-    """The nearest older and newer archive months around ``month`` (None at either end)."""
-    bounds = month_bounds(month, settings.tz)
-    if bounds is None:
-        return None, None
-    _, limit = open_month(settings, now)
-    older = store.last_published_before(bounds[0], scope.category_slugs)
-    newer = store.first_published_at_or_after(bounds[1], limit, scope.category_slugs) if bounds[1] < limit else None
-    return (month_of(older, settings.tz) if older else None, month_of(newer, settings.tz) if newer else None)
-
-
-def list_scope(newslist: NewsList) -> Scope | None:
-    """The feed scope of a newsletter list, or None when its slug cannot be a URL path."""
-    try:
-        return Scope.news_list(
-            newslist.slug, newslist.name, newslist.description, newslist.language, newslist.categories
-        )
-    except ValueError:
-        return None
-
-
-def list_scopes(store: Store) -> list[Scope]:
-    """Every newsletter list's feed scope."""
-    return [scope for scope in (list_scope(nl) for nl in store.all_lists()) if scope is not None]
-
-
-def resolve_scope(store: Store, scope: Scope, now: datetime | None = None) -> Scope | None:
-    """The scope with its display name (and a list's categories), or None when there is no such feed.
-
-    A category exists while it holds a public article: one holding only
-    future-dated articles has no feed yet.
-    """
-    if scope.kind == "list":
-        try:
-            return list_scope(store.get_list(scope.slug))
-        except NotFound:
-            return None
-    if scope.kind != "category":
-        return scope
-    name = store.public_category_name(scope.slug, now or utcnow())
-    return None if name is None else Scope.category(scope.slug, name)
-
-
-def all_scopes(store: Store, now: datetime | None = None) -> list[Scope]:
-    """The site, every category holding a public article and every newsletter list."""
-    categories = store.public_categories(now or utcnow())
-    return [SITE] + [Scope.category(slug, name) for slug, name, _count in categories] + list_scopes(store)
-
-
-def _documents(meta: FeedMeta, items: list[FeedItem]) -> list[FeedDocument]:
-    bodies = render_feeds(meta, items)
-    out = []
-    for fmt in FORMATS:
-        path = meta.scope.archive_path(fmt, meta.month) if meta.month else meta.scope.feed_path(fmt)
-        out.append(FeedDocument(path, fmt, bodies[fmt], meta.updated))
-    return out
-
-
-def build_current(
-    store: Store, settings: Settings, scope: Scope, now: datetime | None = None
-) -> tuple[list[FeedDocument], list[FeedItem]]:
-    """The subscription feeds of a scope: the newest ``feeds_items`` public articles (indexed LIMIT)."""
-    now = now or utcnow()
-    fetched = store.public_newest(settings.feeds_items + 1, scope.category_slugs, now)
-    articles, beyond = fetched[: settings.feeds_items], fetched[settings.feeds_items:]
-    _, limit = open_month(settings, now)
-    newest = store.last_published_before(limit, scope.category_slugs)
-    # The feed may page to the newest archive only if it holds all of the open month and nothing older.
-    cleanly = all(a.published >= limit for a in articles) and all(b.published < limit for b in beyond)
-    items = feed_items(articles, settings)
-    meta = FeedMeta(
-        settings, scope, feed_updated(items), prev_month=month_of(newest, settings.tz) if newest else None,
-        pages_cleanly=cleanly,
-    )
-    return _documents(meta, items), items
-
-
-def build_month(
-    store: Store,
-    settings: Settings,
-    scope: Scope,
-    month: str,
-    neighbours: tuple[str | None, str | None] | None = None,
-    now: datetime | None = None,
-) -> list[FeedDocument] | None:
-    """One RFC 5005 archive document per format for a finished ``month``; None if it is open or empty."""
-    now = now or utcnow()
-    bounds = month_bounds(month, settings.tz)
-    if bounds is None or month >= open_month(settings, now)[0]:
-        return None
-    articles = store.public_between(bounds[0], bounds[1], scope.category_slugs)
-    if not articles:
-        return None
-    older, newer = neighbours if neighbours is not None else month_neighbours(store, settings, scope, month, now)
-    items = feed_items(articles, settings)
-    meta = FeedMeta(settings, scope, feed_updated(items), month=month, prev_month=older, next_month=newer)
-    return _documents(meta, items)
-
-
-def build_group(
-    store: Store, settings: Settings, scope: Scope, month: str | None = None, now: datetime | None = None
-) -> list[FeedDocument] | None:
-    """The three documents (rss, atom, json) at one place in the URL layout, or None (404)."""
-    now = now or utcnow()
-    resolved = resolve_scope(store, scope, now)
-    if resolved is None:
-        return None
-    if month is None:
-        return build_current(store, settings, resolved, now)[0]
-    return build_month(store, settings, resolved, month, now=now)
 
 
 def render_index(
@@ -636,60 +478,3 @@ def _ping_changed(settings: Settings, report: PublishReport, scopes: list[Scope]
     report.pinged += pinged
     report.warnings += problems
 
-
-def _ping_one(hub: str, url: str, timeout: float) -> str | None:
-    """One WebSub publish POST; an error message, or None when the hub took it."""
-    body = urllib.parse.urlencode({"hub.mode": "publish", "hub.url": url}).encode("ascii")
-    request = urllib.request.Request(
-        hub, data=body, method="POST",
-        headers={"Content-Type": "application/x-www-form-urlencoded", "User-Agent": "syndicate"},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - admin-set URL
-            response.read(65536)
-        return None
-    except urllib.error.HTTPError as exc:
-        exc.close()
-        return f"hub {hub} refused the ping for {url}: HTTP {exc.code} (check [feeds] hub_url)"
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", exc)
-        return f"hub {hub} unreachable for {url}: {reason} (check [feeds] hub_url)"
-
-
-def ping_hub(settings: Settings, urls: Iterable[str], deadline: float = HUB_DEADLINE) -> tuple[list[str], list[str]]:
-    """WebSub publish: POST ``hub.mode=publish&hub.url=<feed>`` to the hub, for all feeds at once.
-
-    The pings run concurrently and the whole round gets ``deadline`` seconds;
-    a ping still unanswered then is reported and left behind (on a daemon
-    thread, so it never holds up the process). Returns (pinged urls, warning
-    messages); a failing hub never undoes or fails a publish.
-    """
-    hub = settings.feeds_hub_url
-    targets = list(dict.fromkeys(urls))
-    if not hub or not targets:
-        return [], []
-    results: dict[str, str | None] = {}
-    lock = threading.Lock()
-
-    def run(url: str) -> None:
-        outcome = _ping_one(hub, url, deadline)
-        with lock:
-            results[url] = outcome
-
-    threads = [threading.Thread(target=run, args=(url,), daemon=True, name="websub-ping") for url in targets]
-    for thread in threads:
-        thread.start()
-    ends = time.monotonic() + deadline
-    for thread in threads:
-        thread.join(max(0.0, ends - time.monotonic()))
-    pinged: list[str] = []
-    problems: list[str] = []
-    with lock:
-        for url in targets:
-            if url not in results:
-                problems.append(f"hub {hub} did not answer the ping for {url} within {deadline:g} s (check [feeds] hub_url)")
-            elif results[url] is None:
-                pinged.append(url)
-            else:
-                problems.append(str(results[url]))
-    return pinged, problems

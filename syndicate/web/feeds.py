@@ -37,9 +37,9 @@ import anyio.to_thread
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..feed_build import FeedDocument, build_group, open_month
 from ..feeds import CONTENT_TYPES, FeedPath, month_bounds, month_of, parse_path
 from ..models import utcnow
-from ..publish import FeedDocument, build_group, open_month
 from ..store import FeedState, Store, open_store
 from .context import WebContext
 
