@@ -219,10 +219,10 @@ class ChangeQueries(StoreBase):
                     [iso(now)],
                 )
             else:
-                rows = self.query(
-                    f"SELECT {_COLUMNS} FROM articles WHERE published <= ? AND (published < ? OR "
-                    "(published = ? AND id < ?)) ORDER BY published DESC, id DESC LIMIT 500",
-                    [iso(now), after[0], after[0], after[1]],
+                rows = self.query(  # a row-value bound, so each page is one seek on articles_published
+                    f"SELECT {_COLUMNS} FROM articles WHERE published <= ? AND (published, id) < (?, ?) "
+                    "ORDER BY published DESC, id DESC LIMIT 500",
+                    [iso(now), after[0], after[1]],
                 )
             if not rows:
                 return
