@@ -59,10 +59,10 @@ def fill(store: Store, n: int, interval: timedelta, now: datetime, batch: int = 
     return time.perf_counter() - start
 
 
-def rebuild_feeds(store: Store, settings: Settings, out: Path, slug: str) -> None:
+def rebuild_feeds(store: Store, settings: Settings, out: Path, slug: str, now: datetime) -> None:
     """(a): the site feed and one category feed, all formats, written if changed."""
     for scope in (SITE, Scope.category(slug, slug)):
-        docs, _items = build_current(store, settings, scope)
+        docs, _items = build_current(store, settings, scope, now)
         for doc in docs:
             write_if_changed(out, doc.path, doc.body)
 
@@ -77,14 +77,16 @@ def run(n: int, interval: timedelta, repeats: int, workdir: Path) -> dict[str, f
     month_size = store.count_articles_since(now.replace(day=1, hour=0, minute=0, second=0) - timedelta(seconds=1))
     feeds_times, publish_times = [], []
     for r in range(repeats + 1):  # the first round warms the page cache and writes the archive files
-        new = article(n + r, now + timedelta(seconds=r + 1))
-        result = store.upsert_articles([new])
+        moment = now + timedelta(seconds=r + 1)  # the clock the feeds are built at: the new article is public
+        new = article(n + r, moment)
+        result = store.upsert_articles([new], now=moment)
         slug = new.category_slug
         t = time.perf_counter()
-        rebuild_feeds(store, settings, out, slug)
+        rebuild_feeds(store, settings, out, slug, moment)
         feeds_time = time.perf_counter() - t
         t = time.perf_counter()
-        publish_changed(store, settings, out, result.changed_categories, guids=result.inserted, ping=False)
+        publish_changed(store, settings, out, result.changed_categories, guids=result.inserted, ping=False,
+                        now=moment)
         publish_time = time.perf_counter() - t
         if r:
             feeds_times.append(feeds_time)

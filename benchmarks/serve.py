@@ -30,8 +30,10 @@ SERVER = """
 import sys, uvicorn
 from syndicate.config import Settings
 from syndicate.web import create_app
+from syndicate.web.feeds import with_clock
 settings = Settings(db=sys.argv[1], base_url="https://news.example.org")
-uvicorn.run(create_app(settings), host="127.0.0.1", port=int(sys.argv[2]), log_level="warning")
+uvicorn.run(with_clock(create_app(settings)), host="127.0.0.1", port=int(sys.argv[2]), log_level="warning",
+            date_header=False)
 """
 
 

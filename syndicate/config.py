@@ -64,6 +64,8 @@ class Settings:
     base_url: str = "http://127.0.0.1:8080"
     language: str = "vi"
     timezone: str = "Asia/Ho_Chi_Minh"
+    icon: str = ""  # a square icon (favicon) URL for feeds: Atom icon, JSON favicon, RSS image if no logo
+    logo: str = ""  # a wider logo URL for feeds: RSS image, Atom logo, JSON icon
     secret_key: Secret = field(default_factory=lambda: Secret(""))
     db: str = DEFAULT_DB
     # [feeds]

@@ -438,7 +438,7 @@ class DigestRenderer:
             total = self.store.count_digest_articles(window, cats or None, now=now)
         views = [
             ArticleView(
-                title=a.title, link=f"{base}/articles/{a.slug}", summary=_summary(a),
+                title=a.title, link=f"{base}/articles/{a.slug}/", summary=_summary(a),
                 summary_wrapped=textwrap.fill(_summary(a), 72, initial_indent="   ", subsequent_indent="   "),
                 category=a.category, author=a.author, published=a.published, image=a.image,
                 image_alt=a.image_alt or a.title,

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote, urljoin, urlsplit
+from urllib.parse import quote, urlsplit
 
 from feedgen.ext.base import BaseEntryExtension, BaseExtension
 from feedgen.feed import FeedGenerator
@@ -36,194 +36,46 @@ from lxml import etree
 
 from . import __version__
 from .config import Settings
+from .feed_layout import (
+    CONTENT_TYPES,
+    EXTENSIONS,
+    FILENAMES,
+    FORMATS,
+    SITE,
+    TAG_YEAR,
+    FeedLink,
+    FeedPath,
+    Scope,
+    absolute,
+    article_link,
+    article_page,
+    base,
+    feed_id,
+    feed_links,
+    month_bounds,
+    month_of,
+    parse_path,
+    site_domain,
+    tag_uri,
+)
 from .models import Article
 from .sanitize import clean_html, clean_text, html_to_text, one_line
 
-FORMATS = ("rss", "atom", "json")
-FILENAMES = {"rss": "rss.xml", "atom": "atom.xml", "json": "feed.json"}
-EXTENSIONS = {"rss": "xml", "atom": "xml", "json": "json"}
-CONTENT_TYPES = {
-    "rss": "application/rss+xml; charset=utf-8",
-    "atom": "application/atom+xml; charset=utf-8",
-    "json": "application/feed+json; charset=utf-8",
-}
-TAG_YEAR = "2024"  # fixed forever: part of every id
+__all__ = [  # the URL layout lives in feed_layout; feeds is where callers find it with the writers
+    "CONTENT_TYPES", "EXTENSIONS", "FILENAMES", "FORMATS", "SITE", "TAG_YEAR", "FeedLink", "FeedPath", "Scope",
+    "absolute", "article_link", "article_page", "base", "feed_id", "feed_links", "month_bounds", "month_of",
+    "parse_path", "site_domain", "tag_uri", "FeedItem", "FeedMeta", "feed_item", "feed_items", "feed_updated",
+    "rss_bytes", "atom_bytes", "json_feed_bytes", "render_feeds", "source_url", "WRITERS",
+]
+
 EMPTY_UPDATED = datetime(2024, 1, 1, tzinfo=UTC)  # an empty feed's <updated>, so its bytes stay stable
 SUMMARY_CHARS = 280
 
 NS_ATOM = "http://www.w3.org/2005/Atom"
 NS_FH = "http://purl.org/syndication/history/1.0"
 NS_DC = "http://purl.org/dc/elements/1.1/"
-
-_SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,99}$")
-_MONTH = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
-_PATH = re.compile(
-    r"^(?:/(?P<kind>category|list)/(?P<slug>[a-z0-9][a-z0-9-]{0,99}))?"
-    r"(?:/(?P<file>rss\.xml|atom\.xml|feed\.json)"
-    r"|/feeds/(?P<fmt>rss|atom|json)/(?P<month>\d{4}-\d{2})\.(?P<ext>xml|json))$"
-)
-
-
-@dataclass(frozen=True)
-class Scope:
-    """Which articles a feed carries: the whole site, one category or one list.
-
-    A list scope carries the articles of the list's ``categories`` (all
-    articles when empty) and the list's name, description and language.
-
-    Example:
-        >>> Scope.category("the-thao").feed_path("atom")
-        '/category/the-thao/atom.xml'
-        >>> SITE.archive_path("json", "2024-10")
-        '/feeds/json/2024-10.json'
-        >>> Scope.news_list("sang", categories=("kinh-te",)).feed_path("rss")
-        '/list/sang/rss.xml'
-    """
-
-    kind: str = "site"  # site | category | list
-    slug: str = ""
-    name: str = ""
-    description: str = ""
-    language: str = ""
-    categories: tuple[str, ...] = ()  # list scopes only; empty = every article
-
-    @classmethod
-    def category(cls, slug: str, name: str = "") -> Scope:
-        if not _SLUG.match(slug):
-            raise ValueError(f"category slug {slug!r} is not a URL slug (a-z, 0-9, -)")
-        return cls("category", slug, name or slug)
-
-    @classmethod
-    def news_list(
-        cls, slug: str, name: str = "", description: str = "", language: str = "", categories: Sequence[str] = ()
-    ) -> Scope:
-        if not _SLUG.match(slug):
-            raise ValueError(f"list slug {slug!r} is not a URL slug (a-z, 0-9, -)")
-        return cls("list", slug, name or slug, description, language, tuple(sorted(set(categories))))
-
-    @property
-    def prefix(self) -> str:
-        return f"/{self.kind}/{self.slug}" if self.kind in ("category", "list") else ""
-
-    @property
-    def key(self) -> str:
-        return f"{self.kind}/{self.slug}" if self.kind in ("category", "list") else "site"
-
-    @property
-    def category_slug(self) -> str | None:
-        return self.slug if self.kind == "category" else None
-
-    @property
-    def category_slugs(self) -> tuple[str, ...] | None:
-        """The categories the scope is limited to, or None for every article."""
-        if self.kind == "category":
-            return (self.slug,)
-        if self.kind == "list" and self.categories:
-            return self.categories
-        return None
-
-    def covers(self, category_slug: str) -> bool:
-        """True when an article of this category belongs in the scope's feeds."""
-        slugs = self.category_slugs
-        return slugs is None or category_slug in slugs
-
-    def feed_path(self, fmt: str) -> str:
-        return f"{self.prefix}/{FILENAMES[fmt]}"
-
-    def archive_path(self, fmt: str, month: str) -> str:
-        return f"{self.prefix}/feeds/{fmt}/{month}.{EXTENSIONS[fmt]}"
-
-    def page_path(self) -> str:
-        return f"{self.prefix}/"
-
-    def title(self, settings: Settings) -> str:
-        if self.kind == "list":
-            return self.name
-        return f"{settings.title} — {self.name}" if self.kind == "category" else settings.title
-
-
-SITE = Scope()
-
-
-@dataclass(frozen=True)
-class FeedPath:
-    """A parsed feed URL path: scope, format and (for archives) the month."""
-
-    scope: Scope
-    fmt: str
-    month: str | None = None
-
-
-def parse_path(path: str) -> FeedPath | None:
-    """The feed a URL path names, or None if it names no feed.
-
-    Example:
-        >>> found = parse_path("/category/kinh-te/feeds/atom/2024-10.xml")
-        >>> found.scope.key, found.fmt, found.month
-        ('category/kinh-te', 'atom', '2024-10')
-        >>> parse_path("/list/ban-tin-sang/feed.json").scope.key
-        'list/ban-tin-sang'
-        >>> parse_path("/feeds/json/2024-10.xml") is None
-        True
-    """
-    m = _PATH.match(path)
-    if m is None:
-        return None
-    if m["slug"]:
-        scope = Scope.category(m["slug"]) if m["kind"] == "category" else Scope.news_list(m["slug"])
-    else:
-        scope = SITE
-    if m["file"]:
-        fmt = {"rss.xml": "rss", "atom.xml": "atom", "feed.json": "json"}[m["file"]]
-        return FeedPath(scope, fmt)
-    fmt, month = m["fmt"], m["month"]
-    if m["ext"] != EXTENSIONS[fmt] or not _MONTH.match(month):
-        return None
-    return FeedPath(scope, fmt, month)
-
-
-def site_domain(settings: Settings) -> str:
-    host = urlsplit(settings.base_url).hostname or "localhost"
-    try:
-        return host.encode("idna").decode("ascii")
-    except UnicodeError:
-        return quote(host, safe="")
-
-
-def tag_uri(settings: Settings, guid: str) -> str:
-    """The article's permanent id: domain, fixed year, guid; nothing else.
-
-    Example:
-        >>> from syndicate.config import Settings
-        >>> tag_uri(Settings(base_url="https://news.example.org"), "vnx:123 khởi")
-        'tag:news.example.org,2024:article:vnx:123%20kh%E1%BB%9Fi'
-    """
-    return f"tag:{site_domain(settings)},{TAG_YEAR}:article:{quote(guid, safe=':/@!$()*+,;=-._~')}"
-
-
-def feed_id(settings: Settings, scope: Scope) -> str:
-    return f"tag:{site_domain(settings)},{TAG_YEAR}:feed:{scope.key}"
-
-
-def base(settings: Settings) -> str:
-    return settings.base_url.rstrip("/")
-
-
-def absolute(settings: Settings, url: str) -> str:
-    """An http(s) URL, resolved against base_url; '' for any other scheme."""
-    url = one_line(url)
-    if not url:
-        return ""
-    resolved = urljoin(base(settings) + "/", url)
-    if urlsplit(resolved).scheme not in ("http", "https"):
-        return ""
-    return quote(resolved, safe=":/?#[]@!$&'()*+,;=%-._~")
-
-
-def article_link(settings: Settings, article: Article) -> str:
-    """The article's absolute link: its own URL, else its page on this site."""
-    return absolute(settings, article.url) or f"{base(settings)}/articles/{quote(article.slug, safe='-._~')}"
-
+NS_MEDIA = "http://search.yahoo.com/mrss/"
+NS_XML = "http://www.w3.org/XML/1998/namespace"
 
 @dataclass(frozen=True)
 class FeedItem:
@@ -245,6 +97,43 @@ class FeedItem:
     image_type: str = ""
     image_alt: str = ""
     language: str = ""
+    summary_html: str = ""  # the summary as HTML (escaped text, cleaned by nh3): what RSS readers render
+    source: str = ""  # where the article comes from, as the source names itself ("haiphong.gov.vn")
+    source_url: str = ""  # the source's home page, when one is known
+
+
+_DOMAIN = re.compile(r"^(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$", re.I)
+
+
+def source_url(settings: Settings, source: str, article_url: str) -> str:
+    """The home page of an article's source: the source itself when it is a URL or a domain name, else
+    the host of the article's own URL; '' when nothing says.
+
+    Example:
+        >>> from syndicate.config import Settings
+        >>> source_url(Settings(), "haiphong.gov.vn", "")
+        'https://haiphong.gov.vn/'
+        >>> source_url(Settings(), "Báo Hải Phòng", "https://baohaiphong.vn/a/1.html")
+        'https://baohaiphong.vn/'
+    """
+    source = one_line(source)
+    if source.startswith(("http://", "https://")):
+        return absolute(settings, source)
+    if _DOMAIN.match(source):
+        return f"https://{source.lower()}/"
+    own = absolute(settings, article_url)
+    if own and source:
+        parts = urlsplit(own)
+        return f"{parts.scheme}://{parts.netloc}/"
+    return ""
+
+
+def _with_lead_image(content_html: str, image: str, alt: str) -> str:
+    """The lead image inside the content (a figure first), unless the body already shows it."""
+    if not image or image in content_html or html.escape(image) in content_html:
+        return content_html
+    figure = f'<figure><img src="{html.escape(image)}" alt="{html.escape(alt)}"></figure>'
+    return clean_html(figure + ("\n" + content_html if content_html else ""))
 
 
 def feed_item(article: Article, settings: Settings) -> FeedItem:
@@ -260,6 +149,7 @@ def feed_item(article: Article, settings: Settings) -> FeedItem:
         summary = text[:SUMMARY_CHARS].rsplit(" ", 1)[0] + "…" if len(text) > SUMMARY_CHARS else text
     image = absolute(settings, article.image)
     image_type = (mimetypes.guess_type(urlsplit(image).path)[0] or "image/jpeg") if image else ""
+    content_html = _with_lead_image(content_html, image, one_line(article.image_alt))
     published = article.published.astimezone(UTC)
     updated = max(article.changed.astimezone(UTC), published)
     return FeedItem(
@@ -279,6 +169,9 @@ def feed_item(article: Article, settings: Settings) -> FeedItem:
         image_type=image_type if image_type.startswith("image/") else "image/jpeg",
         image_alt=one_line(article.image_alt),
         language=one_line(article.language),
+        summary_html=clean_html(html.escape(summary, quote=False)) if summary else "",
+        source=one_line(article.source),
+        source_url=source_url(settings, article.source, article.url) if article.source else "",
     )
 
 
@@ -291,8 +184,11 @@ class FeedMeta:
     """Everything feed-level, for all three formats of one document.
 
     ``month`` is None for the subscription (current) feed; then
-    ``prev_month`` is the newest archive month. For an archive document
-    ``prev_month``/``next_month`` are its older/newer neighbours.
+    ``prev_month`` is the newest archive month (a finished month). For an
+    archive document ``prev_month``/``next_month`` are its older/newer
+    neighbours. ``pages_cleanly`` says the current feed holds every public
+    article newer than ``prev_month``, so JSON Feed's ``next_url`` may point
+    there without repeating or skipping an item (archives always may).
     """
 
     settings: Settings
@@ -301,6 +197,7 @@ class FeedMeta:
     month: str | None = None
     prev_month: str | None = None
     next_month: str | None = None
+    pages_cleanly: bool = False
 
     def url(self, path: str) -> str:
         return base(self.settings) + path
@@ -338,6 +235,14 @@ class FeedMeta:
         return one_line(self.scope.language) or one_line(self.settings.language)
 
     @property
+    def icon(self) -> str:
+        return absolute(self.settings, self.settings.icon) if self.settings.icon else ""
+
+    @property
+    def logo(self) -> str:
+        return absolute(self.settings, self.settings.logo) if self.settings.logo else ""
+
+    @property
     def hub(self) -> str:
         return absolute(self.settings, self.settings.feeds_hub_url) if self.settings.feeds_hub_url else ""
 
@@ -358,7 +263,7 @@ class _FeedExtension(BaseExtension):  # type: ignore[misc]
         self.archive = False
 
     def extend_ns(self) -> dict[str, str]:
-        return {"fh": NS_FH, "dc": NS_DC}
+        return {"fh": NS_FH, "dc": NS_DC, "media": NS_MEDIA}
 
     def _add(self, parent: Any, atom: bool) -> None:
         tag = "link" if atom else f"{{{NS_ATOM}}}link"
@@ -377,7 +282,7 @@ class _FeedExtension(BaseExtension):  # type: ignore[misc]
 
 
 class _EntryExtension(BaseEntryExtension):  # type: ignore[misc]
-    """RSS items: <dc:creator> for a name-only author, <atom:updated>.
+    """RSS items: <dc:creator> for a name-only author, <atom:updated>, an HTML <description>.
 
     Atom entries: feedgen 1.0 drops rel/type/length from entry links (a
     shadowed variable), so they are rewritten here from ``links``.
@@ -386,12 +291,33 @@ class _EntryExtension(BaseEntryExtension):  # type: ignore[misc]
     def __init__(self) -> None:
         self.creator = ""
         self.updated = ""
+        self.description = ""
         self.links: list[dict[str, str]] = []
+        self.source = ""
+        self.source_url = ""
+        self.source_id = ""
+        self.language = ""  # set only when it differs from the feed's
+        self.image = ""
+        self.image_type = ""
 
     def extend_ns(self) -> dict[str, str]:
-        return {"dc": NS_DC}
+        return {"dc": NS_DC, "media": NS_MEDIA}
+
+    def _media(self, entry: Any) -> None:
+        if self.image:
+            etree.SubElement(entry, f"{{{NS_MEDIA}}}content", url=self.image, type=self.image_type, medium="image")
 
     def extend_rss(self, entry: Any) -> Any:
+        # RSS readers render <description> as HTML: it carries the summary as cleaned HTML
+        # (feedgen would write the plain-text summary, whose "<script>" a reader runs).
+        description = entry.find("description")
+        if description is not None:
+            description.text = self.description
+        if self.source and self.source_url:  # RSS 2.0 <source> needs its url
+            etree.SubElement(entry, "source", url=self.source_url).text = self.source
+        if self.language:
+            etree.SubElement(entry, f"{{{NS_DC}}}language").text = self.language
+        self._media(entry)
         if self.creator:
             etree.SubElement(entry, f"{{{NS_DC}}}creator").text = self.creator
         if self.updated:
@@ -403,6 +329,16 @@ class _EntryExtension(BaseEntryExtension):  # type: ignore[misc]
             entry.remove(old)
         for attrs in self.links:
             etree.SubElement(entry, "link", **attrs)
+        if self.source:  # RFC 4287 atom:source: id, title, updated (of this entry there), link
+            source = etree.SubElement(entry, "source")
+            etree.SubElement(source, "id").text = self.source_id
+            if self.source_url:
+                etree.SubElement(source, "link", rel="alternate", href=self.source_url, type="text/html")
+            etree.SubElement(source, "title").text = self.source
+            etree.SubElement(source, "updated").text = self.updated
+        if self.language:
+            entry.set(f"{{{NS_XML}}}lang", self.language)
+        self._media(entry)
         return entry
 
 
@@ -418,6 +354,14 @@ def _generator(meta: FeedMeta, items: Sequence[FeedItem], fmt: str) -> FeedGener
     if meta.language:
         fg.language(meta.language)
     fg.updated(meta.updated)
+    icon, logo = meta.icon, meta.logo
+    if logo or icon:
+        if fmt == "rss":
+            fg.image(url=logo or icon, title=meta.title, link=meta.alternate_url())
+        if icon:
+            fg.icon(icon)
+        if logo:
+            fg.logo(logo)
     fg.ttl(meta.settings.feeds_ttl)
     fg.generator("syndicate", version=__version__)
     ext: _FeedExtension = fg.syndicate
@@ -432,6 +376,7 @@ def _generator(meta: FeedMeta, items: Sequence[FeedItem], fmt: str) -> FeedGener
         fe.syndicate.links = [{"href": item.link, "rel": "alternate", "type": "text/html"}]
         if item.summary:
             fe.summary(item.summary)
+            fe.syndicate.description = item.summary_html
         if item.content_html:
             fe.content(item.content_html, type="html")
         if item.author:
@@ -442,9 +387,17 @@ def _generator(meta: FeedMeta, items: Sequence[FeedItem], fmt: str) -> FeedGener
         fe.published(item.published)
         fe.updated(item.updated)
         fe.syndicate.updated = item.updated.isoformat()
+        fe.syndicate.source, fe.syndicate.source_url = item.source, item.source_url
+        if item.source:
+            fe.syndicate.source_id = item.source_url or (
+                f"tag:{site_domain(meta.settings)},{TAG_YEAR}:source:{quote(item.source, safe='')}"
+            )
+        if item.language and item.language != meta.language:
+            fe.syndicate.language = item.language
         if item.image:
             fe.enclosure(item.image, 0, item.image_type)
             fe.syndicate.links.append({"href": item.image, "rel": "enclosure", "type": item.image_type, "length": "0"})
+            fe.syndicate.image, fe.syndicate.image_type = item.image, item.image_type
     return fg
 
 
@@ -467,8 +420,10 @@ def _iso(value: datetime) -> str:
 def json_feed_bytes(meta: FeedMeta, items: Sequence[FeedItem]) -> bytes:
     """JSON Feed 1.1 (https://jsonfeed.org/version/1.1), written by hand.
 
-    ``next_url`` walks to older items (the archive months); ``_rfc5005`` is an
-    extension object carrying the same links as the XML feeds.
+    ``next_url`` walks to older items (the archive months), never to a page
+    holding an item already seen (see ``FeedMeta.pages_cleanly``);
+    ``_rfc5005`` is an extension object carrying the same links as the XML
+    feeds.
     """
     doc: dict[str, Any] = {
         "version": "https://jsonfeed.org/version/1.1",
@@ -480,11 +435,14 @@ def json_feed_bytes(meta: FeedMeta, items: Sequence[FeedItem]) -> bytes:
     }
     if meta.language:
         doc["language"] = meta.language
+    if meta.logo or meta.icon:
+        doc["icon"] = meta.logo or meta.icon
+        doc["favicon"] = meta.icon or meta.logo
     if meta.hub:
         doc["hubs"] = [{"type": "WebSub", "url": meta.hub}]
     links = dict(meta.archive_links("json"))
-    if "prev-archive" in links:
-        doc["next_url"] = links["prev-archive"]
+    if "prev-archive" in links and (meta.month is not None or meta.pages_cleanly):
+        doc["next_url"] = links["prev-archive"]  # the next page holds only older items
     if links or meta.month:
         doc["_rfc5005"] = {
             "archive": meta.month is not None,
@@ -508,10 +466,12 @@ def json_feed_bytes(meta: FeedMeta, items: Sequence[FeedItem]) -> bytes:
         tags = ([item.category] if item.category else []) + [t for t in item.tags if t != item.category]
         if tags:
             entry["tags"] = tags
-        if item.language:
+        if item.language and item.language != meta.language:
             entry["language"] = item.language
         if item.image:
             entry["attachments"] = [{"url": item.image, "mime_type": item.image_type}]
+        if item.source:
+            entry["_syndicate"] = {"source": {"title": item.source, **({"url": item.source_url} if item.source_url else {})}}
         out.append(entry)
     doc["items"] = out
     return (json.dumps(doc, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
@@ -523,29 +483,3 @@ WRITERS = {"rss": rss_bytes, "atom": atom_bytes, "json": json_feed_bytes}
 def render_feeds(meta: FeedMeta, items: Sequence[FeedItem], formats: Sequence[str] = FORMATS) -> dict[str, bytes]:
     """Every format of one document, from items cleaned once."""
     return {fmt: WRITERS[fmt](meta, items) for fmt in formats}
-
-
-@dataclass(frozen=True)
-class FeedLink:
-    """One autodiscovery ``<link rel="alternate">``: what pages put in their <head>."""
-
-    type: str
-    title: str
-    href: str
-    label: str
-
-
-def feed_links(settings: Settings, scope: Scope = SITE) -> list[FeedLink]:
-    """Autodiscovery links for a scope's three feeds (absolute URLs).
-
-    Example:
-        >>> from syndicate.config import Settings
-        >>> [link.href for link in feed_links(Settings(base_url="https://n.example"))]
-        ['https://n.example/rss.xml', 'https://n.example/atom.xml', 'https://n.example/feed.json']
-    """
-    title = one_line(scope.title(settings))
-    labels = {"rss": "RSS", "atom": "Atom", "json": "JSON Feed"}
-    return [
-        FeedLink(CONTENT_TYPES[fmt].split(";")[0], f"{title} ({labels[fmt]})", base(settings) + scope.feed_path(fmt), labels[fmt])
-        for fmt in FORMATS
-    ]

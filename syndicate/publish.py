@@ -9,59 +9,58 @@ never see half a file and unchanged feeds keep their mtime (and their
 :func:`publish_all` builds everything; :func:`publish_changed` rebuilds only
 the site feed, the named categories' feeds, the feeds of every newsletter
 list covering those categories and the archive months the change touched,
-then pings the WebSub hub. The web app calls :func:`build_group`
+then pings the WebSub hub; :func:`publish_due` (the cron tick) publishes
+what came due since the last run. The web app calls :func:`build_group`
 for the same bytes.
+
+What is public is decided by ``now``: an article is in no feed before its
+``published`` time (the embargo), and only months that have ended on the
+site's calendar are archive documents (RFC 5005 archives never change
+because time passed).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import tempfile
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 import jinja2
+from markupsafe import Markup
 
 from .config import Settings
-from .errors import NotFound
-from .feeds import (
-    CONTENT_TYPES,
-    FORMATS,
-    SITE,
-    FeedItem,
-    FeedMeta,
-    Scope,
-    base,
-    feed_items,
-    feed_links,
-    feed_updated,
-    render_feeds,
+from .feed_build import (
+    FeedDocument,
+    all_scopes,
+    archive_months,
+    build_current,
+    build_group,
+    build_month,
+    list_scope,
+    list_scopes,
+    month_neighbours,
+    open_month,
+    resolve_scope,
 )
-from .models import Article, NewsList, from_iso, to_iso, utcnow
+from .feeds import FORMATS, SITE, FeedItem, Scope, base, feed_item, feed_links, month_of
+from .models import Article, from_iso, to_iso, utcnow
 from .render import make_environment
 from .store import Store
+from .websub import HUB_DEADLINE, ping_hub
 
-PUBLISHED_AT = "feeds.published_at"  # meta key: when feeds were last published
-HUB_TIMEOUT = 10.0
+__all__ = [  # the building half lives in feed_build; publish is where callers find both
+    "FeedDocument", "PublishReport", "all_scopes", "archive_months", "build_current", "build_group",
+    "build_month", "list_scope", "list_scopes", "month_neighbours", "open_month", "resolve_scope",
+    "publish_all", "publish_changed", "publish_due", "publish_due_note", "refresh_published",
+    "render_index", "render_article", "write_if_changed", "ping_hub", "HUB_DEADLINE",
+]
 
-
-@dataclass(frozen=True)
-class FeedDocument:
-    """One feed file: its URL path, format, bytes and newest item change."""
-
-    path: str
-    fmt: str
-    body: bytes
-    updated: datetime
-
-    @property
-    def content_type(self) -> str:
-        return CONTENT_TYPES[self.fmt]
+PUBLISHED_AT = "feeds.published_at"  # meta key: when feeds were last published (the clock)
+HORIZON = "feeds.horizon"  # meta key: the ``now`` the last publish made public what was due by
 
 
 @dataclass
@@ -74,6 +73,7 @@ class PublishReport:
     removed: list[str] = field(default_factory=list)
     pinged: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # e.g. a hub that did not take a ping
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -83,91 +83,8 @@ class PublishReport:
             "removed": self.removed,
             "pinged": self.pinged,
             "errors": self.errors,
+            "warnings": self.warnings,
         }
-
-
-# --- building: store -> bytes ----------------------------------------------------------
-
-
-def list_scope(newslist: NewsList) -> Scope | None:
-    """The feed scope of a newsletter list, or None when its slug cannot be a URL path."""
-    try:
-        return Scope.news_list(
-            newslist.slug, newslist.name, newslist.description, newslist.language, newslist.categories
-        )
-    except ValueError:
-        return None
-
-
-def list_scopes(store: Store) -> list[Scope]:
-    """Every newsletter list's feed scope."""
-    return [scope for scope in (list_scope(nl) for nl in store.all_lists()) if scope is not None]
-
-
-def resolve_scope(store: Store, scope: Scope) -> Scope | None:
-    """The scope with its display name (and a list's categories), or None when there is no such feed."""
-    if scope.kind == "list":
-        try:
-            return list_scope(store.get_list(scope.slug))
-        except NotFound:
-            return None
-    if scope.kind != "category":
-        return scope
-    name = store.category_name(scope.slug)
-    return None if name is None else Scope.category(scope.slug, name)
-
-
-def all_scopes(store: Store) -> list[Scope]:
-    """The site, every category in use and every newsletter list."""
-    return [SITE] + [Scope.category(slug, name) for slug, name, _count in store.categories()] + list_scopes(store)
-
-
-def _documents(meta: FeedMeta, items: list[FeedItem]) -> list[FeedDocument]:
-    bodies = render_feeds(meta, items)
-    out = []
-    for fmt in FORMATS:
-        path = meta.scope.archive_path(fmt, meta.month) if meta.month else meta.scope.feed_path(fmt)
-        out.append(FeedDocument(path, fmt, bodies[fmt], meta.updated))
-    return out
-
-
-def build_current(
-    store: Store, settings: Settings, scope: Scope, articles: list[Article] | None = None
-) -> tuple[list[FeedDocument], list[FeedItem]]:
-    """The subscription feeds of a scope: newest ``feeds_items`` articles (indexed LIMIT)."""
-    if articles is None:
-        articles = store.newest_in_categories(settings.feeds_items, scope.category_slugs)
-    items = feed_items(articles, settings)
-    newest_month = to_iso(articles[0].published)[:7] if articles else None
-    meta = FeedMeta(settings, scope, feed_updated(items), prev_month=newest_month)
-    return _documents(meta, items), items
-
-
-def build_month(
-    store: Store,
-    settings: Settings,
-    scope: Scope,
-    month: str,
-    neighbours: tuple[str | None, str | None] | None = None,
-) -> list[FeedDocument] | None:
-    """One RFC 5005 archive document per format for ``month``; None if the month is empty."""
-    articles = store.articles_in_month_in(month, scope.category_slugs)
-    if not articles:
-        return None
-    older, newer = neighbours if neighbours is not None else store.adjacent_months_in(month, scope.category_slugs)
-    items = feed_items(articles, settings)
-    meta = FeedMeta(settings, scope, feed_updated(items), month=month, prev_month=older, next_month=newer)
-    return _documents(meta, items)
-
-
-def build_group(store: Store, settings: Settings, scope: Scope, month: str | None = None) -> list[FeedDocument] | None:
-    """The three documents (rss, atom, json) at one place in the URL layout, or None (404)."""
-    resolved = resolve_scope(store, scope)
-    if resolved is None:
-        return None
-    if month is None:
-        return build_current(store, settings, resolved)[0]
-    return build_month(store, settings, resolved, month)
 
 
 def render_index(
@@ -205,14 +122,53 @@ def render_index(
     return html.encode("utf-8")
 
 
+_PAGE_SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._~-]{0,199}$")
+
+
+def article_page_file(article: Article) -> str | None:
+    """Where the static site keeps an article's page (``articles/<slug>/index.html``), or None for a
+    slug no file name can carry."""
+    return f"articles/{article.slug}/index.html" if _PAGE_SLUG.match(article.slug) else None
+
+
+def render_article(env: jinja2.Environment, settings: Settings, article: Article) -> bytes:
+    """The static page of one article: what ``/articles/<slug>/`` links in the feeds resolve to."""
+    item = feed_item(article, settings)
+    category = Scope.category(article.category_slug) if article.category_slug else None
+    html = env.get_template("web/site-article.html").render(
+        item=item,
+        body=Markup(item.content_html),  # cleaned by nh3 in feed_item
+        language=item.language or settings.language,
+        site_title=settings.title,
+        home=base(settings) + "/",
+        category_page=base(settings) + category.page_path() if category else "",
+        feeds=feed_links(settings) + (feed_links(settings, category) if category else []),
+    )
+    return html.encode("utf-8")
+
+
+def _put_article_pages(writer: _Writer, env: jinja2.Environment, settings: Settings, articles: Iterable[Article],
+                       now: datetime) -> None:
+    for article in articles:
+        rel = article_page_file(article)
+        if rel is None:
+            continue
+        if article.published <= now:
+            writer.put(rel, render_article(env, settings, article), durable=False)
+        else:  # embargoed (perhaps just re-dated into the future): no page yet
+            writer.remove(rel)
+
+
 # --- writing: bytes -> files -------------------------------------------------------------
 
 
-def write_if_changed(root: Path, rel: str, data: bytes) -> bool:
+def write_if_changed(root: Path, rel: str, data: bytes, durable: bool = True) -> bool:
     """Atomically replace ``root/rel`` with ``data`` unless it already holds it.
 
     Returns True when the file was written. The temp file lives in the target's
-    directory so ``os.replace`` is a same-filesystem rename.
+    directory so ``os.replace`` is a same-filesystem rename. ``durable`` fsyncs
+    before the rename (feeds); article pages skip it, since there can be one per
+    article and the next build rewrites any page a crash left short.
     """
     target = root / rel.lstrip("/")
     try:
@@ -226,7 +182,8 @@ def write_if_changed(root: Path, rel: str, data: bytes) -> bool:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
         os.chmod(tmp, 0o644)
         os.replace(tmp, target)
     except BaseException:
@@ -243,9 +200,9 @@ class _Writer:
         self.out_dir = out_dir
         self.report = report
 
-    def put(self, rel: str, data: bytes) -> bool:
+    def put(self, rel: str, data: bytes, durable: bool = True) -> bool:
         rel = rel.lstrip("/")
-        if write_if_changed(self.out_dir, rel, data):
+        if write_if_changed(self.out_dir, rel, data, durable):
             self.report.written.append(rel)
             return True
         self.report.unchanged.append(rel)
@@ -272,9 +229,9 @@ def _index_path(scope: Scope) -> str:
 
 def _publish_scope_current(
     writer: _Writer, store: Store, settings: Settings, env: jinja2.Environment,
-    scope: Scope, categories: list[tuple[str, str, int]], lists: list[Scope],
+    scope: Scope, categories: list[tuple[str, str, int]], lists: list[Scope], now: datetime,
 ) -> list[str]:
-    docs, items = build_current(store, settings, scope)
+    docs, items = build_current(store, settings, scope, now)
     changed = writer.documents(docs)
     site = scope.kind == "site"
     writer.put(
@@ -283,8 +240,20 @@ def _publish_scope_current(
     return changed
 
 
-def publish_all(store: Store, settings: Settings, out_dir: str | Path | None = None) -> PublishReport:
-    """Write every feed, every archive month and the index pages under ``out_dir``.
+def _stamp(store: Store, started: datetime, now: datetime) -> None:
+    store.set_meta(PUBLISHED_AT, to_iso(started))
+    store.set_meta(HORIZON, to_iso(now))
+
+
+def publish_all(
+    store: Store, settings: Settings, out_dir: str | Path | None = None, *, now: datetime | None = None,
+    ping: bool = True,
+) -> PublishReport:
+    """Write every feed, every finished month's archive and the index pages under ``out_dir``.
+
+    ``now`` (default: the clock) decides what is public: articles published
+    later are left out until a build after their time. With ``feeds_hub_url``
+    set, the hub is pinged for every subscription feed whose bytes changed.
 
     Example:
         >>> report = publish_all(store, settings, "site")  # doctest: +SKIP
@@ -296,19 +265,24 @@ def publish_all(store: Store, settings: Settings, out_dir: str | Path | None = N
     writer = _Writer(root, report)
     env = make_environment(settings)
     started = utcnow()
-    categories = store.categories()
+    now = now or started
+    categories = store.public_categories(now)
     lists = list_scopes(store)
-    for scope in all_scopes(store):
-        _publish_scope_current(writer, store, settings, env, scope, categories, lists)
-        months = store.article_months_in(scope.category_slugs)
+    scopes = all_scopes(store, now)
+    for scope in scopes:
+        _publish_scope_current(writer, store, settings, env, scope, categories, lists, now)
+        months = archive_months(store, settings, scope, now)
         for i, month in enumerate(months):
             older = months[i - 1] if i > 0 else None
             newer = months[i + 1] if i + 1 < len(months) else None
-            docs = build_month(store, settings, scope, month, (older, newer))
+            docs = build_month(store, settings, scope, month, (older, newer), now)
             if docs:
                 writer.documents(docs)
+    _put_article_pages(writer, env, settings, store.public_articles(now), now)
     _prune(writer, set(report.written) | set(report.unchanged))
-    store.set_meta(PUBLISHED_AT, to_iso(started))
+    _stamp(store, started, now)
+    if ping:
+        _ping_changed(settings, report, scopes)
     return report
 
 
@@ -318,14 +292,15 @@ def _prune(writer: _Writer, kept: set[str]) -> None:
     URL layout is touched: other files in the output directory stay."""
     root = writer.out_dir
     candidates: list[Path] = []
-    for pattern in ("feeds/*/*", "category/*/*", "category/*/feeds/*/*", "list/*/*", "list/*/feeds/*/*"):
+    for pattern in ("feeds/*/*", "category/*/*", "category/*/feeds/*/*", "list/*/*", "list/*/feeds/*/*",
+                    "articles/*/index.html"):
         candidates += [p for p in root.glob(pattern) if p.is_file()]
     for path in candidates:
         rel = path.relative_to(root).as_posix()
         if rel not in kept and not path.name.startswith("."):
             writer.remove(rel)
     for pattern in ("category/*/feeds/*", "category/*/feeds", "category/*", "list/*/feeds/*", "list/*/feeds",
-                    "list/*", "feeds/*"):
+                    "list/*", "feeds/*", "articles/*"):
         for folder in sorted(root.glob(pattern), reverse=True):
             if folder.is_dir() and not any(folder.iterdir()):
                 folder.rmdir()
@@ -340,15 +315,19 @@ def publish_changed(
     guids: Iterable[str] | None = None,
     removed: Iterable[Article] = (),
     ping: bool = True,
+    now: datetime | None = None,
 ) -> PublishReport:
     """Rebuild after an import: the site feed, the named categories' feeds, their lists' and touched months.
 
     ``guids`` (e.g. ``UpsertResult.inserted + UpsertResult.updated``) name the
     changed articles exactly; without them, articles whose ``updated`` is at or
     after the last publish are taken as changed. ``removed`` names articles
-    just deleted, whose feeds and archive months must drop them. Cost grows with the feeds'
-    size, not the store's. With ``feeds_hub_url`` set, the hub is pinged for
-    every subscription feed whose bytes changed.
+    just deleted, whose feeds and archive months must drop them. Articles whose
+    embargo ended since the last publish are published too, and when a month
+    ended since then everything is rebuilt (:func:`publish_all`): the month
+    becomes an archive and every feed's ``prev-archive`` moves. Cost grows with
+    the feeds' size, not the store's. With ``feeds_hub_url`` set, the hub is
+    pinged for every subscription feed whose bytes changed.
 
     Example:
         >>> result = store.upsert_articles(articles)  # doctest: +SKIP
@@ -356,37 +335,49 @@ def publish_changed(
         ...                 guids=result.inserted + result.updated)  # doctest: +SKIP
     """
     root = Path(out_dir or settings.feeds_out)
+    started = utcnow()
+    now = now or started
     last = store.get_meta(PUBLISHED_AT)
-    if last is None and guids is None:
-        report = publish_all(store, settings, root)
-        if ping:
-            _ping_changed(settings, report, all_scopes(store))
-        return report
+    horizon_text = store.get_meta(HORIZON)
+    horizon = from_iso(horizon_text) if horizon_text else None
+    if (last is None and guids is None) or horizon is None or month_of(horizon, settings.tz) != month_of(
+        now, settings.tz
+    ):
+        return publish_all(store, settings, root, now=now, ping=ping)
     report = PublishReport(str(root))
     writer = _Writer(root, report)
     env = make_environment(settings)
-    started = utcnow()
-    touched = store.article_months_for(guids) if guids is not None else store.months_changed_since(from_iso(last or ""))
-    touched |= {(to_iso(a.published)[:7], a.category_slug) for a in removed}
-    months = {m for m, _ in touched}
-    cat_slugs = {c for c in changed_categories if c} | {c for _, c in touched if c}
+    removed = list(removed)
+    keys = store.article_keys(guids) if guids is not None else store.changed_keys_since(from_iso(last or ""))
+    keys += [(a.published, a.category_slug) for a in removed]
+    released = store.released_between(horizon, now)
+    keys += [(published, slug) for _guid, published, slug in released]
+    page_guids = list(guids) if guids is not None else [a.guid for a in store.changed_since(from_iso(last or ""))]
+    _put_article_pages(writer, env, settings, store.articles_by_guid(page_guids + [g for g, _, _ in released]), now)
+    for gone in removed:
+        rel = article_page_file(gone)
+        if rel is not None:
+            writer.remove(rel)
+    months = {month_of(published, settings.tz) for published, _ in keys if published <= now}
+    cat_slugs = {c for c in changed_categories if c} | {c for _, c in keys if c}
     scopes = [SITE]
     for slug in sorted(cat_slugs):
-        scope = resolve_scope(store, Scope.category(slug))
+        scope = resolve_scope(store, Scope.category(slug), now)
         if scope is not None:
             scopes.append(scope)
-        else:  # the category emptied: its feeds go away
+        else:  # the category emptied (or holds only embargoed articles): its feeds go away
             for fmt in FORMATS:
                 writer.remove(Scope.category(slug).feed_path(fmt))
+            writer.remove(_index_path(Scope.category(slug)))
     lists = list_scopes(store)
     # A list covering every category, or any changed one, carries the change.
     scopes += [scope for scope in lists if any(scope.covers(c) for c in cat_slugs) or scope.category_slugs is None]
-    categories = store.categories()
+    categories = store.public_categories(now)
     for scope in scopes:
-        _publish_scope_current(writer, store, settings, env, scope, categories, lists)
+        _publish_scope_current(writer, store, settings, env, scope, categories, lists, now)
         for month in sorted(months):
-            _publish_month(writer, store, settings, scope, month)
-    store.set_meta(PUBLISHED_AT, to_iso(started))
+            _publish_month(writer, store, settings, scope, month, now)
+    _stamp(store, started, now)
     if ping:
         _ping_changed(settings, report, scopes)
     return report
@@ -399,6 +390,7 @@ def refresh_published(
     *,
     guids: Iterable[str],
     removed: Iterable[Article] = (),
+    now: datetime | None = None,
 ) -> PublishReport | None:
     """After articles changed: refresh the feeds in ``[feeds] out`` that hold them.
 
@@ -407,14 +399,52 @@ def refresh_published(
     """
     if not Path(settings.feeds_out).is_dir():
         return None
-    return publish_changed(store, settings, settings.feeds_out, changed_categories, guids=guids, removed=removed)
+    return publish_changed(
+        store, settings, settings.feeds_out, changed_categories, guids=guids, removed=removed, now=now
+    )
 
 
-def _publish_month(writer: _Writer, store: Store, settings: Settings, scope: Scope, month: str) -> None:
+def publish_due(store: Store, settings: Settings, now: datetime | None = None) -> PublishReport | None:
+    """Publish what came due since the last publish: articles whose embargo ended, a month that ended.
+
+    The cron tick (``syndicate send``) calls it. None, and nothing touched,
+    when the feeds were never built or nothing came due; it never moves the
+    published state back to an earlier ``now``.
+
+    Example:
+        >>> publish_due(store, settings)  # doctest: +SKIP
+    """
+    now = now or utcnow()
+    horizon_text = store.get_meta(HORIZON)
+    if not Path(settings.feeds_out).is_dir() or store.get_meta(PUBLISHED_AT) is None:
+        return None
+    if horizon_text is not None:
+        horizon = from_iso(horizon_text)
+        if now <= horizon:
+            return None
+        same_month = month_of(horizon, settings.tz) == month_of(now, settings.tz)
+        if same_month and not store.released_between(horizon, now):
+            return None
+    return publish_changed(store, settings, settings.feeds_out, set(), guids=[], now=now)
+
+
+def publish_due_note(store: Store, settings: Settings, now: datetime | None = None) -> str:
+    """:func:`publish_due` for the cron tick: what it did as lines for stderr ('' when nothing came due)."""
+    try:
+        published = publish_due(store, settings, now)
+    except OSError as exc:
+        return f"warning: feeds in {settings.feeds_out}/ not refreshed: {exc}"
+    if published is None:
+        return ""
+    lines = [f"feeds: {len(published.written)} files refreshed in {settings.feeds_out}/ (articles came due)"]
+    return "\n".join(lines + [f"warning: {w}" for w in published.warnings])
+
+
+def _publish_month(writer: _Writer, store: Store, settings: Settings, scope: Scope, month: str, now: datetime) -> None:
     """Rewrite one archive month; relink its neighbours when it appeared or vanished."""
     existed = writer.exists(scope.archive_path("atom", month))
-    neighbours = store.adjacent_months_in(month, scope.category_slugs)
-    docs = build_month(store, settings, scope, month, neighbours)
+    neighbours = month_neighbours(store, settings, scope, month, now)
+    docs = build_month(store, settings, scope, month, neighbours, now)
     if docs is None:
         if not existed:
             return
@@ -426,7 +456,7 @@ def _publish_month(writer: _Writer, store: Store, settings: Settings, scope: Sco
             return
     for other in neighbours:
         if other is not None:
-            more = build_month(store, settings, scope, other)
+            more = build_month(store, settings, scope, other, now=now)
             if more:
                 writer.documents(more)
 
@@ -444,35 +474,7 @@ def _ping_changed(settings: Settings, report: PublishReport, scopes: list[Scope]
         for fmt in FORMATS
         if scope.feed_path(fmt).lstrip("/") in written
     ]
-    pinged, errors = ping_hub(settings, urls)
+    pinged, problems = ping_hub(settings, urls)
     report.pinged += pinged
-    report.errors += errors
+    report.warnings += problems
 
-
-def ping_hub(settings: Settings, urls: Iterable[str]) -> tuple[list[str], list[str]]:
-    """WebSub publish: POST ``hub.mode=publish&hub.url=<feed>`` to the hub, once per feed.
-
-    Returns (pinged urls, error messages); a failing hub never undoes a publish.
-    """
-    hub = settings.feeds_hub_url
-    pinged: list[str] = []
-    errors: list[str] = []
-    if not hub:
-        return pinged, errors
-    for url in urls:
-        body = urllib.parse.urlencode({"hub.mode": "publish", "hub.url": url}).encode("ascii")
-        request = urllib.request.Request(
-            hub, data=body, method="POST",
-            headers={"Content-Type": "application/x-www-form-urlencoded", "User-Agent": "syndicate"},
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=HUB_TIMEOUT) as response:  # noqa: S310 - admin-set URL
-                response.read()
-            pinged.append(url)
-        except urllib.error.HTTPError as exc:
-            errors.append(f"hub {hub} refused the ping for {url}: HTTP {exc.code} (check [feeds] hub_url)")
-            exc.close()
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            errors.append(f"hub {hub} unreachable for {url}: {reason} (check [feeds] hub_url)")
-    return pinged, errors

@@ -303,7 +303,7 @@ def test_each_article_has_a_bulletproof_read_more_button(store: Store, design: S
     cells = [n for n in root.walk() if n.tag == "td" and "em-button-cell" in n.classes]
     links = [next(c for c in cell.walk() if c.tag == "a") for cell in cells]
     # the digest shows 3 of 4 articles, newest first; every one gets its button
-    assert [a.attrs["href"] for a in links] == [f"https://news.example.org/articles/bai-{i}" for i in (4, 3, 2)]
+    assert [a.attrs["href"] for a in links] == [f"https://news.example.org/articles/bai-{i}/" for i in (4, 3, 2)]
     for cell, link in zip(cells, links, strict=True):
         style = declarations(cell.attrs["style"])
         assert cell.attrs["bgcolor"] == style["background-color"] == "#b3121f" and "padding" in style

@@ -68,9 +68,12 @@ def test_every_item_field_reads_back_equal_to_the_store(store: Store, settings: 
             guid = next(g for g in stored if tag_uri(settings, g) == entry.id)
             a = stored[guid]
             assert entry.title == a.title
-            assert entry.link == f"https://news.example.org/articles/{a.slug}"
+            assert entry.link == f"https://news.example.org/articles/{a.slug}/"
             assert entry.summary == a.summary
-            assert entry.content[0].value == a.body_html
+            # the lead image leads the content, then the article's own HTML
+            content = entry.content[0].value
+            assert content.startswith("<figure><img") and a.image in content.split("</figure>")[0]
+            assert content.endswith("</figure>\n" + a.body_html)
             assert entry.author == a.author
             assert a.category in {entry.tags[0].term, entry.tags[0].get("label")}
             assert entry.published_parsed[:6] == a.published.timetuple()[:6]
@@ -114,13 +117,15 @@ def test_json_feed_has_the_1_1_fields(store: Store, settings: Settings) -> None:
     assert doc["home_page_url"] == "https://news.example.org/"
     assert doc["language"] == "vi"
     assert doc["hubs"] == [{"type": "WebSub", "url": "https://hub.example.org/"}]
-    assert doc["next_url"] == "https://news.example.org/feeds/json/2024-10.json"
+    # the feed holds items of 2024-10, so paging on to that month would repeat them
+    assert "next_url" not in doc
+    assert doc["_rfc5005"]["prev_archive"] == "https://news.example.org/feeds/json/2024-10.json"
     a = store.get_article("news:1")
     item = doc["items"][0]
     assert item["id"] == tag_uri(settings, "news:1")
-    assert item["url"] == "https://news.example.org/articles/khoi-nghiep-1"
+    assert item["url"] == "https://news.example.org/articles/khoi-nghiep-1/"
     assert item["title"] == a.title
-    assert item["content_html"] == a.body_html
+    assert item["content_html"] == f'<figure><img src="{a.image}" alt=""></figure>\n{a.body_html}'
     assert item["content_text"] == a.body_text
     assert item["summary"] == a.summary
     assert item["image"] == a.image
@@ -188,7 +193,9 @@ def test_hostile_articles_still_give_well_formed_valid_feeds(store: Store, setti
     assert all("\x00" not in i["title"] and "\x01" not in i["title"] for i in doc["items"])
     assert "Tiếng Việt tổ hợp".encode() in feeds["rss"] and "Tiếng Việt tổ hợp".encode() in feeds["atom"]
     text_only = next(i for i in doc["items"] if i["title"] == "Tiếng Việt tổ hợp")
-    assert text_only["content_html"] == "<p>chỉ văn bản</p>\n<p>đoạn hai</p>"
+    assert text_only["content_html"] == (
+        '<figure><img src="https://img.example.org/15.jpg" alt=""></figure>\n<p>chỉ văn bản</p>\n<p>đoạn hai</p>'
+    )
 
 
 def test_vietnamese_is_byte_for_byte_intact(store: Store, settings: Settings) -> None:

@@ -127,17 +127,17 @@ def test_home_lists_articles_forms_and_every_feed(site: Settings) -> None:
 
 def test_article_page_escapes_title_and_sanitises_body(site: Settings) -> None:
     client = make_client(site)
-    r = client.get("/articles/hostile")
+    r = client.get("/articles/hostile/")
     assert r.status_code == 200
     assert_secure(r)
     assert not re.search(r"<script|<img[^>]*onerror|onclick=|href=\"javascript:", r.text)
     assert "Nội dung" in r.text
     assert "Tin &lt;script&gt;" in r.text
-    good = client.get("/articles/khoi-nghiep-sang-tao")
-    assert '<link rel="canonical" href="https://news.example.org/articles/khoi-nghiep-sang-tao">' in good.text
+    good = client.get("/articles/khoi-nghiep-sang-tao/")
+    assert '<link rel="canonical" href="https://news.example.org/articles/khoi-nghiep-sang-tao/">' in good.text
     assert "Thứ Hai, 23/11/2026" in good.text and 'href="/category/cong-nghe/atom.xml"' in good.text
     moved = client.get("/articles/tag:news.example.org,2026:1", follow_redirects=False)
-    assert moved.status_code == 301 and moved.headers["location"] == "/articles/khoi-nghiep-sang-tao"
+    assert moved.status_code == 301 and moved.headers["location"] == "/articles/khoi-nghiep-sang-tao/"
 
 
 def test_unknown_pages_are_friendly_404s(site: Settings) -> None:
@@ -187,11 +187,11 @@ def test_list_page_has_its_name_form_articles_and_feeds(site: Settings) -> None:
     assert moved.status_code == 301 and moved.headers["location"] == "/list/morning/"
 
 
-def test_pages_link_to_the_canonical_category_and_list_urls(site: Settings) -> None:
+def test_pages_link_to_the_canonical_article_category_and_list_urls(site: Settings) -> None:
     client = make_client(site)
-    for path in ("/", "/articles/khoi-nghiep-sang-tao", "/category/cong-nghe/", "/list/morning/"):
+    for path in ("/", "/articles/khoi-nghiep-sang-tao/", "/category/cong-nghe/", "/list/morning/"):
         html = client.get(path).text
-        hrefs = re.findall(r'href="(/(?:category|list)/[^"]*)"', html)
+        hrefs = re.findall(r'href="(/(?:articles|category|list)/[^"]*)"', html)
         assert hrefs, path
         for href in hrefs:
             assert href.endswith(("/", ".xml", ".json")), (path, href)
@@ -376,7 +376,7 @@ def test_a_future_dated_article_is_not_on_any_page_before_its_time(site: Setting
     store.upsert_articles([Article(guid="tag:news.example.org,2099:embargo", slug="tin-cam", title="Tin cấm trước giờ",
                                    published=datetime(2099, 1, 1, tzinfo=UTC), category="Thể thao")])
     client = make_client(site)
-    assert client.get("/articles/tin-cam").status_code == 404
+    assert client.get("/articles/tin-cam/").status_code == 404
     assert client.get("/category/the-thao", follow_redirects=True).status_code == 404
     home = client.get("/")
     assert home.status_code == 200 and "Tin cấm" not in home.text and "the-thao" not in home.text

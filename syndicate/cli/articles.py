@@ -107,6 +107,7 @@ def import_(ctx: click.Context, app: App, paths: tuple[str, ...], fmt: str | Non
         if refreshed is not None:
             published_note = f"feeds: {len(refreshed.written)} files refreshed in {settings.feeds_out}/"
             report.errors += refreshed.errors
+            report.warnings += refreshed.warnings  # a hub that missed a ping never fails an import
     if as_json:
         extra: dict[str, object] = {"items": [c.as_dict() for c in items]} if dry_run else {}
         emit_json({**report.as_dict(), "feeds": published_note, **extra})
@@ -223,3 +224,5 @@ def remove(app: App, keys: tuple[str, ...], no_publish: bool) -> None:
                                       removed=removed)
         if refreshed is not None:
             click.echo(f"feeds: {len(refreshed.written)} files refreshed in {settings.feeds_out}/")
+            for warning in refreshed.warnings:
+                click.echo(f"warning: {warning}", err=True)

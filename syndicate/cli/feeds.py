@@ -40,7 +40,7 @@ def build(app: App, out_dir: str | None, verbose: bool, as_json: bool) -> None:
     if verbose:
         for path in report.written:
             click.echo(f"wrote {report.out_dir}/{path}")
-    for problem in report.errors:  # feeds are written; only the WebSub ping failed
+    for problem in report.errors + report.warnings:  # feeds are written; only the WebSub ping failed
         click.echo(f"warning: {problem}", err=True)
     click.echo(
         f"{len(report.written):,} written, {len(report.unchanged):,} unchanged in {report.out_dir}/; "
@@ -63,8 +63,11 @@ def serve(app: App, host: str, port: int) -> None:
     import uvicorn
 
     from ..web import create_app
+    from ..web.feeds import with_clock
 
     settings = app.settings
     app.store  # noqa: B018 - open (and migrate) the database before the first request
     click.echo(f"serving http://{host}:{port}/ — paste http://{host}:{port}/atom.xml into a feed reader", err=True)
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", proxy_headers=False)
+    # Date comes from the clock that dates Last-Modified (uvicorn's own lags by up to a second).
+    uvicorn.run(with_clock(create_app(settings)), host=host, port=port, log_level="warning", proxy_headers=False,
+                date_header=False)

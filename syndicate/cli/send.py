@@ -64,12 +64,17 @@ def send(app: App, at: str | None, dry_run: bool, limit: int | None, as_json: bo
 
         report = run_send(app.store, settings, transport, now=parse_at(at), limit=limit, dry_run=dry_run,
                           on_planned=planned, on_progress=step)
+    from ..publish import publish_due_note  # the same cron tick publishes what came out of embargo
+
+    feeds_note = "" if dry_run else publish_due_note(app.store, settings, parse_at(at))
     if as_json:
         emit_json(report.as_dict())
     else:
         click.echo(report.summary())
         for line in report.errors[:10]:
             click.echo(f"  {line}", err=True)
+        if feeds_note:
+            click.echo(feeds_note, err=True)
     if report.failed:
         sys.exit(1)
 

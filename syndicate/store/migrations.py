@@ -105,11 +105,12 @@ def m004_arrival_sequence(db: Database) -> None:
 
 
 def _all() -> list[Migrations]:
+    from .changes import migrations as changes
     from .outbox import migrations as outbox
     from .sources import migrations as sources
     from .subscribers import migrations as subscribers
 
-    return [articles, subscribers, outbox, sources]
+    return [articles, subscribers, outbox, changes, sources]
 
 
 ALL: list[Migrations] = _all()

@@ -2,12 +2,24 @@
 
 :class:`FeedCache` keeps every served document's bytes, gzip bytes, strong
 ``ETag`` and ``Last-Modified``, tagged with a *generation*. The generation
-moves only when the articles or the newsletter lists change: each request
-asks SQLite for ``PRAGMA data_version`` (microseconds; it moves when any other
-connection commits) and only then compares a content stamp (count, max id,
-max updated, and what each list's feed shows) computed in a worker thread. A conditional GET for a current document is answered by
-:class:`FeedEndpoint`, a plain ASGI app, without touching Starlette's
-request machinery or a thread.
+moves only when what the feeds show changes, which is one of three things:
+
+* the store's change counter (bumped by triggers on every write to articles
+  and lists, see ``store/changes.py``), read only when SQLite's
+  ``PRAGMA data_version`` says another connection committed;
+* the embargo horizon: the newest article whose ``published`` time has
+  passed, re-read only once the clock reaches the next embargoed article;
+* the month running on the site's calendar (a month that ends becomes an archive).
+
+The ETag is derived from the bytes (a SHA-256 prefix), so one ETag never
+names two bodies. ``Last-Modified`` is the time the bytes last changed, kept
+per path in the store (``feed_state``) so it survives restarts; it never goes
+back and never passes the clock that also writes ``Date`` (:class:`DateHeader`).
+A conditional GET for a current document is answered by :class:`FeedEndpoint`,
+a plain ASGI app, without touching Starlette's request machinery or a thread.
+
+The clock is a plain ``() -> datetime`` (``FeedCache.clock``): ``serve`` uses the
+real one; a test hands in its own clock, through :func:`with_clock`, to move time.
 """
 
 from __future__ import annotations
@@ -15,22 +27,27 @@ from __future__ import annotations
 import asyncio
 import gzip
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime, parsedate_to_datetime
+from typing import Any
 
 import anyio.to_thread
 from starlette.routing import BaseRoute, Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..feeds import CONTENT_TYPES, FeedPath, parse_path
-from ..publish import FeedDocument, build_group, list_scopes
-from ..store import Store, open_store
+from ..feed_build import FeedDocument, build_group, open_month
+from ..feeds import CONTENT_TYPES, FeedPath, month_bounds, month_of, parse_path
+from ..models import utcnow
+from ..store import FeedState, Store, open_store
 from .context import WebContext
 
 CURRENT_MAX_AGE = 60  # seconds a reader may reuse a subscription feed without asking
-ARCHIVE_MAX_AGE = 86400  # past months rarely change
+ARCHIVE_MAX_AGE = 86400  # finished months rarely change
 MAX_ENTRIES = 20000  # cached documents (and misses) before the cache starts afresh
+
+Clock = Callable[[], datetime]
 
 
 @dataclass(frozen=True)
@@ -44,45 +61,76 @@ class Entry:
     etag_gz: bytes = b""
     last_modified: bytes = b""
     last_modified_ts: float = 0.0
+    ambiguous: bool = False  # the bytes changed twice within the Last-Modified second
     content_type: bytes = b""
     cache_control: bytes = b""
 
 
-def _entry(doc: FeedDocument, generation: int, previous: Entry | None, month: str | None) -> Entry:
-    digest = hashlib.sha256(doc.body).hexdigest()[:32]
-    modified = doc.updated.astimezone(UTC).replace(microsecond=0)
-    if previous is not None and previous.body is not None and previous.body != doc.body:
-        # Bytes changed but the newest item did not move (a removal): Last-Modified must still advance.
-        if modified.timestamp() <= previous.last_modified_ts:
-            modified = datetime.now(UTC).replace(microsecond=0)
-    elif previous is not None and previous.body == doc.body:
-        modified = datetime.fromtimestamp(previous.last_modified_ts, UTC)
-    this_month = datetime.now(UTC).strftime("%Y-%m")
-    max_age = ARCHIVE_MAX_AGE if month is not None and month < this_month else CURRENT_MAX_AGE
+def _whole_second(value: datetime) -> datetime:
+    return value.astimezone(UTC).replace(microsecond=0)
+
+
+def next_state(path: str, etag: str, previous: FeedState | None, updated: datetime, now: datetime) -> FeedState:
+    """The (ETag, Last-Modified) of ``path`` now that its bytes hash to ``etag``.
+
+    Unchanged bytes keep their Last-Modified. Changed bytes get ``now``, or,
+    when the clock has not passed the previous Last-Modified (two changes in
+    one second), keep it and are marked ambiguous so If-Modified-Since cannot
+    hand out a 304 for either body. The first bytes ever seen are dated by
+    their newest item, never later than ``now``.
+
+    Example:
+        >>> t = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
+        >>> first = next_state("/a", "e1", None, t.replace(hour=9), t)
+        >>> first.last_modified == t
+        True
+        >>> next_state("/a", "e2", first, t, t).ambiguous
+        True
+    """
+    now = _whole_second(now)
+    if previous is not None and previous.etag == etag:
+        return previous
+    if previous is None:
+        return FeedState(path, etag, min(_whole_second(updated), now))
+    if now > previous.last_modified:
+        return FeedState(path, etag, now)
+    return FeedState(path, etag, previous.last_modified, ambiguous=True)
+
+
+def _entry(doc: FeedDocument, generation: int, state: FeedState, max_age: int) -> Entry:
     return Entry(
         generation=generation,
         body=doc.body,
         gzipped=gzip.compress(doc.body, compresslevel=6, mtime=0),
-        etag=f'"{digest}"'.encode("ascii"),
-        etag_gz=f'"{digest}-gz"'.encode("ascii"),
-        last_modified=format_datetime(modified, usegmt=True).encode("ascii"),
-        last_modified_ts=modified.timestamp(),
+        etag=state.etag.encode("ascii"),
+        etag_gz=(state.etag[:-1] + '-gz"').encode("ascii"),
+        last_modified=format_datetime(state.last_modified, usegmt=True).encode("ascii"),
+        last_modified_ts=state.last_modified.timestamp(),
+        ambiguous=state.ambiguous,
         content_type=CONTENT_TYPES[doc.fmt].encode("ascii"),
         cache_control=f"public, max-age={max_age}".encode("ascii"),
     )
 
 
-class FeedCache:
-    """Feed documents by URL path, rebuilt only when the articles changed."""
+def etag_of(body: bytes) -> str:
+    """A strong ETag made from the bytes alone: the same body, the same tag; another body, another tag."""
+    return f'"{hashlib.sha256(body).hexdigest()[:32]}"'
 
-    def __init__(self, ctx: WebContext) -> None:
+
+class FeedCache:
+    """Feed documents by URL path, rebuilt only when what they show changed."""
+
+    def __init__(self, ctx: WebContext, clock: Clock = utcnow) -> None:
         self.ctx = ctx
+        self.clock = clock
         self.generation = 0
         self._probe: Store | None = None
         self._version: int | None = None
-        self._stamp: tuple[object, ...] | None = None
+        self._key: tuple[object, ...] | None = None
+        self._month_ends: datetime | None = None
+        self._next_embargo: datetime | None = None
         self._docs: dict[str, Entry] = {}
-        self._stamp_lock: asyncio.Lock | None = None
+        self._key_lock: asyncio.Lock | None = None
         self._build_locks: dict[tuple[str, str | None], asyncio.Lock] = {}
 
     def close(self) -> None:
@@ -90,23 +138,35 @@ class FeedCache:
             self._probe.close()
             self._probe = None
 
+    def _fresh(self, version: int, now: datetime) -> bool:
+        """True while nothing the feeds show can have moved: no commit, no embargo ended, same month."""
+        if version != self._version or self._month_ends is None or now >= self._month_ends:
+            return False
+        return self._next_embargo is None or now < self._next_embargo
+
     async def current_generation(self) -> int:
-        """The generation now: one PRAGMA when nothing changed."""
+        """The generation now: one PRAGMA and a clock reading when nothing changed."""
         if self._probe is None:
             self._probe = open_store(self.ctx.settings.db)
-        version = self._probe.data_version()
-        if version == self._version:
+        now = self.clock()
+        if self._fresh(self._probe.data_version(), now):
             return self.generation
-        if self._stamp_lock is None:
-            self._stamp_lock = asyncio.Lock()
-        async with self._stamp_lock:
-            version = self._probe.data_version()
-            if version != self._version:
-                stamp = await anyio.to_thread.run_sync(self._content_stamp)
-                if stamp != self._stamp:
-                    self._stamp = stamp
-                    self.generation += 1
+        if self._key_lock is None:
+            self._key_lock = asyncio.Lock()
+        async with self._key_lock:
+            probe = self._probe
+            version = probe.data_version()
+            if not self._fresh(version, now):
+                month = month_of(now, self.ctx.settings.tz)
+                bounds = month_bounds(month, self.ctx.settings.tz)
+                # counter first: a write landing in between moves it on the next request
+                key = (probe.change_counter(), month, probe.latest_released(now))
+                self._next_embargo = probe.next_embargo(now)
+                self._month_ends = bounds[1] if bounds else None
                 self._version = version
+                if key != self._key:
+                    self._key = key
+                    self.generation += 1
         return self.generation
 
     async def get(self, path: str, feed: FeedPath) -> Entry:
@@ -120,25 +180,81 @@ class FeedCache:
             entry = self._docs.get(path)
             if entry is not None and entry.generation == generation:
                 return entry
-            docs = await anyio.to_thread.run_sync(self._build, feed)
+            built = await anyio.to_thread.run_sync(self._build, feed, generation)
             if len(self._docs) > MAX_ENTRIES:
                 self._docs.clear()
                 self._build_locks.clear()
-            if docs is None:
+            if built is None:
                 entry = Entry(generation)
                 self._docs[path] = entry
                 return entry
-            for doc in docs:
-                self._docs[doc.path] = _entry(doc, generation, self._docs.get(doc.path), feed.month)
+            self._docs.update(built)
             return self._docs.get(path) or Entry(generation)
 
-    def _content_stamp(self) -> tuple[object, ...]:
-        """What the feeds are made of: the articles' stamp and every list's feed scope (few rows)."""
-        store = self.ctx.store()
-        return (store.articles_stamp(), tuple(list_scopes(store)))
+    def _build(self, feed: FeedPath, generation: int) -> dict[str, Entry] | None:
+        """Build one group (three formats) at the clock's now, and date each body (worker thread)."""
+        store, settings = self.ctx.store(), self.ctx.settings
+        now = self.clock()
+        docs = build_group(store, settings, feed.scope, feed.month, now)
+        if docs is None:
+            return None
+        max_age = ARCHIVE_MAX_AGE if feed.month is not None and feed.month < open_month(settings, now)[0] else CURRENT_MAX_AGE
+        out: dict[str, Entry] = {}
+        for doc in docs:
+            previous = store.feed_state(doc.path)
+            state = next_state(doc.path, etag_of(doc.body), previous, doc.updated, now)
+            if state != previous:
+                store.save_feed_state(state)
+            out[doc.path] = _entry(doc, generation, state, max_age)
+        return out
 
-    def _build(self, feed: FeedPath) -> list[FeedDocument] | None:
-        return build_group(self.ctx.store(), self.ctx.settings, feed.scope, feed.month)
+
+class DateHeader:
+    """ASGI middleware: ``Date`` from the same clock that dates ``Last-Modified``.
+
+    uvicorn's own Date lags the clock by up to a second (it is refreshed on a
+    timer), which could put a fresh Last-Modified after it; ``serve`` turns
+    uvicorn's off (``date_header=False``) and wraps the app in this.
+    """
+
+    def __init__(self, app: ASGIApp, clock: Clock = utcnow) -> None:
+        self.app = app
+        self.clock = clock
+        self._last: tuple[datetime, bytes] | None = None
+
+    def date(self) -> bytes:
+        now = _whole_second(self.clock())
+        if self._last is None or self._last[0] != now:
+            self._last = (now, format_datetime(now, usegmt=True).encode("ascii"))
+        return self._last[1]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_date(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"date"]
+                headers.append((b"date", self.date()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_date)
+
+
+def with_clock(app: Any, clock: Clock = utcnow) -> DateHeader:
+    """The app ``create_app`` made, run on ``clock``: its feed cache's now and every response's Date.
+
+    Example:
+        >>> from syndicate.config import Settings
+        >>> from syndicate.web import create_app
+        >>> served = with_clock(create_app(Settings()))
+        >>> served.clock is served.app.state.feed_cache.clock
+        True
+    """
+    app.state.feed_cache.clock = clock
+    return DateHeader(app, clock)
 
 
 def _header(scope: Scope, name: bytes) -> bytes | None:
@@ -187,11 +303,14 @@ def _not_modified(scope: Scope, entry: Entry) -> bool:
         return False
     try:
         since = parsedate_to_datetime(ims.decode("latin-1"))
-    except (TypeError, ValueError, IndexError):
+        if since.tzinfo is None:
+            since = since.replace(tzinfo=UTC)
+        stamp = since.timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):  # not a date, or a year no calendar holds
         return False
-    if since.tzinfo is None:
-        since = since.replace(tzinfo=UTC)
-    return entry.last_modified_ts <= since.timestamp()
+    if entry.ambiguous and int(stamp) == int(entry.last_modified_ts):
+        return False  # two bodies share this second: only the ETag can tell them apart
+    return entry.last_modified_ts <= stamp
 
 
 async def _plain(send: Send, status: int, text: bytes, extra: list[tuple[bytes, bytes]] | None = None) -> None:

@@ -303,7 +303,8 @@ def routes(ctx: WebContext, *, limits: RateLimits | None = None, max_body: int =
     return [
         route("/", pages.home, ["GET"]),
         route("/static/site.css", pages.stylesheet, ["GET"]),
-        route("/articles/{slug}", pages.article, ["GET"]),
+        route("/articles/{slug}/", pages.article, ["GET"]),
+        route("/articles/{slug}", pages.article, ["GET"]),  # 301 to the slash form
         route("/category/{slug}/", pages.category, ["GET"]),
         route("/category/{slug}", pages.moved_to_slash, ["GET"]),
         route("/list/{slug}/", pages.news_list, ["GET"]),

@@ -1,6 +1,6 @@
 """The reading pages: home, articles, categories, lists, the digest archive, the stylesheet.
 
-Each is served at the exact URL the feeds carry (``/``, ``/articles/<slug>``,
+Each is served at the exact URL the feeds carry (``/``, ``/articles/<slug>/``,
 ``/category/<slug>/``, ``/list/<slug>/``): readers keep the URL they were
 given, and the static site cannot answer a redirect. The slash-less
 ``/category/<slug>`` and ``/list/<slug>`` (older links) move permanently to
@@ -64,15 +64,15 @@ class ReadingPages(PageBase):
             article = store.public_article(key)  # NotFound while embargoed
         except NotFound:
             return self.not_found(self.lang_of())
-        if article.slug != key:
-            return RedirectResponse(f"/articles/{quote(article.slug, safe='-._~')}", status_code=301)
+        if article.slug != key or not request.url.path.endswith("/"):  # one canonical URL, as the feeds carry
+            return RedirectResponse(f"/articles/{quote(article.slug, safe='-._~')}/", status_code=301)
         lang = article.language or self.lang_of()
         feeds = feed_links(self.settings.title)
         if article.category_slug:
             feeds += feed_links(f"{self.settings.title}: {article.category}", f"/category/{article.category_slug}")
         return self.page(
             "article.html", lang, article=article, body=_article_body(article), feeds=feeds,
-            canonical=f"{self.settings.base_url}/articles/{article.slug}",
+            canonical=f"{self.settings.base_url}/articles/{article.slug}/",
             body_text_start=article.body_text[: len(article.summary) + 40], lists=store.all_lists(),
         )
 

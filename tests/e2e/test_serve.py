@@ -25,6 +25,7 @@ from syndicate.models import Article
 from syndicate.publish import publish_all
 from syndicate.store import Store
 from syndicate.web import create_app
+from syndicate.web.feeds import with_clock
 
 T0 = datetime(2024, 10, 1, 8, 0, tzinfo=UTC)
 
@@ -50,7 +51,9 @@ class Served:
 def served(store: Store, settings: Settings) -> Iterator[Served]:
     store.upsert_articles([art(i) for i in range(12)])
     app = create_app(settings)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning"))
+    # as `syndicate serve` runs it: Date from the clock that dates Last-Modified
+    server = uvicorn.Server(uvicorn.Config(with_clock(app), host="127.0.0.1", port=free_port(), log_level="warning",
+                                           date_header=False))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
@@ -166,13 +169,16 @@ def test_importing_an_article_changes_the_etag_once(served: Served, store: Store
         first.headers["last-modified"]
     )
     assert cache.generation == generation + 1
-    # removing it brings back the same bytes (same ETag); Last-Modified still moves forward
+    # removing it brings back the same bytes (same ETag); Last-Modified never goes back, and a copy
+    # dated by the previous Last-Modified is not "not modified" (two bodies may share that second)
     store.remove_article("g99")
     removed = identity(c, "/atom.xml")
     assert removed.headers["etag"] == first.headers["etag"]
-    assert parsedate_to_datetime(removed.headers["last-modified"]) > parsedate_to_datetime(
+    assert parsedate_to_datetime(removed.headers["last-modified"]) >= parsedate_to_datetime(
         changed.headers["last-modified"]
     )
+    stale = identity(c, "/atom.xml", **{"if-modified-since": changed.headers["last-modified"]})
+    assert stale.status_code == 200 and stale.content == removed.content
 
 
 def test_syndicate_serve_command(tmp_path: Path, store: Store, settings: Settings) -> None:
@@ -225,3 +231,74 @@ def test_list_feeds_are_served_with_etag_and_304(served: Served, store: Store) -
     store.update_list(nl)
     renamed = identity(c, "/list/kinh-te-sang/rss.xml")
     assert feedparser.parse(renamed.content).feed.title == "Kinh tế buổi sáng"
+
+
+def test_an_edit_whose_updated_is_not_the_newest_changes_the_feed(served: Served, store: Store) -> None:
+    c = served.client
+    first = identity(c, "/atom.xml")
+    # an edit dated before the newest article's change: (count, max id, max updated) all stay put
+    store.upsert_articles([art(3, title="Tin số 3 đã sửa")], now=T0 + timedelta(days=10))
+    after = identity(c, "/atom.xml", **{"if-none-match": first.headers["etag"]})
+    assert after.status_code == 200 and "Tin số 3 đã sửa" in [e.title for e in feedparser.parse(after.content).entries]
+    since = identity(c, "/atom.xml", **{"if-modified-since": first.headers["last-modified"]})
+    assert since.status_code == 200
+
+
+def test_an_edit_while_a_future_article_exists_changes_the_feed(served: Served, store: Store) -> None:
+    c = served.client
+    store.upsert_articles([art(50, published=datetime.now(UTC) + timedelta(days=3), title="Tin tương lai")])
+    first = identity(c, "/atom.xml")
+    assert "Tin tương lai" not in first.text  # embargoed
+    store.upsert_articles([art(5, title="Tin số 5 đã sửa")])
+    after = identity(c, "/atom.xml", **{"if-none-match": first.headers["etag"]})
+    assert after.status_code == 200 and "Tin số 5 đã sửa" in after.text
+
+
+def test_last_modified_is_never_after_date(served: Served, store: Store) -> None:
+    c = served.client
+    later_today = datetime.now(UTC) + timedelta(hours=3)
+    store.upsert_articles([art(60, published=later_today, updated=later_today, title="Tin chiều nay")])
+    for path in ("/atom.xml", "/rss.xml", "/category/kinh-te/feed.json"):
+        r = identity(c, path)
+        assert parsedate_to_datetime(r.headers["last-modified"]) <= parsedate_to_datetime(r.headers["date"]), path
+
+
+def test_absurd_if_modified_since_is_a_200(served: Served) -> None:
+    c = served.client
+    for value in ("Mon, 01 Jan 99999999999999999999 00:00:00 GMT", "Mon, 01 Jan 99999 00:00:00 GMT",
+                  "Mon, 01 Jan 0000 00:00:00 GMT", "Mon, 32 Foo 2026 25:61:61 GMT"):
+        r = identity(c, "/atom.xml", **{"if-modified-since": value})
+        assert r.status_code == 200, value
+
+
+def test_an_embargo_ending_changes_the_feed_with_no_write(store: Store, settings: Settings) -> None:
+    """serve on a clock of its own (the hook `syndicate serve` fills with the real clock)."""
+    from tests_clock import Clock
+
+    now = datetime(2026, 3, 12, 8, 0, tzinfo=UTC)
+    clock = Clock(now)
+    store.upsert_articles([art(1, published=now - timedelta(days=2)),
+                           art(2, published=now + timedelta(minutes=30), title="Tin 8 giờ 30")])
+    app = create_app(settings)
+    server = uvicorn.Server(uvicorn.Config(with_clock(app, clock), host="127.0.0.1", port=free_port(),
+                                           log_level="warning", date_header=False))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as c:
+            before = identity(c, "/atom.xml")
+            assert "Tin 8 giờ 30" not in before.text
+            assert parsedate_to_datetime(before.headers["date"]) == now
+            clock.advance(timedelta(minutes=30))
+            after = identity(c, "/atom.xml", **{"if-none-match": before.headers["etag"]})
+            assert after.status_code == 200 and "Tin 8 giờ 30" in after.text
+            assert parsedate_to_datetime(after.headers["last-modified"]) == now + timedelta(minutes=30)
+            assert parsedate_to_datetime(after.headers["date"]) == now + timedelta(minutes=30)
+    finally:
+        server.should_exit = True
+        thread.join(30)

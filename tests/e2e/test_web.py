@@ -203,7 +203,7 @@ def test_pages_escape_hostile_articles_and_carry_headers(site: Site) -> None:
         published=datetime(2026, 11, 20, tzinfo=UTC), body_html=f"<p>Thân bài</p>{XSS}",
     )])
     category = site.store.get_article("evil").category_slug
-    for path in ("/", "/articles/evil", f"/category/{category}/", "/list/tin-sang/", "/archive/tin-sang", "/no-such-page"):
+    for path in ("/", "/articles/evil/", f"/category/{category}/", "/list/tin-sang/", "/archive/tin-sang", "/no-such-page"):
         r = site.http.get(path)
         assert r.status_code == (404 if path == "/no-such-page" else 200), path
         assert not re.search(r"<script|<img[^>]*onerror", r.text), path

@@ -1,0 +1,244 @@
+"""What changed, and what is public: the change counter, feed states, embargoed reads.
+
+One notion of "what changed": SQLite triggers on every table the feeds and
+digests read (``articles``, ``lists``) bump a one-row counter in the same
+transaction as the write, so no code path can change an article or a list
+without the counter moving. :meth:`ChangeQueries.change_counter` reads it.
+
+``feed_state`` remembers, per served feed path, the ETag and Last-Modified
+of the bytes last served, so Last-Modified survives a restart of ``serve``
+and never goes back.
+
+The published-article reads here take ``now`` and leave out anything whose
+``published`` is later (the embargo): the feeds read only through them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlite_utils import Database, Migrations
+
+from ..models import Article
+from .articles import _COLUMNS, row_to_article
+from .base import StoreBase, iso, parse_time
+
+migrations = Migrations("syndicate.changes")
+
+WATCHED_TABLES = ("articles", "lists")  # every table a feed or a digest shows
+
+
+@migrations()
+def m001_change_counter(db: Database) -> None:
+    db.execute("CREATE TABLE changes (id INTEGER PRIMARY KEY CHECK (id = 1), counter INTEGER NOT NULL)")
+    db.execute("INSERT INTO changes (id, counter) VALUES (1, 0)")
+    for table in WATCHED_TABLES:
+        for event in ("INSERT", "UPDATE", "DELETE"):
+            db.execute(
+                f"CREATE TRIGGER changes_{table}_{event.lower()} AFTER {event} ON {table} "
+                "BEGIN UPDATE changes SET counter = counter + 1 WHERE id = 1; END"
+            )
+    db.execute(
+        "CREATE TABLE feed_state (path TEXT PRIMARY KEY, etag TEXT NOT NULL, "
+        "last_modified TEXT NOT NULL, ambiguous INTEGER NOT NULL DEFAULT 0)"
+    )
+
+
+@dataclass(frozen=True)
+class FeedState:
+    """The bytes a feed path last had (by ETag) and since when.
+
+    ``ambiguous`` is set when the bytes changed twice within the second of
+    ``last_modified``: an If-Modified-Since naming that very second cannot
+    tell the two bodies apart, so it gets the body, never a 304.
+    """
+
+    path: str
+    etag: str
+    last_modified: datetime
+    ambiguous: bool = False
+
+
+def _slugs(category_slugs: Sequence[str] | None) -> list[str] | None:
+    return sorted(set(category_slugs)) if category_slugs is not None else None
+
+
+class ChangeQueries(StoreBase):
+    # --- the change counter --------------------------------------------------------------
+
+    def change_counter(self) -> int:
+        """Bumped (by triggers) in the same transaction as every write to articles or lists."""
+        return int(self.scalar("SELECT counter FROM changes WHERE id = 1"))
+
+    # --- per-feed ETag and Last-Modified ------------------------------------------------
+
+    def feed_state(self, path: str) -> FeedState | None:
+        row = self.query_one("SELECT path, etag, last_modified, ambiguous FROM feed_state WHERE path = ?", [path])
+        if row is None:
+            return None
+        return FeedState(row["path"], row["etag"], parse_time(row["last_modified"]), bool(row["ambiguous"]))  # type: ignore[arg-type]
+
+    def save_feed_state(self, state: FeedState) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO feed_state (path, etag, last_modified, ambiguous) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (path) DO UPDATE SET etag = excluded.etag, last_modified = excluded.last_modified, "
+                "ambiguous = excluded.ambiguous",
+                [state.path, state.etag, iso(state.last_modified), int(state.ambiguous)],
+            )
+
+    # --- the embargo horizon ------------------------------------------------------------
+
+    def next_embargo(self, now: datetime) -> datetime | None:
+        """The earliest ``published`` still in the future: when the feeds must change next by themselves."""
+        return parse_time(self.scalar("SELECT min(published) FROM articles WHERE published > ?", [iso(now)]))
+
+    def latest_released(self, now: datetime) -> str:
+        """The newest ``published`` at or before ``now`` ('' when none): it moves when an embargo ends."""
+        return str(self.scalar("SELECT coalesce(max(published), '') FROM articles WHERE published <= ?", [iso(now)]))
+
+    def released_between(self, since: datetime, now: datetime) -> list[tuple[str, datetime, str]]:
+        """(guid, published, category_slug) of articles whose embargo ended in ``(since, now]``."""
+        rows = self.conn.execute(
+            "SELECT guid, published, category_slug FROM articles WHERE published > ? AND published <= ?",
+            [iso(since), iso(now)],
+        ).fetchall()
+        return [(r[0], parse_time(r[1]), r[2]) for r in rows]  # type: ignore[misc]
+
+    # --- published articles (never the future) ------------------------------------------
+
+    def public_newest(self, limit: int, category_slugs: Sequence[str] | None, now: datetime) -> list[Article]:
+        """The newest ``limit`` articles published by ``now`` in any of the categories (None = all)."""
+        slugs = _slugs(category_slugs)
+        if slugs is not None and not slugs:
+            return []
+        if slugs is None:
+            rows = self.query(
+                f"SELECT {_COLUMNS} FROM articles WHERE published <= ? ORDER BY published DESC, id DESC LIMIT ?",
+                [iso(now), limit],
+            )
+        else:
+            one = (
+                f"SELECT * FROM (SELECT {_COLUMNS} FROM articles WHERE category_slug = ? AND published <= ? "
+                "ORDER BY published DESC, id DESC LIMIT ?)"
+            )
+            sql = " UNION ALL ".join(one for _ in slugs) + " ORDER BY published DESC, id DESC LIMIT ?"
+            params: list[object] = [p for slug in slugs for p in (slug, iso(now), limit)]
+            rows = self.query(sql, [*params, limit])
+        return [row_to_article(r) for r in rows]
+
+    def public_between(self, start: datetime, end: datetime, category_slugs: Sequence[str] | None) -> list[Article]:
+        """Articles published in ``[start, end)`` in any of the categories, newest first (indexed range)."""
+        slugs = _slugs(category_slugs)
+        if slugs is not None and not slugs:
+            return []
+        sql = f"SELECT {_COLUMNS} FROM articles WHERE published >= ? AND published < ?"
+        params: list[object] = [iso(start), iso(end)]
+        if slugs is not None:
+            sql += f" AND category_slug IN ({', '.join('?' for _ in slugs)})"
+            params += slugs
+        return [row_to_article(r) for r in self.query(sql + " ORDER BY published DESC, id DESC", params)]
+
+    def first_published_at_or_after(
+        self, start: datetime | None, end: datetime, category_slugs: Sequence[str] | None
+    ) -> datetime | None:
+        """The earliest ``published`` in ``[start, end)`` (no lower bound when ``start`` is None) in the
+        categories (one indexed probe per category)."""
+        slugs = _slugs(category_slugs)
+        found: list[datetime] = []
+        for slug in [None] if slugs is None else slugs:
+            where = "category_slug = ? AND " if slug is not None else ""
+            extra: list[object] = [slug] if slug is not None else []
+            value = self.scalar(
+                f"SELECT published FROM articles WHERE {where}published >= ? AND published < ? "
+                "ORDER BY published ASC LIMIT 1",
+                [*extra, iso(start) if start is not None else "", iso(end)],
+            )
+            if value:
+                found.append(parse_time(value))  # type: ignore[arg-type]
+        return min(found, default=None)
+
+    def last_published_before(self, end: datetime, category_slugs: Sequence[str] | None) -> datetime | None:
+        """The latest ``published`` before ``end`` in the categories (one indexed probe per category)."""
+        slugs = _slugs(category_slugs)
+        found: list[datetime] = []
+        for slug in [None] if slugs is None else slugs:
+            where = "category_slug = ? AND " if slug is not None else ""
+            extra: list[object] = [slug] if slug is not None else []
+            value = self.scalar(
+                f"SELECT published FROM articles WHERE {where}published < ? ORDER BY published DESC LIMIT 1",
+                [*extra, iso(end)],
+            )
+            if value:
+                found.append(parse_time(value))  # type: ignore[arg-type]
+        return max(found, default=None)
+
+    def public_categories(self, now: datetime) -> list[tuple[str, str, int]]:
+        """(slug, display name, count of published articles) for every category with one published by ``now``."""
+        rows = self.conn.execute(
+            "SELECT category_slug, max(category), count(*) FROM articles "
+            "WHERE category_slug != '' AND published <= ? GROUP BY category_slug ORDER BY category_slug",
+            [iso(now)],
+        ).fetchall()
+        return [(r[0], r[1], r[2]) for r in rows]
+
+    def public_category_name(self, category_slug: str, now: datetime) -> str | None:
+        """The display name of a category from its newest published article, or None."""
+        value = self.scalar(
+            "SELECT category FROM articles WHERE category_slug = ? AND published <= ? "
+            "ORDER BY published DESC, id DESC LIMIT 1",
+            [category_slug, iso(now)],
+        )
+        return str(value) if value is not None else None
+
+    def article_keys(self, guids: Iterable[str]) -> list[tuple[datetime, str]]:
+        """(published, category_slug) of each named article that still exists."""
+        out: list[tuple[datetime, str]] = []
+        for guid in guids:
+            row = self.conn.execute("SELECT published, category_slug FROM articles WHERE guid = ?", [guid]).fetchone()
+            if row is not None:
+                out.append((parse_time(row[0]), row[1]))  # type: ignore[arg-type]
+        return out
+
+    def changed_keys_since(self, since: datetime) -> list[tuple[datetime, str]]:
+        """(published, category_slug) of articles whose ``updated`` is at or after ``since`` (indexed)."""
+        rows = self.conn.execute(
+            "SELECT DISTINCT published, category_slug FROM articles WHERE updated >= ?", [iso(since)]
+        ).fetchall()
+        return [(parse_time(r[0]), r[1]) for r in rows]  # type: ignore[misc]
+
+    def public_articles(self, now: datetime) -> Iterator[Article]:
+        """Every article published by ``now``, newest first, streamed in pages (for the static article pages)."""
+        after: tuple[str, int] | None = None
+        while True:
+            if after is None:
+                rows = self.query(
+                    f"SELECT {_COLUMNS} FROM articles WHERE published <= ? ORDER BY published DESC, id DESC LIMIT 500",
+                    [iso(now)],
+                )
+            else:
+                rows = self.query(  # a row-value bound, so each page is one seek on articles_published
+                    f"SELECT {_COLUMNS} FROM articles WHERE published <= ? AND (published, id) < (?, ?) "
+                    "ORDER BY published DESC, id DESC LIMIT 500",
+                    [iso(now), after[0], after[1]],
+                )
+            if not rows:
+                return
+            for row in rows:
+                yield row_to_article(row)
+            after = (rows[-1]["published"], rows[-1]["id"])
+
+    def articles_by_guid(self, guids: Iterable[str]) -> list[Article]:
+        """The named articles that still exist (in the order named, each once)."""
+        out: list[Article] = []
+        for guid in dict.fromkeys(guids):
+            row = self.query_one(f"SELECT {_COLUMNS} FROM articles WHERE guid = ?", [guid])
+            if row is not None:
+                out.append(row_to_article(row))
+        return out
+
+    def changed_since(self, since: datetime) -> list[Article]:
+        """Articles whose ``updated`` is at or after ``since`` (indexed)."""
+        return [row_to_article(r) for r in self.query(f"SELECT {_COLUMNS} FROM articles WHERE updated >= ?", [iso(since)])]
