@@ -37,8 +37,20 @@ AT_HELP = "Act as if it were this ISO 8601 time (UTC unless it has an offset), t
 def send(app: App, at: str | None, dry_run: bool, limit: int | None, as_json: bool) -> None:
     """Plan due digests into the outbox and send them (run it from cron).
 
-    Prints one summary line; exits 1 if any message failed, 75 if another
-    run holds the lock (the next cron run carries on).
+    Prints one summary line. SIGTERM (systemd's stop) stops claiming, lets
+    messages on the wire finish within [send] grace_seconds, gives the rest
+    back to the queue and prints the summary.
+
+    \b
+    Exit codes:
+      0   every due message was sent (or nothing was due)
+      1   a message failed for good, or the run stopped on an error
+          (a full disk, a read-only database: the line names the path)
+      3   nothing failed, but some messages wait for a later run
+          (a temporary failure, SIGTERM, the relay unreachable)
+      4   nothing failed, but some are `unknown`: the relay may have them
+          (see `syndicate outbox ls --status unknown`)
+      75  another run holds the lock; the next cron run carries on
 
     \b
     Example:
@@ -70,8 +82,10 @@ def send(app: App, at: str | None, dry_run: bool, limit: int | None, as_json: bo
         click.echo(report.summary())
         for line in report.errors[:10]:
             click.echo(f"  {line}", err=True)
-    if report.failed:
-        sys.exit(1)
+    if report.fatal:
+        click.echo(f"error: {report.fatal}; the next `syndicate send` recovers", err=True)
+    if report.exit_code:
+        sys.exit(report.exit_code)
 
 
 @main.group()

@@ -1,24 +1,32 @@
-"""The run lock: one `syndicate send` at a time per database, dropped by the kernel when the process dies."""
+"""The run lock: one `syndicate send` at a time per database, dropped by the kernel when the process dies.
+
+The lock (and the journal directory) sit beside the database file itself,
+with symlinks resolved: ``--db syn.db`` and ``--db link.db`` (a symlink to it)
+take the same lock. (Two hard links to one SQLite file are not a setup SQLite
+supports in WAL mode: each name would get its own ``-wal`` file.)
+"""
 
 from __future__ import annotations
 
 import fcntl
 import os
 import secrets
-import signal
 import socket
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from types import FrameType
 
 from ..config import Settings
 from ..errors import LockError
 
 
+def database_path(settings: Settings) -> Path:
+    """The database file's real path (symlinks resolved): what the lock and the journal are keyed on."""
+    return Path(os.path.realpath(settings.db))
+
+
 def lock_path(settings: Settings) -> Path:
-    return Path(f"{settings.db}.send.lock")
+    return Path(f"{database_path(settings)}.send.lock")
 
 
 @contextmanager
@@ -45,23 +53,6 @@ def run_lock(settings: Settings) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
-
-
-@contextmanager
-def sigterm_as_exit() -> Iterator[None]:
-    """Turn SIGTERM into SystemExit so claims are recorded or released."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise SystemExit(128 + signum)
-
-    old = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
 
 
 def new_run_id() -> str:

@@ -6,14 +6,17 @@ from datetime import datetime
 
 from ..config import Settings
 from ..digest import DigestRenderer, plan
-from ..models import utcnow
 from ..store import Store
 from .report import SendReport
 
 
 def plan_due(store: Store, now: datetime) -> tuple[int, int]:
-    """Write one outbox row per due subscription; return (queued, skipped)."""
-    return store.plan_deliveries(plan(store, now), now=utcnow())
+    """Write one outbox row per due subscription; return (queued, skipped).
+
+    Rows are stamped ``created`` at ``now`` (the run's clock, ``--at`` included):
+    the queue lifetime of a deferred digest counts from there.
+    """
+    return store.plan_deliveries(plan(store, now), now=now)
 
 
 def dry_run(store: Store, settings: Settings, now: datetime, report: SendReport) -> None:
