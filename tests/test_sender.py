@@ -21,7 +21,7 @@ import pytest
 from click.testing import CliRunner
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from loopback import smtp_server
+from loopback import free_port, smtp_server
 
 from syndicate.cli import main
 from syndicate.config import Settings
@@ -630,3 +630,146 @@ def test_journal_lines_are_on_disk_before_data_and_before_the_store_records(
         assert send(store, settings).sent == 6
     assert len(seen_at_data) == 6 and all(synced_lines > s_index for s_index, synced_lines in seen_at_data)
     assert at_record and all(lines == synced_lines for lines, synced_lines in at_record)
+
+
+def test_a_40_minute_relay_outage_then_every_digest_goes_out(store: Store, smtp_settings: Settings,
+                                                             sink: tuple[Sink, int]) -> None:
+    """Cron every 5 minutes; the relay is down for 40 (nothing listens on its port). Nothing fails,
+    each run exits 3 (deferred), and once the relay is back later runs send everything, once."""
+    handler, port = sink
+    make_list(store)
+    for i in range(30):
+        subscribe(store, smtp_settings, f"r{i:02d}@example.org", "tin-sang", confirmed=True, now=T0)
+    add_articles(store, 2)
+    down = smtp_settings.with_(smtp_port=free_port())
+    for minute in range(0, 45, 5):
+        report = send(store, down, AT + timedelta(minutes=minute))
+        assert (report.sent, report.failed, report.exit_code) == (0, 0, 3), report
+    status = store.outbox_status(AT + timedelta(minutes=45))
+    assert status.counts["failed"] == 0 and status.counts["queued"] == 30
+    sent = 0
+    for minute in range(45, 240, 5):
+        report = send(store, smtp_settings, AT + timedelta(minutes=minute))
+        assert report.failed == 0
+        sent += report.sent
+        if sent == 30:
+            break
+    assert sent == 30 and report.exit_code == 0
+    ids = [m["Message-ID"] for m in handler.parsed()]
+    assert len(ids) == len(set(ids)) == 30
+
+
+def test_an_unreachable_relay_stops_the_run_early(store: Store, smtp_settings: Settings) -> None:
+    make_list(store)
+    for i in range(60):
+        subscribe(store, smtp_settings, f"r{i:02d}@example.org", "tin-sang", confirmed=True, now=T0)
+    add_articles(store, 1)
+    down = smtp_settings.with_(smtp_port=free_port())
+    report = send(store, down)
+    assert report.stopped.startswith("the relay is unreachable: cannot connect to SMTP 127.0.0.1:")
+    assert report.retry_later < 20 and report.exit_code == 3  # it did not try all 60
+    assert report.summary().startswith(f"sent 0, failed 0, skipped 0, retry later {report.retry_later}; "
+                                       "stopped early (the relay is unreachable: ")
+    assert report.summary().endswith(f", {60 - report.retry_later} left for the next run")
+    assert store.outbox_status(AT).counts["sending"] == 0
+
+
+def test_retries_give_up_after_the_queue_lifetime(store: Store, smtp_settings: Settings) -> None:
+    make_list(store)
+    r = subscribe(store, smtp_settings, "r@example.org", "tin-sang", confirmed=True, now=T0)
+    add_articles(store, 1)
+    down = smtp_settings.with_(smtp_port=free_port(), send_queue_lifetime_hours=2.0)
+    send(store, down, AT)
+    status = store.outbox_status(AT)
+    assert (status.deferred, status.next_retry, status.oldest_deferred) == (1, AT + timedelta(minutes=1), AT)
+    at = AT + timedelta(minutes=1)
+    for _ in range(20):
+        report = send(store, down, at)
+        [row] = store.deliveries_for(r.subscription.id)  # type: ignore[arg-type]
+        if row.status != "queued":
+            break
+        assert row.next_attempt is not None and row.next_attempt <= AT + timedelta(hours=2)
+        at = row.next_attempt
+    assert row.status == "failed" and row.error.startswith(f"gave up after {row.attempts} attempts: cannot connect")
+    assert at == AT + timedelta(hours=2)  # the last try falls at the end of the lifetime
+    assert report.failed == 1 and report.exit_code == 1
+
+
+def test_the_next_periods_digest_supersedes_a_deferred_one(store: Store, smtp_settings: Settings,
+                                                           sink: tuple[Sink, int]) -> None:
+    """Down all day: the next morning one digest goes out, carrying both days' articles."""
+    handler, _ = sink
+    make_list(store)
+    r = subscribe(store, smtp_settings, "r@example.org", "tin-sang", confirmed=True, now=T0)
+    add_articles(store, 2)
+    down = smtp_settings.with_(smtp_port=free_port())
+    assert send(store, down).retry_later == 1
+    add_articles(store, 2, start=AT + timedelta(hours=2), prefix="b")  # tomorrow's news
+    report = send(store, smtp_settings, AT + timedelta(days=1))
+    assert report.sent == 1
+    rows = {d.period: d for d in store.deliveries_for(r.subscription.id)}  # type: ignore[arg-type]
+    assert rows["2026-11-24"].status == "skipped"
+    assert rows["2026-11-24"].error == "superseded by the 2026-11-25 digest, which carries its articles"
+    assert rows["2026-11-25"].status == "sent"
+    [msg] = handler.parsed()
+    text = msg.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert all(f"Tin {p}{i}:" in text for p in "ab" for i in (1, 2)), text
+    status_out = CliRunner().invoke(main, ["--db", smtp_settings.db, "outbox", "status"]).output
+    assert "skipped" in status_out
+
+
+def test_cli_outbox_ls_report_and_retry_unknown(cli: CliRunner, tmp_path: Path, sink: tuple[Sink, int],
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    handler, port = sink
+    monkeypatch.setenv("SYNDICATE_SMTP_HOST", "127.0.0.1")
+    monkeypatch.setenv("SYNDICATE_SMTP_PORT", str(port))
+    monkeypatch.setenv("SYNDICATE_MAIL_SENDER_ADDRESS", "tin@news.example.org")
+    from syndicate.config import load_settings
+
+    store = open_store(tmp_path / "syndicate.db")
+    settings = load_settings()
+    make_list(store)
+    for who in ("ok", "gone", "drop", "grey"):
+        subscribe(store, settings, f"{who}@example.org", "tin-sang", confirmed=True, now=T0)
+    add_articles(store, 2)
+    store.close()
+    handler.reject.add("gone@example.org")
+    handler.drop.add("drop@example.org")
+    handler.temp_once.add("grey@example.org")
+    at = "2026-11-24T08:00:00+07:00"
+    result = cli.invoke(main, ["send", "--at", at])
+    assert result.exit_code == 1  # a hard bounce is a failure, and it outranks unknown and deferred
+    assert result.stdout == ("sent 1, failed 1, skipped 0, retry later 1, "
+                             "unknown 1 (not resent; see `syndicate outbox retry --unknown`)\n")
+
+    ls = cli.invoke(main, ["outbox", "ls"])
+    lines = ls.output.splitlines()
+    assert len(lines) == 4 and ls.exit_code == 0
+    assert lines[0].split()[1:6] == ["sent", "1", "tin-sang", "2026-11-24", "ok@example.org"]
+    assert lines[0].endswith("<digest.tin-sang.1.2026-11-24@news.example.org>")
+    assert lines[1].split()[1:3] == ["failed", "1"] and "550 5.1.1 no such user here" in lines[1]
+    assert lines[3].split()[1] == "queued" and "retry at 2026-11-24 01:01 UTC: SMTP refused" in lines[3]
+    unknown = json.loads(cli.invoke(main, ["outbox", "ls", "--status", "unknown", "--json"]).output)
+    assert [(u["email"], u["status"], u["attempts"]) for u in unknown] == [("drop@example.org", "unknown", 1)]
+    assert "the relay may have it" in unknown[0]["last_reply"]
+    deferred = cli.invoke(main, ["outbox", "ls", "--status", "deferred", "--email", "GREY@example.org"])
+    assert deferred.output.split()[1:6] == ["queued", "1", "tin-sang", "2026-11-24", "grey@example.org"]
+    assert cli.invoke(main, ["outbox", "ls", "--period", "2026-11-25"]).stderr == "no deliveries match\n"
+
+    no = cli.invoke(main, ["outbox", "retry", "--unknown"], input="n\n")
+    assert no.exit_code == 1
+    assert no.stdout.startswith("1 deliveries are unknown: the relay may already have delivered them, so "
+                                "resending may deliver them twice:\n  drop@example.org  tin-sang 2026-11-24  ")
+    assert no.stderr == "Resend these 1? [y/N]: n\nnothing requeued\n"
+    assert cli.invoke(main, ["outbox", "ls", "--status", "unknown"]).output.count("\n") == 1
+    yes = cli.invoke(main, ["outbox", "retry", "--unknown", "--yes"])
+    assert yes.exit_code == 0 and yes.stdout.endswith("requeued 1 deliveries; the next `syndicate send` sends them\n")
+
+    report = json.loads(cli.invoke(main, ["outbox", "report", "--json"]).output)
+    assert report == [{"list_slug": "tin-sang", "period": "2026-11-24", "planned": 4, "sent": 1, "skipped": 0,
+                       "queued": 1, "deferred": 1, "sending": 0, "failed": 0, "bounced": 1, "unknown": 0,
+                       "cancelled": 0, "complained": 0, "unsubscribed": 0}]
+    table = cli.invoke(main, ["outbox", "report", "--list", "tin-sang"]).output.splitlines()
+    assert table[0].split() == ["list", "period", "planned", "sent", "skipped", "queued", "deferred", "failed",
+                                "bounced", "unknown", "complained", "unsubscribed"]
+    assert table[1].split() == ["tin-sang", "2026-11-24", "4", "1", "0", "1", "1", "0", "1", "0", "0", "0"]
