@@ -362,6 +362,6 @@ async def drain(
         await transport.close()
     if stop.requested:
         report.stopped = stop.reason
-    elif halt:
+    elif halt and not report.fatal:
         report.stopped = halt
         note_error(halt)
