@@ -220,6 +220,9 @@ class SmtpTransport:
                 except (aiosmtplib.SMTPException, OSError):
                     conn.close()
                     continue
+                except asyncio.CancelledError:  # taken from the idle list: close it, never leak it
+                    conn.close()
+                    raise
             return conn
         conn = self._client()
         assert isinstance(conn, _client_class())

@@ -51,6 +51,14 @@ FLUSH_EVERY = 0.1
 FLUSH_ROWS = 100
 
 
+class GiveBack(SyndicateError):
+    """Raised by the DATA hook of a run that is stopping: the message does not start.
+
+    A stopping run lets its not yet started sends reach this point instead of
+    cancelling them mid-connect (a cancelled handshake can leak its socket);
+    the transport then drops that connection."""
+
+
 class JournalError(SyndicateError):
     """The journal could not be written: the message must not start (not an OSError,
     so that no transport mistakes it for a connection failure)."""
@@ -176,6 +184,8 @@ async def drain(
 
         async def on_data() -> None:
             nonlocal wire
+            if stopping():  # the run is stopping: this one never starts, it goes back to the queue
+                raise GiveBack(d.id)
             try:
                 journal.started(d.id)
             except OSError as exc:
@@ -212,6 +222,8 @@ async def drain(
                     note_error(f"{d.email}: gave up after {d.attempts} attempts: {exc}")
                 else:
                     pending.retry.append((d.id, when, str(exc)))
+        except GiveBack:  # given back when the run settles
+            pass
         except JournalError as exc:  # never started: given back when the run settles
             if not halt:
                 halt = "storage error"
@@ -259,16 +271,14 @@ async def drain(
         return stop.requested or bool(halt)
 
     async def finish() -> None:
-        """Wait for the tasks; on a stop, cancel what has not started and give the rest the grace period."""
+        """Wait for the tasks. On a stop, sends not yet in DATA give themselves back at the DATA hook, and
+        every task gets the grace period; what is still running after it is cut off (`unknown` if on the wire)."""
         while tasks:
             if not stopping():
                 waiter = asyncio.ensure_future(stop_event.wait())
                 await asyncio.wait({*tasks, waiter}, return_when=asyncio.FIRST_COMPLETED)
                 waiter.cancel()
                 continue
-            for task, did in list(tasks.items()):
-                if did not in on_wire:
-                    task.cancel()
             grace = 0.0 if stop.hurry else settings.send_grace_seconds
             deadline = (stop.at if stop.requested else time.monotonic()) + grace
             while tasks and not stop.hurry:
