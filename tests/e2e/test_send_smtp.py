@@ -36,12 +36,16 @@ class SlowSink:
         self.delay = delay
         self.messages: list[bytes] = []
         self.busy = 0  # messages between DATA and the reply
+        self.gate = threading.Event()  # DATA waits while it is clear
+        self.gate.set()
         self.lock = threading.Lock()
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         with self.lock:
             self.busy += 1
         try:
+            while not self.gate.is_set():
+                await asyncio.sleep(0.005)
             await asyncio.sleep(self.delay)
             with self.lock:
                 self.messages.append(envelope.original_content)
@@ -155,12 +159,13 @@ def test_sigkill_mid_send_then_rerun(tmp_path: Path, slow_sink: tuple[SlowSink, 
 
 def test_two_runs_at_once_send_each_digest_once(tmp_path: Path, slow_sink: tuple[SlowSink, int]) -> None:
     sink, port = slow_sink
-    sink.delay = 0.05  # 60 messages over 2 connections: about 1.5 s, ample for the second run to start
+    sink.gate.clear()  # the first run's messages wait in DATA until the second run has come and gone
     env, settings = populate(tmp_path, port, 60)
     first = syndicate(env, "send", "--at", AT)
-    wait_for(lambda: len(sink.messages) >= 1)
+    wait_for(lambda: sink.busy >= 1)
     second = syndicate(env, "send", "--at", AT)
     err2 = second.communicate(timeout=TIMEOUT)[1]
+    sink.gate.set()
     out1 = first.communicate(timeout=TIMEOUT)[0]
     assert second.returncode == 75
     assert err2.startswith("error: another `syndicate send` is running (pid ")
