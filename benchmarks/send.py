@@ -89,6 +89,8 @@ def main() -> None:
     ap.add_argument("--pool", type=int, default=4)
     ap.add_argument("--dkim", choices=["rsa", "ed25519"], default="rsa")
     ap.add_argument("--keep", help="work in this directory (kept afterwards)")
+    ap.add_argument("--no-fsync", action="store_true",
+                    help="[send] fsync = false: no journal fdatasync (to measure what the durability contract costs)")
     args = ap.parse_args()
     work = Path(args.keep or tempfile.mkdtemp(prefix="syndicate-send-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -111,6 +113,8 @@ def main() -> None:
                SYNDICATE_SMTP_POOL_SIZE=str(args.pool), SYNDICATE_DKIM_DOMAIN="news.example.org",
                SYNDICATE_DKIM_SELECTOR="bench", SYNDICATE_DKIM_KEY_FILE=str(work / "dkim.pem"),
                PYTHONPATH=str(ROOT))
+    if args.no_fsync:
+        env["SYNDICATE_SEND_FSYNC"] = "false"
 
     # a real digest, so the ceiling pushes messages of the same size
     from syndicate.sender import preview

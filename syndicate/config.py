@@ -95,7 +95,12 @@ class Settings:
     smtp_timeout: float = 30.0
     smtp_pool_size: int = 4
     smtp_rate: float = 0.0  # messages per second, 0 = unlimited
-    smtp_max_attempts: int = 5
+    smtp_max_attempts: int = 0  # 0 = no cap: retries are bounded by time ([send] queue_lifetime_hours)
+    # [send]
+    send_grace_seconds: float = 20.0  # on SIGTERM, how long messages already on the wire may finish
+    send_max_retry_minutes: float = 60.0  # the longest wait between two tries of a deferred message
+    send_queue_lifetime_hours: float = 72.0  # give up this long after planning (a newer digest supersedes sooner)
+    send_fsync: bool = True  # journal lines on disk before DATA / before the store records them; off: benchmarks only
     # [dkim]
     dkim_domain: str = ""
     dkim_selector: str = ""
@@ -297,6 +302,11 @@ sender_address = "news@localhost"
 # redirects = "same-host"      # same-host | any
 # allow_private = false        # fetch from loopback/private/link-local addresses
 # user_agent = ""              # default: syndicate/<version> (+base_url)
+
+[send]
+# grace_seconds = 20           # on SIGTERM, time for messages on the wire to finish
+# max_retry_minutes = 60       # longest wait between two tries of a deferred message
+# queue_lifetime_hours = 72    # then a deferred message fails (the next period's digest supersedes it sooner)
 
 [dkim]
 # domain = "example.org"

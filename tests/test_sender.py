@@ -8,7 +8,9 @@ import email
 import email.policy
 import json
 import os
+import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,7 +21,7 @@ import pytest
 from click.testing import CliRunner
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from loopback import smtp_server
+from loopback import free_port, smtp_server
 
 from syndicate.cli import main
 from syndicate.config import Settings
@@ -41,11 +43,15 @@ class Sink:
         self.messages: list[tuple[str, list[str], bytes]] = []
         self.temp_once: set[str] = set()
         self.reject: set[str] = set()
-        self.drop: set[str] = set()
+        self.drop: set[str] = set()  # dropped after the message arrived: the client cannot know
+        self.drop_rcpt: set[str] = set()  # dropped at RCPT TO, before DATA: certainly not delivered
         self.delay = 0.0
         self.lock = threading.Lock()
 
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:
+        if address in self.drop_rcpt:
+            server.transport.abort()
+            return "250 OK"
         if address in self.reject:
             return "550 5.1.1 no such user here"
         if address in self.temp_once:
@@ -208,19 +214,42 @@ def test_permanent_failure_is_a_hard_bounce(store: Store, smtp_settings: Setting
     assert (outcome.hard_bounces, outcome.status) == (3, "bounced")
 
 
-def test_dropped_connection_is_temporary(store: Store, smtp_settings: Settings, sink: tuple[Sink, int]) -> None:
+def test_connection_dropped_before_data_is_retried(store: Store, smtp_settings: Settings,
+                                                  sink: tuple[Sink, int]) -> None:
     handler, _ = sink
     make_list(store)
     subscribe(store, smtp_settings, "drop@example.org", "tin-sang", confirmed=True, now=T0)
     subscribe(store, smtp_settings, "ok@example.org", "tin-sang", confirmed=True, now=T0)
     add_articles(store, 1)
+    handler.drop_rcpt.add("drop@example.org")
+    report = send(store, smtp_settings)
+    assert (report.sent, report.retry_later, report.failed, report.unknown) == (1, 1, 0, 0)
+    assert report.exit_code == 3
+    handler.drop_rcpt.clear()
+    again = send(store, smtp_settings, AT + timedelta(minutes=3))
+    assert again.sent == 1 and again.exit_code == 0
+    assert sorted(r[0] for _f, r, _b in handler.messages) == ["drop@example.org", "ok@example.org"]
+
+
+def test_connection_dropped_after_data_is_unknown_and_not_resent(store: Store, smtp_settings: Settings,
+                                                                  sink: tuple[Sink, int]) -> None:
+    """The relay got the whole message, then the connection died before its reply: it may have
+    queued it (accept-then-drop), so a retry could duplicate; the row is `unknown`."""
+    handler, _ = sink
+    make_list(store)
+    r = subscribe(store, smtp_settings, "drop@example.org", "tin-sang", confirmed=True, now=T0)
+    subscribe(store, smtp_settings, "ok@example.org", "tin-sang", confirmed=True, now=T0)
+    add_articles(store, 1)
     handler.drop.add("drop@example.org")
     report = send(store, smtp_settings)
-    assert (report.sent, report.retry_later, report.failed) == (1, 1, 0)
+    assert (report.sent, report.retry_later, report.failed, report.unknown) == (1, 0, 0, 1)
+    assert report.exit_code == 4
+    [row] = store.deliveries_for(r.subscription.id)  # type: ignore[arg-type]
+    assert row.status == "unknown" and "the relay may have it" in row.error
     handler.drop.clear()
-    again = send(store, smtp_settings, AT + timedelta(minutes=3))
-    assert again.sent == 1
-    assert sorted(r[0] for _f, r, _b in handler.messages) == ["drop@example.org", "ok@example.org"]
+    again = send(store, smtp_settings, AT + timedelta(hours=1))
+    assert (again.sent, again.unknown) == (0, 0)
+    assert [rc[0] for _f, rc, _b in handler.messages] == ["ok@example.org"]
 
 
 def test_two_concurrent_drains_send_each_row_once(settings: Settings, smtp_settings: Settings,
@@ -433,3 +462,315 @@ def test_send_purges_stale_pending_by_the_real_clock(store: Store, settings: Set
     off = settings.with_(mail_pending_max_age_days=0)
     subscribe(store, off, "older@example.org", "tin-sang", now=utcnow() - timedelta(days=90))
     assert run_send(store, off, MemoryTransport(), now=AT).purged == 0
+
+
+# -- durability: the journal, the claim transaction, the lock, retry by time ------------------------
+
+
+class GateSink(Sink):
+    """Holds every DATA until :attr:`gate` is set, counting the messages held."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+        self.in_data = 0
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        with self.lock:
+            self.in_data += 1
+        while not self.gate.is_set():
+            await asyncio.sleep(0.005)
+        return await super().handle_DATA(server, session, envelope)
+
+
+def wait_until(cond: Any, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.005)
+
+
+def journal_lines(settings: Settings) -> list[str]:
+    from syndicate.sender import journal_dir
+
+    return [line for p in journal_dir(settings).glob("*.log") for line in p.read_text().splitlines()]
+
+
+def test_started_means_data_began_not_waiting_for_a_connection(store: Store, smtp_settings: Settings) -> None:
+    """With 2 connections and 4 messages in flight, only the 2 in DATA are journalled as started: a
+    SIGKILL at that moment leaves 2 rows `unknown`, never the 2 still waiting for a connection."""
+    handler = GateSink()
+    with smtp_server(handler) as port:
+        settings = smtp_settings.with_(smtp_port=port, smtp_pool_size=2)
+        make_list(store)
+        for i in range(6):
+            subscribe(store, settings, f"r{i}@example.org", "tin-sang", confirmed=True, now=T0)
+        add_articles(store, 1)
+        reports: list[Any] = []
+        worker = threading.Thread(target=lambda: reports.append(send(store, settings)))
+        worker.start()
+        try:
+            wait_until(lambda: handler.in_data == 2)
+            started = [line for line in journal_lines(settings) if line.startswith("S ")]
+            assert len(started) == 2, started
+        finally:
+            handler.gate.set()
+            worker.join(120)
+    assert reports[0].sent == 6 and reports[0].exit_code == 0
+
+
+def test_an_error_inside_the_claim_transaction_loses_nothing(store: Store, smtp_settings: Settings,
+                                                             sink: tuple[Sink, int],
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The second claim transaction fails after writing the first batch's results into it: the
+    rollback must not lose them (before the fix they became `unknown` and the journal was deleted)."""
+    handler, _ = sink
+    make_list(store)
+    for i in range(20):
+        subscribe(store, smtp_settings, f"r{i:02d}@example.org", "tin-sang", confirmed=True, now=T0)
+    add_articles(store, 1)
+    monkeypatch.setenv("SYNDICATE_FAULT", "claim@2")
+    first = send(store, smtp_settings)
+    assert first.fatal == "InjectedFault: fault injected at claim pass 2 (SYNDICATE_FAULT)"
+    assert first.exit_code == 1 and first.unknown == 0
+    counts = store.outbox_status(AT).counts
+    assert counts["sent"] == len(handler.messages) == first.sent >= 4  # every message the relay took
+    assert first.sent + first.given_back == 8  # the first claim (2 x 2 x 2 rows): sent or given back
+    assert counts["unknown"] == counts["sending"] == 0
+    monkeypatch.delenv("SYNDICATE_FAULT")
+    second = send(store, smtp_settings)
+    assert (second.sent, second.unknown, second.exit_code) == (20 - first.sent, 0, 0)
+    ids = [m["Message-ID"] for m in handler.parsed()]
+    assert len(ids) == len(set(ids)) == 20
+
+
+def test_a_journal_is_kept_until_the_store_holds_what_it_knew(store: Store, smtp_settings: Settings,
+                                                              sink: tuple[Sink, int],
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """When even the final recording fails, the journal stays and the next run settles from it."""
+    handler, _ = sink
+    make_list(store)
+    for i in range(5):
+        subscribe(store, smtp_settings, f"r{i}@example.org", "tin-sang", confirmed=True, now=T0)
+    add_articles(store, 1)
+    real_mark_sent = store.mark_sent
+
+    def full_disk(*args: Any, **kw: Any) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(store, "mark_sent", full_disk)  # the store itself is real; only this write fails
+    first = send(store, smtp_settings)
+    assert first.fatal == f"cannot write the database {smtp_settings.db}: database or disk is full"
+    accepted = len(handler.messages)
+    assert first.exit_code == 1 and 1 <= accepted <= 5
+    assert sum(line.startswith("D ") for line in journal_lines(smtp_settings)) == accepted
+    assert store.outbox_status(AT).counts["sent"] == 0
+    monkeypatch.setattr(store, "mark_sent", real_mark_sent)
+    second = send(store, smtp_settings)
+    assert (second.recovered, second.sent, second.unknown, second.exit_code) == (accepted, 5 - accepted, 0, 0)
+    assert store.outbox_status(AT).counts["sent"] == 5 and len(handler.messages) == 5
+    assert journal_lines(smtp_settings) == []
+
+
+def test_a_symlinked_database_takes_the_same_lock(tmp_path: Path, smtp_settings: Settings) -> None:
+    real = Settings(db=str(tmp_path / "syn.db"))
+    (tmp_path / "link.db").symlink_to(tmp_path / "syn.db")
+    link = Settings(db=str(tmp_path / "link.db"))
+    with run_lock(real), pytest.raises(LockError, match="another `syndicate send` is running"), run_lock(link):
+        pass
+    from syndicate.sender import journal_dir
+
+    assert journal_dir(real) == journal_dir(link)  # a run through either name recovers the other's journal
+
+
+def test_the_sender_commits_durably(store: Store, settings: Settings) -> None:
+    from syndicate.mailer import MemoryTransport
+
+    make_list(store)
+    run_send(store, settings, MemoryTransport(), now=AT)
+    assert store.scalar("PRAGMA synchronous") == 2  # FULL
+
+
+def test_journal_lines_are_on_disk_before_data_and_before_the_store_records(
+        store: Store, smtp_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fsync contract, observed: when the relay sees DATA, the message's S line has been
+    fdatasync'ed; when the store records a row sent, its D line has been."""
+    synced: list[int] = []  # journal size in lines at each fdatasync
+    real = os.fdatasync
+
+    def spy(fd: int) -> None:
+        real(fd)
+        synced.append(len(journal_lines(smtp_settings)))
+
+    monkeypatch.setattr(os, "fdatasync", spy)
+    seen_at_data: list[tuple[int, int]] = []  # (index of this message's S line, synced lines so far)
+
+    class Checking(Sink):
+        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+            lines = journal_lines(smtp_settings)
+            did = parse_verp(envelope.mail_from, smtp_settings)
+            [mine] = [i for i, line in enumerate(lines) if line == f"S {did}"]
+            seen_at_data.append((mine, max(synced, default=0)))
+            return await super().handle_DATA(server, session, envelope)
+
+    handler = Checking()
+    with smtp_server(handler) as port:
+        settings = smtp_settings.with_(smtp_port=port)
+        make_list(store)
+        for i in range(6):
+            subscribe(store, settings, f"r{i}@example.org", "tin-sang", confirmed=True, now=T0)
+        add_articles(store, 1)
+        real_mark_sent = store.mark_sent
+        at_record: list[tuple[int, int]] = []
+
+        def checked(owner: str, items: Any, sent_at: datetime) -> None:
+            at_record.append((len(journal_lines(settings)), max(synced, default=0)))
+            real_mark_sent(owner, items, sent_at)
+
+        monkeypatch.setattr(store, "mark_sent", checked)
+        assert send(store, settings).sent == 6
+    assert len(seen_at_data) == 6 and all(synced_lines > s_index for s_index, synced_lines in seen_at_data)
+    assert at_record and all(lines == synced_lines for lines, synced_lines in at_record)
+
+
+def test_a_40_minute_relay_outage_then_every_digest_goes_out(store: Store, smtp_settings: Settings,
+                                                             sink: tuple[Sink, int]) -> None:
+    """Cron every 5 minutes; the relay is down for 40 (nothing listens on its port). Nothing fails,
+    each run exits 3 (deferred), and once the relay is back later runs send everything, once."""
+    handler, port = sink
+    make_list(store)
+    for i in range(30):
+        subscribe(store, smtp_settings, f"r{i:02d}@example.org", "tin-sang", confirmed=True, now=T0)
+    add_articles(store, 2)
+    down = smtp_settings.with_(smtp_port=free_port())
+    for minute in range(0, 45, 5):
+        report = send(store, down, AT + timedelta(minutes=minute))
+        assert (report.sent, report.failed, report.exit_code) == (0, 0, 3), report
+    status = store.outbox_status(AT + timedelta(minutes=45))
+    assert status.counts["failed"] == 0 and status.counts["queued"] == 30
+    sent = 0
+    for minute in range(45, 240, 5):
+        report = send(store, smtp_settings, AT + timedelta(minutes=minute))
+        assert report.failed == 0
+        sent += report.sent
+        if sent == 30:
+            break
+    assert sent == 30 and report.exit_code == 0
+    ids = [m["Message-ID"] for m in handler.parsed()]
+    assert len(ids) == len(set(ids)) == 30
+
+
+def test_an_unreachable_relay_stops_the_run_early(store: Store, smtp_settings: Settings) -> None:
+    make_list(store)
+    for i in range(60):
+        subscribe(store, smtp_settings, f"r{i:02d}@example.org", "tin-sang", confirmed=True, now=T0)
+    add_articles(store, 1)
+    down = smtp_settings.with_(smtp_port=free_port())
+    report = send(store, down)
+    assert report.stopped.startswith("the relay is unreachable: cannot connect to SMTP 127.0.0.1:")
+    assert report.retry_later < 20 and report.exit_code == 3  # it did not try all 60
+    assert report.summary().startswith(f"sent 0, failed 0, skipped 0, retry later {report.retry_later}; "
+                                       "stopped early (the relay is unreachable: ")
+    assert report.summary().endswith(f", {60 - report.retry_later} left for the next run")
+    assert store.outbox_status(AT).counts["sending"] == 0
+
+
+def test_retries_give_up_after_the_queue_lifetime(store: Store, smtp_settings: Settings) -> None:
+    make_list(store)
+    r = subscribe(store, smtp_settings, "r@example.org", "tin-sang", confirmed=True, now=T0)
+    add_articles(store, 1)
+    down = smtp_settings.with_(smtp_port=free_port(), send_queue_lifetime_hours=2.0)
+    send(store, down, AT)
+    status = store.outbox_status(AT)
+    assert (status.deferred, status.next_retry, status.oldest_deferred) == (1, AT + timedelta(minutes=1), AT)
+    at = AT + timedelta(minutes=1)
+    for _ in range(20):
+        report = send(store, down, at)
+        [row] = store.deliveries_for(r.subscription.id)  # type: ignore[arg-type]
+        if row.status != "queued":
+            break
+        assert row.next_attempt is not None and row.next_attempt <= AT + timedelta(hours=2)
+        at = row.next_attempt
+    assert row.status == "failed" and row.error.startswith(f"gave up after {row.attempts} attempts: cannot connect")
+    assert at == AT + timedelta(hours=2)  # the last try falls at the end of the lifetime
+    assert report.failed == 1 and report.exit_code == 1
+
+
+def test_the_next_periods_digest_supersedes_a_deferred_one(store: Store, smtp_settings: Settings,
+                                                           sink: tuple[Sink, int]) -> None:
+    """Down all day: the next morning one digest goes out, carrying both days' articles."""
+    handler, _ = sink
+    make_list(store)
+    r = subscribe(store, smtp_settings, "r@example.org", "tin-sang", confirmed=True, now=T0)
+    add_articles(store, 2)
+    down = smtp_settings.with_(smtp_port=free_port())
+    assert send(store, down).retry_later == 1
+    add_articles(store, 2, start=AT + timedelta(hours=2), prefix="b")  # tomorrow's news
+    report = send(store, smtp_settings, AT + timedelta(days=1))
+    assert report.sent == 1
+    rows = {d.period: d for d in store.deliveries_for(r.subscription.id)}  # type: ignore[arg-type]
+    assert rows["2026-11-24"].status == "skipped"
+    assert rows["2026-11-24"].error == "superseded by the 2026-11-25 digest, which carries its articles"
+    assert rows["2026-11-25"].status == "sent"
+    [msg] = handler.parsed()
+    text = msg.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert all(f"Tin {p}{i}:" in text for p in "ab" for i in (1, 2)), text
+    status_out = CliRunner().invoke(main, ["--db", smtp_settings.db, "outbox", "status"]).output
+    assert "skipped" in status_out
+
+
+def test_cli_outbox_ls_report_and_retry_unknown(cli: CliRunner, tmp_path: Path, sink: tuple[Sink, int],
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    handler, port = sink
+    monkeypatch.setenv("SYNDICATE_SMTP_HOST", "127.0.0.1")
+    monkeypatch.setenv("SYNDICATE_SMTP_PORT", str(port))
+    monkeypatch.setenv("SYNDICATE_MAIL_SENDER_ADDRESS", "tin@news.example.org")
+    from syndicate.config import load_settings
+
+    store = open_store(tmp_path / "syndicate.db")
+    settings = load_settings()
+    make_list(store)
+    for who in ("ok", "gone", "drop", "grey"):
+        subscribe(store, settings, f"{who}@example.org", "tin-sang", confirmed=True, now=T0)
+    add_articles(store, 2)
+    store.close()
+    handler.reject.add("gone@example.org")
+    handler.drop.add("drop@example.org")
+    handler.temp_once.add("grey@example.org")
+    at = "2026-11-24T08:00:00+07:00"
+    result = cli.invoke(main, ["send", "--at", at])
+    assert result.exit_code == 1  # a hard bounce is a failure, and it outranks unknown and deferred
+    assert result.stdout == ("sent 1, failed 1, skipped 0, retry later 1, "
+                             "unknown 1 (not resent; see `syndicate outbox retry --unknown`)\n")
+
+    ls = cli.invoke(main, ["outbox", "ls"])
+    lines = ls.output.splitlines()
+    assert len(lines) == 4 and ls.exit_code == 0
+    assert lines[0].split()[1:6] == ["sent", "1", "tin-sang", "2026-11-24", "ok@example.org"]
+    assert lines[0].endswith("<digest.tin-sang.1.2026-11-24@news.example.org>")
+    assert lines[1].split()[1:3] == ["failed", "1"] and "550 5.1.1 no such user here" in lines[1]
+    assert lines[3].split()[1] == "queued" and "retry at 2026-11-24 01:01 UTC: SMTP refused" in lines[3]
+    unknown = json.loads(cli.invoke(main, ["outbox", "ls", "--status", "unknown", "--json"]).output)
+    assert [(u["email"], u["status"], u["attempts"]) for u in unknown] == [("drop@example.org", "unknown", 1)]
+    assert "the relay may have it" in unknown[0]["last_reply"]
+    deferred = cli.invoke(main, ["outbox", "ls", "--status", "deferred", "--email", "GREY@example.org"])
+    assert deferred.output.split()[1:6] == ["queued", "1", "tin-sang", "2026-11-24", "grey@example.org"]
+    assert cli.invoke(main, ["outbox", "ls", "--period", "2026-11-25"]).stderr == "no deliveries match\n"
+
+    no = cli.invoke(main, ["outbox", "retry", "--unknown"], input="n\n")
+    assert no.exit_code == 1
+    assert no.stdout.startswith("1 deliveries are unknown: the relay may already have delivered them, so "
+                                "resending may deliver them twice:\n  drop@example.org  tin-sang 2026-11-24  ")
+    assert no.stderr == "Resend these 1? [y/N]: n\nnothing requeued\n"
+    assert cli.invoke(main, ["outbox", "ls", "--status", "unknown"]).output.count("\n") == 1
+    yes = cli.invoke(main, ["outbox", "retry", "--unknown", "--yes"])
+    assert yes.exit_code == 0 and yes.stdout.endswith("requeued 1 deliveries; the next `syndicate send` sends them\n")
+
+    report = json.loads(cli.invoke(main, ["outbox", "report", "--json"]).output)
+    assert report == [{"list_slug": "tin-sang", "period": "2026-11-24", "planned": 4, "sent": 1, "skipped": 0,
+                       "queued": 1, "deferred": 1, "sending": 0, "failed": 0, "bounced": 1, "unknown": 0,
+                       "cancelled": 0, "complained": 0, "unsubscribed": 0}]
+    table = cli.invoke(main, ["outbox", "report", "--list", "tin-sang"]).output.splitlines()
+    assert table[0].split() == ["list", "period", "planned", "sent", "skipped", "queued", "deferred", "failed",
+                                "bounced", "unknown", "complained", "unsubscribed"]
+    assert table[1].split() == ["tin-sang", "2026-11-24", "4", "1", "0", "1", "1", "0", "1", "0", "0", "0"]

@@ -618,10 +618,11 @@ def test_erase_names_digests_already_with_the_relay(store: Store, settings: Sett
 
     r = lib.subscribe(store, settings, "an@example.org", "tin-sang", confirmed=True)
     now = utcnow()
-    store.plan_deliveries([PlannedDelivery(tin_sang.id or 0, r.subscriber.id or 0, r.subscription.id or 0, p,
-                                           now - timedelta(days=1), now, ()) for p in ("2026-11-24", "2026-11-25")])
-    claimed = store.claim_deliveries("run1", now, now + timedelta(minutes=5), 10)
-    store.mark_sent("run1", [(d.id, f"<d{d.id}@news.example.org>") for d in claimed], now)
+    for p in ("2026-11-24", "2026-11-25"):  # two digests sent, one after the other
+        store.plan_deliveries([PlannedDelivery(tin_sang.id or 0, r.subscriber.id or 0, r.subscription.id or 0, p,
+                                               now - timedelta(days=1), now, ())])
+        claimed = store.claim_deliveries("run1", now, now + timedelta(minutes=5), 10)
+        store.mark_sent("run1", [(d.id, f"<d{d.id}@news.example.org>") for d in claimed], now)
     rep = lib.erase(store, settings.with_(smtp_host="smtp.example.net"), "an@example.org")
     assert (rep.subscriptions, rep.sent_messages) == (1, 2)
     assert rep.unreachable == ["2 digest(s) already handed to the relay smtp.example.net; the relay's logs and "

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
+import json
 import sys
 from contextlib import ExitStack
 from datetime import datetime
@@ -37,8 +40,20 @@ AT_HELP = "Act as if it were this ISO 8601 time (UTC unless it has an offset), t
 def send(app: App, at: str | None, dry_run: bool, limit: int | None, as_json: bool) -> None:
     """Plan due digests into the outbox and send them (run it from cron).
 
-    Prints one summary line; exits 1 if any message failed, 75 if another
-    run holds the lock (the next cron run carries on).
+    Prints one summary line. SIGTERM (systemd's stop) stops claiming, lets
+    messages on the wire finish within [send] grace_seconds, gives the rest
+    back to the queue and prints the summary.
+
+    \b
+    Exit codes:
+      0   every due message was sent (or nothing was due)
+      1   a message failed for good, or the run stopped on an error
+          (a full disk, a read-only database: the line names the path)
+      3   nothing failed, but some messages wait for a later run
+          (a temporary failure, SIGTERM, the relay unreachable)
+      4   nothing failed, but some are `unknown`: the relay may have them
+          (see `syndicate outbox ls --status unknown`)
+      75  another run holds the lock; the next cron run carries on
 
     \b
     Example:
@@ -75,8 +90,10 @@ def send(app: App, at: str | None, dry_run: bool, limit: int | None, as_json: bo
             click.echo(f"  {line}", err=True)
         if feeds_note:
             click.echo(feeds_note, err=True)
-    if report.failed:
-        sys.exit(1)
+    if report.fatal:
+        click.echo(f"error: {report.fatal}; the next `syndicate send` recovers", err=True)
+    if report.exit_code:
+        sys.exit(report.exit_code)
 
 
 @main.group()
@@ -94,7 +111,13 @@ def outbox() -> None:
 @json_option()
 @pass_app
 def outbox_status(app: App, as_json: bool) -> None:
-    """How many deliveries are in each state.
+    """How many deliveries are in each state, and what waits to be retried.
+
+    `deferred` rows are queued after a temporary failure (a relay outage, a
+    4xx reply) and wait for their retry time; they give up after
+    [send] queue_lifetime_hours, or sooner when the next period's digest
+    supersedes them (they become `skipped`, and the new digest carries their
+    articles).
 
     \b
     Example:
@@ -102,27 +125,124 @@ def outbox_status(app: App, as_json: bool) -> None:
     """
     status = app.store.outbox_status(utcnow())
     if as_json:
-        emit_json({**status.counts, "due_now": status.due_now, "total": status.total})
+        emit_json({**status.counts, "due_now": status.due_now, "deferred": status.deferred,
+                   "next_retry": status.next_retry, "oldest_deferred": status.oldest_deferred,
+                   "total": status.total})
         return
     for name, n in status.counts.items():
         click.echo(f"{name:<10}{n:>10,}")
     click.echo(f"{'due now':<10}{status.due_now:>10,}")
+    if status.deferred:
+        click.echo(f"{'deferred':<10}{status.deferred:>10,}  next retry {_when(status.next_retry)}, "
+                   f"oldest planned {_when(status.oldest_deferred)}")
+
+
+def _when(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M UTC") if value is not None else "-"
+
+
+LS_STATUSES = ("queued", "deferred", "sending", "sent", "failed", "bounced", "unknown", "skipped", "cancelled")
+
+
+@outbox.command("ls")
+@click.option("--status", type=click.Choice(LS_STATUSES), help="Only rows in this state.")
+@click.option("--list", "list_slug", metavar="SLUG", help="Only this list.")
+@click.option("--period", metavar="PERIOD", help="Only this period, e.g. 2026-11-24 or 2026-W48.")
+@click.option("--email", metavar="ADDRESS", help="Only this subscriber.")
+@json_option("Print one JSON object per delivery (a JSON array).")
+@pass_app
+def outbox_ls(app: App, status: str | None, list_slug: str | None, period: str | None, email: str | None,
+              as_json: bool) -> None:
+    """The send log: each delivery with its status, attempts, last SMTP reply, Message-ID and times.
+
+    \b
+    Example:
+        syndicate outbox ls --status unknown
+        syndicate outbox ls --email lan@example.org --json
+    """
+    from ..subscribers import normalize_address
+
+    rows = app.store.list_deliveries(status=status, list_slug=list_slug, period=period,
+                                     email=normalize_address(email) if email else None)
+    if as_json:
+        click.echo("[", nl=False)
+        for i, r in enumerate(rows):
+            click.echo(("," if i else "") + "\n  " + json.dumps(dataclasses.asdict(r), ensure_ascii=False,
+                                                             default=str), nl=False)
+        click.echo("\n]")
+        return
+    n = 0
+    for r in rows:
+        when = r.sent_at or r.last_attempt or r.created
+        what = r.message_id if r.status == "sent" else r.last_reply
+        if r.status == "queued" and r.next_attempt is not None:
+            what = f"retry at {_when(r.next_attempt)}: {what}"
+        click.echo(f"{r.id:>7}  {r.status:<9} {r.attempts:>3}  {r.list_slug}  {r.period}  {r.email}  "
+                   f"{_when(when)}  {what}".rstrip())
+        n += 1
+    if not n:
+        click.echo("no deliveries match", err=True)
 
 
 @outbox.command("retry")
 @click.option("--unknown", is_flag=True,
-              help="Also resend rows whose fate is unknown (a run died while sending): may duplicate.")
+              help="Also resend rows whose fate is unknown (the relay may have them): may duplicate.")
+@click.option("--yes", is_flag=True, help="With --unknown: do not ask first.")
 @pass_app
-def outbox_retry(app: App, unknown: bool) -> None:
+def outbox_retry(app: App, unknown: bool, yes: bool) -> None:
     """Requeue failed deliveries (not hard bounces) for the next `send`.
+
+    With --unknown it first lists the `unknown` rows (the relay may already
+    have delivered them) and asks before requeueing them too.
 
     \b
     Example:
         syndicate outbox retry
-        syndicate outbox retry --unknown && syndicate send
+        syndicate outbox retry --unknown --yes && syndicate send
     """
+    if unknown:
+        rows = list(itertools.islice(app.store.list_deliveries(status="unknown"), 21))
+        total = app.store.outbox_status(utcnow()).counts["unknown"]
+        if total:
+            click.echo(f"{total:,} deliveries are unknown: the relay may already have delivered them, so "
+                       "resending may deliver them twice:")
+            for r in rows[:20]:
+                click.echo(f"  {r.email}  {r.list_slug} {r.period}  {r.last_reply}")
+            if total > 20:
+                click.echo(f"  ... and {total - 20:,} more (see `syndicate outbox ls --status unknown`)")
+            if not yes and not click.confirm(f"Resend these {total:,}?", default=False, err=True):
+                click.echo("nothing requeued", err=True)
+                sys.exit(1)
     n = app.store.retry_failed(unknown=unknown)
     click.echo(f"requeued {n:,} deliveries; the next `syndicate send` sends them")
+
+
+@outbox.command("report")
+@click.option("--list", "list_slug", metavar="SLUG", help="Only this list.")
+@click.option("--period", metavar="PERIOD", help="Only this period, e.g. 2026-11-24 or 2026-W48.")
+@json_option()
+@pass_app
+def outbox_report(app: App, list_slug: str | None, period: str | None, as_json: bool) -> None:
+    """Per list and period: planned, sent, skipped, deferred, failed, bounced, complained, unsubscribed since.
+
+    `complained` and `unsubscribed` count recipients of a sent digest who
+    complained or left the list at or after it was sent.
+
+    \b
+    Example:
+        syndicate outbox report --list tin-sang --period 2026-11-24
+    """
+    reports = app.store.digest_reports(list_slug=list_slug, period=period)
+    if as_json:
+        emit_json([dataclasses.asdict(r) for r in reports])
+        return
+    cols = ("planned", "sent", "skipped", "queued", "deferred", "failed", "bounced", "unknown", "complained",
+            "unsubscribed")
+    click.echo(f"{'list':<14}{'period':<12}" + "".join(f"{c:>13}" for c in cols))
+    for r in reports:
+        click.echo(f"{r.list_slug:<14}{r.period:<12}" + "".join(f"{getattr(r, c):>13,}" for c in cols))
+    if not reports:
+        click.echo("no digests planned yet", err=True)
 
 
 @main.group()

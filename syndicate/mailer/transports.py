@@ -1,9 +1,13 @@
 """The transports that carry rendered bytes (listmonk's messenger).
 
 They share one protocol, :class:`Transport`: ``await send(envelope_from,
-recipients, message_bytes)`` raising :class:`~syndicate.errors.TransportError`
+recipients, message_bytes, on_data=None)`` raising :class:`~syndicate.errors.TransportError`
 (``temporary`` for 4xx replies and dropped connections, permanent for 5xx,
-``code`` the SMTP reply code) and ``await close()``. :class:`MemoryTransport`
+``code`` the SMTP reply code, ``None`` when no reply came) and ``await
+close()``. ``on_data``, when given, is awaited at the moment the relay may
+start to hold the message: as DATA begins, after a connection, the rate
+limiter, MAIL FROM and RCPT TO (the sender's journal writes its "started"
+line there, so ``unknown`` means exactly "the relay may have it"). :class:`MemoryTransport`
 keeps what it was given, :class:`MaildirTransport` writes files atomically,
 :class:`SmtpTransport` is a pool of reused aiosmtplib connections;
 :func:`make_transport` picks one from the settings.
@@ -12,12 +16,13 @@ keeps what it was given, :class:`MaildirTransport` writes files atomically,
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from ..config import Settings
 from ..errors import AddressError, ConfigError, TransportError
@@ -26,11 +31,16 @@ from .message import encode_address
 __all__ = ["Transport", "MemoryTransport", "MaildirTransport", "SmtpTransport", "make_transport"]
 
 
+#: Awaited by a transport just before the message itself goes out (see the module docstring).
+OnData = Callable[[], Awaitable[None]]
+
+
 @runtime_checkable
 class Transport(Protocol):
     """Carries rendered bytes. ``send`` raises TransportError(temporary=..., code=...)."""
 
-    async def send(self, envelope_from: str, recipients: list[str], message: bytes) -> None: ...
+    async def send(self, envelope_from: str, recipients: list[str], message: bytes,
+                   on_data: OnData | None = None) -> None: ...
 
     async def close(self) -> None: ...
 
@@ -46,11 +56,14 @@ class MemoryTransport:
         self.fail = fail
         self.closed = False
 
-    async def send(self, envelope_from: str, recipients: list[str], message: bytes) -> None:
+    async def send(self, envelope_from: str, recipients: list[str], message: bytes,
+                   on_data: OnData | None = None) -> None:
         if self.fail is not None:
             error = self.fail(envelope_from, recipients, message)
             if error is not None:
                 raise error
+        if on_data is not None:
+            await on_data()
         self.sent.append((envelope_from, list(recipients), message))
 
     async def close(self) -> None:
@@ -97,9 +110,12 @@ class MaildirTransport:
             raise TransportError(f"maildir {self.path}: cannot write a message: {exc.strerror}", temporary=True) from None
         return final
 
-    async def send(self, envelope_from: str, recipients: list[str], message: bytes) -> None:
+    async def send(self, envelope_from: str, recipients: list[str], message: bytes,
+                   on_data: OnData | None = None) -> None:
         for r in recipients:
             encode_address(r)
+        if on_data is not None:
+            await on_data()
         self.write(encode_address(envelope_from) if envelope_from else "", message)
 
     async def close(self) -> None:
@@ -126,6 +142,26 @@ class _Bucket:
                     self.tokens -= 1.0
                     return
                 await asyncio.sleep((1.0 - self.tokens) / self.rate)
+
+
+@functools.cache
+def _client_class() -> type[Any]:
+    """aiosmtplib's client with one hook: ``before_data``, awaited as DATA begins (built on first use,
+    so importing the mailer does not import aiosmtplib)."""
+    import aiosmtplib
+    from aiosmtplib.typing import Default
+
+    class Client(aiosmtplib.SMTP):
+        before_data: OnData | None = None
+
+        async def data(self, message: str | bytes, /, *,
+                       timeout: float | Default | None = Default.token) -> aiosmtplib.SMTPResponse:
+            hook, self.before_data = self.before_data, None
+            if hook is not None:
+                await hook()
+            return await super().data(message, timeout=timeout)
+
+    return Client
 
 
 class SmtpTransport:
@@ -156,10 +192,8 @@ class SmtpTransport:
         self.opened = 0  # connections opened so far (for tests and benchmarks)
 
     def _client(self) -> object:
-        import aiosmtplib
-
         s = self.settings
-        return aiosmtplib.SMTP(
+        return _client_class()(
             hostname=s.smtp_host,
             port=s.smtp_port,
             username=s.smtp_username or None,
@@ -176,7 +210,7 @@ class SmtpTransport:
 
         while self._idle:
             conn, since = self._idle.pop()
-            assert isinstance(conn, aiosmtplib.SMTP)
+            assert isinstance(conn, _client_class())
             if not conn.is_connected:
                 conn.close()
                 continue
@@ -186,9 +220,12 @@ class SmtpTransport:
                 except (aiosmtplib.SMTPException, OSError):
                     conn.close()
                     continue
+                except asyncio.CancelledError:  # taken from the idle list: close it, never leak it
+                    conn.close()
+                    raise
             return conn
         conn = self._client()
-        assert isinstance(conn, aiosmtplib.SMTP)
+        assert isinstance(conn, _client_class())
         try:
             await conn.connect()
         except aiosmtplib.SMTPResponseException as exc:
@@ -205,7 +242,8 @@ class SmtpTransport:
         self.opened += 1
         return conn
 
-    async def send(self, envelope_from: str, recipients: list[str], message: bytes) -> None:
+    async def send(self, envelope_from: str, recipients: list[str], message: bytes,
+                   on_data: OnData | None = None) -> None:
         import aiosmtplib
 
         sender = encode_address(envelope_from) if envelope_from else ""
@@ -216,9 +254,10 @@ class SmtpTransport:
             await self._bucket.take()
         async with self._sem:
             conn = await self._acquire()
-            assert isinstance(conn, aiosmtplib.SMTP)
+            assert isinstance(conn, _client_class())
             keep = False
             try:
+                conn.before_data = on_data
                 errors, _ = await conn.sendmail(sender, rcpts, message)
                 keep = True
             except aiosmtplib.SMTPRecipientsRefused as exc:
@@ -237,6 +276,7 @@ class SmtpTransport:
             except (aiosmtplib.SMTPException, OSError) as exc:
                 raise TransportError(f"SMTP connection failed: {exc}", temporary=True) from None
             finally:
+                conn.before_data = None
                 if keep:
                     self._idle.append((conn, time.monotonic()))
                 else:

@@ -14,6 +14,7 @@ category set) for the "view in browser" pages.
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -97,6 +98,12 @@ def m003_arrival_window(db: Database) -> None:
     db.execute("ALTER TABLE deliveries ADD COLUMN upto_seq INTEGER")
 
 
+@migrations()
+def m003_attempt_times(db: Database) -> None:
+    """When each row was last tried, for ``outbox ls`` and retry by time."""
+    db.execute("ALTER TABLE deliveries ADD COLUMN last_attempt TEXT")
+
+
 @dataclass(frozen=True)
 class DueCandidate:
     """An active subscription with what the due-time logic needs."""
@@ -152,10 +159,50 @@ class ClaimedDelivery:
     name: str
     after_seq: int | None = None
     upto_seq: int | None = None
+    created: datetime | None = None  # when it was planned: the queue lifetime counts from here
 
     @property
     def window(self) -> DigestWindow:
         return DigestWindow(self.after_seq, self.upto_seq or 0, self.window_start, self.window_end)
+
+
+@dataclass(frozen=True)
+class DeliveryRow:
+    """One delivery as ``syndicate outbox ls`` shows it."""
+
+    id: int
+    list_slug: str
+    email: str
+    period: str
+    status: str
+    attempts: int
+    last_reply: str
+    message_id: str
+    created: datetime | None
+    last_attempt: datetime | None
+    next_attempt: datetime | None
+    sent_at: datetime | None
+    bounced: bool
+
+
+@dataclass(frozen=True)
+class DigestReport:
+    """What became of one list's digests for one period (``syndicate outbox report``)."""
+
+    list_slug: str
+    period: str
+    planned: int
+    sent: int
+    skipped: int
+    queued: int
+    deferred: int
+    sending: int
+    failed: int
+    bounced: int
+    unknown: int
+    cancelled: int
+    complained: int
+    unsubscribed: int
 
 
 @dataclass(frozen=True)
@@ -182,10 +229,13 @@ class ArchivedDigest:
 
 @dataclass
 class OutboxCounts:
-    """Rows per status (every status present), and the oldest queued row."""
+    """Rows per status (every status present), what is due, what waits to retry."""
 
     counts: dict[str, int] = field(default_factory=dict)
     due_now: int = 0
+    deferred: int = 0  # queued after a temporary failure, waiting for their retry time
+    next_retry: datetime | None = None  # the earliest of those retry times
+    oldest_deferred: datetime | None = None  # when the oldest of them was planned
 
     @property
     def total(self) -> int:
@@ -194,7 +244,7 @@ class OutboxCounts:
 
 _CLAIMED_COLUMNS = (
     "d.id, d.list_id, d.subscriber_id, d.subscription_id, d.period, d.attempts, "
-    "d.window_start, d.window_end, d.categories, s.email, s.name, d.after_seq, d.upto_seq"
+    "d.window_start, d.window_end, d.categories, s.email, s.name, d.after_seq, d.upto_seq, d.created"
 )
 
 
@@ -309,6 +359,7 @@ class OutboxQueries(SubscriberQueries):
                             skipped += 1
                         else:
                             queued += 1
+                            self._supersede(conn, cur.lastrowid, p)
                         moved.append((p.period, stamp(p.window_end), p.upto_seq, p.subscription_id))
                     else:  # this period was planned before: cover only what that row covers
                         conn.execute(
@@ -331,6 +382,41 @@ class OutboxQueries(SubscriberQueries):
         if buf:
             flush()
         return queued, skipped
+
+    @staticmethod
+    def _supersede(conn: sqlite3.Connection, new_id: int | None, p: PlannedDelivery) -> None:
+        """A new period's digest replaces the same subscription's older ones still waiting
+        (deferred by a relay outage, or never claimed): they become ``skipped`` and the new
+        digest's window starts where the oldest of them began, so no article is lost."""
+        old = conn.execute(
+            "SELECT id, period, window_start, after_seq FROM deliveries WHERE subscription_id = ? "
+            "AND status = 'queued' AND id != ?",
+            [p.subscription_id, new_id],
+        ).fetchall()
+        if not old:
+            return
+        conn.executemany(
+            "UPDATE deliveries SET status = 'skipped', lease_until = NULL, "
+            "error = 'superseded by the ' || ? || ' digest, which carries its articles' WHERE id = ?",
+            [(p.period, r[0]) for r in old],
+        )
+        starts = [r[2] for r in old if r[2]]
+        if starts:
+            conn.execute(
+                "UPDATE deliveries SET window_start = min(coalesce(window_start, ?), ?) WHERE id = ?",
+                [min(starts), min(starts), new_id],
+            )
+        seqs = [r[3] for r in old if r[3] is not None]
+        if seqs:  # by arrival: the new digest holds what the superseded ones would have
+            conn.execute(
+                "UPDATE deliveries SET after_seq = min(coalesce(after_seq, ?), ?) WHERE id = ?",
+                [min(seqs), min(seqs), new_id],
+            )
+
+    def durable_writes(self) -> None:
+        """Every commit from here on is on disk before it returns (``synchronous = FULL``):
+        what the sender records survives a power cut, as its journal does."""
+        self.conn.execute("PRAGMA synchronous = FULL")
 
     # -- claiming -----------------------------------------------------------
 
@@ -363,10 +449,11 @@ class OutboxQueries(SubscriberQueries):
                         gone,
                     )
                 ids = [r[0] for r in picked if r[1] == "active"]
+            tried = iso(utcnow())
             conn.executemany(
                 "UPDATE deliveries SET status = 'sending', lease_owner = ?, lease_until = ?, "
-                "attempts = attempts + 1 WHERE id = ?",
-                [(owner, iso(lease_until), did) for did in ids],
+                "attempts = attempts + 1, last_attempt = ? WHERE id = ?",
+                [(owner, iso(lease_until), tried, did) for did in ids],
             )
             out: list[ClaimedDelivery] = []
             for chunk in _chunks(sorted(ids), 500):
@@ -381,7 +468,7 @@ class OutboxQueries(SubscriberQueries):
                             id=r[0], list_id=r[1], subscriber_id=r[2], subscription_id=r[3], period=r[4],
                             attempts=r[5], window_start=parse_time(r[6]) or now, window_end=parse_time(r[7]) or now,
                             categories=tuple(json.loads(r[8])), email=r[9], name=r[10] or "",
-                            after_seq=r[11], upto_seq=r[12],
+                            after_seq=r[11], upto_seq=r[12], created=parse_time(r[13]),
                         )
                     )
         return out
@@ -442,6 +529,30 @@ class OutboxQueries(SubscriberQueries):
             "SELECT id FROM deliveries WHERE status = 'sending' AND lease_owner = ? ORDER BY id", [owner]
         )]
 
+    def settle_journal(self, owner: str, accepted: dict[int, str], started: set[int], now: datetime,
+                       reason: str) -> tuple[int, int, int]:
+        """Settle a stopped run's rows from its journal, in one transaction.
+
+        Accepted (``D``) rows become ``sent`` whatever the store says about
+        them short of ``sent`` (a lost or rolled-back result); rows still
+        ``sending`` for ``owner`` whose DATA began (``S``) become
+        ``unknown``; its other ``sending`` rows go back to the queue.
+        Returns (sent, released, unknown).
+        """
+        with self.transaction(immediate=True) as conn:
+            sent = 0
+            for did, mid in sorted(accepted.items()):
+                sent += conn.execute(
+                    "UPDATE deliveries SET status = 'sent', message_id = ?, sent_at = coalesce(sent_at, ?), "
+                    "error = '', lease_until = NULL WHERE id = ? AND status IN ('sending', 'queued', 'unknown')",
+                    [mid, iso(now), did],
+                ).rowcount
+            pending = set(self.sending_ids(owner))
+            on_the_wire = sorted((started - set(accepted)) & pending)
+            self.mark_unknown(owner, on_the_wire, reason)
+            released = self.release_claims(owner, sorted(pending - started - set(accepted)))
+        return sent, released, len(on_the_wire)
+
     def release_claims(self, owner: str, ids: Sequence[int]) -> int:
         """Give back rows claimed but never handed to the transport."""
         with self.transaction(immediate=True) as conn:
@@ -501,11 +612,88 @@ class OutboxQueries(SubscriberQueries):
         counts = {s: 0 for s in DELIVERY_STATUSES}
         for status, n in self.conn.execute("SELECT status, count(*) FROM deliveries GROUP BY status"):
             counts[status] = n
+        at = iso(now or utcnow())
         due = self.scalar(
             "SELECT count(*) FROM deliveries WHERE status = 'queued' AND (next_attempt IS NULL OR next_attempt <= ?)",
-            [iso(now or utcnow())],
+            [at],
         )
-        return OutboxCounts(counts=counts, due_now=int(due))
+        deferred, next_retry, oldest = self.conn.execute(
+            "SELECT count(*), min(next_attempt), min(created) FROM deliveries "
+            "WHERE status = 'queued' AND next_attempt > ?",
+            [at],
+        ).fetchone()
+        return OutboxCounts(counts=counts, due_now=int(due), deferred=int(deferred),
+                            next_retry=parse_time(next_retry), oldest_deferred=parse_time(oldest))
+
+    def list_deliveries(self, *, status: str | None = None, list_slug: str | None = None,
+                        period: str | None = None, email: str | None = None,
+                        page: int = 1000) -> Iterator[DeliveryRow]:
+        """Deliveries matching every filter given, streamed in id order."""
+        where = ["d.id > ?"]
+        params: list[object] = []
+        if status == "deferred":
+            where.append("d.status = 'queued' AND d.attempts > 0")
+        elif status == "bounced":
+            where.append("d.bounced = 1")
+        elif status is not None:
+            where.append("d.status = ?")
+            params.append(status)
+        if list_slug is not None:
+            where.append("l.slug = ?")
+            params.append(list_slug)
+        if period is not None:
+            where.append("d.period = ?")
+            params.append(period)
+        if email is not None:
+            where.append("s.email = ?")
+            params.append(email)
+        sql = (
+            "SELECT d.id, l.slug, s.email, d.period, d.status, d.attempts, d.error, d.message_id, d.created, "
+            "d.last_attempt, d.next_attempt, d.sent_at, d.bounced FROM deliveries d "
+            "JOIN lists l ON l.id = d.list_id JOIN subscribers s ON s.id = d.subscriber_id "
+            f"WHERE {' AND '.join(where)} ORDER BY d.id LIMIT ?"
+        )
+        after = 0
+        while True:
+            rows = self.conn.execute(sql, [after, *params, page]).fetchall()
+            for r in rows:
+                yield DeliveryRow(
+                    id=r[0], list_slug=r[1], email=r[2], period=r[3], status=r[4], attempts=r[5], last_reply=r[6],
+                    message_id=r[7], created=parse_time(r[8]), last_attempt=parse_time(r[9]),
+                    next_attempt=parse_time(r[10]), sent_at=parse_time(r[11]), bounced=bool(r[12]),
+                )
+            if len(rows) < page:
+                return
+            after = rows[-1][0]
+
+    def digest_reports(self, *, list_slug: str | None = None, period: str | None = None) -> list[DigestReport]:
+        """Per list and period: what was planned and what became of it, newest period first.
+
+        ``complained`` and ``unsubscribed`` count recipients of a sent digest
+        who complained about or left the list at or after its sending.
+        """
+        where, params = ["1"], []
+        if list_slug is not None:
+            where.append("l.slug = ?")
+            params.append(list_slug)
+        if period is not None:
+            where.append("d.period = ?")
+            params.append(period)
+        rows = self.conn.execute(
+            "SELECT l.slug, d.period, count(*), "
+            "sum(d.status = 'sent'), sum(d.status = 'skipped'), sum(d.status = 'queued' AND d.attempts = 0), "
+            "sum(d.status = 'queued' AND d.attempts > 0), sum(d.status = 'sending'), "
+            "sum(d.status = 'failed' AND d.bounced = 0), sum(d.bounced = 1), sum(d.status = 'unknown'), "
+            "sum(d.status = 'cancelled'), "
+            "sum(d.status = 'sent' AND EXISTS (SELECT 1 FROM events e WHERE e.subscriber_id = d.subscriber_id "
+            "AND e.list_id = d.list_id AND e.kind = 'complaint' AND e.at >= d.sent_at)), "
+            "sum(d.status = 'sent' AND EXISTS (SELECT 1 FROM events e WHERE e.subscriber_id = d.subscriber_id "
+            "AND e.list_id = d.list_id AND e.kind = 'unsubscribe' AND e.at >= d.sent_at)) "
+            "FROM deliveries d JOIN lists l ON l.id = d.list_id "
+            f"WHERE {' AND '.join(where)} GROUP BY d.list_id, d.period ORDER BY d.period DESC, l.slug",
+            params,
+        ).fetchall()
+        return [DigestReport(r[0], r[1], *(int(x or 0) for x in r[2:])) for r in rows]
 
     def retry_failed(self, *, unknown: bool = False) -> int:
         """Requeue failed rows (not hard bounces, only active subscriptions);
