@@ -501,7 +501,7 @@ def test_consent_record_keeps_how_and_when_asked_and_confirmed(
 
 
 def test_the_web_form_records_ip_and_user_agent(settings: Settings, store: Store, tin_sang: NewsList) -> None:
-    from tests.test_pages import make_client
+    from test_pages import make_client  # tests/ is on sys.path (rootdir conftest)
 
     client = make_client(settings)
     r = client.post("/subscribe", data={"email": "web@example.org", "list": "tin-sang"},
