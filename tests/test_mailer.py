@@ -420,3 +420,48 @@ def test_verp_domain_prefers_setting_then_list_sender(settings: Settings) -> Non
     fixed = s.with_(mail_return_path_domain="bounces.example.org")
     assert verp_address(fixed, 7, "tin.example.org").endswith("@bounces.example.org")
     assert parse_verp(verp_address(s, 7, "tin.example.org"), s) == 7
+
+
+# --- golden bytes -------------------------------------------------------------
+# Fixed keys and a fixed clock: RSA PKCS#1 v1.5 and Ed25519 signatures are
+# deterministic, so every byte of these messages is known. Any change to the
+# rendering (a faster encoder, a spliced body, a new signer) must keep them.
+
+GOLDEN_EMAIL = Path(__file__).parent / "golden" / "email"
+GOLDEN_T = 1_795_000_000
+
+
+def _golden_signer(kind: str) -> DkimSigner:
+    from syndicate.mailer import load_key
+
+    return DkimSigner("news.example.org", "sel2026", load_key((GOLDEN_EMAIL / f"{kind}.pem").read_bytes()))
+
+
+GOLDEN_MAILS: dict[str, dict[str, object]] = {
+    "digest-vi": {},
+    "text-only": {"html": ""},
+    "ascii": {"from_name": "Daily News", "to_name": "Bob Smith", "subject": "Hello world",
+              "text": "Hello Bob,\n\nThe news.\n", "html": "<p>Hello Bob,</p>\n<p>The news.</p>\n"},
+    "awkward-body": {"text": "a\r\nb\rc\n\n.leading dot\n  two  spaces \t\nto\u0301m\n\n\n",
+                     "html": "<p>\t tab </p>\r\n\r\n", "to_name": ""},
+    "empty-body": {"text": "", "html": ""},
+}
+
+
+@pytest.mark.parametrize("signed", ["none", "rsa", "ed25519"])
+@pytest.mark.parametrize("name", sorted(GOLDEN_MAILS))
+def test_golden_messages(name: str, signed: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    import syndicate.mailer.dkim as dkim_module
+
+    monkeypatch.setattr(dkim_module.time, "time", lambda: GOLDEN_T + 0.5)
+    signer = None if signed == "none" else _golden_signer(signed)
+    raw = render_mail(make_mail(**GOLDEN_MAILS[name]), signer)
+    check_wire_form(raw)
+    if signer is not None:
+        assert verify(raw, signer)
+    path = GOLDEN_EMAIL / f"{name}.{signed}.eml"
+    if os.environ.get("UPDATE_GOLDEN"):
+        path.write_bytes(raw)
+    assert raw == path.read_bytes(), f"{path.name} differs from the golden file (UPDATE_GOLDEN=1 to accept)"
