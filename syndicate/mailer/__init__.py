@@ -2,6 +2,8 @@
 
 Knows nothing of the store. The package is split by concern, read in this order:
 
+- :mod:`.wire`: ``MAX_LINE`` and the :class:`Signer` protocol (the bottom: the
+  two modules below import it, never each other).
 - :mod:`.message`: :class:`Mail`, addresses, RFC 2047 headers,
   :func:`list_headers` and :func:`render_mail` (RFC 5322 bytes, CRLF, base64
   UTF-8 parts, IDNA domains; no header ever holds a line break from input).

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..config import Settings
 from ..errors import ConfigError
-from .message import MAX_LINE
+from .wire import MAX_LINE
 
 __all__ = ["DkimSigner", "load_key"]
 

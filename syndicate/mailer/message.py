@@ -4,7 +4,8 @@
 ``EmailMessage`` flattening on the hot path): CRLF line endings,
 ``multipart/alternative`` with UTF-8 text and HTML parts in base64, RFC 2047
 encoded words for the subject and display names, IDNA for domains, and an
-optional DKIM signature (a :class:`~syndicate.mailer.dkim.DkimSigner`).
+optional DKIM signature (a :class:`~syndicate.mailer.dkim.DkimSigner`, or any
+:class:`~syndicate.mailer.wire.Signer`; this module does not import the DKIM one).
 
 Header safety: no header ever holds a line break or raw text from input.
 Display names and the subject have control characters and line breaks turned
@@ -26,16 +27,12 @@ import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import format_datetime
-from typing import TYPE_CHECKING
 
 from ..errors import AddressError
-
-if TYPE_CHECKING:
-    from .dkim import DkimSigner
+from .wire import MAX_LINE, Signer
 
 __all__ = ["Mail", "clean_text", "encode_address", "format_address", "list_headers", "render_mail", "MAX_LINE"]
 
-MAX_LINE = 78
 _CORE_HEADERS = frozenset(
     h.lower()
     for h in ("From", "To", "Subject", "Date", "Message-ID", "MIME-Version", "Content-Type",
@@ -264,7 +261,7 @@ def _body_b64(text: str) -> bytes:
     return base64.encodebytes(data.encode("utf-8", "replace")).replace(b"\n", b"\r\n")
 
 
-def render_mail(mail: Mail, signer: DkimSigner | None = None) -> bytes:
+def render_mail(mail: Mail, signer: Signer | None = None) -> bytes:
     """RFC 5322 bytes for ``mail``: CRLF, 7-bit, lines under 78 characters.
 
     Example:
