@@ -465,3 +465,92 @@ def test_golden_messages(name: str, signed: str, monkeypatch: pytest.MonkeyPatch
     if os.environ.get("UPDATE_GOLDEN"):
         path.write_bytes(raw)
     assert raw == path.read_bytes(), f"{path.name} differs from the golden file (UPDATE_GOLDEN=1 to accept)"
+
+
+# --- the spliced body encoder -------------------------------------------------
+
+from syndicate.mailer.body import BodyCache, body_b64  # noqa: E402
+from syndicate.mailer.dkim import _relaxed_body, _relaxed_header  # noqa: E402
+
+_EXAMPLES = int(__import__("os").environ.get("SYNDICATE_EXAMPLES", "200"))
+# characters that stress each step: combining marks (NFC across a boundary),
+# CR and LF (CRLF across a boundary), lone surrogates, 2-4 byte UTF-8
+_TRICKY = st.sampled_from(["a", " ", ".", "\r", "\n", "\r\n", "ệ", "e\u0302", "\u0301", "\u0323", "\ud800", "😀",
+                           "ᄀ", "ᅡ", "x" * 60])
+# mostly starting with ASCII, so most examples take the spliced path (the rest test the fallback)
+_piece = st.tuples(st.sampled_from(["", "a", "\n", " ", ".", "x", "ệ"]), st.lists(_TRICKY, max_size=12)).map(
+    lambda t: t[0] + "".join(t[1]))
+# a few long fixed runs, shared by every example so the cache is hit at many phases
+_RUNS = ["<p>Đây là những tin nổi bật hôm nay.</p>\n" * 40, "Tin " + "chào buổi sáng, " * 150 + "\n",
+         "\u0301 starts with a combining mark " * 30, "ends with CR " * 50 + "\r", "x" * 2000]
+_fixed = st.one_of(_piece, st.sampled_from(_RUNS), st.tuples(_piece, st.sampled_from(_RUNS)).map("".join))
+_SHARED_CACHE = BodyCache()
+
+
+@hsettings(max_examples=_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(_fixed, _piece), max_size=5), _fixed)
+def test_spliced_body_equals_whole_body(pairs: list[tuple[str, str]], tail: str) -> None:
+    parts = tuple(p for pair in pairs for p in pair) + (tail,)
+    assert _SHARED_CACHE.encode(parts) == body_b64("".join(parts))
+
+
+def test_spliced_body_is_really_spliced_for_a_digest() -> None:
+    cache = BodyCache()
+    fixed = ("Tin sáng\n\n", "\n\n" + "Đây là những tin nổi bật hôm nay.\n" * 200 + "Bỏ đăng ký: ", "\n")
+    for name in ["Xin chào An,", "Xin chào Nguyễn Văn Bình,", "Hello,", ""]:
+        parts = (fixed[0], name, fixed[1], f"https://news.example.org/u/{len(name)}tok", fixed[2])
+        assert cache.encode(parts) == body_b64("".join(parts))
+    assert (cache.spliced, cache.fallbacks) == (4, 0)
+    # a value that starts with a combining mark could compose with the run before it: encoded whole
+    assert cache.encode(("Tin e", "\u0302 x", fixed[1])) == body_b64("Tin e\u0302 x" + fixed[1])
+    assert cache.fallbacks == 1
+
+
+def test_spliced_body_cache_stays_bounded() -> None:
+    cache = BodyCache(max_bytes=100_000)
+    for i in range(50):
+        run = f"group {i} " + "nội dung " * 2000
+        for name in ("An", "Bình"):
+            parts = ("", name, run)
+            assert cache.encode(parts) == body_b64("".join(parts))
+    assert cache._size < 100_000 + 2 * 40_000
+
+
+@hsettings(max_examples=_EXAMPLES, deadline=None)
+@given(st.lists(st.sampled_from([b"a", b" ", b"\t", b"\r\n", b"\r", b"\n", b"  \r\n"]), max_size=30).map(b"".join))
+def test_relaxed_body_matches_rfc6376(body: bytes) -> None:
+    import re as re_
+
+    # RFC 6376 3.4.4, written out plainly as the reference
+    ref = re_.sub(rb"[ \t]+", b" ", re_.sub(rb"[ \t]+\r\n", b"\r\n", body)).rstrip(b"\r\n")
+    assert _relaxed_body(body) == (ref + b"\r\n" if ref else b"")
+
+
+@hsettings(max_examples=_EXAMPLES, deadline=None)
+@given(st.lists(st.sampled_from(["a", "B", " ", "\t", "\r\n ", "\r\n\t", ":", "  "]), max_size=20).map("".join))
+def test_relaxed_header_matches_rfc6376(value: str) -> None:
+    import re as re_
+
+    line = "X-Test:" + value
+    name, _, v = line.partition(":")
+    assert _relaxed_header(line) == name.lower() + ":" + re_.sub(r"[ \t]+", " ", v.replace("\r\n", "")).strip()
+
+
+@pytest.mark.parametrize("signed", ["none", "rsa", "ed25519"])
+def test_render_with_parts_gives_the_golden_bytes(signed: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import syndicate.mailer.dkim as dkim_module
+
+    monkeypatch.setattr(dkim_module.time, "time", lambda: GOLDEN_T + 0.5)
+    signer = None if signed == "none" else _golden_signer(signed)
+    greeting, name = "Xin chào Nguyễn Văn An,", "Nguyễn Văn An"
+    text_parts = ("", greeting, TEXT_VI[len(greeting):])
+    html_parts = ("<p>Xin chào <b>", name, HTML_VI[len("<p>Xin chào <b>" + name):])
+    assert "".join(text_parts) == TEXT_VI and "".join(html_parts) == HTML_VI
+    cache = BodyCache()
+    mail = make_mail(text_parts=text_parts, html_parts=html_parts)
+    for _ in range(2):  # the second time from the cache
+        raw = render_mail(mail, signer, cache)
+        assert raw == (GOLDEN_EMAIL / f"digest-vi.{signed}.eml").read_bytes()
+    assert cache.spliced == 4
+    with pytest.raises(ValueError, match="text_parts do not join"):
+        make_mail(text_parts=("x",))

@@ -29,6 +29,7 @@ from datetime import datetime
 from email.utils import format_datetime
 
 from ..errors import AddressError
+from .body import BodyCache, body_b64
 from .wire import MAX_LINE, Signer
 
 __all__ = ["Mail", "clean_text", "encode_address", "format_address", "list_headers", "render_mail", "MAX_LINE"]
@@ -58,6 +59,11 @@ class Mail:
     as a header (the receiving server adds ``Return-Path``).
     """
 
+    def __post_init__(self) -> None:
+        for name, parts, whole in (("text", self.text_parts, self.text), ("html", self.html_parts, self.html)):
+            if parts and sum(map(len, parts)) != len(whole):
+                raise ValueError(f"Mail.{name}_parts do not join to Mail.{name}")
+
     from_name: str
     from_addr: str
     to_name: str
@@ -69,6 +75,12 @@ class Mail:
     date: datetime
     headers: list[tuple[str, str]] = field(default_factory=list)
     return_path: str = ""
+    #: ``text`` and ``html`` as fixed runs and personal values (even and odd
+    #: indices) that join to exactly ``text`` and ``html``; with a
+    #: :class:`~syndicate.mailer.body.BodyCache`, render_mail encodes the
+    #: fixed runs once per group. Empty: encode the whole text.
+    text_parts: tuple[str, ...] = ()
+    html_parts: tuple[str, ...] = ()
 
     @property
     def envelope_from(self) -> str:
@@ -255,14 +267,14 @@ def _message_id(value: str) -> str:
     return f"<{value}>"
 
 
-def _body_b64(text: str) -> bytes:
-    """UTF-8 in canonical CRLF form, base64 in 76-character CRLF lines."""
-    data = unicodedata.normalize("NFC", text).replace("\r\n", "\n").replace("\r", "\n").replace("\n", "\r\n")
-    return base64.encodebytes(data.encode("utf-8", "replace")).replace(b"\n", b"\r\n")
-
-
-def render_mail(mail: Mail, signer: Signer | None = None) -> bytes:
+def render_mail(mail: Mail, signer: Signer | None = None, bodies: BodyCache | None = None) -> bytes:
     """RFC 5322 bytes for ``mail``: CRLF, 7-bit, lines under 78 characters.
+
+    With ``bodies`` and the mail's ``text_parts``/``html_parts``, the body
+    parts are spliced from runs encoded once (the same bytes, less work).
+    Every line ends in CRLF, and base64 lines and folded header lines never
+    start with a dot, so the SMTP transport can send the bytes as they are
+    (it checks, cheaply, and rewrites only what is not).
 
     Example:
         >>> from datetime import datetime, UTC
@@ -289,7 +301,10 @@ def render_mail(mail: Mail, signer: Signer | None = None) -> bytes:
     ]
     headers.extend(_extra(name, value) for name, value in mail.headers)
     headers.append("MIME-Version: 1.0")
-    text_part = _body_b64(mail.text)
+    def encode(whole: str, parts: tuple[str, ...]) -> bytes:
+        return bodies.encode(parts) if bodies is not None and parts else body_b64(whole)
+
+    text_part = encode(mail.text, mail.text_parts)
     if mail.html:
         boundary = "=_syn_" + hashlib.sha256(mid.encode("ascii")).hexdigest()[:24]
         headers.append(f'Content-Type: multipart/alternative; boundary="{boundary}"')
@@ -298,7 +313,7 @@ def render_mail(mail: Mail, signer: Signer | None = None) -> bytes:
             b"--", b, b'\r\nContent-Type: text/plain; charset="utf-8"\r\nContent-Transfer-Encoding: base64\r\n\r\n',
             text_part,
             b"--", b, b'\r\nContent-Type: text/html; charset="utf-8"\r\nContent-Transfer-Encoding: base64\r\n\r\n',
-            _body_b64(mail.html),
+            encode(mail.html, mail.html_parts),
             b"--", b, b"--\r\n",
         ))
     else:
