@@ -554,3 +554,71 @@ def test_render_with_parts_gives_the_golden_bytes(signed: str, monkeypatch: pyte
     assert cache.spliced == 4
     with pytest.raises(ValueError, match="text_parts do not join"):
         make_mail(text_parts=("x",))
+
+
+# --- the SMTP hand-off without re-normalising ---------------------------------
+
+from syndicate.mailer.transports import wire_ready  # noqa: E402
+
+
+def test_wire_ready_passes_rendered_bytes_through_and_fixes_the_rest() -> None:
+    from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
+
+    raw = render_mail(make_mail())
+    assert wire_ready(raw) is raw  # no copy, no rewrite
+    for messy in [b"a\nb", b".x\r\ny", b"a\r\n.b\r\n", b"a\rb\r\n", b"a\r\n\n", b"", b"a"]:
+        assert wire_ready(messy) == PERIOD_REGEX.sub(b"..", normalize_message_line_endings(messy))
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.received: list[tuple[str, list[str], bytes]] = []
+        self.reject: set[str] = set()
+
+    async def handle_RCPT(self, server: object, session: object, envelope: object, address: str,
+                          options: object) -> str:
+        if address in self.reject:
+            return "550 5.1.1 no such user"
+        envelope.rcpt_tos.append(address)  # type: ignore[attr-defined]
+        return "250 OK"
+
+    async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
+        self.received.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content))  # type: ignore[attr-defined]
+        return "250 OK"
+
+
+def test_smtp_hand_off_is_byte_exact_and_tells_when_data_starts(settings: Settings) -> None:
+    from loopback import smtp_server
+
+    handler = _Recorder()
+    handler.reject.add("gone@example.org")
+    signer = _golden_signer("rsa")
+    raw = render_mail(make_mail(), signer)
+    messy = b"Subject: x\n\n.starts with a dot\nbare LF\n"
+    with smtp_server(handler) as port:
+        s = settings.with_(smtp_host="127.0.0.1", smtp_port=port, smtp_pool_size=1,
+                           mail_sender_address="tin@news.example.org")
+        calls: list[str] = []
+
+        async def go() -> None:
+            t = SmtpTransport(s)
+            try:
+                await t.send("bounce+1-abc@news.example.org", ["an@example.org"], raw,
+                             on_data=lambda: calls.append("ok"))
+                await t.send("bounce+2-abc@news.example.org", ["an@example.org"], messy)
+                with pytest.raises(TransportError, match="SMTP refused gone@example.org: 550 5.1.1 no such user") as info:
+                    await t.send("bounce+3-abc@news.example.org", ["gone@example.org"], raw,
+                                 on_data=lambda: calls.append("refused"))
+                assert info.value.temporary is False and info.value.code == 550
+                # the refused transaction was reset: the same connection carries the next message
+                await t.send("bounce+4-abc@news.example.org", ["an@example.org"], raw)
+                assert t.opened == 1
+            finally:
+                await t.close()
+
+        asyncio.run(go())
+    assert calls == ["ok"]  # never called for a message the relay refused before DATA
+    assert [r[0] for r in handler.received] == ["bounce+1-abc@news.example.org", "bounce+2-abc@news.example.org",
+                                                "bounce+4-abc@news.example.org"]
+    assert handler.received[0][2] == raw and verify(handler.received[0][2], signer)
+    assert handler.received[1][2] == b"Subject: x\r\n\r\n.starts with a dot\r\nbare LF\r\n"
