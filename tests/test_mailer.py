@@ -622,3 +622,23 @@ def test_smtp_hand_off_is_byte_exact_and_tells_when_data_starts(settings: Settin
                                                 "bounce+4-abc@news.example.org"]
     assert handler.received[0][2] == raw and verify(handler.received[0][2], signer)
     assert handler.received[1][2] == b"Subject: x\r\n\r\n.starts with a dot\r\nbare LF\r\n"
+
+
+def test_personalised_digest_parts_render_the_same_bytes_spliced() -> None:
+    from syndicate.digest import GREETING, PREFERENCES, UNSUBSCRIBE, RenderedDigest, personalise
+    from syndicate.models import NewsList
+
+    body = "".join(f"<h2>Tin số {i}: khởi nghiệp ở Thành phố Hồ Chí Minh</h2>\n<p>Tóm tắt {i}.</p>\n" for i in range(80))
+    html = f"<p>{GREETING}</p>\n{body}<a href=\"{UNSUBSCRIBE}\">Huỷ</a> · <a href=\"{PREFERENCES}\">Tuỳ chọn</a>\n"
+    text = f"{GREETING}\n\n{body}\nHuỷ: {UNSUBSCRIBE}\nTuỳ chọn: {PREFERENCES}\n"
+    r = RenderedDigest(NewsList(slug="tin-sang", name="Tin sáng", id=1), "2026-11-24", "", "Tin sáng", html, text,
+                       80, "", "vi")
+    signer = _golden_signer("ed25519")
+    cache = BodyCache()
+    for i, name in enumerate(["Nguyễn Văn An", "Bình", "", "<b>Lê & Chi</b>", "Emma Schmidt"]):
+        p = personalise(r, name, f"https://news.example.org/u/{i}.tok{i * 7}", f"https://news.example.org/p/{i}")
+        assert "".join(p.text_parts) == p.text and "".join(p.html_parts) == p.html
+        spliced = make_mail(text=p.text, html=p.html, text_parts=p.text_parts, html_parts=p.html_parts)
+        plain = make_mail(text=p.text, html=p.html)
+        assert render_mail(spliced, signer, cache) == render_mail(plain, signer)
+    assert (cache.spliced, cache.fallbacks) == (10, 0)
