@@ -32,9 +32,11 @@ AT_HELP = "Act as if it were this ISO 8601 time (UTC unless it has an offset), t
 @click.option("--at", "at", metavar="ISO-TIME", help=AT_HELP)
 @click.option("--dry-run", is_flag=True, help="Show what would be sent; write and send nothing.")
 @click.option("--limit", type=click.IntRange(min=1), help="Send at most N messages this run (the rest wait).")
+@click.option("--workers", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Drain processes after planning (default: the number of cores over SMTP, 1 for a Maildir).")
 @json_option("Print the run's figures as JSON.")
 @pass_app
-def send(app: App, at: str | None, dry_run: bool, limit: int | None, as_json: bool) -> None:
+def send(app: App, at: str | None, dry_run: bool, limit: int | None, workers: int | None, as_json: bool) -> None:
     """Plan due digests into the outbox and send them (run it from cron).
 
     Prints one summary line; exits 1 if any message failed, 75 if another
@@ -44,13 +46,17 @@ def send(app: App, at: str | None, dry_run: bool, limit: int | None, as_json: bo
     Example:
         syndicate send
         syndicate send --dry-run --at 2026-11-24T07:00:00+07:00
+        syndicate send --workers 4
         */5 * * * *  syndicate --config /etc/syndicate.toml send
     """
-    from ..mailer import make_transport
+    from ..mailer import SmtpTransport, make_transport
     from ..sender import run_send
+    from ..sender.workers import default_workers
 
     settings = app.settings
     transport = make_transport(settings, "memory" if dry_run else None)
+    if workers is None:
+        workers = default_workers() if isinstance(transport, SmtpTransport) else 1
     with ExitStack() as stack:
         bar: list[Any] = []
 
@@ -63,7 +69,7 @@ def send(app: App, at: str | None, dry_run: bool, limit: int | None, as_json: bo
                 bar[0].update(n)
 
         report = run_send(app.store, settings, transport, now=parse_at(at), limit=limit, dry_run=dry_run,
-                          on_planned=planned, on_progress=step)
+                          on_planned=planned, on_progress=step, workers=workers)
     if as_json:
         emit_json(report.as_dict())
     else:

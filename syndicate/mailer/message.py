@@ -21,9 +21,11 @@ Also here: :func:`list_headers` (List-Id, one-click List-Unsubscribe) and
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import re
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import format_datetime
@@ -138,7 +140,8 @@ def encode_address(addr: str) -> str:
     return f"{local}@{domain}"
 
 
-def _b64_words(text: str, first_room: int) -> list[str]:
+@functools.lru_cache(maxsize=4096)  # a group's subject, sender and list name repeat on every message
+def _b64_words(text: str, first_room: int) -> tuple[str, ...]:
     """RFC 2047 ``B`` encoded words, whole characters each, sized to fold under 78."""
     words: list[str] = []
     room = first_room
@@ -159,10 +162,10 @@ def _b64_words(text: str, first_room: int) -> list[str]:
         size += n
     if chunk:
         words.append("=?UTF-8?B?" + base64.b64encode("".join(chunk).encode("utf-8")).decode("ascii") + "?=")
-    return words
+    return tuple(words)
 
 
-def _fold(name: str, tokens: list[str]) -> str:
+def _fold(name: str, tokens: Sequence[str]) -> str:
     """``Name: tok tok`` folded at token boundaries to lines of at most 78 characters."""
     lines = [name + ":"]
     for tok in tokens:
@@ -192,7 +195,7 @@ def _phrase_tokens(display: str, room: int) -> list[str]:
         return display.split(" ")
     if display.isascii() and "=?" not in display and len(display) <= 60:
         return ['"' + display.replace("\\", "\\\\").replace('"', '\\"') + '"']
-    return _b64_words(display, room)
+    return list(_b64_words(display, room))
 
 
 def format_address(name: str, addr: str, header: str = "To") -> str:

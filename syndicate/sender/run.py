@@ -9,7 +9,7 @@ from datetime import datetime
 
 from .. import subscribers as subs
 from ..config import Settings
-from ..mailer import Transport
+from ..mailer import MaildirTransport, SmtpTransport, Transport
 from ..models import utcnow
 from ..store import Store
 from .drain import drain
@@ -18,6 +18,7 @@ from .lock import new_run_id, nothing, run_lock, sigterm_as_exit
 from .plan import dry_run as _dry_run
 from .plan import plan_due
 from .report import SendReport
+from .workers import drain_in_workers
 
 
 def run_send(
@@ -32,11 +33,15 @@ def run_send(
     on_progress: Callable[[int], None] | None = None,
     lock: bool = True,
     run_id: str | None = None,
+    workers: int = 1,
 ) -> SendReport:
     """Plan due digests and drain the outbox once. ``now`` defaults to the clock.
 
     ``on_planned(queued)`` is called when planning ends, ``on_progress(1)``
     per message finished (for a progress bar). Closes ``transport`` at the end.
+    ``workers`` > 1 drains with that many processes, each with its own
+    transport of the same kind (see :mod:`.workers`); a memory transport
+    always drains in this process.
     """
     now = now or utcnow()
     report = SendReport(run_id=run_id or new_run_id(), dry_run=dry_run)
@@ -56,6 +61,11 @@ def run_send(
         if on_planned is not None:
             on_planned(store.outbox_status(now).due_now)
         t1 = time.perf_counter()
-        asyncio.run(drain(store, settings, transport, now, report, limit, on_progress))
+        kind = {SmtpTransport: "smtp", MaildirTransport: "maildir"}.get(type(transport))
+        if workers > 1 and kind is not None:
+            asyncio.run(transport.close())  # each worker opens its own
+            drain_in_workers(settings, kind, now, report, limit, on_progress, workers)
+        else:
+            asyncio.run(drain(store, settings, transport, now, report, limit, on_progress))
         report.sending_seconds = time.perf_counter() - t1
     return report
