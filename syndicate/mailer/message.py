@@ -105,6 +105,7 @@ def clean_text(value: str) -> str:
     return unicodedata.normalize("NFC", " ".join(value.split()))
 
 
+@functools.lru_cache(maxsize=1024)  # one message asks for the same addresses several times
 def encode_address(addr: str) -> str:
     """Check ``local@domain`` and return it with the domain IDNA-encoded.
 

@@ -141,7 +141,8 @@ def test_sigkill_mid_send_then_rerun(tmp_path: Path, slow_sink: tuple[SlowSink, 
 
 def test_two_runs_at_once_send_each_digest_once(tmp_path: Path, slow_sink: tuple[SlowSink, int]) -> None:
     sink, port = slow_sink
-    sink.delay = 0.1  # 60 messages over 2 connections per drain, a drain per core: 1.5 s on 2 cores
+    sink.delay = 0.25  # 60 messages over 2 connections per drain, a drain per core: 3.75 s on 2 cores,
+    # ample for the second run to start on a busy machine
     env, settings = populate(tmp_path, port, 60)
     first = syndicate(env, "send", "--at", AT)
     wait_for(lambda: len(sink.messages) >= 1)
