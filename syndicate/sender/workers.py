@@ -106,7 +106,7 @@ def drain_in_workers(settings: Settings, kind: str, now: datetime, report: SendR
     old = signal.signal(signal.SIGTERM, forward)
     try:
         for i, share in enumerate(shares):
-            if share == 0:
+            if share == 0 or terminated:  # a SIGTERM while starting: start no more
                 continue
             r, w = os.pipe()
             proc = ctx.Process(target=_worker, args=(settings, kind, now, f"{report.run_id}.w{i}", share, w, os.getpid()),
