@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from email.header import decode_header, make_header
 from email.message import EmailMessage
 from pathlib import Path
+from typing import Any
 
 import dkim
 import pytest
@@ -600,15 +601,20 @@ def test_smtp_hand_off_is_byte_exact_and_tells_when_data_starts(settings: Settin
                            mail_sender_address="tin@news.example.org")
         calls: list[str] = []
 
+        def note(what: str) -> Any:
+            async def on_data() -> None:
+                calls.append(what)
+            return on_data
+
         async def go() -> None:
             t = SmtpTransport(s)
             try:
                 await t.send("bounce+1-abc@news.example.org", ["an@example.org"], raw,
-                             on_data=lambda: calls.append("ok"))
+                             on_data=note("ok"))
                 await t.send("bounce+2-abc@news.example.org", ["an@example.org"], messy)
                 with pytest.raises(TransportError, match="SMTP refused gone@example.org: 550 5.1.1 no such user") as info:
                     await t.send("bounce+3-abc@news.example.org", ["gone@example.org"], raw,
-                                 on_data=lambda: calls.append("refused"))
+                                 on_data=note("refused"))
                 assert info.value.temporary is False and info.value.code == 550
                 # the refused transaction was reset: the same connection carries the next message
                 await t.send("bounce+4-abc@news.example.org", ["an@example.org"], raw)

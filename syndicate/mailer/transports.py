@@ -4,7 +4,7 @@ They share one protocol, :class:`Transport`: ``await send(envelope_from,
 recipients, message_bytes, on_data=None)`` raising :class:`~syndicate.errors.TransportError`
 (``temporary`` for 4xx replies and dropped connections, permanent for 5xx,
 ``code`` the SMTP reply code) and ``await close()``. ``on_data()``, when
-given, is called at the moment the message itself starts on its way (after
+given, is awaited at the moment the message itself starts on its way (after
 the relay's ``354`` to DATA): before it the relay cannot have the message,
 after it it may, so a journal written there makes ``unknown`` exact. :class:`MemoryTransport`
 keeps what it was given, :class:`MaildirTransport` writes files atomically,
@@ -18,7 +18,7 @@ import asyncio
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -29,12 +29,16 @@ from .message import encode_address
 __all__ = ["Transport", "MemoryTransport", "MaildirTransport", "SmtpTransport", "make_transport"]
 
 
+#: Awaited by a transport just before the message itself goes out (see the module docstring).
+OnData = Callable[[], Awaitable[None]]
+
+
 @runtime_checkable
 class Transport(Protocol):
     """Carries rendered bytes. ``send`` raises TransportError(temporary=..., code=...)."""
 
     async def send(self, envelope_from: str, recipients: list[str], message: bytes,
-                   on_data: Callable[[], None] | None = None) -> None: ...
+                   on_data: OnData | None = None) -> None: ...
 
     async def close(self) -> None: ...
 
@@ -51,9 +55,9 @@ class MemoryTransport:
         self.closed = False
 
     async def send(self, envelope_from: str, recipients: list[str], message: bytes,
-                   on_data: Callable[[], None] | None = None) -> None:
+                   on_data: OnData | None = None) -> None:
         if on_data is not None:
-            on_data()
+            await on_data()
         if self.fail is not None:
             error = self.fail(envelope_from, recipients, message)
             if error is not None:
@@ -105,11 +109,11 @@ class MaildirTransport:
         return final
 
     async def send(self, envelope_from: str, recipients: list[str], message: bytes,
-                   on_data: Callable[[], None] | None = None) -> None:
+                   on_data: OnData | None = None) -> None:
         for r in recipients:
             encode_address(r)
         if on_data is not None:
-            on_data()
+            await on_data()
         self.write(encode_address(envelope_from) if envelope_from else "", message)
 
     async def close(self) -> None:
@@ -264,7 +268,7 @@ class SmtpTransport:
         return conn
 
     async def send(self, envelope_from: str, recipients: list[str], message: bytes,
-                   on_data: Callable[[], None] | None = None) -> None:
+                   on_data: OnData | None = None) -> None:
         import aiosmtplib
 
         sender = encode_address(envelope_from) if envelope_from else ""
@@ -297,7 +301,7 @@ class SmtpTransport:
                                      temporary=all(c < 500 for _, c, _ in refused), code=code)
 
     async def _transaction(self, conn: object, sender: str, rcpts: list[str], payload: bytes,
-                           on_data: Callable[[], None] | None) -> list[tuple[str, int, str]]:
+                           on_data: OnData | None) -> list[tuple[str, int, str]]:
         """MAIL, RCPT, DATA and the message on one connection; the recipients refused.
 
         Drives the commands through aiosmtplib's lower-level API instead of
@@ -335,7 +339,7 @@ class SmtpTransport:
         if protocol is None:
             raise aiosmtplib.SMTPServerDisconnected("Connection lost")
         if on_data is not None:
-            on_data()  # from here on the server may accept the message
+            await on_data()  # from here on the server may accept the message
         try:
             protocol.write(payload + b".\r\n")
             reply = await protocol.read_response(timeout=timeout)
