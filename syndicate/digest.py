@@ -371,6 +371,10 @@ class Personalised:
     subject: str
     html: str
     text: str
+    # the same, as fixed runs (even indices, shared by the group) and personal values,
+    # so the mailer can encode the fixed runs once per group
+    html_parts: tuple[str, ...] = ()
+    text_parts: tuple[str, ...] = ()
 
 
 def categories_key(cats: tuple[str, ...]) -> str:
@@ -505,11 +509,10 @@ def personalise(r: RenderedDigest, name: str, unsubscribe_url: str, preferences_
                    PREFERENCES: html.escape(preferences_url)}
     text_values = {GREETING: g, UNSUBSCRIBE: unsubscribe_url, PREFERENCES: preferences_url}
     hp, tp = r.html_parts, r.text_parts
-    return Personalised(
-        subject=r.subject,
-        html="".join([hp[i] if i % 2 == 0 else html_values[hp[i]] for i in range(len(hp))]),
-        text="".join([tp[i] if i % 2 == 0 else text_values[tp[i]] for i in range(len(tp))]),
-    )
+    html_parts = tuple([hp[i] if i % 2 == 0 else html_values[hp[i]] for i in range(len(hp))])
+    text_parts = tuple([tp[i] if i % 2 == 0 else text_values[tp[i]] for i in range(len(tp))])
+    return Personalised(subject=r.subject, html="".join(html_parts), text="".join(text_parts),
+                        html_parts=html_parts, text_parts=text_parts)
 
 
 @dataclass

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from email.header import decode_header, make_header
 from email.message import EmailMessage
 from pathlib import Path
+from typing import Any
 
 import dkim
 import pytest
@@ -420,3 +421,230 @@ def test_verp_domain_prefers_setting_then_list_sender(settings: Settings) -> Non
     fixed = s.with_(mail_return_path_domain="bounces.example.org")
     assert verp_address(fixed, 7, "tin.example.org").endswith("@bounces.example.org")
     assert parse_verp(verp_address(s, 7, "tin.example.org"), s) == 7
+
+
+# --- golden bytes -------------------------------------------------------------
+# Fixed keys and a fixed clock: RSA PKCS#1 v1.5 and Ed25519 signatures are
+# deterministic, so every byte of these messages is known. Any change to the
+# rendering (a faster encoder, a spliced body, a new signer) must keep them.
+
+GOLDEN_EMAIL = Path(__file__).parent / "golden" / "email"
+GOLDEN_T = 1_795_000_000
+
+
+def _golden_signer(kind: str) -> DkimSigner:
+    from syndicate.mailer import load_key
+
+    return DkimSigner("news.example.org", "sel2026", load_key((GOLDEN_EMAIL / f"{kind}.pem").read_bytes()))
+
+
+GOLDEN_MAILS: dict[str, dict[str, object]] = {
+    "digest-vi": {},
+    "text-only": {"html": ""},
+    "ascii": {"from_name": "Daily News", "to_name": "Bob Smith", "subject": "Hello world",
+              "text": "Hello Bob,\n\nThe news.\n", "html": "<p>Hello Bob,</p>\n<p>The news.</p>\n"},
+    "awkward-body": {"text": "a\r\nb\rc\n\n.leading dot\n  two  spaces \t\nto\u0301m\n\n\n",
+                     "html": "<p>\t tab </p>\r\n\r\n", "to_name": ""},
+    "empty-body": {"text": "", "html": ""},
+}
+
+
+@pytest.mark.parametrize("signed", ["none", "rsa", "ed25519"])
+@pytest.mark.parametrize("name", sorted(GOLDEN_MAILS))
+def test_golden_messages(name: str, signed: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    import syndicate.mailer.dkim as dkim_module
+
+    monkeypatch.setattr(dkim_module.time, "time", lambda: GOLDEN_T + 0.5)
+    signer = None if signed == "none" else _golden_signer(signed)
+    raw = render_mail(make_mail(**GOLDEN_MAILS[name]), signer)
+    check_wire_form(raw)
+    if signer is not None:
+        assert verify(raw, signer)
+    path = GOLDEN_EMAIL / f"{name}.{signed}.eml"
+    if os.environ.get("UPDATE_GOLDEN"):
+        path.write_bytes(raw)
+    assert raw == path.read_bytes(), f"{path.name} differs from the golden file (UPDATE_GOLDEN=1 to accept)"
+
+
+# --- the spliced body encoder -------------------------------------------------
+
+from syndicate.mailer.body import BodyCache, body_b64  # noqa: E402
+from syndicate.mailer.dkim import _relaxed_body, _relaxed_header  # noqa: E402
+
+_EXAMPLES = int(__import__("os").environ.get("SYNDICATE_EXAMPLES", "200"))
+# characters that stress each step: combining marks (NFC across a boundary),
+# CR and LF (CRLF across a boundary), lone surrogates, 2-4 byte UTF-8
+_TRICKY = st.sampled_from(["a", " ", ".", "\r", "\n", "\r\n", "ệ", "e\u0302", "\u0301", "\u0323", "\ud800", "😀",
+                           "ᄀ", "ᅡ", "x" * 60])
+# mostly starting with ASCII, so most examples take the spliced path (the rest test the fallback)
+_piece = st.tuples(st.sampled_from(["", "a", "\n", " ", ".", "x", "ệ"]), st.lists(_TRICKY, max_size=12)).map(
+    lambda t: t[0] + "".join(t[1]))
+# a few long fixed runs, shared by every example so the cache is hit at many phases
+_RUNS = ["<p>Đây là những tin nổi bật hôm nay.</p>\n" * 40, "Tin " + "chào buổi sáng, " * 150 + "\n",
+         "\u0301 starts with a combining mark " * 30, "ends with CR " * 50 + "\r", "x" * 2000]
+_fixed = st.one_of(_piece, st.sampled_from(_RUNS), st.tuples(_piece, st.sampled_from(_RUNS)).map("".join))
+_SHARED_CACHE = BodyCache()
+
+
+@hsettings(max_examples=_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(_fixed, _piece), max_size=5), _fixed)
+def test_spliced_body_equals_whole_body(pairs: list[tuple[str, str]], tail: str) -> None:
+    parts = tuple(p for pair in pairs for p in pair) + (tail,)
+    assert _SHARED_CACHE.encode(parts) == body_b64("".join(parts))
+
+
+def test_spliced_body_is_really_spliced_for_a_digest() -> None:
+    cache = BodyCache()
+    fixed = ("Tin sáng\n\n", "\n\n" + "Đây là những tin nổi bật hôm nay.\n" * 200 + "Bỏ đăng ký: ", "\n")
+    for name in ["Xin chào An,", "Xin chào Nguyễn Văn Bình,", "Hello,", ""]:
+        parts = (fixed[0], name, fixed[1], f"https://news.example.org/u/{len(name)}tok", fixed[2])
+        assert cache.encode(parts) == body_b64("".join(parts))
+    assert (cache.spliced, cache.fallbacks) == (4, 0)
+    # a value that starts with a combining mark could compose with the run before it: encoded whole
+    assert cache.encode(("Tin e", "\u0302 x", fixed[1])) == body_b64("Tin e\u0302 x" + fixed[1])
+    assert cache.fallbacks == 1
+
+
+def test_spliced_body_cache_stays_bounded() -> None:
+    cache = BodyCache(max_bytes=100_000)
+    for i in range(50):
+        run = f"group {i} " + "nội dung " * 2000
+        for name in ("An", "Bình"):
+            parts = ("", name, run)
+            assert cache.encode(parts) == body_b64("".join(parts))
+    assert cache._size < 100_000 + 2 * 40_000
+
+
+@hsettings(max_examples=_EXAMPLES, deadline=None)
+@given(st.lists(st.sampled_from([b"a", b" ", b"\t", b"\r\n", b"\r", b"\n", b"  \r\n"]), max_size=30).map(b"".join))
+def test_relaxed_body_matches_rfc6376(body: bytes) -> None:
+    import re as re_
+
+    # RFC 6376 3.4.4, written out plainly as the reference
+    ref = re_.sub(rb"[ \t]+", b" ", re_.sub(rb"[ \t]+\r\n", b"\r\n", body)).rstrip(b"\r\n")
+    assert _relaxed_body(body) == (ref + b"\r\n" if ref else b"")
+
+
+@hsettings(max_examples=_EXAMPLES, deadline=None)
+@given(st.lists(st.sampled_from(["a", "B", " ", "\t", "\r\n ", "\r\n\t", ":", "  "]), max_size=20).map("".join))
+def test_relaxed_header_matches_rfc6376(value: str) -> None:
+    import re as re_
+
+    line = "X-Test:" + value
+    name, _, v = line.partition(":")
+    assert _relaxed_header(line) == name.lower() + ":" + re_.sub(r"[ \t]+", " ", v.replace("\r\n", "")).strip()
+
+
+@pytest.mark.parametrize("signed", ["none", "rsa", "ed25519"])
+def test_render_with_parts_gives_the_golden_bytes(signed: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import syndicate.mailer.dkim as dkim_module
+
+    monkeypatch.setattr(dkim_module.time, "time", lambda: GOLDEN_T + 0.5)
+    signer = None if signed == "none" else _golden_signer(signed)
+    greeting, name = "Xin chào Nguyễn Văn An,", "Nguyễn Văn An"
+    text_parts = ("", greeting, TEXT_VI[len(greeting):])
+    html_parts = ("<p>Xin chào <b>", name, HTML_VI[len("<p>Xin chào <b>" + name):])
+    assert "".join(text_parts) == TEXT_VI and "".join(html_parts) == HTML_VI
+    cache = BodyCache()
+    mail = make_mail(text_parts=text_parts, html_parts=html_parts)
+    for _ in range(2):  # the second time from the cache
+        raw = render_mail(mail, signer, cache)
+        assert raw == (GOLDEN_EMAIL / f"digest-vi.{signed}.eml").read_bytes()
+    assert cache.spliced == 4
+    with pytest.raises(ValueError, match="text_parts do not join"):
+        make_mail(text_parts=("x",))
+
+
+# --- the SMTP hand-off without re-normalising ---------------------------------
+
+from syndicate.mailer.transports import wire_ready  # noqa: E402
+
+
+def test_wire_ready_passes_rendered_bytes_through_and_fixes_the_rest() -> None:
+    from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
+
+    raw = render_mail(make_mail())
+    assert wire_ready(raw) is raw  # no copy, no rewrite
+    for messy in [b"a\nb", b".x\r\ny", b"a\r\n.b\r\n", b"a\rb\r\n", b"a\r\n\n", b"", b"a"]:
+        assert wire_ready(messy) == PERIOD_REGEX.sub(b"..", normalize_message_line_endings(messy))
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.received: list[tuple[str, list[str], bytes]] = []
+        self.reject: set[str] = set()
+
+    async def handle_RCPT(self, server: object, session: object, envelope: object, address: str,
+                          options: object) -> str:
+        if address in self.reject:
+            return "550 5.1.1 no such user"
+        envelope.rcpt_tos.append(address)  # type: ignore[attr-defined]
+        return "250 OK"
+
+    async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
+        self.received.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content))  # type: ignore[attr-defined]
+        return "250 OK"
+
+
+def test_smtp_hand_off_is_byte_exact_and_tells_when_data_starts(settings: Settings) -> None:
+    from loopback import smtp_server
+
+    handler = _Recorder()
+    handler.reject.add("gone@example.org")
+    signer = _golden_signer("rsa")
+    raw = render_mail(make_mail(), signer)
+    messy = b"Subject: x\n\n.starts with a dot\nbare LF\n"
+    with smtp_server(handler) as port:
+        s = settings.with_(smtp_host="127.0.0.1", smtp_port=port, smtp_pool_size=1,
+                           mail_sender_address="tin@news.example.org")
+        calls: list[str] = []
+
+        def note(what: str) -> Any:
+            async def on_data() -> None:
+                calls.append(what)
+            return on_data
+
+        async def go() -> None:
+            t = SmtpTransport(s)
+            try:
+                await t.send("bounce+1-abc@news.example.org", ["an@example.org"], raw,
+                             on_data=note("ok"))
+                await t.send("bounce+2-abc@news.example.org", ["an@example.org"], messy)
+                with pytest.raises(TransportError, match="SMTP refused gone@example.org: 550 5.1.1 no such user") as info:
+                    await t.send("bounce+3-abc@news.example.org", ["gone@example.org"], raw,
+                                 on_data=note("refused"))
+                assert info.value.temporary is False and info.value.code == 550
+                # the refused transaction was reset: the same connection carries the next message
+                await t.send("bounce+4-abc@news.example.org", ["an@example.org"], raw)
+                assert t.opened == 1
+            finally:
+                await t.close()
+
+        asyncio.run(go())
+    assert calls == ["ok"]  # never called for a message the relay refused before DATA
+    assert [r[0] for r in handler.received] == ["bounce+1-abc@news.example.org", "bounce+2-abc@news.example.org",
+                                                "bounce+4-abc@news.example.org"]
+    assert handler.received[0][2] == raw and verify(handler.received[0][2], signer)
+    assert handler.received[1][2] == b"Subject: x\r\n\r\n.starts with a dot\r\nbare LF\r\n"
+
+
+def test_personalised_digest_parts_render_the_same_bytes_spliced() -> None:
+    from syndicate.digest import GREETING, PREFERENCES, UNSUBSCRIBE, RenderedDigest, personalise
+    from syndicate.models import NewsList
+
+    body = "".join(f"<h2>Tin số {i}: khởi nghiệp ở Thành phố Hồ Chí Minh</h2>\n<p>Tóm tắt {i}.</p>\n" for i in range(80))
+    html = f"<p>{GREETING}</p>\n{body}<a href=\"{UNSUBSCRIBE}\">Huỷ</a> · <a href=\"{PREFERENCES}\">Tuỳ chọn</a>\n"
+    text = f"{GREETING}\n\n{body}\nHuỷ: {UNSUBSCRIBE}\nTuỳ chọn: {PREFERENCES}\n"
+    r = RenderedDigest(NewsList(slug="tin-sang", name="Tin sáng", id=1), "2026-11-24", "", "Tin sáng", html, text,
+                       80, "", "vi")
+    signer = _golden_signer("ed25519")
+    cache = BodyCache()
+    for i, name in enumerate(["Nguyễn Văn An", "Bình", "", "<b>Lê & Chi</b>", "Emma Schmidt"]):
+        p = personalise(r, name, f"https://news.example.org/u/{i}.tok{i * 7}", f"https://news.example.org/p/{i}")
+        assert "".join(p.text_parts) == p.text and "".join(p.html_parts) == p.html
+        spliced = make_mail(text=p.text, html=p.html, text_parts=p.text_parts, html_parts=p.html_parts)
+        plain = make_mail(text=p.text, html=p.html)
+        assert render_mail(spliced, signer, cache) == render_mail(plain, signer)
+    assert (cache.spliced, cache.fallbacks) == (10, 0)

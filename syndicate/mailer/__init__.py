@@ -2,9 +2,13 @@
 
 Knows nothing of the store. The package is split by concern, read in this order:
 
+- :mod:`.wire`: ``MAX_LINE`` and the :class:`Signer` protocol (the bottom: the
+  two modules below import it, never each other).
 - :mod:`.message`: :class:`Mail`, addresses, RFC 2047 headers,
   :func:`list_headers` and :func:`render_mail` (RFC 5322 bytes, CRLF, base64
   UTF-8 parts, IDNA domains; no header ever holds a line break from input).
+- :mod:`.body`: base64 body parts; :class:`BodyCache` splices a group's fixed
+  runs, encoded once, with each subscriber's values (the same bytes).
 - :mod:`.dkim`: :class:`DkimSigner` (RSA or Ed25519, relaxed/relaxed).
 - :mod:`.verp`: :func:`verp_address` and :func:`parse_verp` (the delivery id
   in the envelope sender, with a MAC against forgery).
@@ -17,6 +21,7 @@ is the import to use.
 
 from __future__ import annotations
 
+from .body import BodyCache
 from .dkim import DkimSigner, load_key
 from .message import Mail, clean_text, encode_address, format_address, list_headers, render_mail
 from .transports import MaildirTransport, MemoryTransport, SmtpTransport, Transport, make_transport
@@ -25,6 +30,7 @@ from .verp import parse_verp, verp_address
 __all__ = [
     "Mail",
     "render_mail",
+    "BodyCache",
     "clean_text",
     "format_address",
     "encode_address",

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..config import Settings
 from ..errors import ConfigError
-from .message import MAX_LINE
+from .wire import MAX_LINE
 
 __all__ = ["DkimSigner", "load_key"]
 
@@ -27,13 +27,17 @@ _BODY_WSP = re.compile(rb"[ \t]+")
 
 def _relaxed_header(line: str) -> str:
     name, _, value = line.partition(":")
-    value = _WSP_RUN.sub(" ", value.replace("\r\n", "")).strip()
-    return name.strip().lower() + ":" + value
+    value = value.replace("\r\n", "")
+    if "\t" in value or "  " in value:  # fast path: render_mail folds with single spaces
+        value = _WSP_RUN.sub(" ", value)
+    return name.strip().lower() + ":" + value.strip()
 
 
 def _relaxed_body(body: bytes) -> bytes:
     if b"\t" in body or b"  " in body or b" \r\n" in body:  # fast path: base64 bodies have none
         body = _BODY_WSP.sub(b" ", _BODY_TRAIL_WSP.sub(b"\r\n", body))
+    if len(body) > 2 and body.endswith(b"\r\n") and body[-3] not in b"\r\n":
+        return body  # already ends in exactly one CRLF: no copy of a 50 KB body
     body = body.rstrip(b"\r\n")
     return body + b"\r\n" if body else b""
 

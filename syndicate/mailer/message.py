@@ -4,7 +4,8 @@
 ``EmailMessage`` flattening on the hot path): CRLF line endings,
 ``multipart/alternative`` with UTF-8 text and HTML parts in base64, RFC 2047
 encoded words for the subject and display names, IDNA for domains, and an
-optional DKIM signature (a :class:`~syndicate.mailer.dkim.DkimSigner`).
+optional DKIM signature (a :class:`~syndicate.mailer.dkim.DkimSigner`, or any
+:class:`~syndicate.mailer.wire.Signer`; this module does not import the DKIM one).
 
 Header safety: no header ever holds a line break or raw text from input.
 Display names and the subject have control characters and line breaks turned
@@ -20,22 +21,21 @@ Also here: :func:`list_headers` (List-Id, one-click List-Unsubscribe) and
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import re
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import format_datetime
-from typing import TYPE_CHECKING
 
 from ..errors import AddressError
-
-if TYPE_CHECKING:
-    from .dkim import DkimSigner
+from .body import BodyCache, body_b64
+from .wire import MAX_LINE, Signer
 
 __all__ = ["Mail", "clean_text", "encode_address", "format_address", "list_headers", "render_mail", "MAX_LINE"]
 
-MAX_LINE = 78
 _CORE_HEADERS = frozenset(
     h.lower()
     for h in ("From", "To", "Subject", "Date", "Message-ID", "MIME-Version", "Content-Type",
@@ -61,6 +61,11 @@ class Mail:
     as a header (the receiving server adds ``Return-Path``).
     """
 
+    def __post_init__(self) -> None:
+        for name, parts, whole in (("text", self.text_parts, self.text), ("html", self.html_parts, self.html)):
+            if parts and sum(map(len, parts)) != len(whole):
+                raise ValueError(f"Mail.{name}_parts do not join to Mail.{name}")
+
     from_name: str
     from_addr: str
     to_name: str
@@ -72,6 +77,12 @@ class Mail:
     date: datetime
     headers: list[tuple[str, str]] = field(default_factory=list)
     return_path: str = ""
+    #: ``text`` and ``html`` as fixed runs and personal values (even and odd
+    #: indices) that join to exactly ``text`` and ``html``; with a
+    #: :class:`~syndicate.mailer.body.BodyCache`, render_mail encodes the
+    #: fixed runs once per group. Empty: encode the whole text.
+    text_parts: tuple[str, ...] = ()
+    html_parts: tuple[str, ...] = ()
 
     @property
     def envelope_from(self) -> str:
@@ -94,6 +105,7 @@ def clean_text(value: str) -> str:
     return unicodedata.normalize("NFC", " ".join(value.split()))
 
 
+@functools.lru_cache(maxsize=1024)  # one message asks for the same addresses several times
 def encode_address(addr: str) -> str:
     """Check ``local@domain`` and return it with the domain IDNA-encoded.
 
@@ -129,7 +141,8 @@ def encode_address(addr: str) -> str:
     return f"{local}@{domain}"
 
 
-def _b64_words(text: str, first_room: int) -> list[str]:
+@functools.lru_cache(maxsize=4096)  # a group's subject, sender and list name repeat on every message
+def _b64_words(text: str, first_room: int) -> tuple[str, ...]:
     """RFC 2047 ``B`` encoded words, whole characters each, sized to fold under 78."""
     words: list[str] = []
     room = first_room
@@ -150,10 +163,10 @@ def _b64_words(text: str, first_room: int) -> list[str]:
         size += n
     if chunk:
         words.append("=?UTF-8?B?" + base64.b64encode("".join(chunk).encode("utf-8")).decode("ascii") + "?=")
-    return words
+    return tuple(words)
 
 
-def _fold(name: str, tokens: list[str]) -> str:
+def _fold(name: str, tokens: Sequence[str]) -> str:
     """``Name: tok tok`` folded at token boundaries to lines of at most 78 characters."""
     lines = [name + ":"]
     for tok in tokens:
@@ -183,7 +196,7 @@ def _phrase_tokens(display: str, room: int) -> list[str]:
         return display.split(" ")
     if display.isascii() and "=?" not in display and len(display) <= 60:
         return ['"' + display.replace("\\", "\\\\").replace('"', '\\"') + '"']
-    return _b64_words(display, room)
+    return list(_b64_words(display, room))
 
 
 def format_address(name: str, addr: str, header: str = "To") -> str:
@@ -258,14 +271,14 @@ def _message_id(value: str) -> str:
     return f"<{value}>"
 
 
-def _body_b64(text: str) -> bytes:
-    """UTF-8 in canonical CRLF form, base64 in 76-character CRLF lines."""
-    data = unicodedata.normalize("NFC", text).replace("\r\n", "\n").replace("\r", "\n").replace("\n", "\r\n")
-    return base64.encodebytes(data.encode("utf-8", "replace")).replace(b"\n", b"\r\n")
-
-
-def render_mail(mail: Mail, signer: DkimSigner | None = None) -> bytes:
+def render_mail(mail: Mail, signer: Signer | None = None, bodies: BodyCache | None = None) -> bytes:
     """RFC 5322 bytes for ``mail``: CRLF, 7-bit, lines under 78 characters.
+
+    With ``bodies`` and the mail's ``text_parts``/``html_parts``, the body
+    parts are spliced from runs encoded once (the same bytes, less work).
+    Every line ends in CRLF, and base64 lines and folded header lines never
+    start with a dot, so the SMTP transport can send the bytes as they are
+    (it checks, cheaply, and rewrites only what is not).
 
     Example:
         >>> from datetime import datetime, UTC
@@ -292,7 +305,10 @@ def render_mail(mail: Mail, signer: DkimSigner | None = None) -> bytes:
     ]
     headers.extend(_extra(name, value) for name, value in mail.headers)
     headers.append("MIME-Version: 1.0")
-    text_part = _body_b64(mail.text)
+    def encode(whole: str, parts: tuple[str, ...]) -> bytes:
+        return bodies.encode(parts) if bodies is not None and parts else body_b64(whole)
+
+    text_part = encode(mail.text, mail.text_parts)
     if mail.html:
         boundary = "=_syn_" + hashlib.sha256(mid.encode("ascii")).hexdigest()[:24]
         headers.append(f'Content-Type: multipart/alternative; boundary="{boundary}"')
@@ -301,7 +317,7 @@ def render_mail(mail: Mail, signer: DkimSigner | None = None) -> bytes:
             b"--", b, b'\r\nContent-Type: text/plain; charset="utf-8"\r\nContent-Transfer-Encoding: base64\r\n\r\n',
             text_part,
             b"--", b, b'\r\nContent-Type: text/html; charset="utf-8"\r\nContent-Transfer-Encoding: base64\r\n\r\n',
-            _body_b64(mail.html),
+            encode(mail.html, mail.html_parts),
             b"--", b, b"--\r\n",
         ))
     else:

@@ -8,7 +8,7 @@ from datetime import datetime
 from .. import subscribers as subs
 from ..config import Settings
 from ..digest import DigestRenderer, RenderedDigest, personalise
-from ..mailer import DkimSigner, Mail, encode_address, list_headers, render_mail, verp_address
+from ..mailer import BodyCache, DkimSigner, Mail, encode_address, list_headers, render_mail, verp_address
 from ..models import NewsList
 from ..store import Store
 from ..store.outbox import ClaimedDelivery
@@ -40,6 +40,7 @@ class MessageBuilder:
         self.settings = settings
         self.renderer = renderer or DigestRenderer(store, settings)
         self.signer = DkimSigner.from_settings(settings)
+        self.bodies = BodyCache()  # a group's fixed body runs, encoded once
 
     def build(self, d: ClaimedDelivery, date: datetime, now: datetime | None = None,
               delivery_id: int | None = None) -> tuple[Mail, bytes]:
@@ -47,7 +48,7 @@ class MessageBuilder:
         r = self.renderer.render(nl, d.period, d.categories, d.window, now)
         mail = self.mail_for(nl, r, d.subscriber_id, d.email, d.name, d.period, date,
                              d.id if delivery_id is None else delivery_id)
-        return mail, render_mail(mail, self.signer)
+        return mail, render_mail(mail, self.signer, self.bodies)
 
     def mail_for(self, nl: NewsList, r: RenderedDigest, subscriber_id: int, email: str, name: str, period: str,
                  date: datetime, delivery_id: int) -> Mail:
@@ -67,7 +68,7 @@ class MessageBuilder:
         headers.append(("Precedence", "bulk"))
         return Mail(
             from_name=nl.sender_name or s.mail_sender_name, from_addr=from_addr, to_name=name, to_addr=email,
-            subject=p.subject, text=p.text, html=p.html,
+            subject=p.subject, text=p.text, html=p.html, text_parts=p.text_parts, html_parts=p.html_parts,
             message_id=digest_message_id(nl, subscriber_id, period, domain), date=date, headers=headers,
             return_path=verp_address(s, delivery_id, domain),
         )

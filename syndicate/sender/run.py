@@ -10,7 +10,7 @@ from datetime import datetime
 
 from .. import subscribers as subs
 from ..config import Settings
-from ..mailer import Transport
+from ..mailer import MaildirTransport, SmtpTransport, Transport
 from ..models import utcnow
 from ..store import Store
 from .drain import describe_storage_error, drain
@@ -20,6 +20,7 @@ from .plan import dry_run as _dry_run
 from .plan import plan_due
 from .report import SendReport
 from .stop import Stop, Stopped, stop_on_signals
+from .workers import drain_in_workers
 
 
 def run_send(
@@ -34,6 +35,7 @@ def run_send(
     on_progress: Callable[[int], None] | None = None,
     lock: bool = True,
     run_id: str | None = None,
+    workers: int = 1,
 ) -> SendReport:
     """Plan due digests and drain the outbox once. ``now`` defaults to the clock.
 
@@ -42,6 +44,9 @@ def run_send(
     SIGTERM or SIGINT stops the run cleanly (see :mod:`syndicate.sender.stop`);
     a storage error or an unexpected one ends it with ``report.fatal`` set
     after recording what it could. ``report.exit_code`` is what ``send`` exits with.
+    ``workers`` > 1 drains with that many processes, each with its own
+    transport of the same kind (see :mod:`.workers`); a memory transport
+    always drains in this process.
     """
     now = now or utcnow()
     report = SendReport(run_id=run_id or new_run_id(), dry_run=dry_run)
@@ -64,7 +69,12 @@ def run_send(
             if on_planned is not None:
                 on_planned(store.outbox_status(now).due_now)
             t1 = time.perf_counter()
-            asyncio.run(drain(store, settings, transport, now, report, limit, on_progress, stop))
+            kind = {SmtpTransport: "smtp", MaildirTransport: "maildir"}.get(type(transport))
+            if workers > 1 and kind is not None:
+                asyncio.run(transport.close())  # each worker opens its own
+                drain_in_workers(settings, kind, now, report, limit, on_progress, workers, stop)
+            else:
+                asyncio.run(drain(store, settings, transport, now, report, limit, on_progress, stop))
             report.sending_seconds = time.perf_counter() - t1
             if report.stopped and not report.fatal:
                 report.left = store.outbox_status(now).due_now

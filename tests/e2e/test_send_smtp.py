@@ -144,7 +144,7 @@ def test_sigkill_mid_send_then_rerun(tmp_path: Path, slow_sink: tuple[SlowSink, 
     assert {e for e, st in status.items() if st == "sent"} <= received
     assert set(status.values()) <= {"sent", "unknown"}
     assert received | unknown == set(status), "a digest was lost without being marked unknown"
-    # only what was on the wire at the kill: at most the run's concurrency (2 x a pool of 2);
+    # only what was on the wire at the kill: at most the run's concurrency (a pool of 2, one drain);
     # the journal told the rerun which claims never left and which the server had accepted
     assert len(unknown) <= 2, unknown  # at most the pool size: DATA had begun on each connection
     assert second.returncode == (4 if unknown else 0)
