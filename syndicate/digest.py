@@ -337,6 +337,7 @@ class ArticleView:
     published: datetime
     image: str
     image_alt: str
+    source: str = ""  # where the article came from ("haiphong.gov.vn"), as every feed carries it
 
 
 @dataclass(frozen=True)
@@ -445,7 +446,7 @@ class DigestRenderer:
                 title=a.title, link=f"{base}/articles/{a.slug}/", summary=_summary(a),
                 summary_wrapped=textwrap.fill(_summary(a), 72, initial_indent="   ", subsequent_indent="   "),
                 category=a.category, author=a.author, published=a.published, image=a.image,
-                image_alt=a.image_alt or a.title,
+                image_alt=a.image_alt or a.title, source=a.source,
             )
             for a in articles
         ]

@@ -458,3 +458,12 @@ def test_nothing_scrolls_sideways_on_a_390px_phone(store: Store, design: Setting
         path.write_text(html, encoding="utf-8")
         edge = right_edge(path, PHONE, tmp_path)
         assert edge <= PHONE, f"{name}: reaches {edge}px on a {PHONE}px phone"
+
+
+def test_the_articles_source_is_in_the_digest_as_in_every_feed(store: Store, settings: Settings) -> None:
+    nl = store.create_list(NewsList(slug="nguon", name="Nguồn", language="vi"))
+    store.upsert_articles([Article(guid="s1", slug="s1", title="Tin có nguồn", published=START + timedelta(hours=1),
+                                   summary="Tóm tắt.", source="haiphong.gov.vn")])
+    window = DigestWindow(0, store.digest_high_water(END), START, END)
+    r = DigestRenderer(store, settings).render(nl, "2026-11-24", (), window, END)
+    assert "· haiphong.gov.vn" in r.html and "· haiphong.gov.vn" in r.text
