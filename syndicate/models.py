@@ -92,6 +92,7 @@ class NewsList:
     language: str = "vi"
     id: int | None = None
     created: datetime | None = None
+    welcome: bool = True  # send the welcome email once a subscription is confirmed
 
 
 @dataclass
@@ -142,7 +143,7 @@ class Event:
 
 @dataclass
 class Delivery:
-    """One outbox row: one digest for one subscription and one period."""
+    """One outbox row: one digest (or a notice: ``kind`` confirm/welcome) for one subscription and one period."""
 
     list_id: int
     subscriber_id: int
@@ -158,3 +159,4 @@ class Delivery:
     sent_at: datetime | None = None
     id: int | None = None
     lease_owner: str = ""
+    kind: str = "digest"

@@ -295,6 +295,8 @@ def subscribe(
             if confirmed and sub.status == "pending":
                 sub.status, sub.confirmed = "active", now
                 store.save_subscription(sub, _event("confirm", now, source, actor, sub, "by admin"))
+                assert sub.id is not None
+                store.queue_notices("welcome", [sub.id], now=now)  # the caller may send it at once
                 return SubscribeResult(subscriber, sub, newslist, created=False, needs_confirmation=False)
             return SubscribeResult(subscriber, sub, newslist, created=False,
                                    needs_confirmation=sub.status == "pending" and source == "web")
@@ -341,6 +343,8 @@ def confirm(store: Store, settings: Settings, token: str, *, source: str = "web"
             sub.status, sub.confirmed = "active", now
             lifted = store.remove_suppression(address_hash(subscriber.email))
             store.save_subscription(sub, _event("confirm", now, source, actor, sub, "suppression lifted" if lifted else ""))
+            assert sub.id is not None
+            store.queue_notices("welcome", [sub.id], now=now)  # once ever; the caller may send it at once
             return SubscribeResult(subscriber, sub, newslist, created=True, needs_confirmation=False)
         if sub.status != "active":
             raise TokenError(f"this confirm link no longer applies: the subscription is {sub.status}; subscribe again")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from ..config import Settings
 from ..errors import NotFound, TransportError
@@ -16,6 +17,7 @@ from ..store.outbox import ClaimedDelivery
 from ..store.subscribers import HARD_BOUNCE_LIMIT
 from .build import MessageBuilder
 from .journal import SendJournal, journal_dir
+from .notice_mail import NoticeBuilder
 from .report import SendReport
 
 #: How long a claim is held before another drain may call it abandoned.
@@ -42,9 +44,13 @@ def backoff(attempts: int) -> timedelta:
 
 async def drain(
     store: Store, settings: Settings, transport: Transport, now: datetime, report: SendReport,
-    limit: int | None, on_progress: Callable[[int], None] | None,
+    limit: int | None, on_progress: Callable[[int], None] | None, *, only: Sequence[int] | None = None,
+    journal_at: Path | None = None,
 ) -> None:
+    """Claim, send and record until nothing is due (``only``: just these rows, e.g. a notice sent at
+    once, which keeps its journal in ``journal_at``, apart from the runs' journals)."""
     builder = MessageBuilder(store, settings)
+    notices = NoticeBuilder(store, settings, builder.signer)
     concurrency = max(1, settings.smtp_pool_size) * 2
     claim_size = max(8, concurrency * 2)
     sem = asyncio.Semaphore(concurrency)
@@ -58,7 +64,7 @@ async def drain(
     started: set[int] = set()  # handed to the transport
     tasks: set[asyncio.Task[None]] = set()
     last_flush = time.monotonic()
-    journal = SendJournal(journal_dir(settings), owner)
+    journal = SendJournal(journal_at or journal_dir(settings), owner)
 
     def note_error(msg: str) -> None:
         if len(report.errors) < 50:
@@ -120,7 +126,7 @@ async def drain(
             size = claim_size if remaining < 0 else min(claim_size, remaining)
             with store.transaction(immediate=True):  # results so far and the next claim: one commit
                 flush()
-                batch = store.claim_deliveries(owner, now, utcnow() + LEASE, size)
+                batch = store.claim_deliveries(owner, now, utcnow() + LEASE, size, only=only)
             if not batch:
                 break
             if remaining > 0:
@@ -128,7 +134,7 @@ async def drain(
             claimed.update(d.id for d in batch)
             for d in batch:
                 try:
-                    mail, raw = builder.build(d, utcnow(), now)
+                    mail, raw = builder.build(d, utcnow(), now) if d.kind == "digest" else notices.build(d, utcnow())
                     envelope_from, rcpts = mail.envelope_from, mail.recipients
                 except NotFound as exc:
                     failed.append((d.id, str(exc)))

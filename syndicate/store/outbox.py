@@ -14,16 +14,17 @@ category set) for the "view in browser" pages.
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlite_utils import Database, Migrations
 
 from ..errors import NotFound
 from ..models import DELIVERY_STATUSES, Delivery, utcnow
 from .base import dumps, iso, parse_time
-from .subscribers import HARD_BOUNCE_LIMIT, SubscriberQueries
+from .subscribers import HARD_BOUNCE_LIMIT, SubscriberQueries, email_hash
 
 migrations = Migrations("syndicate.outbox")
 
@@ -86,6 +87,56 @@ def m002_queue_index(db: Database) -> None:
     db.execute("CREATE INDEX deliveries_queue ON deliveries (status, id)")
 
 
+@migrations()
+def m003_notice_kinds(db: Database) -> None:
+    """Confirmation and welcome emails are outbox rows too, told apart by ``kind``.
+
+    Their ``period`` keeps the UNIQUE (list, subscriber, period) rule useful:
+    ``welcome`` (one ever per subscription) and ``confirm:<time queued>``.
+    The partial index lets a claim take notices first without walking queued digests.
+    """
+    db.execute(
+        "ALTER TABLE deliveries ADD COLUMN kind TEXT NOT NULL DEFAULT 'digest' "
+        "CHECK (kind IN ('digest', 'confirm', 'welcome'))"
+    )
+    db.execute("CREATE INDEX deliveries_notice_queue ON deliveries (status, id) WHERE kind != 'digest'")
+
+
+#: The one-off emails that travel through the outbox beside digests.
+NOTICE_KINDS = ("confirm", "welcome")
+#: A confirmation asked for again within this time of the last one queued is not queued twice.
+CONFIRM_WINDOW = timedelta(minutes=10)
+#: Suppression reasons only an admin may lift: such an address never gets even a confirmation email.
+HARD_SUPPRESSIONS = ("bounced", "complained", "complaint")
+#: The subscription status each kind of row needs when it is claimed (else the row is cancelled).
+_NEEDS = {"digest": "active", "welcome": "active", "confirm": "pending"}
+
+
+def notice_period(kind: str, now: datetime) -> str:
+    """The ``period`` key of a notice row: one welcome ever, a confirmation per request.
+
+    Example:
+        >>> from datetime import UTC
+        >>> notice_period("confirm", datetime(2026, 12, 1, 9, 30, tzinfo=UTC)), notice_period("welcome", utcnow())
+        ('confirm:2026-12-01T09:30:00+00:00', 'welcome')
+    """
+    if kind == "welcome":
+        return "welcome"
+    if kind == "confirm":
+        return f"confirm:{iso(now)}"
+    raise ValueError(f"unknown notice kind {kind!r}; choose {', '.join(NOTICE_KINDS)}")
+
+
+@dataclass(frozen=True)
+class NoticeQueued:
+    """What asking for one notice did: the row queued, or why none was."""
+
+    subscription_id: int
+    kind: str
+    delivery_id: int | None = None  # the new outbox row
+    reason: str = ""  # why no row was queued (empty when one was)
+
+
 @dataclass(frozen=True)
 class DueCandidate:
     """An active subscription with what the due-time logic needs."""
@@ -132,6 +183,7 @@ class ClaimedDelivery:
     categories: tuple[str, ...]
     email: str
     name: str
+    kind: str = "digest"  # or a notice: "confirm", "welcome"
 
 
 @dataclass(frozen=True)
@@ -162,6 +214,7 @@ class OutboxCounts:
 
     counts: dict[str, int] = field(default_factory=dict)
     due_now: int = 0
+    by_kind: dict[str, dict[str, int]] = field(default_factory=dict)  # kind -> status -> rows (only kinds present)
 
     @property
     def total(self) -> int:
@@ -170,13 +223,75 @@ class OutboxCounts:
 
 _CLAIMED_COLUMNS = (
     "d.id, d.list_id, d.subscriber_id, d.subscription_id, d.period, d.attempts, "
-    "d.window_start, d.window_end, d.categories, s.email, s.name"
+    "d.window_start, d.window_end, d.categories, s.email, s.name, d.kind"
 )
 
 
 def _chunks(items: Sequence[object], size: int) -> Iterator[Sequence[object]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
+
+
+def _minutes(delta: timedelta) -> str:
+    return f"{int(delta.total_seconds() // 60)} minutes"
+
+
+def _suppressions(conn: sqlite3.Connection, emails: Sequence[str]) -> dict[str, str]:
+    """email hash -> suppression reason, for those of these addresses that are suppressed."""
+    if not emails:
+        return {}
+    return dict(conn.execute(
+        "SELECT email_hash, reason FROM suppressions WHERE email_hash IN (SELECT value FROM json_each(?))",
+        [dumps([email_hash(e) for e in emails])],
+    ).fetchall())
+
+
+def _pick_queued(conn: sqlite3.Connection, now: datetime, limit: int,
+                 only: Sequence[int] | None) -> list[tuple[int, str, str, str]]:
+    """(id, subscription status, kind, email or '') of due queued rows: notices first, then digests."""
+    due = "d.status = 'queued' AND (d.next_attempt IS NULL OR d.next_attempt <= ?)"
+    head = ("SELECT d.id, x.status, d.kind, CASE WHEN d.kind = 'digest' THEN '' ELSE "
+            "(SELECT email FROM subscribers WHERE id = d.subscriber_id) END FROM deliveries d")
+    join = "JOIN subscriptions x ON x.id = d.subscription_id"
+    if only is not None:
+        return [tuple(r) for r in conn.execute(  # type: ignore[misc]
+            f"{head} {join} WHERE d.id IN (SELECT value FROM json_each(?)) AND {due} "
+            "ORDER BY d.kind = 'digest', d.id LIMIT ?",
+            [dumps(list(only)), iso(now), limit],
+        )]
+    picked = [tuple(r) for r in conn.execute(
+        f"{head} INDEXED BY deliveries_notice_queue {join} WHERE {due} AND d.kind != 'digest' ORDER BY d.id LIMIT ?",
+        [iso(now), limit],
+    )]
+    if len(picked) < limit:
+        picked += [tuple(r) for r in conn.execute(
+            f"{head} INDEXED BY deliveries_queue {join} WHERE {due} AND d.kind = 'digest' ORDER BY d.id LIMIT ?",
+            [iso(now), limit - len(picked)],
+        )]
+    return picked  # type: ignore[return-value]
+
+
+def _unfit(conn: sqlite3.Connection, picked: Sequence[tuple[int, str, str, str]]) -> dict[int, str]:
+    """delivery id -> why it must be cancelled rather than sent (see :meth:`OutboxQueries.claim_deliveries`)."""
+    out: dict[int, str] = {}
+    notices: list[tuple[int, str, str]] = []
+    for did, status, kind, email in picked:
+        need = _NEEDS.get(kind, "active")
+        if status == need:
+            if kind != "digest":
+                notices.append((did, kind, email))
+        elif kind == "digest":
+            out[did] = "subscription no longer active"
+        elif kind == "confirm" and status == "active":
+            out[did] = "already confirmed"
+        else:
+            out[did] = f"subscription is {status}"
+    suppressed = _suppressions(conn, [e for _d, _k, e in notices])
+    for did, kind, email in notices:
+        reason = suppressed.get(email_hash(email))
+        if reason is not None and (kind != "confirm" or reason in HARD_SUPPRESSIONS):
+            out[did] = f"address suppressed ({reason})"
+    return out
 
 
 def _row_to_delivery(row: object) -> Delivery:
@@ -196,6 +311,7 @@ def _row_to_delivery(row: object) -> Delivery:
         error=r["error"],  # type: ignore[arg-type]
         created=parse_time(r["created"]),  # type: ignore[arg-type]
         sent_at=parse_time(r["sent_at"]),  # type: ignore[arg-type]
+        kind=str(r.get("kind") or "digest"),
     )
 
 
@@ -279,66 +395,150 @@ class OutboxQueries(SubscriberQueries):
 
     # -- claiming -----------------------------------------------------------
 
-    def claim_deliveries(self, owner: str, now: datetime, lease_until: datetime, limit: int) -> list[ClaimedDelivery]:
+    def claim_deliveries(self, owner: str, now: datetime, lease_until: datetime, limit: int, *,
+                         only: Sequence[int] | None = None) -> list[ClaimedDelivery]:
         """Take up to ``limit`` queued rows due by ``now`` for ``owner``.
 
-        One ``BEGIN IMMEDIATE`` transaction: rows whose subscription is no
-        longer active are cancelled, the rest become ``sending`` under the
-        lease and their attempt count goes up. Two claimers never get the
-        same row.
+        One ``BEGIN IMMEDIATE`` transaction: notices (confirmation, welcome)
+        are taken before digests, as they are time-sensitive. A row whose
+        subscription is no longer in the state its kind needs (digest and
+        welcome: active; confirm: pending), or a notice for an address
+        suppressed since it was queued, is cancelled; the rest become
+        ``sending`` under the lease and their attempt count goes up. Two
+        claimers never get the same row. ``only`` limits the claim to these
+        delivery ids (a notice sent at once).
         """
         if limit <= 0:
             return []
         with self.transaction(immediate=True) as conn:
             ids: list[int] = []
             while not ids:
-                picked = conn.execute(
-                    "SELECT d.id, x.status FROM deliveries d INDEXED BY deliveries_queue "
-                    "JOIN subscriptions x ON x.id = d.subscription_id WHERE d.status = 'queued' "
-                    "AND (d.next_attempt IS NULL OR d.next_attempt <= ?) ORDER BY d.id LIMIT ?",
-                    [iso(now), limit],
-                ).fetchall()
+                picked = _pick_queued(conn, now, limit, only)
                 if not picked:
                     break
-                gone = [(r[0],) for r in picked if r[1] != "active"]
-                if gone:
+                unfit = _unfit(conn, picked)
+                if unfit:
                     conn.executemany(
-                        "UPDATE deliveries SET status = 'cancelled', error = 'subscription no longer active' "
-                        "WHERE id = ?",
-                        gone,
+                        "UPDATE deliveries SET status = 'cancelled', error = ? WHERE id = ?",
+                        [(reason, did) for did, reason in unfit.items()],
                     )
-                ids = [r[0] for r in picked if r[1] == "active"]
+                ids = [r[0] for r in picked if r[0] not in unfit]
             conn.executemany(
                 "UPDATE deliveries SET status = 'sending', lease_owner = ?, lease_until = ?, "
                 "attempts = attempts + 1 WHERE id = ?",
                 [(owner, iso(lease_until), did) for did in ids],
             )
             out: list[ClaimedDelivery] = []
-            for chunk in _chunks(sorted(ids), 500):
+            for chunk in _chunks(ids, 500):
                 marks = ", ".join("?" for _ in chunk)
-                for r in conn.execute(
+                rows = {r[0]: r for r in conn.execute(
                     f"SELECT {_CLAIMED_COLUMNS} FROM deliveries d JOIN subscribers s ON s.id = d.subscriber_id "
-                    f"WHERE d.id IN ({marks}) ORDER BY d.id",
+                    f"WHERE d.id IN ({marks})",
                     list(chunk),
-                ):
+                )}
+                for did in chunk:  # in the order picked: notices first
+                    r = rows[did]
                     out.append(
                         ClaimedDelivery(
                             id=r[0], list_id=r[1], subscriber_id=r[2], subscription_id=r[3], period=r[4],
                             attempts=r[5], window_start=parse_time(r[6]) or now, window_end=parse_time(r[7]) or now,
-                            categories=tuple(json.loads(r[8])), email=r[9], name=r[10] or "",
+                            categories=tuple(json.loads(r[8])), email=r[9], name=r[10] or "", kind=r[11],
                         )
                     )
         return out
 
+    # -- notices (confirmation and welcome emails) ----------------------------
+
+    def queue_notices(self, kind: str, subscription_ids: Sequence[int], now: datetime | None = None) -> list[NoticeQueued]:
+        """Queue one ``kind`` notice per subscription, in one write, and say what happened to each.
+
+        The rules, checked in the same transaction as the insert:
+
+        - ``confirm`` needs a pending subscription, ``welcome`` an active one
+          on a list whose welcome email is on;
+        - a suppressed address gets no row, except a confirmation when the
+          suppression is one the person lifts by confirming (they
+          unsubscribed or were erased, and asked again on the form): a
+          bounced or complaining address never gets one;
+        - a welcome is queued once ever per subscription (period
+          ``welcome``); a confirmation is not queued again while one queued
+          within :data:`CONFIRM_WINDOW` is still live (queued, sending, sent
+          or unknown), so two form posts never queue two.
+        """
+        now = now or utcnow()
+        period = notice_period(kind, now)
+        need = _NEEDS[kind]
+        cutoff = iso(now - CONFIRM_WINDOW)
+        created = iso(now)
+        found: dict[int, NoticeQueued] = {}
+        with self.transaction(immediate=True) as conn:
+            for chunk in _chunks(list(dict.fromkeys(subscription_ids)), BATCH * 5):
+                rows = conn.execute(
+                    "SELECT x.id, x.list_id, x.subscriber_id, x.status, s.email, l.welcome, "
+                    "(SELECT max(d.created) FROM deliveries d WHERE d.subscription_id = x.id AND d.kind = ? "
+                    "AND d.status IN ('queued', 'sending', 'sent', 'unknown')) "
+                    "FROM subscriptions x JOIN subscribers s ON s.id = x.subscriber_id "
+                    "JOIN lists l ON l.id = x.list_id WHERE x.id IN (SELECT value FROM json_each(?))",
+                    [kind, dumps(list(chunk))],
+                ).fetchall()
+                suppressed = _suppressions(conn, [r[4] for r in rows])
+                for sid, list_id, subscriber_id, status, email, welcome, last in rows:
+                    reason = suppressed.get(email_hash(email))
+                    why = ""
+                    if status != need:
+                        why = f"the subscription is {status}, not {need}"
+                    elif reason is not None and (kind != "confirm" or reason in HARD_SUPPRESSIONS):
+                        why = f"the address is suppressed ({reason})"
+                    elif kind == "welcome" and not welcome:
+                        why = "the list sends no welcome email"
+                    elif kind == "confirm" and last is not None and last > cutoff:
+                        why = f"a confirmation email was already queued at {last} (at most one per {_minutes(CONFIRM_WINDOW)})"
+                    if why:
+                        found[sid] = NoticeQueued(sid, kind, reason=why)
+                        continue
+                    cur = conn.execute(
+                        "INSERT OR IGNORE INTO deliveries (list_id, subscriber_id, subscription_id, period, status, "
+                        "created, kind) VALUES (?, ?, ?, ?, 'queued', ?, ?)",
+                        [list_id, subscriber_id, sid, period, created, kind],
+                    )
+                    if cur.rowcount:
+                        found[sid] = NoticeQueued(sid, kind, delivery_id=cur.lastrowid)
+                    elif kind == "welcome":
+                        found[sid] = NoticeQueued(sid, kind, reason="a welcome email was already queued or sent")
+                    else:
+                        found[sid] = NoticeQueued(sid, kind, reason=f"a confirmation email was already queued at {created}")
+        return [found.get(sid) or NoticeQueued(sid, kind, reason="no such subscription") for sid in subscription_ids]
+
+    def queue_import_confirmations(self, list_id: int, emails: Sequence[str], after_subscription_id: int,
+                                   now: datetime | None = None) -> int:
+        """Queue a confirmation for each pending subscription an import just made on the list
+        (id above ``after_subscription_id``, address among ``emails``, one batch of the file). Returns how many."""
+        rows = self.conn.execute(
+            "SELECT x.id FROM subscriptions x JOIN subscribers s ON s.id = x.subscriber_id WHERE x.list_id = ? "
+            "AND x.id > ? AND x.status = 'pending' AND s.email IN (SELECT value FROM json_each(?)) ORDER BY x.id",
+            [list_id, after_subscription_id, dumps(list(emails))],
+        ).fetchall()
+        return sum(1 for q in self.queue_notices("confirm", [r[0] for r in rows], now) if q.delivery_id is not None)
+
+    def queued_notices(self, subscription_ids: Sequence[int]) -> list[int]:
+        """Ids of the notice rows still queued for these subscriptions (to send them at once)."""
+        return [r[0] for r in self.conn.execute(
+            "SELECT id FROM deliveries WHERE status = 'queued' AND kind != 'digest' "
+            "AND subscription_id IN (SELECT value FROM json_each(?)) ORDER BY id",
+            [dumps(list(subscription_ids))],
+        )]
+
     def mark_orphans_unknown(self, owner: str, now: datetime, *, all_foreign: bool = False) -> int:
         """Rows left ``sending`` by another run: possibly on the wire, never
         resent automatically. ``all_foreign`` (used while holding the run lock,
-        when no other run can be alive) ignores the lease expiry."""
+        when no other run can be alive) ignores the lease expiry, except for
+        notices: those sent at once are claimed outside the run lock (see
+        :mod:`syndicate.sender.notices`), so their live leases are left alone."""
         with self.transaction(immediate=True) as conn:
             cur = conn.execute(
                 "UPDATE deliveries SET status = 'unknown', error = 'interrupted while sending (run ' || "
                 "lease_owner || '); not resent automatically' WHERE status = 'sending' AND lease_owner != ? "
-                "AND (? OR lease_until IS NULL OR lease_until < ?)",
+                "AND ((? AND kind = 'digest') OR lease_until IS NULL OR lease_until < ?)",
                 [owner, 1 if all_foreign else 0, iso(now)],
             )
             return cur.rowcount
@@ -443,13 +643,15 @@ class OutboxQueries(SubscriberQueries):
 
     def outbox_status(self, now: datetime | None = None) -> OutboxCounts:
         counts = {s: 0 for s in DELIVERY_STATUSES}
-        for status, n in self.conn.execute("SELECT status, count(*) FROM deliveries GROUP BY status"):
-            counts[status] = n
+        by_kind: dict[str, dict[str, int]] = {}
+        for kind, status, n in self.conn.execute("SELECT kind, status, count(*) FROM deliveries GROUP BY kind, status"):
+            counts[status] += n
+            by_kind.setdefault(kind, {s: 0 for s in DELIVERY_STATUSES})[status] = n
         due = self.scalar(
             "SELECT count(*) FROM deliveries WHERE status = 'queued' AND (next_attempt IS NULL OR next_attempt <= ?)",
             [iso(now or utcnow())],
         )
-        return OutboxCounts(counts=counts, due_now=int(due))
+        return OutboxCounts(counts=counts, due_now=int(due), by_kind=by_kind)
 
     def retry_failed(self, *, unknown: bool = False) -> int:
         """Requeue failed rows (not hard bounces, only active subscriptions);

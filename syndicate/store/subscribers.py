@@ -120,9 +120,18 @@ def m001_lists_and_subscribers(db: Database) -> None:
     )
 
 
+@migrations()
+def m003_list_welcome(db: Database) -> None:
+    """A list may turn off the welcome email sent once a subscription is confirmed."""
+    db.execute("ALTER TABLE lists ADD COLUMN welcome INTEGER NOT NULL DEFAULT 1")
+
+
 # -- row mapping ---------------------------------------------------------------
 
-_LIST_COLS = "id, slug, name, description, sender_name, sender_address, categories, cadence, weekday, send_hour, language, created"
+_LIST_COLS = (
+    "id, slug, name, description, sender_name, sender_address, categories, cadence, weekday, send_hour, language, "
+    "created, welcome"
+)
 _SUBSCRIBER_COLS = "id, email, name, timezone, locale, created"
 _SUBSCRIPTION_COLS = (
     "id, subscriber_id, list_id, status, cadence, weekday, send_hour, categories, created, confirmed, "
@@ -134,7 +143,7 @@ def _row_to_list(r: sqlite3.Row | tuple[object, ...]) -> NewsList:
     return NewsList(
         id=r[0], slug=r[1], name=r[2], description=r[3], sender_name=r[4], sender_address=r[5],  # type: ignore[arg-type]
         categories=json.loads(r[6]), cadence=r[7], weekday=r[8], send_hour=r[9], language=r[10],  # type: ignore[arg-type]
-        created=parse_time(r[11]),  # type: ignore[arg-type]
+        created=parse_time(r[11]), welcome=bool(r[12]),  # type: ignore[arg-type]
     )
 
 
@@ -207,9 +216,9 @@ class SubscriberQueries(StoreBase):
             with self.transaction() as conn:
                 cur = conn.execute(
                     "INSERT INTO lists (slug, name, description, sender_name, sender_address, categories, "
-                    "cadence, weekday, send_hour, language, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "cadence, weekday, send_hour, language, created, welcome) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [nl.slug, nl.name, nl.description, nl.sender_name, nl.sender_address, dumps(nl.categories),
-                     nl.cadence, nl.weekday, nl.send_hour, nl.language, iso(nl.created)],
+                     nl.cadence, nl.weekday, nl.send_hour, nl.language, iso(nl.created), 1 if nl.welcome else 0],
                 )
         except sqlite3.IntegrityError:
             raise InputError(f"a list with slug {nl.slug!r} already exists (use `syndicate list update`)") from None
@@ -220,9 +229,9 @@ class SubscriberQueries(StoreBase):
         with self.transaction() as conn:
             conn.execute(
                 "UPDATE lists SET name = ?, description = ?, sender_name = ?, sender_address = ?, categories = ?, "
-                "cadence = ?, weekday = ?, send_hour = ?, language = ? WHERE id = ?",
+                "cadence = ?, weekday = ?, send_hour = ?, language = ?, welcome = ? WHERE id = ?",
                 [nl.name, nl.description, nl.sender_name, nl.sender_address, dumps(nl.categories),
-                 nl.cadence, nl.weekday, nl.send_hour, nl.language, nl.id],
+                 nl.cadence, nl.weekday, nl.send_hour, nl.language, 1 if nl.welcome else 0, nl.id],
             )
         return nl
 

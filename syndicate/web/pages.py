@@ -265,17 +265,25 @@ class Pages:
             )
             if not result.needs_confirmation:
                 return
-            assert result.subscriber.id is not None and result.newslist.id is not None
-            url = subscribers.confirm_url(self.settings, result.subscriber.id, result.newslist.id, result.subscriber.email)
-            from ..mailer import make_transport
-            from ..sender import send_confirmation
+            assert result.subscription.id is not None
+            from ..sender import notify
 
-            # Runs its own event loop in this worker thread and closes the transport.
-            send_confirmation(store, self.settings, make_transport(self.settings), result.subscriber, result.newslist, url)
+            # Queued in the outbox, then sent at once from this worker thread; on a relay error the
+            # row stays queued (logged) and the next `syndicate send` retries it.
+            notify(store, self.settings, "confirm", result.subscription.id)
         except SyndicateError as exc:
             log.info("web subscribe to %s not completed: %s", slug, exc)
         except Exception:
             log.exception("web subscribe to %s failed", slug)
+
+    def _send_notices(self, subscription_id: int) -> None:
+        """After the answer: send what the confirmation queued (the welcome email) at once."""
+        from ..sender import deliver_notices
+
+        try:
+            deliver_notices(self.ctx.store(), self.settings, [subscription_id])
+        except Exception:
+            log.exception("sending the notices of subscription %d failed", subscription_id)
 
     def confirm(self, request: Request) -> Response:
         from .. import subscribers
@@ -288,10 +296,11 @@ class Pages:
         except (TokenError, NotFound):
             return self.bad_link(lang)
         newslist, subscription = result.newslist, result.subscription
-        assert result.subscriber.id is not None and newslist.id is not None
+        assert result.subscriber.id is not None and newslist.id is not None and subscription.id is not None
         names = dict(self.list_choices(newslist))
+        welcome = BackgroundTask(self._send_notices, subscription.id) if result.created else None
         return self.page(
-            "confirm.html", self.lang_of(newslist), headers=NO_STORE, newslist=newslist,
+            "confirm.html", self.lang_of(newslist), headers=NO_STORE, background=welcome, newslist=newslist,
             subscriber=result.subscriber, subscription=subscription,
             topics=[names.get(c, c) for c in subscription.categories],
             preferences_href=subscribers.preferences_url(
