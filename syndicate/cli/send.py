@@ -89,7 +89,7 @@ def outbox() -> None:
 @json_option()
 @pass_app
 def outbox_status(app: App, as_json: bool) -> None:
-    """How many deliveries are in each state.
+    """How many deliveries are in each state, then per kind (digest, confirm, welcome).
 
     \b
     Example:
@@ -97,11 +97,15 @@ def outbox_status(app: App, as_json: bool) -> None:
     """
     status = app.store.outbox_status(utcnow())
     if as_json:
-        emit_json({**status.counts, "due_now": status.due_now, "total": status.total})
+        emit_json({**status.counts, "due_now": status.due_now, "total": status.total, "by_kind": status.by_kind})
         return
     for name, n in status.counts.items():
         click.echo(f"{name:<10}{n:>10,}")
     click.echo(f"{'due now':<10}{status.due_now:>10,}")
+    if status.by_kind:
+        click.echo("by kind:")
+    for kind, counts in status.by_kind.items():
+        click.echo(f"  {kind:<8}" + ", ".join(f"{n:,} {name}" for name, n in counts.items() if n))
 
 
 @outbox.command("retry")
