@@ -254,21 +254,23 @@ def _pick_queued(conn: sqlite3.Connection, now: datetime, limit: int,
             "(SELECT email FROM subscribers WHERE id = d.subscriber_id) END FROM deliveries d")
     join = "JOIN subscriptions x ON x.id = d.subscription_id"
     if only is not None:
-        return [tuple(r) for r in conn.execute(  # type: ignore[misc]
+        rows = conn.execute(
             f"{head} {join} WHERE d.id IN (SELECT value FROM json_each(?)) AND {due} "
             "ORDER BY d.kind = 'digest', d.id LIMIT ?",
             [dumps(list(only)), iso(now), limit],
-        )]
-    picked = [tuple(r) for r in conn.execute(
-        f"{head} INDEXED BY deliveries_notice_queue {join} WHERE {due} AND d.kind != 'digest' ORDER BY d.id LIMIT ?",
-        [iso(now), limit],
-    )]
-    if len(picked) < limit:
-        picked += [tuple(r) for r in conn.execute(
-            f"{head} INDEXED BY deliveries_queue {join} WHERE {due} AND d.kind = 'digest' ORDER BY d.id LIMIT ?",
-            [iso(now), limit - len(picked)],
-        )]
-    return picked  # type: ignore[return-value]
+        ).fetchall()
+    else:
+        rows = conn.execute(
+            f"{head} INDEXED BY deliveries_notice_queue {join} WHERE {due} AND d.kind != 'digest' "
+            "ORDER BY d.id LIMIT ?",
+            [iso(now), limit],
+        ).fetchall()
+        if len(rows) < limit:
+            rows += conn.execute(
+                f"{head} INDEXED BY deliveries_queue {join} WHERE {due} AND d.kind = 'digest' ORDER BY d.id LIMIT ?",
+                [iso(now), limit - len(rows)],
+            ).fetchall()
+    return [(int(r[0]), str(r[1]), str(r[2]), str(r[3])) for r in rows]
 
 
 def _unfit(conn: sqlite3.Connection, picked: Sequence[tuple[int, str, str, str]]) -> dict[int, str]:
