@@ -82,6 +82,8 @@ def test_the_store_queues_notices_only_when_the_rules_allow(store: Store, settin
     # asked again later: a new one, while the first stays what it was
     [later] = store.queue_notices("confirm", [sid], now=NOW + CONFIRM_WINDOW + timedelta(seconds=1))
     assert later.delivery_id is not None and later.delivery_id != q.delivery_id
+    first = store.get_delivery(q.delivery_id)  # never sent (the relay was down, say): one email, not two
+    assert (first.status, first.error) == ("cancelled", "superseded by a newer confirmation email")
     assert store.queue_notices("welcome", [sid], now=NOW)[0].reason == "the subscription is pending, not active"
 
     active = lib.subscribe(store, settings, "an@example.org", "tin-sang", confirmed=True).subscription.id

@@ -465,7 +465,9 @@ class OutboxQueries(SubscriberQueries):
         - a welcome is queued once ever per subscription (period
           ``welcome``); a confirmation is not queued again while one queued
           within :data:`CONFIRM_WINDOW` is still live (queued, sending, sent
-          or unknown), so two form posts never queue two.
+          or unknown), so two form posts never queue two; a new one cancels
+          an older one still waiting in the queue (after a relay outage the
+          person gets one email, not one per request).
         """
         now = now or utcnow()
         period = notice_period(kind, now)
@@ -498,6 +500,12 @@ class OutboxQueries(SubscriberQueries):
                     if why:
                         found[sid] = NoticeQueued(sid, kind, reason=why)
                         continue
+                    if kind == "confirm":  # one still waiting (the relay was down) gives way to the new one
+                        conn.execute(
+                            "UPDATE deliveries SET status = 'cancelled', error = 'superseded by a newer confirmation "
+                            "email' WHERE subscription_id = ? AND kind = 'confirm' AND status = 'queued'",
+                            [sid],
+                        )
                     cur = conn.execute(
                         "INSERT OR IGNORE INTO deliveries (list_id, subscriber_id, subscription_id, period, status, "
                         "created, kind) VALUES (?, ?, ?, ?, 'queued', ?, ?)",
@@ -515,10 +523,13 @@ class OutboxQueries(SubscriberQueries):
                                    now: datetime | None = None) -> int:
         """Queue a confirmation for each pending subscription an import just made on the list
         (id above ``after_subscription_id``, address among ``emails``, one batch of the file). Returns how many."""
+        # From the batch's addresses through the unique indexes (CROSS JOIN fixes that order): the work
+        # stays per batch, never a walk over everything the import already wrote.
         rows = self.conn.execute(
-            "SELECT x.id FROM subscriptions x JOIN subscribers s ON s.id = x.subscriber_id WHERE x.list_id = ? "
-            "AND x.id > ? AND x.status = 'pending' AND s.email IN (SELECT value FROM json_each(?)) ORDER BY x.id",
-            [list_id, after_subscription_id, dumps(list(emails))],
+            "SELECT x.id FROM json_each(?) j CROSS JOIN subscribers s ON s.email = j.value "
+            "CROSS JOIN subscriptions x ON x.subscriber_id = s.id AND x.list_id = ? "
+            "WHERE x.id > ? AND x.status = 'pending' ORDER BY x.id",
+            [dumps(list(emails)), list_id, after_subscription_id],
         ).fetchall()
         return sum(1 for q in self.queue_notices("confirm", [r[0] for r in rows], now) if q.delivery_id is not None)
 
