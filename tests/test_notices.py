@@ -349,3 +349,36 @@ def test_cli_import_flag_and_list_welcome_option(cli: CliRunner, tmp_path: Path)
     r = cli.invoke(main, ["subscriber", "import", str(write_csv(tmp_path / "y.csv", 3, 10)), "--list", "tin-sang"])
     assert r.output.rstrip().endswith("; queued 3 confirmation emails for the pending subscribers "
                                       "(the next `syndicate send` sends them)")
+
+
+def test_a_notice_sender_that_died_mid_send_is_settled_from_its_journal(store: Store, settings: Settings) -> None:
+    from syndicate.sender.journal import SendJournal
+    from syndicate.sender.notices import notice_journal_dir, recover_notice_journals
+
+    make_list(store)
+    ids = [pending(store, settings, f"{who}@example.org") for who in ("accepted", "wire", "waiting", "alive")]
+    rows = [notify(store, settings, "confirm", sid, send=False).delivery_id for sid in ids]
+    assert all(rows)
+    now = utcnow()
+    dead, alive = "notice:web:1:dead", "notice:web:2:alive"
+    gone = store.claim_deliveries(dead, now, now - timedelta(seconds=1), 10, only=rows[:3])  # lease already over
+    assert [d.id for d in gone] == rows[:3]
+    store.claim_deliveries(alive, now, now + timedelta(minutes=10), 10, only=rows[3:])
+    journal = SendJournal(notice_journal_dir(settings), dead)  # what the killed process left behind
+    journal.started(rows[0] or 0)
+    journal.accepted(rows[0] or 0, "<confirm.tin-sang.1.1@localhost>")
+    journal.started(rows[1] or 0)
+    live = SendJournal(notice_journal_dir(settings), alive)
+    live.started(rows[3] or 0)
+    # a run's own recovery leaves these journals alone; the notice recovery settles the dead one only
+    assert recover_notice_journals(store, settings) == (1, 1, 1)
+    assert [store.get_delivery(r or 0).status for r in rows] == ["sent", "unknown", "queued", "sending"]
+    assert store.get_delivery(rows[0] or 0).message_id == "<confirm.tin-sang.1.1@localhost>"
+    assert not journal.path.exists() and live.path.exists()
+    # a cron run settles nothing more while the live one holds its lease, and sends the one given back
+    transport = MemoryTransport()
+    report = run_send(store, settings, transport)
+    assert report.sent == 1 and [r for _f, r, _m in transport.sent] == [["waiting@example.org"]]
+    assert store.get_delivery(rows[3] or 0).status == "sending"
+    journal.close()
+    live.close()

@@ -14,8 +14,11 @@ Sending at once needs no run lock, so a notice never waits for a ``send``
 (planning a million digests, say) and a ``send`` never stops for a notice:
 claims keep the two from taking the same row, and the row's journal is kept
 apart (``<db>.journal/notices/``) with a live lease that a run's recovery
-leaves alone. Should the process die mid-send, the lease runs out and the
-next ``send`` marks the row ``unknown`` (never resent on its own).
+leaves alone. Should the process die mid-send, :func:`recover_notice_journals`
+(called by every ``send`` and every notice sent at once) settles its rows from
+that journal once their lease has run out: accepted ones are recorded
+``sent``, ones never handed to the relay go back to the queue, and only one
+on the wire at the instant of death becomes ``unknown`` (never resent on its own).
 """
 
 from __future__ import annotations
@@ -31,8 +34,8 @@ from ..config import Settings
 from ..mailer import Transport, make_transport
 from ..models import utcnow
 from ..store import Store
-from .drain import drain
-from .journal import journal_dir
+from .drain import LEASE, drain
+from .journal import SendJournal, journal_dir
 from .lock import new_run_id
 from .report import SendReport
 
@@ -105,6 +108,42 @@ def deliver_notices(store: Store, settings: Settings, subscription_ids: Sequence
     return deliver_now(store, settings, ids, transport=transport)
 
 
+def recover_notice_journals(store: Store, settings: Settings, now: datetime | None = None) -> tuple[int, int, int]:
+    """Settle the rows of notice senders that died, from their journals, once their leases ran out.
+
+    A journal whose rows still hold a live lease belongs to a sender that may
+    be alive: it is left alone. Returns (recorded sent, given back, unknown).
+    """
+    directory = notice_journal_dir(settings)
+    if not directory.is_dir():
+        return (0, 0, 0)
+    now = now or utcnow()
+    totals = [0, 0, 0]
+    for path in sorted(directory.glob("*.log")):
+        state = SendJournal.read(path)
+        if not state.run_id:
+            continue
+        with store.transaction(immediate=True):
+            pending = store.sending_ids(state.run_id)
+            leases = [store.get_delivery(did).lease_until for did in pending]
+            if any(lease is not None and lease >= now for lease in leases):
+                continue  # maybe alive
+            if not pending and path.stat().st_mtime > (now - LEASE).timestamp():
+                continue  # nothing claimed yet, or finishing: not ours to judge before a lease could have run out
+            sent = [(did, mid) for did, mid in state.accepted.items() if did in pending]
+            store.mark_sent(state.run_id, sent, utcnow())
+            on_the_wire = sorted((state.started - set(state.accepted)) & set(pending))
+            store.mark_unknown(state.run_id, on_the_wire,
+                               f"on the wire when notice sender {state.run_id} died; not resent automatically")
+            never_started = sorted(set(pending) - state.started)
+            store.release_claims(state.run_id, never_started)
+        totals[0] += len(sent)
+        totals[1] += len(never_started)
+        totals[2] += len(on_the_wire)
+        path.unlink(missing_ok=True)
+    return (totals[0], totals[1], totals[2])
+
+
 def deliver_now(store: Store, settings: Settings, delivery_ids: Sequence[int], *,
                 transport: Transport | None = None) -> list[NoticeOutcome]:
     """Drain exactly these outbox rows now (closes ``transport``; makes one from the settings if None).
@@ -113,6 +152,7 @@ def deliver_now(store: Store, settings: Settings, delivery_ids: Sequence[int], *
     background task or sync handler runs in a worker thread: fine).
     """
     transport = transport if transport is not None else make_transport(settings)
+    recover_notice_journals(store, settings)
     report = SendReport(run_id="notice:" + new_run_id())
     asyncio.run(drain(store, settings, transport, utcnow(), report, None, None, only=list(delivery_ids),
                       journal_at=notice_journal_dir(settings)))

@@ -15,6 +15,7 @@ from ..store import Store
 from .drain import drain
 from .journal import recover_dead_runs
 from .lock import new_run_id, nothing, run_lock, sigterm_as_exit
+from .notices import recover_notice_journals
 from .plan import dry_run as _dry_run
 from .plan import plan_due
 from .report import SendReport
@@ -46,6 +47,8 @@ def run_send(
     with (run_lock(settings) if lock else nothing()), sigterm_as_exit():
         if lock:
             report.recovered, _, report.unknown = recover_dead_runs(store, settings, report.run_id)
+        sent, _, unknown = recover_notice_journals(store, settings, utcnow())  # notices sent at once, no lock
+        report.recovered, report.unknown = report.recovered + sent, report.unknown + unknown
         report.unknown += store.mark_orphans_unknown(report.run_id, utcnow(), all_foreign=lock)
         if settings.mail_pending_max_age_days > 0:  # cron runs only `send`: it keeps the list clean too
             # by the real clock, never --at: a replay must not delete anyone early
