@@ -342,6 +342,9 @@ def test_cli_import_flag_and_list_welcome_option(cli: CliRunner, tmp_path: Path)
     assert shown["welcome"] is False
     assert cli.invoke(main, ["list", "update", "tin-sang", "--welcome"]).exit_code == 0
     assert json.loads(cli.invoke(main, ["list", "show", "tin-sang", "--json"]).output)["welcome"] is True
+    (tmp_path / "lists.toml").write_text('[[list]]\nslug = "quiet"\nname = "Quiet"\nwelcome = false\n', "utf-8")
+    assert cli.invoke(main, ["list", "create", "--from", str(tmp_path / "lists.toml")]).exit_code == 0
+    assert json.loads(cli.invoke(main, ["list", "show", "quiet", "--json"]).output)["welcome"] is False
     r = cli.invoke(main, ["subscriber", "import", str(write_csv(tmp_path / "x.csv", 3)), "--list", "tin-sang",
                           "--no-confirmation-email"])
     assert r.exit_code == 0, r.output
