@@ -25,7 +25,7 @@ from syndicate.mailer import MemoryTransport, SmtpTransport, parse_verp
 from syndicate.models import Article, NewsList, utcnow
 from syndicate.sender import deliver_notices, notify, run_send
 from syndicate.store import Store, open_store
-from syndicate.store.outbox import CONFIRM_WINDOW
+from syndicate.store.notices import CONFIRM_WINDOW
 from syndicate.subscriber_csv import CsvImport
 
 NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)

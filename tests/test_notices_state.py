@@ -26,7 +26,7 @@ from syndicate.mailer import MemoryTransport
 from syndicate.models import NewsList, from_iso, utcnow
 from syndicate.sender import notify, run_send
 from syndicate.store import open_store
-from syndicate.store.outbox import CONFIRM_WINDOW
+from syndicate.store.notices import CONFIRM_WINDOW
 
 ADDRESSES = ("lan@example.org", "an@example.org")
 LISTS = ("tin-sang", "quiet")  # quiet sends no welcome

@@ -20,7 +20,8 @@ from ..digest import render_notice
 from ..mailer import DkimSigner, Mail, list_headers, render_mail, verp_address
 from ..models import NewsList
 from ..store import Store
-from ..store.outbox import NOTICE_KINDS, ClaimedDelivery
+from ..store.notices import NOTICE_KINDS
+from ..store.outbox import ClaimedDelivery
 from .build import address_domain, atom
 
 

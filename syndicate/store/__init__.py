@@ -4,7 +4,8 @@
 pending migrations, and returns a :class:`Store` whose methods are the named
 queries of each area: articles (``store/articles.py``), lists and subscribers
 (``store/subscribers.py``), consent events, suppressions and stats
-(``store/consent.py``), the outbox (``store/outbox.py``). Parameters are
+(``store/consent.py``), the outbox (``store/outbox.py``) and the notices queued in it
+(``store/notices.py``). Parameters are
 always bound, never formatted into SQL.
 """
 
@@ -19,13 +20,14 @@ from ..errors import StoreError
 from .articles import ArticleQueries, UpsertResult
 from .consent import ConsentQueries
 from .migrations import ALL
+from .notices import NoticeQueries
 from .outbox import OutboxQueries
 from .subscribers import SubscriberQueries
 
 __all__ = ["Store", "open_store", "UpsertResult"]
 
 
-class Store(ArticleQueries, OutboxQueries, SubscriberQueries, ConsentQueries):
+class Store(ArticleQueries, OutboxQueries, NoticeQueries, SubscriberQueries, ConsentQueries):
     """Every named query, grouped by area in the mixins it inherits."""
 
 
