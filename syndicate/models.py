@@ -93,6 +93,7 @@ class NewsList:
     id: int | None = None
     created: datetime | None = None
     max_age_days: int = 7  # a digest never carries an article published longer ago than this
+    welcome: bool = True  # send the welcome email once a subscription is confirmed
 
 
 @dataclass
@@ -143,7 +144,7 @@ class Event:
 
 @dataclass
 class Delivery:
-    """One outbox row: one digest for one subscription and one period."""
+    """One outbox row: one digest (or a notice: ``kind`` confirm/welcome) for one subscription and one period."""
 
     list_id: int
     subscriber_id: int
@@ -159,3 +160,4 @@ class Delivery:
     sent_at: datetime | None = None
     id: int | None = None
     lease_owner: str = ""
+    kind: str = "digest"

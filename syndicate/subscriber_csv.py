@@ -96,6 +96,8 @@ class ImportReport:
     suppressed: int = 0
     errors: int = 0
     first_errors: list[str] = field(default_factory=list)
+    confirmation_email: bool = True  # queue the confirmation email for rows imported as pending
+    confirmations_queued: int = 0
 
     @property
     def skipped(self) -> int:
@@ -108,16 +110,19 @@ class ImportReport:
             f"({self.new_subscribers:,} new subscribers, {self.resubscribed:,} resubscribed); skipped "
             f"{self.duplicates:,} duplicates, {self.existing:,} already on the list, {self.suppressed:,} suppressed; "
             f"{self.errors:,} errors"
-        ) + self.pending_note()
+        ) + self.confirmation_note()
 
-    def pending_note(self) -> str:
-        """Says plainly that imported pending subscribers were not emailed (empty when there are none)."""
-        if not self.pending:
+    def confirmation_note(self) -> str:
+        """Says plainly whether the pending rows were sent the confirmation email."""
+        if self.dry_run:
             return ""
-        who = "subscriber" if self.pending == 1 else "subscribers"
-        verb = "would be" if self.dry_run else "was"
-        return (f"; no confirmation email {verb} sent to the {self.pending:,} pending {who} "
-                "(they stay pending until they confirm)")
+        if not self.confirmation_email:
+            return "; no confirmation email queued for pending subscribers (--no-confirmation-email)"
+        if self.confirmations_queued:
+            n = self.confirmations_queued
+            return (f"; queued {n:,} confirmation email{'' if n == 1 else 's'} for the pending subscribers "
+                    "(the next `syndicate send` sends them)")
+        return ""
 
     def error_message(self) -> str:
         """One line naming the bad rows, for ``error: ...``."""
@@ -139,14 +144,15 @@ class CsvImport:
     def __init__(
         self, store: Store, settings: Settings, path: Path, list_slug: str | None, *, confirmed: bool = False,
         resubscribe: bool = False, dry_run: bool = False, errors_path: Path | None = None, actor: str = "",
-        batch_size: int = BATCH_SIZE, now: datetime | None = None,
+        batch_size: int = BATCH_SIZE, now: datetime | None = None, confirmation_email: bool = True,
     ) -> None:
         self.store, self.settings, self.path = store, settings, path
         self.list_slug = list_slug
         self.confirmed, self.resubscribe, self.dry_run = confirmed, resubscribe, dry_run
         self.errors_path, self.actor, self.batch_size = errors_path, actor, batch_size
         self.now = now or utcnow()
-        self.report = ImportReport(file=str(path), list_slug=list_slug or "the lists named in the file", dry_run=dry_run)
+        self.report = ImportReport(file=str(path), list_slug=list_slug or "the lists named in the file", dry_run=dry_run,
+                                   confirmation_email=confirmation_email)
         self.lists: dict[str, NewsList] = {}
         if list_slug is not None:
             self.lists[list_slug] = store.get_list(list_slug)
@@ -350,6 +356,10 @@ class CsvImport:
             now=self.now, write=not self.dry_run,
         )
         rep = self.report
+        if rep.confirmation_email and not self.dry_run and outcome.new_subscriptions:
+            assert nl.id is not None  # the pending rows this batch made get their confirmation email
+            rep.confirmations_queued += self.store.queue_import_confirmations(
+                nl.id, [r.email for r in rows], baseline, self.now)
         rep.new_subscribers += outcome.new_subscribers
         rep.new_subscriptions += outcome.new_subscriptions
         rep.resubscribed += outcome.resubscribed

@@ -306,6 +306,7 @@ def subscribe(
                 store.save_subscription(sub, _event("confirm", now, source, actor, sub, f"by admin{lifted}"))
                 assert sub.id is not None
                 store.record_confirmed(sub.id, at=now, via="admin", ip=ip, user_agent=user_agent)
+                store.queue_notices("welcome", [sub.id], now=now)  # the caller may send it at once
                 return SubscribeResult(subscriber, sub, newslist, created=False, needs_confirmation=False)
             return SubscribeResult(subscriber, sub, newslist, created=False,
                                    needs_confirmation=sub.status == "pending" and source == "web")
@@ -376,6 +377,7 @@ def confirm(store: Store, settings: Settings, token: str, *, source: str = "web"
             store.save_subscription(sub, _event("confirm", now, source, actor, sub, "suppression lifted" if lifted else ""))
             assert sub.id is not None
             store.record_confirmed(sub.id, at=now, via="link", ip=ip, user_agent=user_agent)
+            store.queue_notices("welcome", [sub.id], now=now)  # once ever; the caller may send it at once
             return SubscribeResult(subscriber, sub, newslist, created=True, needs_confirmation=False)
         if sub.status != "active":
             raise TokenError(f"this confirm link no longer applies: the subscription is {sub.status}; subscribe again")

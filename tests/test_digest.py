@@ -478,10 +478,11 @@ def test_imports_while_planning_are_neither_skipped_nor_repeated(store: Store, s
     assert high == len(imported) > 0
     windows: dict[int, list[tuple[int, int]]] = {}
     # A digest still queued when the next period is planned is superseded: the new one carries its window.
+    # Skipped rows (nothing new) carry no article; what matters is the digests that go out.
     for row in store.conn.execute("SELECT subscription_id, after_seq, upto_seq FROM deliveries "
-                                  "WHERE error NOT LIKE 'superseded%' ORDER BY id"):
+                                  "WHERE status != 'skipped' ORDER BY id"):
         windows.setdefault(row[0], []).append((row[1], row[2]))
     assert len(windows) == 1500
-    for got in windows.values():  # contiguous from the first live digest to the end: every seq exactly once
+    for got in windows.values():  # (each holds at least its last, queued digest)  # contiguous from the first live digest to the end: every seq exactly once
         assert got[0][0] == 0 and got[-1][1] == high
         assert all(a[1] == b[0] for a, b in zip(got, got[1:], strict=False)), got

@@ -28,7 +28,7 @@ from syndicate.config import Settings
 from syndicate.errors import LockError
 from syndicate.mailer import SmtpTransport, parse_verp
 from syndicate.models import Article, NewsList
-from syndicate.sender import run_lock, run_send, send_confirmation
+from syndicate.sender import run_lock, run_send
 from syndicate.store import Store, open_store
 from syndicate.subscribers import read_token, subscribe, unsubscribe
 
@@ -314,19 +314,6 @@ def test_unsubscribe_cancels_queued_and_skips_empty(store: Store, smtp_settings:
     nextday = send(store, smtp_settings, AT + timedelta(days=1))
     assert (nextday.sent, nextday.skipped) == (0, 1)
     assert len(handler.messages) == 1
-
-
-def test_confirmation_email(store: Store, smtp_settings: Settings, sink: tuple[Sink, int]) -> None:
-    handler, _ = sink
-    nl = make_list(store, language="en", name="Morning News")
-    r = subscribe(store, smtp_settings, "new@example.org", nl.slug, name="Ann & Bob")
-    mid = send_confirmation(store, smtp_settings, SmtpTransport(smtp_settings), r.subscriber, nl,
-                            "https://news.example.org/confirm/TOKEN")
-    [msg] = handler.parsed()
-    assert msg["Message-ID"] == mid and msg["Subject"] == "Confirm your subscription to Morning News"
-    body = msg.get_body(("html",))
-    assert body is not None and "Ann &amp; Bob" in body.get_content()
-    assert "https://news.example.org/confirm/TOKEN" in msg.get_body(("plain",)).get_content()  # type: ignore[union-attr]
 
 
 def test_cli_send_status_retry_and_preview(cli: CliRunner, tmp_path: Path, sink: tuple[Sink, int],

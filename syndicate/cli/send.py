@@ -116,7 +116,7 @@ def outbox() -> None:
 @json_option()
 @pass_app
 def outbox_status(app: App, as_json: bool) -> None:
-    """How many deliveries are in each state, and what waits to be retried.
+    """How many deliveries are in each state (then per kind: digest, confirm, welcome), and what waits to be retried.
 
     `deferred` rows are queued after a temporary failure (a relay outage, a
     4xx reply) and wait for their retry time; they give up after
@@ -132,7 +132,7 @@ def outbox_status(app: App, as_json: bool) -> None:
     if as_json:
         emit_json({**status.counts, "due_now": status.due_now, "deferred": status.deferred,
                    "next_retry": status.next_retry, "oldest_deferred": status.oldest_deferred,
-                   "total": status.total})
+                   "total": status.total, "by_kind": status.by_kind})
         return
     for name, n in status.counts.items():
         click.echo(f"{name:<10}{n:>10,}")
@@ -141,6 +141,10 @@ def outbox_status(app: App, as_json: bool) -> None:
         click.echo(f"{'deferred':<10}{status.deferred:>10,}  next retry {_when(status.next_retry)}, "
                    f"oldest planned {_when(status.oldest_deferred)}")
 
+    if status.by_kind:
+        click.echo("by kind:")
+    for kind, counts in status.by_kind.items():
+        click.echo(f"  {kind:<8}" + ", ".join(f"{n:,} {name}" for name, n in counts.items() if n))
 
 def _when(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M UTC") if value is not None else "-"

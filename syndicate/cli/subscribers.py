@@ -71,6 +71,8 @@ def _list_options(f: Any) -> Any:
         click.option("--language", help="Language of its templates, e.g. vi or en."),
         click.option("--max-age-days", type=click.IntRange(1, 36500),
                      help="A digest never carries an article published longer ago than this [default: 7]."),
+        click.option("--welcome/--no-welcome", default=None,
+                     help="Send (or not) a welcome email once a subscription is confirmed [default: send]."),
     ]):
         f = opt(f)
     return f
@@ -218,9 +220,11 @@ def subscriber_add(app: App, email: str, list_slug: str, name: str, timezone: st
                    as_json: bool) -> None:
     """Subscribe an address to a list: pending (double opt-in) unless --confirmed.
 
-    A pending subscriber is sent the confirmation email at once (through SMTP,
-    or the Maildir when no SMTP host is set); the subscription turns active
-    when its link is followed.
+    A pending subscriber's confirmation email is queued in the outbox and sent
+    at once (through SMTP, or the Maildir when no SMTP host is set); if the
+    relay fails it stays queued and the next `syndicate send` retries it. The
+    subscription turns active when its link is followed. Confirming a pending
+    subscriber (--confirmed) sends the list's welcome email.
 
     \b
     Example:
@@ -229,26 +233,27 @@ def subscriber_add(app: App, email: str, list_slug: str, name: str, timezone: st
     r = lib.subscribe(app.store, app.settings, email, list_slug, name=name, timezone=timezone,
                       categories=list(categories) or None, confirmed=confirmed, resubscribe=resubscribe,
                       source="cli", actor=_actor())
-    link, sent_as = "", ""
+    from ..sender import NoticeOutcome, deliver_notices, notify
+
+    link = ""
+    notices: list[NoticeOutcome] = []
+    assert r.subscriber.id is not None and r.newslist.id is not None and r.subscription.id is not None
     if r.subscription.status == "pending":
-        assert r.subscriber.id is not None and r.newslist.id is not None
         link = lib.confirm_url(app.settings, r.subscriber.id, r.newslist.id, r.subscriber.email)
         if not no_email:
-            from ..mailer import make_transport
-            from ..sender import send_confirmation
-
-            sent_as = send_confirmation(app.store, app.settings, make_transport(app.settings), r.subscriber,
-                                        r.newslist, link)
-            assert r.subscription.id is not None
-            app.store.set_confirmation_message_id(r.subscription.id, sent_as)
+            notices.append(notify(app.store, app.settings, "confirm", r.subscription.id))
+    else:  # a welcome email the confirmation queued
+        notices = deliver_notices(app.store, app.settings, [r.subscription.id])
     if as_json:
         emit_json({"subscriber": subscriber_dict(r.subscriber), "subscription": subscription_dict(r.subscription),
-                   "created": r.created, "confirm_url": link, "confirmation_message_id": sent_as})
+                   "created": r.created, "confirm_url": link,
+                   "confirmation_message_id": next((n.message_id for n in notices if n.kind == "confirm"), ""),
+                   "notices": [asdict(n) for n in notices]})
         return
     state = "added" if r.created else "already"
     click.echo(f"{state} {r.subscriber.email} on {r.newslist.slug}: {r.subscription.status}")
-    if sent_as:
-        click.echo(f"confirmation email sent via {app.settings.transport} ({sent_as})")
+    for n in notices:
+        click.echo(n.describe(via=app.settings.transport))
     if link:
         click.echo(f"confirm link: {link}")
 
@@ -426,25 +431,31 @@ def subscriber_erase(app: App, email: str, yes: bool) -> None:
 @click.option("--confirmed", is_flag=True, help="They already consented: make them active (else pending).")
 @click.option("--resubscribe", is_flag=True, help="Also bring back addresses that left or are suppressed.")
 @click.option("--dry-run", is_flag=True, help="Check every row and report, but write nothing.")
+@click.option("--no-confirmation-email", is_flag=True,
+              help="Do not queue the confirmation email for rows imported as pending.")
 @click.option("--errors", "errors_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Write rejected and skipped rows here, with a reason column.")
 @json_option("Print the report as JSON.")
 @pass_app
 def subscriber_import(app: App, file: Path, list_slug: str | None, confirmed: bool, resubscribe: bool,
-                      dry_run: bool, errors_path: Path | None, as_json: bool) -> None:
+                      dry_run: bool, no_confirmation_email: bool, errors_path: Path | None, as_json: bool) -> None:
     """Import subscribers from CSV (streamed, in batches of 5,000, one transaction each).
 
     Headers understood: email / Email Address, name / First Name + Last Name,
     timezone, locale, cadence, send_hour, weekday, categories, status, and
     listmonk's attributes (JSON). Duplicates, addresses already on the list and
-    suppressed addresses are skipped; bad rows are named by line number.
+    suppressed addresses are skipped; bad rows are named by line number. Each
+    row imported as pending gets the confirmation email, queued in the outbox
+    batch by batch and sent by the next `syndicate send` (unless
+    --no-confirmation-email).
 
     \b
     Example:
         syndicate subscriber import data/subscribers.csv --list tin-sang --confirmed --errors rejects.csv
     """
     job = CsvImport(app.store, app.settings, file, list_slug, confirmed=confirmed, resubscribe=resubscribe,
-                        dry_run=dry_run, errors_path=errors_path, actor=_actor())
+                        dry_run=dry_run, errors_path=errors_path, actor=_actor(),
+                        confirmation_email=not no_confirmation_email)
     with progress(job, job.estimated_batches(), "importing") as batches:
         for _ in batches:
             pass

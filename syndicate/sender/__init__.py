@@ -39,13 +39,15 @@ from .build import MessageBuilder, digest_message_id
 from .drain import BACKOFF, FLUSH_EVERY, FLUSH_ROWS, LEASE, MAX_BACKOFF, backoff
 from .journal import JournalState, SendJournal, journal_dir, recover_dead_runs
 from .lock import lock_path, new_run_id, run_lock
-from .notices import asend_confirmation, send_confirmation
+from .notice_mail import NoticeBuilder, notice_message_id
+from .notices import NoticeOutcome, deliver_notices, deliver_now, notify
 from .preview import Preview, preview
 from .report import SendReport
 from .run import run_send
 
 __all__ = [
-    "BACKOFF", "FLUSH_EVERY", "FLUSH_ROWS", "LEASE", "MAX_BACKOFF", "JournalState", "MessageBuilder", "Preview",
-    "SendJournal", "SendReport", "asend_confirmation", "backoff", "digest_message_id", "journal_dir", "lock_path",
-    "new_run_id", "preview", "recover_dead_runs", "run_lock", "run_send", "send_confirmation",
+    "BACKOFF", "FLUSH_EVERY", "FLUSH_ROWS", "LEASE", "MAX_BACKOFF", "JournalState", "MessageBuilder", "NoticeBuilder",
+    "NoticeOutcome", "Preview", "SendJournal", "SendReport", "backoff", "deliver_notices", "deliver_now",
+    "digest_message_id", "journal_dir", "lock_path", "new_run_id", "notice_message_id", "notify", "preview",
+    "recover_dead_runs", "run_lock", "run_send",
 ]

@@ -23,9 +23,10 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from ..config import Settings
 from ..errors import NotFound, SyndicateError, TransportError
@@ -37,6 +38,7 @@ from ..store.subscribers import HARD_BOUNCE_LIMIT
 from .build import MessageBuilder
 from .faults import inject
 from .journal import SendJournal, journal_dir
+from .notice_mail import NoticeBuilder
 from .report import SendReport
 from .stop import Stop
 
@@ -122,11 +124,15 @@ class _Pending:
 
 async def drain(
     store: Store, settings: Settings, transport: Transport, now: datetime, report: SendReport,
-    limit: int | None, on_progress: Callable[[int], None] | None, stop: Stop | None = None,
+    limit: int | None, on_progress: Callable[[int], None] | None, stop: Stop | None = None, *,
+    only: Sequence[int] | None = None, journal_at: Path | None = None,
 ) -> None:
+    """Claim, send and record until nothing is due (``only``: just these rows, e.g. a notice sent at
+    once, which keeps its journal in ``journal_at``, apart from the runs' journals)."""
     stop = stop or Stop()
     stop_event = stop.attach(asyncio.get_running_loop())
     builder = MessageBuilder(store, settings)
+    notices = NoticeBuilder(store, settings, builder.signer)
     concurrency = max(1, settings.smtp_pool_size) * 2
     claim_size = max(8, concurrency * 2)
     relay_down_after = max(8, concurrency)
@@ -165,7 +171,7 @@ async def drain(
                         store.mark_unknown(owner, [did], reason)
                 if claim:
                     inject("claim")
-                    batch = store.claim_deliveries(owner, now, utcnow() + LEASE, claim)
+                    batch = store.claim_deliveries(owner, now, utcnow() + LEASE, claim, only=only)
             # committed: only now may the results be forgotten
             for did in pending.ids():
                 claimed.discard(did)
@@ -309,7 +315,7 @@ async def drain(
         on_wire.clear()
 
     try:
-        journal = SendJournal(journal_dir(settings), owner, fsync=settings.send_fsync)
+        journal = SendJournal(journal_at or journal_dir(settings), owner, fsync=settings.send_fsync)
     except OSError as exc:
         report.fatal = describe_storage_error(exc, settings, str(journal_dir(settings)))
         stop.detach()
@@ -331,7 +337,7 @@ async def drain(
                     if stopping():
                         break
                     try:
-                        mail, raw = builder.build(d, utcnow(), now)
+                        mail, raw = builder.build(d, utcnow(), now) if d.kind == "digest" else notices.build(d, utcnow())
                         envelope_from, rcpts = mail.envelope_from, mail.recipients
                     except NotFound as exc:
                         pending.failed.append((d.id, str(exc)))

@@ -16,6 +16,7 @@ from ..store import Store
 from .drain import describe_storage_error, drain
 from .journal import journal_dir, recover_dead_runs
 from .lock import new_run_id, nothing, run_lock
+from .notices import recover_notice_journals
 from .plan import dry_run as _dry_run
 from .plan import plan_due
 from .report import SendReport
@@ -59,6 +60,8 @@ def run_send(
             store.durable_writes()
             if lock:
                 report.recovered, _, report.unknown = recover_dead_runs(store, settings, report.run_id)
+            sent, _, unknown = recover_notice_journals(store, settings, utcnow())  # notices sent at once, no lock
+            report.recovered, report.unknown = report.recovered + sent, report.unknown + unknown
             report.unknown += store.mark_orphans_unknown(report.run_id, utcnow(), all_foreign=lock)
             if settings.mail_pending_max_age_days > 0:  # cron runs only `send`: it keeps the list clean too
                 # by the real clock, never --at: a replay must not delete anyone early

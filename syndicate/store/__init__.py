@@ -4,9 +4,9 @@
 pending migrations, and returns a :class:`Store` whose methods are the named
 queries of each area: articles (``store/articles.py``), lists and subscribers
 (``store/subscribers.py``), consent events, suppressions and stats
-(``store/consent.py``), the outbox (``store/outbox.py``), followed sources
-(``store/sources.py``), the change counter and embargoed feed reads
-(``store/changes.py``). Parameters are
+(``store/consent.py``), the outbox (``store/outbox.py``) and the notices queued in it
+(``store/notices.py``), followed sources (``store/sources.py``), the change counter
+and embargoed feed reads (``store/changes.py``). Parameters are
 always bound, never formatted into SQL.
 """
 
@@ -23,6 +23,7 @@ from .articles import ArticleQueries, UpsertResult
 from .changes import ChangeQueries, FeedState
 from .consent import ConsentQueries
 from .migrations import ALL
+from .notices import NoticeQueries
 from .outbox import OutboxQueries
 from .sources import SourceQueries
 from .subscribers import SubscriberQueries
@@ -30,7 +31,8 @@ from .subscribers import SubscriberQueries
 __all__ = ["Store", "open_store", "UpsertResult", "FeedState"]
 
 
-class Store(ArticleQueries, ChangeQueries, OutboxQueries, SubscriberQueries, ConsentQueries, SourceQueries):
+class Store(ArticleQueries, ChangeQueries, OutboxQueries, NoticeQueries, SubscriberQueries, ConsentQueries,
+            SourceQueries):
     """Every named query, grouped by area in the mixins it inherits."""
 
 

@@ -136,7 +136,7 @@ class ConsentQueries(StoreBase):
         def record_bounce(self, delivery_id: int, hard: bool, detail: str, now: datetime | None = None,
                           limit: int = ...) -> BounceOutcome: ...
 
-        def cancel_queued_deliveries(self, subscription_id: int) -> int: ...
+        def cancel_queued_deliveries(self, subscription_id: int, reason: str = ...) -> int: ...
 
         def mark_bounced(
             self, subscription_id: int, *, status: str = "bounced", source: str = "bounce", actor: str = "",
@@ -191,7 +191,7 @@ class ConsentQueries(StoreBase):
                     "SELECT t.id FROM subscriptions t JOIN subscribers s ON s.id = t.subscriber_id "
                     "WHERE s.email_hash = ?", [email_hash],
                 ).fetchall():
-                    self.cancel_queued_deliveries(tid)
+                    self.cancel_queued_deliveries(tid, f"address suppressed ({reason})")
             if not rows and not quiet:
                 subscriber = conn.execute("SELECT id FROM subscribers WHERE email_hash = ?", [email_hash]).fetchone()
                 conn.execute(_INSERT_EVENT, [iso(at), "suppress", source, actor,

@@ -26,7 +26,8 @@ from ..errors import NotFound
 from ..models import DELIVERY_STATUSES, Delivery, utcnow
 from .arrival import DigestWindow
 from .base import dumps, iso, parse_time
-from .subscribers import HARD_BOUNCE_LIMIT, SubscriberQueries
+from .notices import _NEEDS, HARD_SUPPRESSIONS, _suppressions
+from .subscribers import HARD_BOUNCE_LIMIT, SubscriberQueries, email_hash
 
 migrations = Migrations("syndicate.outbox")
 
@@ -104,6 +105,21 @@ def m003_attempt_times(db: Database) -> None:
     db.execute("ALTER TABLE deliveries ADD COLUMN last_attempt TEXT")
 
 
+@migrations()
+def m003_notice_kinds(db: Database) -> None:
+    """Confirmation and welcome emails are outbox rows too, told apart by ``kind``.
+
+    Their ``period`` keeps the UNIQUE (list, subscriber, period) rule useful:
+    ``welcome`` (one ever per subscription) and ``confirm:<time queued>``.
+    The partial index lets a claim take notices first without walking queued digests.
+    """
+    db.execute(
+        "ALTER TABLE deliveries ADD COLUMN kind TEXT NOT NULL DEFAULT 'digest' "
+        "CHECK (kind IN ('digest', 'confirm', 'welcome'))"
+    )
+    db.execute("CREATE INDEX deliveries_notice_queue ON deliveries (status, id) WHERE kind != 'digest'")
+
+
 @dataclass(frozen=True)
 class DueCandidate:
     """An active subscription with what the due-time logic needs."""
@@ -160,6 +176,7 @@ class ClaimedDelivery:
     after_seq: int | None = None
     upto_seq: int | None = None
     created: datetime | None = None  # when it was planned: the queue lifetime counts from here
+    kind: str = "digest"  # or a notice: "confirm", "welcome"
 
     @property
     def window(self) -> DigestWindow:
@@ -236,6 +253,7 @@ class OutboxCounts:
     deferred: int = 0  # queued after a temporary failure, waiting for their retry time
     next_retry: datetime | None = None  # the earliest of those retry times
     oldest_deferred: datetime | None = None  # when the oldest of them was planned
+    by_kind: dict[str, dict[str, int]] = field(default_factory=dict)  # kind -> status -> rows (only kinds present)
 
     @property
     def total(self) -> int:
@@ -244,7 +262,7 @@ class OutboxCounts:
 
 _CLAIMED_COLUMNS = (
     "d.id, d.list_id, d.subscriber_id, d.subscription_id, d.period, d.attempts, "
-    "d.window_start, d.window_end, d.categories, s.email, s.name, d.after_seq, d.upto_seq, d.created"
+    "d.window_start, d.window_end, d.categories, s.email, s.name, d.after_seq, d.upto_seq, d.created, d.kind"
 )
 
 
@@ -261,6 +279,56 @@ def _candidate(r: Sequence[object]) -> DueCandidate:
 def _chunks(items: Sequence[object], size: int) -> Iterator[Sequence[object]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
+
+
+def _pick_queued(conn: sqlite3.Connection, now: datetime, limit: int,
+                 only: Sequence[int] | None) -> list[tuple[int, str, str, str]]:
+    """(id, subscription status, kind, email or '') of due queued rows: notices first, then digests."""
+    due = "d.status = 'queued' AND (d.next_attempt IS NULL OR d.next_attempt <= ?)"
+    head = ("SELECT d.id, x.status, d.kind, CASE WHEN d.kind = 'digest' THEN '' ELSE "
+            "(SELECT email FROM subscribers WHERE id = d.subscriber_id) END FROM deliveries d")
+    join = "JOIN subscriptions x ON x.id = d.subscription_id"
+    if only is not None:
+        rows = conn.execute(
+            f"{head} {join} WHERE d.id IN (SELECT value FROM json_each(?)) AND {due} "
+            "ORDER BY d.kind = 'digest', d.id LIMIT ?",
+            [dumps(list(only)), iso(now), limit],
+        ).fetchall()
+    else:
+        rows = conn.execute(
+            f"{head} INDEXED BY deliveries_notice_queue {join} WHERE {due} AND d.kind != 'digest' "
+            "ORDER BY d.id LIMIT ?",
+            [iso(now), limit],
+        ).fetchall()
+        if len(rows) < limit:
+            rows += conn.execute(
+                f"{head} INDEXED BY deliveries_queue {join} WHERE {due} AND d.kind = 'digest' ORDER BY d.id LIMIT ?",
+                [iso(now), limit - len(rows)],
+            ).fetchall()
+    return [(int(r[0]), str(r[1]), str(r[2]), str(r[3])) for r in rows]
+
+
+def _unfit(conn: sqlite3.Connection, picked: Sequence[tuple[int, str, str, str]]) -> dict[int, str]:
+    """delivery id -> why it must be cancelled rather than sent (see :meth:`OutboxQueries.claim_deliveries`)."""
+    out: dict[int, str] = {}
+    notices: list[tuple[int, str, str]] = []
+    for did, status, kind, email in picked:
+        need = _NEEDS.get(kind, "active")
+        if status == need:
+            if kind != "digest":
+                notices.append((did, kind, email))
+        elif kind == "digest":
+            out[did] = "subscription no longer active"
+        elif kind == "confirm" and status == "active":
+            out[did] = "already confirmed"
+        else:
+            out[did] = f"subscription is {status}"
+    suppressed = _suppressions(conn, [e for _d, _k, e in notices])
+    for did, kind, email in notices:
+        reason = suppressed.get(email_hash(email))
+        if reason is not None and (kind != "confirm" or reason in HARD_SUPPRESSIONS):
+            out[did] = f"address suppressed ({reason})"
+    return out
 
 
 def _row_to_delivery(row: object) -> Delivery:
@@ -280,6 +348,7 @@ def _row_to_delivery(row: object) -> Delivery:
         error=r["error"],  # type: ignore[arg-type]
         created=parse_time(r["created"]),  # type: ignore[arg-type]
         sent_at=parse_time(r["sent_at"]),  # type: ignore[arg-type]
+        kind=str(r.get("kind") or "digest"),
     )
 
 
@@ -420,35 +489,34 @@ class OutboxQueries(SubscriberQueries):
 
     # -- claiming -----------------------------------------------------------
 
-    def claim_deliveries(self, owner: str, now: datetime, lease_until: datetime, limit: int) -> list[ClaimedDelivery]:
+    def claim_deliveries(self, owner: str, now: datetime, lease_until: datetime, limit: int, *,
+                         only: Sequence[int] | None = None) -> list[ClaimedDelivery]:
         """Take up to ``limit`` queued rows due by ``now`` for ``owner``.
 
-        One ``BEGIN IMMEDIATE`` transaction: rows whose subscription is no
-        longer active are cancelled, the rest become ``sending`` under the
-        lease and their attempt count goes up. Two claimers never get the
-        same row.
+        One ``BEGIN IMMEDIATE`` transaction: notices (confirmation, welcome)
+        are taken before digests, as they are time-sensitive. A row whose
+        subscription is no longer in the state its kind needs (digest and
+        welcome: active; confirm: pending), or a notice for an address
+        suppressed since it was queued, is cancelled; the rest become
+        ``sending`` under the lease and their attempt count goes up. Two
+        claimers never get the same row. ``only`` limits the claim to these
+        delivery ids (a notice sent at once).
         """
         if limit <= 0:
             return []
         with self.transaction(immediate=True) as conn:
             ids: list[int] = []
             while not ids:
-                picked = conn.execute(
-                    "SELECT d.id, x.status FROM deliveries d INDEXED BY deliveries_queue "
-                    "JOIN subscriptions x ON x.id = d.subscription_id WHERE d.status = 'queued' "
-                    "AND (d.next_attempt IS NULL OR d.next_attempt <= ?) ORDER BY d.id LIMIT ?",
-                    [iso(now), limit],
-                ).fetchall()
+                picked = _pick_queued(conn, now, limit, only)
                 if not picked:
                     break
-                gone = [(r[0],) for r in picked if r[1] != "active"]
-                if gone:
+                unfit = _unfit(conn, picked)
+                if unfit:
                     conn.executemany(
-                        "UPDATE deliveries SET status = 'cancelled', error = 'subscription no longer active' "
-                        "WHERE id = ?",
-                        gone,
+                        "UPDATE deliveries SET status = 'cancelled', error = ? WHERE id = ?",
+                        [(reason, did) for did, reason in unfit.items()],
                     )
-                ids = [r[0] for r in picked if r[1] == "active"]
+                ids = [r[0] for r in picked if r[0] not in unfit]
             tried = iso(utcnow())
             conn.executemany(
                 "UPDATE deliveries SET status = 'sending', lease_owner = ?, lease_until = ?, "
@@ -456,19 +524,21 @@ class OutboxQueries(SubscriberQueries):
                 [(owner, iso(lease_until), tried, did) for did in ids],
             )
             out: list[ClaimedDelivery] = []
-            for chunk in _chunks(sorted(ids), 500):
+            for chunk in _chunks(ids, 500):
                 marks = ", ".join("?" for _ in chunk)
-                for r in conn.execute(
+                rows = {r[0]: r for r in conn.execute(
                     f"SELECT {_CLAIMED_COLUMNS} FROM deliveries d JOIN subscribers s ON s.id = d.subscriber_id "
-                    f"WHERE d.id IN ({marks}) ORDER BY d.id",
+                    f"WHERE d.id IN ({marks})",
                     list(chunk),
-                ):
+                )}
+                for did in chunk:  # in the order picked: notices first
+                    r = rows[did]
                     out.append(
                         ClaimedDelivery(
                             id=r[0], list_id=r[1], subscriber_id=r[2], subscription_id=r[3], period=r[4],
                             attempts=r[5], window_start=parse_time(r[6]) or now, window_end=parse_time(r[7]) or now,
                             categories=tuple(json.loads(r[8])), email=r[9], name=r[10] or "",
-                            after_seq=r[11], upto_seq=r[12], created=parse_time(r[13]),
+                            after_seq=r[11], upto_seq=r[12], created=parse_time(r[13]), kind=r[14],
                         )
                     )
         return out
@@ -476,12 +546,14 @@ class OutboxQueries(SubscriberQueries):
     def mark_orphans_unknown(self, owner: str, now: datetime, *, all_foreign: bool = False) -> int:
         """Rows left ``sending`` by another run: possibly on the wire, never
         resent automatically. ``all_foreign`` (used while holding the run lock,
-        when no other run can be alive) ignores the lease expiry."""
+        when no other run can be alive) ignores the lease expiry, except for
+        notices: those sent at once are claimed outside the run lock (see
+        :mod:`syndicate.sender.notices`), so their live leases are left alone."""
         with self.transaction(immediate=True) as conn:
             cur = conn.execute(
                 "UPDATE deliveries SET status = 'unknown', error = 'interrupted while sending (run ' || "
                 "lease_owner || '); not resent automatically' WHERE status = 'sending' AND lease_owner != ? "
-                "AND (? OR lease_until IS NULL OR lease_until < ?)",
+                "AND ((? AND kind = 'digest') OR lease_until IS NULL OR lease_until < ?)",
                 [owner, 1 if all_foreign else 0, iso(now)],
             )
             return cur.rowcount
@@ -565,13 +637,12 @@ class OutboxQueries(SubscriberQueries):
                 ).rowcount
             return n
 
-    def cancel_queued_deliveries(self, subscription_id: int) -> int:
-        """Cancel what is still queued for a subscription (on unsubscribe)."""
+    def cancel_queued_deliveries(self, subscription_id: int, reason: str = "unsubscribed") -> int:
+        """Cancel what is still queued for a subscription (on unsubscribe, or a suppression: ``reason``)."""
         with self.transaction(immediate=True) as conn:
             cur = conn.execute(
-                "UPDATE deliveries SET status = 'cancelled', error = 'unsubscribed' "
-                "WHERE subscription_id = ? AND status = 'queued'",
-                [subscription_id],
+                "UPDATE deliveries SET status = 'cancelled', error = ? WHERE subscription_id = ? AND status = 'queued'",
+                [reason, subscription_id],
             )
             return cur.rowcount
 
@@ -610,8 +681,10 @@ class OutboxQueries(SubscriberQueries):
 
     def outbox_status(self, now: datetime | None = None) -> OutboxCounts:
         counts = {s: 0 for s in DELIVERY_STATUSES}
-        for status, n in self.conn.execute("SELECT status, count(*) FROM deliveries GROUP BY status"):
-            counts[status] = n
+        by_kind: dict[str, dict[str, int]] = {}
+        for kind, status, n in self.conn.execute("SELECT kind, status, count(*) FROM deliveries GROUP BY kind, status"):
+            counts[status] += n
+            by_kind.setdefault(kind, {s: 0 for s in DELIVERY_STATUSES})[status] = n
         at = iso(now or utcnow())
         due = self.scalar(
             "SELECT count(*) FROM deliveries WHERE status = 'queued' AND (next_attempt IS NULL OR next_attempt <= ?)",
@@ -623,7 +696,8 @@ class OutboxQueries(SubscriberQueries):
             [at],
         ).fetchone()
         return OutboxCounts(counts=counts, due_now=int(due), deferred=int(deferred),
-                            next_retry=parse_time(next_retry), oldest_deferred=parse_time(oldest))
+                            next_retry=parse_time(next_retry), oldest_deferred=parse_time(oldest),
+                            by_kind=by_kind)
 
     def list_deliveries(self, *, status: str | None = None, list_slug: str | None = None,
                         period: str | None = None, email: str | None = None,

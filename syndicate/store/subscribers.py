@@ -184,11 +184,18 @@ def m002_consent_records(db: Database) -> None:
         "BEGIN SELECT RAISE(ABORT, 'subscribers.email_hash is required'); END"
     )
 
+
+@migrations()
+def m003_list_welcome(db: Database) -> None:
+    """A list may turn off the welcome email sent once a subscription is confirmed."""
+    db.execute("ALTER TABLE lists ADD COLUMN welcome INTEGER NOT NULL DEFAULT 1")
+
+
 # -- row mapping ---------------------------------------------------------------
 
 _LIST_COLS = (
     "id, slug, name, description, sender_name, sender_address, categories, cadence, weekday, send_hour, language, "
-    "created, max_age_days"
+    "created, max_age_days, welcome"
 )
 _SUBSCRIBER_COLS = "id, email, name, timezone, locale, created"
 _SUBSCRIPTION_COLS = (
@@ -201,7 +208,7 @@ def _row_to_list(r: sqlite3.Row | tuple[object, ...]) -> NewsList:
     return NewsList(
         id=r[0], slug=r[1], name=r[2], description=r[3], sender_name=r[4], sender_address=r[5],  # type: ignore[arg-type]
         categories=json.loads(r[6]), cadence=r[7], weekday=r[8], send_hour=r[9], language=r[10],  # type: ignore[arg-type]
-        created=parse_time(r[11]), max_age_days=r[12],  # type: ignore[arg-type]
+        created=parse_time(r[11]), max_age_days=r[12], welcome=bool(r[13]),  # type: ignore[arg-type]
     )
 
 
@@ -240,10 +247,11 @@ class SubscriberQueries(ImportQueries):
             with self.transaction() as conn:
                 cur = conn.execute(
                     "INSERT INTO lists (slug, name, description, sender_name, sender_address, categories, "
-                    "cadence, weekday, send_hour, language, created, max_age_days) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "cadence, weekday, send_hour, language, created, max_age_days, welcome) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [nl.slug, nl.name, nl.description, nl.sender_name, nl.sender_address, dumps(nl.categories),
-                     nl.cadence, nl.weekday, nl.send_hour, nl.language, iso(nl.created), nl.max_age_days],
+                     nl.cadence, nl.weekday, nl.send_hour, nl.language, iso(nl.created), nl.max_age_days,
+                     1 if nl.welcome else 0],
                 )
         except sqlite3.IntegrityError:
             raise InputError(f"a list with slug {nl.slug!r} already exists (use `syndicate list update`)") from None
@@ -254,9 +262,9 @@ class SubscriberQueries(ImportQueries):
         with self.transaction() as conn:
             conn.execute(
                 "UPDATE lists SET name = ?, description = ?, sender_name = ?, sender_address = ?, categories = ?, "
-                "cadence = ?, weekday = ?, send_hour = ?, language = ?, max_age_days = ? WHERE id = ?",
+                "cadence = ?, weekday = ?, send_hour = ?, language = ?, max_age_days = ?, welcome = ? WHERE id = ?",
                 [nl.name, nl.description, nl.sender_name, nl.sender_address, dumps(nl.categories),
-                 nl.cadence, nl.weekday, nl.send_hour, nl.language, nl.max_age_days, nl.id],
+                 nl.cadence, nl.weekday, nl.send_hour, nl.language, nl.max_age_days, 1 if nl.welcome else 0, nl.id],
             )
         return nl
 

@@ -122,17 +122,25 @@ class Pages(ReadingPages):
             )
             if not result.needs_confirmation:
                 return
-            assert result.subscriber.id is not None and result.newslist.id is not None
-            url = subscribers.confirm_url(self.settings, result.subscriber.id, result.newslist.id, result.subscriber.email)
-            from ..mailer import make_transport
-            from ..sender import send_confirmation
+            assert result.subscription.id is not None
+            from ..sender import notify
 
-            # Runs its own event loop in this worker thread and closes the transport.
-            send_confirmation(store, self.settings, make_transport(self.settings), result.subscriber, result.newslist, url)
+            # Queued in the outbox, then sent at once from this worker thread; on a relay error the
+            # row stays queued (logged) and the next `syndicate send` retries it.
+            notify(store, self.settings, "confirm", result.subscription.id)
         except SyndicateError as exc:
             log.info("web subscribe to %s not completed: %s", slug, exc)
         except Exception:
             log.exception("web subscribe to %s failed", slug)
+
+    def _send_notices(self, subscription_id: int) -> None:
+        """After the answer: send what the confirmation queued (the welcome email) at once."""
+        from ..sender import deliver_notices
+
+        try:
+            deliver_notices(self.ctx.store(), self.settings, [subscription_id])
+        except Exception:
+            log.exception("sending the notices of subscription %d failed", subscription_id)
 
     def confirm_page(self, request: Request) -> Response:
         """GET shows one button and changes nothing: mail scanners fetch every link (only POST confirms)."""
@@ -165,18 +173,21 @@ class Pages(ReadingPages):
                                          user_agent=request.headers.get("user-agent", ""))
         except (TokenError, NotFound):
             return self.bad_link(lang)
-        return self._confirmed(result.subscriber, result.subscription, result.newslist)
+        sid = result.subscription.id
+        welcome = BackgroundTask(self._send_notices, sid) if result.created and sid is not None else None
+        return self._confirmed(result.subscriber, result.subscription, result.newslist, background=welcome)
 
     def _topic_names(self, newslist: NewsList, subscription: Subscription) -> list[str]:
         names = dict(self.list_choices(newslist))
         return [names.get(c, c) for c in subscription.categories]
 
-    def _confirmed(self, subscriber: Subscriber, subscription: Subscription, newslist: NewsList) -> Response:
+    def _confirmed(self, subscriber: Subscriber, subscription: Subscription, newslist: NewsList,
+                   background: BackgroundTask | None = None) -> Response:
         from .. import subscribers
 
         assert subscriber.id is not None and newslist.id is not None
         return self.page(
-            "confirm.html", self.lang_of(newslist), headers=NO_STORE, ask=False, newslist=newslist,
+            "confirm.html", self.lang_of(newslist), headers=NO_STORE, ask=False, newslist=newslist, background=background,
             subscriber=subscriber, subscription=subscription, topics=self._topic_names(newslist, subscription),
             preferences_href=subscribers.preferences_url(self.settings, subscriber.id, newslist.id, subscriber.email),
         )

@@ -121,8 +121,10 @@ def test_subscribe_confirm_digest_one_click_unsubscribe_then_silence(site: Site)
     assert "<script" not in confirmed.text
     assert subscription_status(site) == "active"
 
+    [_, (_, _, raw)] = site.sink.wait_for(2)
+    assert parse(raw)["Subject"] == "Chào mừng bạn đến với Tin sáng Đà Nẵng"  # the welcome, sent at once
     send_at(site.settings, day1)
-    [_, (_, rcpts, raw)] = site.sink.wait_for(2)
+    [_, _, (_, rcpts, raw)] = site.sink.wait_for(3)
     digest = parse(raw)
     assert rcpts == ["lan@example.org"] and "Khởi nghiệp sáng tạo ở Đà Nẵng" in body(digest, "plain")
     assert digest["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
@@ -144,7 +146,7 @@ def test_subscribe_confirm_digest_one_click_unsubscribe_then_silence(site: Site)
     day2 = day1 + timedelta(days=1)
     site.store.upsert_articles([article(2, day2 - timedelta(hours=3), "Tin ngày hôm sau")])
     send_at(site.settings, day2)
-    assert len(site.sink.messages) == 2  # no further digest
+    assert len(site.sink.messages) == 3  # no further digest
 
 
 def subscription_status(site: Site, address: str = "lan@example.org") -> str:
