@@ -22,19 +22,15 @@ a ``Retry-After`` asked. One failing source never stops the others.
 from __future__ import annotations
 
 import asyncio
-import fcntl
-import os
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from pathlib import Path
 from urllib.parse import urlsplit
 
 from . import fetcher
 from .config import Settings
-from .errors import InputError, LockError
+from .errors import InputError
 from .fetcher import FetchError, FetchPolicy, FetchResult
 from .ingest import ImportReport, Options, import_paths
 from .ingest import feed as feed_format
@@ -201,27 +197,11 @@ class FetchRun:
                 "feeds_refreshed": self.feeds_refreshed, "errors": self.publish_errors}
 
 
-def fetch_lock_path(settings: Settings) -> Path:
-    return Path(f"{settings.db}.fetch.lock")
+def fetch_lock(settings: Settings) -> AbstractContextManager[None]:
+    """One ``syndicate fetch`` at a time per database (its own lock, not send's)."""
+    from .sender.lock import run_lock
 
-
-@contextmanager
-def fetch_lock(settings: Settings) -> Iterator[None]:
-    """One ``syndicate fetch`` at a time per database (the kernel drops it if the process dies)."""
-    path = fetch_lock_path(settings)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise LockError(f"another `syndicate fetch` is running (lock {path}); the next run carries on") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
+    return run_lock(settings, "fetch")
 
 
 @dataclass

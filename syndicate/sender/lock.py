@@ -1,4 +1,4 @@
-"""The run lock: one `syndicate send` at a time per database, dropped by the kernel when the process dies.
+"""The run locks: one `syndicate send` (and one `syndicate fetch`) at a time per database, dropped by the kernel when the process dies.
 
 The lock (and the journal directory) sit beside the database file itself,
 with symlinks resolved: ``--db syn.db`` and ``--db link.db`` (a symlink to it)
@@ -25,14 +25,18 @@ def database_path(settings: Settings) -> Path:
     return Path(os.path.realpath(settings.db))
 
 
-def lock_path(settings: Settings) -> Path:
-    return Path(f"{database_path(settings)}.send.lock")
+def lock_path(settings: Settings, command: str = "send") -> Path:
+    return Path(f"{database_path(settings)}.{command}.lock")
 
 
 @contextmanager
-def run_lock(settings: Settings) -> Iterator[None]:
-    """Hold the send lock for the block, or raise LockError at once."""
-    path = lock_path(settings)
+def run_lock(settings: Settings, command: str = "send") -> Iterator[None]:
+    """Hold ``command``'s lock (``send``, ``fetch``) for the block, or raise LockError at once.
+
+    Each command has its own lock: a fetch and a send may run side by side,
+    two sends (or two fetches) never do.
+    """
+    path = lock_path(settings, command)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -41,7 +45,7 @@ def run_lock(settings: Settings) -> Iterator[None]:
         except BlockingIOError:
             holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "unknown"
             raise LockError(
-                f"another `syndicate send` is running (pid {holder}, lock {path}); "
+                f"another `syndicate {command}` is running (pid {holder}, lock {path}); "
                 "this run stops here and the next one will carry on"
             ) from None
         os.ftruncate(fd, 0)

@@ -211,3 +211,14 @@ def test_fetch_command_end_to_end_into_the_feed(store: Store, cfg: Settings, sit
     assert [e.title for e in entries] == ["Tin đầu tiên"]
     listing = runner.invoke(main, ["source", "ls"])
     assert "failing x1, backing off" in listing.stdout and "last error: HTTP 503" in listing.stdout
+
+
+def test_fetch_takes_its_own_lock_beside_sends(store: Store, cfg: Settings) -> None:
+    from syndicate.errors import LockError
+    from syndicate.sender.lock import run_lock
+    from syndicate.sources import fetch_lock
+
+    with run_lock(cfg):  # a send running: a fetch may run beside it
+        assert run_fetch(store, cfg).summary() == "fetched 0 sources: nothing was due"
+    with fetch_lock(cfg), pytest.raises(LockError, match=r"^another `syndicate fetch` is running \(pid \d+"):
+        run_fetch(store, cfg)
