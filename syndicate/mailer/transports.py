@@ -236,20 +236,8 @@ class SmtpTransport:
             return conn
         conn = self._client()
         assert isinstance(conn, aiosmtplib.SMTP)
-        try:
+        try:  # connecting and greeting fail the same way: one reply code, or none
             await conn.connect()
-        except aiosmtplib.SMTPResponseException as exc:
-            conn.close()
-            raise TransportError(
-                f"SMTP {self.settings.smtp_host}:{self.settings.smtp_port} refused the session: {exc.code} {exc.message}",
-                temporary=exc.code < 500, code=exc.code,
-            ) from None
-        except (aiosmtplib.SMTPException, OSError) as exc:
-            conn.close()
-            raise TransportError(
-                f"cannot connect to SMTP {self.settings.smtp_host}:{self.settings.smtp_port}: {exc}", temporary=True
-            ) from None
-        try:
             if conn.is_ehlo_or_helo_needed:  # after STARTTLS or AUTH aiosmtplib has greeted already
                 try:
                     await conn.ehlo()
