@@ -761,3 +761,13 @@ def test_cli_outbox_ls_report_and_retry_unknown(cli: CliRunner, tmp_path: Path, 
     assert table[0].split() == ["list", "period", "planned", "sent", "skipped", "queued", "deferred", "failed",
                                 "bounced", "unknown", "complained", "unsubscribed"]
     assert table[1].split() == ["tin-sang", "2026-11-24", "4", "1", "0", "1", "1", "0", "1", "0", "0", "0"]
+
+
+def test_default_workers_is_the_usable_cores_but_one_per_few_hundred_due() -> None:
+    from syndicate.sender.workers import ROWS_PER_WORKER, default_workers
+
+    cores = len(os.sched_getaffinity(0))
+    assert default_workers() == cores
+    assert default_workers(due=10**6) == cores
+    assert default_workers(due=0) == default_workers(due=1) == default_workers(due=ROWS_PER_WORKER) == 1
+    assert default_workers(due=ROWS_PER_WORKER + 1) == min(cores, 2)

@@ -36,7 +36,8 @@ AT_HELP = "Act as if it were this ISO 8601 time (UTC unless it has an offset), t
 @click.option("--dry-run", is_flag=True, help="Show what would be sent; write and send nothing.")
 @click.option("--limit", type=click.IntRange(min=1), help="Send at most N messages this run (the rest wait).")
 @click.option("--workers", type=click.IntRange(min=1), default=None, metavar="N",
-              help="Drain processes after planning, e.g. the number of cores (default 1; the fault trials cover one drain).")
+              help="Drain processes after planning (default: the usable cores, at most one per "
+                   "200 due messages).")
 @json_option("Print the run's figures as JSON.")
 @pass_app
 def send(app: App, at: str | None, dry_run: bool, limit: int | None, workers: int | None, as_json: bool) -> None:
@@ -45,6 +46,11 @@ def send(app: App, at: str | None, dry_run: bool, limit: int | None, workers: in
     Prints one summary line. SIGTERM (systemd's stop) stops claiming, lets
     messages on the wire finish within [send] grace_seconds, gives the rest
     back to the queue and prints the summary.
+
+    After planning, --workers N drain processes send side by side (default:
+    the cores this process may use, at most one per 200 due messages, so a
+    small run stays in one process). SIGTERM reaches every worker; a worker
+    that dies has its messages recorded from its journal and the run exits 1.
 
     \b
     Exit codes:
@@ -69,8 +75,6 @@ def send(app: App, at: str | None, dry_run: bool, limit: int | None, workers: in
 
     settings = app.settings
     transport = make_transport(settings, "memory" if dry_run else None)
-    if workers is None:
-        workers = 1  # the SIGKILL/SIGTERM/disk fault trials are proven for one drain; more is opt-in
     with ExitStack() as stack:
         bar: list[Any] = []
 

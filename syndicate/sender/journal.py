@@ -47,6 +47,11 @@ def journal_dir(settings: Settings) -> Path:
     return Path(f"{database_path(settings)}.journal")
 
 
+def journal_file(directory: Path, run_id: str) -> Path:
+    """Where run ``run_id`` keeps its journal in ``directory``."""
+    return directory / (re.sub(r"[^A-Za-z0-9._-]", "_", run_id) + ".log")
+
+
 @dataclass
 class JournalState:
     """What a run's journal says: rows whose DATA began, rows accepted."""
@@ -65,7 +70,7 @@ class SendJournal:
 
     def __init__(self, directory: Path, run_id: str, *, fsync: bool = True) -> None:
         directory.mkdir(parents=True, exist_ok=True)
-        self.path = directory / (re.sub(r"[^A-Za-z0-9._-]", "_", run_id) + ".log")
+        self.path = journal_file(directory, run_id)
         self.fsync = fsync
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         self._written = 0  # lines written so far
@@ -152,12 +157,32 @@ def recover_dead_runs(store: Store, settings: Settings, own_run_id: str) -> tupl
         state = SendJournal.read(path)
         if not state.run_id or state.run_id == own_run_id:
             continue
-        sent, released, unknown = store.settle_journal(
-            state.run_id, state.accepted, state.started, utcnow(),
-            f"on the wire when run {state.run_id} stopped; not resent automatically",
-        )
-        totals[0] += sent
-        totals[1] += released
-        totals[2] += unknown
+        for i, n in enumerate(_settle(store, state)):
+            totals[i] += n
         path.unlink(missing_ok=True)
     return (totals[0], totals[1], totals[2])
+
+
+def recover_run(store: Store, settings: Settings, run_id: str) -> tuple[int, int, int]:
+    """Settle the rows one stopped run (a send worker that died) left ``sending``, as
+    :func:`recover_dead_runs` would, and delete its journal.
+
+    Without a journal its ``sending`` rows become ``unknown``: a journal is
+    opened before the first claim and deleted only once everything is
+    recorded, so nothing here says they never reached the relay.
+    """
+    path = journal_file(journal_dir(settings), run_id)
+    if not path.exists():
+        ids = store.sending_ids(run_id)
+        store.mark_unknown(run_id, ids, f"run {run_id} stopped without a journal; not resent automatically")
+        return (0, 0, len(ids))
+    out = _settle(store, SendJournal.read(path))
+    path.unlink(missing_ok=True)
+    return out
+
+
+def _settle(store: Store, state: JournalState) -> tuple[int, int, int]:
+    return store.settle_journal(
+        state.run_id, state.accepted, state.started, utcnow(),
+        f"on the wire when run {state.run_id} stopped; not resent automatically",
+    )

@@ -21,7 +21,7 @@ from .plan import dry_run as _dry_run
 from .plan import plan_due
 from .report import SendReport
 from .stop import Stop, Stopped, stop_on_signals
-from .workers import drain_in_workers
+from .workers import default_workers, drain_in_workers
 
 
 def run_send(
@@ -36,7 +36,7 @@ def run_send(
     on_progress: Callable[[int], None] | None = None,
     lock: bool = True,
     run_id: str | None = None,
-    workers: int = 1,
+    workers: int | None = 1,
 ) -> SendReport:
     """Plan due digests and drain the outbox once. ``now`` defaults to the clock.
 
@@ -46,8 +46,10 @@ def run_send(
     a storage error or an unexpected one ends it with ``report.fatal`` set
     after recording what it could. ``report.exit_code`` is what ``send`` exits with.
     ``workers`` > 1 drains with that many processes, each with its own
-    transport of the same kind (see :mod:`.workers`); a memory transport
-    always drains in this process.
+    transport of the same kind (see :mod:`.workers`); None picks
+    :func:`~.workers.default_workers` for what is due (the usable cores, one
+    per ``ROWS_PER_WORKER`` messages at most); a memory transport always
+    drains in this process.
     """
     now = now or utcnow()
     report = SendReport(run_id=run_id or new_run_id(), dry_run=dry_run)
@@ -69,13 +71,16 @@ def run_send(
             t0 = time.perf_counter()
             report.queued, report.skipped = plan_due(store, now)
             report.planning_seconds = time.perf_counter() - t0
+            due = store.outbox_status(now).due_now
             if on_planned is not None:
-                on_planned(store.outbox_status(now).due_now)
+                on_planned(due)
+            if workers is None:
+                workers = default_workers(due if limit is None else min(due, limit))
             t1 = time.perf_counter()
             kind = {SmtpTransport: "smtp", MaildirTransport: "maildir"}.get(type(transport))
             if workers > 1 and kind is not None:
                 asyncio.run(transport.close())  # each worker opens its own
-                drain_in_workers(settings, kind, now, report, limit, on_progress, workers, stop)
+                drain_in_workers(store, settings, kind, now, report, limit, on_progress, workers, stop)
             else:
                 asyncio.run(drain(store, settings, transport, now, report, limit, on_progress, stop))
             report.sending_seconds = time.perf_counter() - t1
