@@ -114,14 +114,14 @@ class Pair:
 
 
 def send_once(pristine: Path, work: Path, env: dict[str, str], workers: int, sink: Sink,
-              expected: int) -> tuple[RunResult, float]:
+              expected: int, has_workers: bool = True) -> tuple[RunResult, float]:
     db = work / "run.db"
     for suffix in ("", "-wal", "-shm", ".send.lock"):
         Path(f"{db}{suffix}").unlink(missing_ok=True)
     shutil.rmtree(f"{db}.journal", ignore_errors=True)
     shutil.copyfile(pristine, db)
     argv = [sys.executable, "-m", "syndicate", "send", "--at", AT, "--json"]
-    if workers != 1:
+    if has_workers:  # always say it: the default is the number of cores
         argv += ["--workers", str(workers)]
     before = sink.stats()
     out, wall, cpu, rss = run_child(argv, env={**env, "SYNDICATE_DB": str(db), "SYNDICATE_SMTP_PORT": str(sink.port)},
@@ -187,7 +187,8 @@ def main() -> None:
     mix = message_mix(pristine, settings, args.subs)
     sizes = sorted(len(m) for m in mix)
     workers = args.workers or sorted({1, os.cpu_count() or 1})
-    if any(w != 1 for w in workers) and not send_supports_workers(env):
+    has_workers = send_supports_workers(env)
+    if any(w != 1 for w in workers) and not has_workers:
         print("note: this `syndicate send` has no --workers; measuring 1 worker only")
         workers = [1]
     print(f"message mix: {len(mix)} distinct messages, {min(sizes):,} to {max(sizes):,} bytes "
@@ -201,7 +202,7 @@ def main() -> None:
             pairs: list[Pair] = []
             for i in range(args.pairs):
                 c = run_ceiling(sink, args.pool, mix, args.subs, procs=w)
-                s, planning = send_once(pristine, work, env, w, sink, args.subs)
+                s, planning = send_once(pristine, work, env, w, sink, args.subs, has_workers)
                 pairs.append(Pair(c, s, planning))
                 print(f"  workers {w} pair {i + 1}: ceiling {c.rate:,.0f} msg/s {c.cpu_ms:.3f} ms CPU/msg "
                       f"(sink {c.sink_cpu / c.wall:.0%} of a core) | send {s.rate:,.0f} msg/s {s.cpu_ms:.3f} ms CPU/msg "
