@@ -13,6 +13,10 @@ from typing import Any
 
 from aiosmtpd.controller import Controller
 
+#: Seconds aiosmtpd may take to start and answer its first connection: generous, as the
+#: machine may be busy with other test runs (aiosmtpd's own default is 5).
+READY_TIMEOUT = 120.0
+
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
@@ -21,13 +25,46 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class _BoundController(Controller):
+    """aiosmtpd serving on a socket bound before it starts: no other process can take the port
+    between choosing it and listening on it."""
+
+    def __init__(self, handler: Any, sock: socket.socket, **options: Any) -> None:
+        super().__init__(handler, hostname="127.0.0.1", port=int(sock.getsockname()[1]), **options)
+        self._sock = sock
+
+    def _create_server(self) -> Any:
+        return self.loop.create_server(self._factory_invoker, sock=self._sock, ssl=self.ssl_context)
+
+
+def _bound(port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as asyncio's create_server would
+        sock.bind(("127.0.0.1", port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 @contextmanager
 def smtp_server(handler: Any, port: int | None = None, **options: Any) -> Iterator[int]:
-    """Run aiosmtpd with ``handler`` on 127.0.0.1 for the block; yields its port."""
-    port = port or free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port, **options)
-    controller.start()
+    """Run aiosmtpd with ``handler`` on 127.0.0.1 for the block; yields its port.
+
+    Without ``port`` it listens on a port the kernel picks, bound before the
+    server starts (no race with other processes for it).
+    """
+    sock = _bound(port or 0)
+    options.setdefault("ready_timeout", READY_TIMEOUT)
+    controller = _BoundController(handler, sock, **options)
     try:
-        yield port
+        controller.start()
+    except BaseException:
+        sock.close()
+        raise
+    try:
+        yield controller.port
     finally:
         controller.stop()
+        sock.close()  # closed with the server already; twice is harmless

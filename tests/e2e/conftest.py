@@ -10,8 +10,11 @@ from dataclasses import dataclass, field
 
 import pytest
 import uvicorn
-from loopback import free_port, smtp_server
+from loopback import smtp_server
 from starlette.types import ASGIApp
+
+#: Seconds a server may take to start or stop on a machine busy with other test runs.
+STARTUP_TIMEOUT = 120.0
 
 
 @dataclass
@@ -35,7 +38,7 @@ class LiveServer:
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
         self.thread.start()
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + STARTUP_TIMEOUT
         while not self.server.started:
             if not self.thread.is_alive() or time.monotonic() > deadline:
                 raise RuntimeError("uvicorn did not start")
@@ -45,7 +48,7 @@ class LiveServer:
     def stop(self) -> None:
         if self.server is not None and self.thread is not None:
             self.server.should_exit = True
-            self.thread.join(10)
+            self.thread.join(STARTUP_TIMEOUT)
         self.sock.close()
 
 
@@ -84,7 +87,7 @@ class SmtpSink:
                                   bytes(raw)))
         return "250 OK"
 
-    def wait_for(self, count: int, timeout: float = 10.0) -> list[tuple[str, list[str], bytes]]:
+    def wait_for(self, count: int, timeout: float = 60.0) -> list[tuple[str, list[str], bytes]]:
         """Block until at least ``count`` messages arrived (or fail the test)."""
         deadline = time.monotonic() + timeout
         while True:
@@ -99,6 +102,7 @@ class SmtpSink:
 @pytest.fixture
 def smtp_sink() -> Iterator[SmtpSink]:
     """An aiosmtpd server on 127.0.0.1 that keeps every message it is given."""
-    sink = SmtpSink(port=free_port())
-    with smtp_server(sink, sink.port):
+    sink = SmtpSink()
+    with smtp_server(sink) as port:  # bound before it starts: no other process can take the port meanwhile
+        sink.port = port
         yield sink
