@@ -42,6 +42,7 @@ from ..feeds import CONTENT_TYPES, FeedPath, month_bounds, month_of, parse_path
 from ..models import utcnow
 from ..store import FeedState, Store, open_store
 from .context import WebContext
+from .guard import FEED_SECURITY_HEADERS, security_headers
 
 CURRENT_MAX_AGE = 60  # seconds a reader may reuse a subscription feed without asking
 ARCHIVE_MAX_AGE = 86400  # finished months rarely change
@@ -313,31 +314,37 @@ def _not_modified(scope: Scope, entry: Entry) -> bool:
     return entry.last_modified_ts <= stamp
 
 
-async def _plain(send: Send, status: int, text: bytes, extra: list[tuple[bytes, bytes]] | None = None) -> None:
+async def _plain(send: Send, status: int, text: bytes, extra: list[tuple[bytes, bytes]]) -> None:
     headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(text)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers + (extra or [])})
+    await send({"type": "http.response.start", "status": status, "headers": headers + extra})
     await send({"type": "http.response.body", "body": text})
 
 
 class FeedEndpoint:
-    """The ASGI app behind every feed URL: GET/HEAD, 200 or 304, gzip, strong ETag."""
+    """The ASGI app behind every feed URL: GET/HEAD, 200 or 304, gzip, strong ETag.
+
+    Every answer (200, 304, 404, 405) carries the feed security headers
+    (nosniff, a CSP that runs nothing, HSTS on https), encoded once here.
+    """
 
     def __init__(self, cache: FeedCache) -> None:
         self.cache = cache
+        base_url = cache.ctx.settings.base_url
+        self.security = [(k.encode(), v.encode()) for k, v in security_headers(base_url, FEED_SECURITY_HEADERS).items()]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         method = scope["method"]
         if method not in ("GET", "HEAD"):
-            await _plain(send, 405, b"method not allowed\n", [(b"allow", b"GET, HEAD")])
+            await _plain(send, 405, b"method not allowed\n", [(b"allow", b"GET, HEAD"), *self.security])
             return
         path: str = scope["path"]
         feed = parse_path(path)
         if feed is None:
-            await _plain(send, 404, b"no such feed\n")
+            await _plain(send, 404, b"no such feed\n", self.security)
             return
         entry = await self.cache.get(path, feed)
         if entry.body is None:
-            await _plain(send, 404, b"no such feed\n")
+            await _plain(send, 404, b"no such feed\n", self.security)
             return
         use_gzip = _wants_gzip(_header(scope, b"accept-encoding"))
         headers = [
@@ -345,6 +352,7 @@ class FeedEndpoint:
             (b"last-modified", entry.last_modified),
             (b"cache-control", entry.cache_control),
             (b"vary", b"Accept-Encoding"),
+            *self.security,
         ]
         if _not_modified(scope, entry):
             await send({"type": "http.response.start", "status": 304, "headers": headers})

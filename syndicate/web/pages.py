@@ -35,7 +35,7 @@ from ..models import NewsList, Subscriber, Subscription
 from . import forms
 from .base import NO_STORE, FeedLink, feed_links
 from .context import WebContext
-from .guard import MAX_BODY, SECURITY_HEADERS, PageGuard, RateLimits, SlidingWindow, TooLarge
+from .guard import MAX_BODY, PageGuard, RateLimits, SlidingWindow, TooLarge, security_headers
 from .reading import ReadingPages
 
 log = logging.getLogger("syndicate.web")
@@ -306,7 +306,8 @@ def routes(ctx: WebContext, *, limits: RateLimits | None = None, max_body: int =
         ['/', '/archive/{list}', '/archive/{list}/{period}']
     """
     pages = Pages(ctx, limits)
-    guard = [Middleware(PageGuard, render_error=pages.error_bytes, max_body=max_body)]
+    headers = security_headers(ctx.settings.base_url)
+    guard = [Middleware(PageGuard, render_error=pages.error_bytes, max_body=max_body, headers=headers)]
 
     def route(path: str, endpoint: Callable[[Request], Any], methods: list[str]) -> Route:
         return Route(path, endpoint, methods=methods, middleware=guard)
@@ -336,10 +337,11 @@ def routes(ctx: WebContext, *, limits: RateLimits | None = None, max_body: int =
 def exception_handlers(ctx: WebContext) -> dict[Any, Callable[[Request, Exception], Response]]:
     """Friendly 404/405/500 pages for paths no route matched (for ``Starlette(exception_handlers=...)``)."""
     pages = Pages(ctx)
+    headers = security_headers(ctx.settings.base_url)
 
     def handler(request: Request, exc: Exception) -> Response:
         status = int(getattr(exc, "status_code", 500))
         body = pages.error_bytes(status)
-        return Response(body, status_code=status, media_type="text/html", headers=SECURITY_HEADERS)
+        return Response(body, status_code=status, media_type="text/html", headers=headers)
 
     return {404: handler, 405: handler, 500: handler}
