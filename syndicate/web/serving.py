@@ -12,6 +12,7 @@ and ``X-Forwarded-Proto``; anyone else keeps their own socket address.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import re
@@ -37,6 +38,7 @@ _SAFE = "/:@!$&'()*+,;=-._~%[]"  # kept as is; anything else (spaces, quotes, co
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
+@functools.lru_cache(maxsize=2048)  # feed readers ask for the same few URLs: format each once
 def redact(path: str, query: str = "") -> str:
     """The request target as it may be logged: tokens in the path and the query replaced.
 
@@ -64,13 +66,14 @@ def redact(path: str, query: str = "") -> str:
     return target
 
 
+@functools.lru_cache(maxsize=4)
 def clf_time(moment: datetime) -> str:
     """``[01/Dec/2026:12:19:51 +0000]`` as Common Log Format writes it (UTC, English month names)."""
     m = moment.astimezone(UTC)
     return f"[{m.day:02d}/{_MONTHS[m.month - 1]}/{m.year}:{m:%H:%M:%S} +0000]"
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Hit:
     """One finished request, as the access log sees it."""
 
