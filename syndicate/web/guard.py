@@ -20,6 +20,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -129,11 +130,12 @@ class TooLarge(Exception):
 class PageGuard:
     """ASGI middleware: security headers, a body-size cap (413) and no tracebacks (500).
 
-    ``render_error(status)`` returns the HTML body of the error page to send.
+    ``render_error(status, path)`` returns the HTML body of the error page to
+    send (it may read the store, so it runs in the thread pool).
     """
 
     def __init__(
-        self, app: ASGIApp, render_error: Callable[[int], bytes], max_body: int = MAX_BODY,
+        self, app: ASGIApp, render_error: Callable[[int, str], bytes], max_body: int = MAX_BODY,
         headers: dict[str, str] | None = None,
     ) -> None:
         self.app = app
@@ -184,7 +186,7 @@ class PageGuard:
             await self._error(500, scope, send_with_headers)
 
     async def _error(self, status: int, scope: Scope, send: Send) -> None:
-        body = self.render_error(status)
+        body = await run_in_threadpool(self.render_error, status, str(scope.get("path", "")))
         response = Response(body, status_code=status, media_type="text/html", headers={"connection": "close"})
         await response(scope, _empty_receive, send)
 
