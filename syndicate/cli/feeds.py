@@ -81,6 +81,7 @@ def serve(app: App, host: str, port: int, access_log: str | None, access_log_fil
 
     import uvicorn
 
+    from ..errors import InputError
     from ..web.serving import ServeOptions, uvicorn_config
 
     settings = app.settings
@@ -90,7 +91,12 @@ def serve(app: App, host: str, port: int, access_log: str | None, access_log_fil
     with contextlib.ExitStack() as stack:
         log_file: TextIO
         if access_log_file:
-            log_file = stack.enter_context(open(access_log_file, "a", encoding="utf-8", buffering=1))
+            try:
+                log_file = stack.enter_context(open(access_log_file, "a", encoding="utf-8", buffering=1))
+            except OSError as exc:
+                raise InputError(
+                    f"cannot open the access log {access_log_file}: {exc.strerror or exc} (nothing was started)"
+                ) from None
         else:
             log_file = sys.stderr
 

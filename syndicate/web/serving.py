@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import ipaddress
 import json
 import re
 import time
@@ -184,7 +185,20 @@ class ServeOptions:
         values.update({k: v for k, v in given.items() if v is not None})
         options = cls(**values)
         if options.access_log not in LOG_FORMATS:
-            raise InputError(f"--access-log is {options.access_log!r}; choose one of {', '.join(LOG_FORMATS)}")
+            raise InputError(f"--access-log is {options.access_log!r}; choose one of {', '.join(LOG_FORMATS)} "
+                             "(nothing was started)")
+        for item in options.forwarded_allow_ips.split(","):
+            item = item.strip()
+            try:
+                if item != "*":
+                    ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                where = ("--forwarded-allow-ips" if given.get("forwarded_allow_ips") is not None
+                         else f"{settings.source}: [serve] forwarded_allow_ips")
+                raise InputError(
+                    f"{where}: {item!r} is not an IP address or network such as 127.0.0.1 or "
+                    "10.0.0.0/8 (nothing was started)"
+                ) from None
         return options
 
 

@@ -22,8 +22,10 @@ import feedparser
 import httpx
 import pytest
 import uvicorn
+from click.testing import CliRunner
 from loopback import free_port
 
+from syndicate.cli import main
 from syndicate.config import Settings
 from syndicate.models import Article
 from syndicate.publish import publish_all
@@ -483,3 +485,22 @@ def test_serve_command_logs_to_a_file_with_proxy_headers(tmp_path: Path, store: 
         proc.terminate()
         _, err = proc.communicate(timeout=60)
     assert b"192.0.2.9" not in err  # the log went to the file, not stderr
+
+
+def test_serve_refuses_bad_proxy_lists_and_log_files_before_listening(cli: CliRunner, tmp_path: Path) -> None:
+    bad = cli.invoke(main, ["serve", "--proxy-headers", "--forwarded-allow-ips", "127.0.0.1, nginx.local"])
+    assert bad.exit_code == 65 and bad.stderr == (
+        "error: --forwarded-allow-ips: 'nginx.local' is not an IP address or network such as 127.0.0.1 or "
+        "10.0.0.0/8 (nothing was started)\n"
+    )
+    (tmp_path / "syndicate.toml").write_text('[serve]\nforwarded_allow_ips = "10.0.0.0/33"\n')
+    bad = cli.invoke(main, ["--config", "syndicate.toml", "serve"])
+    assert bad.exit_code == 65 and bad.stderr.startswith(
+        "error: syndicate.toml: [serve] forwarded_allow_ips: '10.0.0.0/33' is not an IP address or network")
+    (tmp_path / "syndicate.toml").unlink()
+    bad = cli.invoke(main, ["serve", "--access-log-file", str(tmp_path / "no" / "such" / "dir" / "access.log")])
+    assert bad.exit_code == 65 and bad.stderr.startswith(
+        f"error: cannot open the access log {tmp_path / 'no' / 'such' / 'dir' / 'access.log'}: "
+    ) and bad.stderr.endswith(" (nothing was started)\n")
+    bad = cli.invoke(main, ["serve", "--access-log", "xml"])
+    assert bad.exit_code == 2 and "'xml' is not one of 'clf', 'json', 'off'" in bad.stderr
