@@ -101,6 +101,10 @@ class Settings:
     send_max_retry_minutes: float = 60.0  # the longest wait between two tries of a deferred message
     send_queue_lifetime_hours: float = 72.0  # give up this long after planning (a newer digest supersedes sooner)
     send_fsync: bool = True  # journal lines on disk before DATA / before the store records them; off: benchmarks only
+    # [serve]: `syndicate serve` (its options override these)
+    serve_access_log: str = "clf"  # clf (Common Log Format) | json | off
+    serve_proxy_headers: bool = False  # believe X-Forwarded-For/-Proto, but only from forwarded_allow_ips
+    serve_forwarded_allow_ips: str = "127.0.0.1"  # comma-separated addresses or networks of trusted proxies
     # [dkim]
     dkim_domain: str = ""
     dkim_selector: str = ""
@@ -138,7 +142,8 @@ class Settings:
 
 _FIELDS = {f.name: f for f in fields(Settings) if f.name != "source"}
 _UNPREFIXED_SECTION = "site"
-_CHOICES = {"smtp_security": ("none", "starttls", "tls"), "fetch_redirects": ("same-host", "any")}
+_CHOICES = {"smtp_security": ("none", "starttls", "tls"), "fetch_redirects": ("same-host", "any"),
+            "serve_access_log": ("clf", "json", "off")}
 _BOOLS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
 
 

@@ -340,7 +340,8 @@ def test_rate_limits_per_ip_and_per_address(site: Settings) -> None:
              for _ in range(3)]
     assert codes == [200, 200, 429]
     r = client.post("/subscribe", data={"email": "other@example.org", "list": "morning"})
-    assert r.status_code == 429 and "Quá nhiều yêu cầu" in r.text and r.headers["retry-after"] == "600"
+    # the English list's words (the site is Vietnamese): the per-IP refusal used to fall back to the site's
+    assert r.status_code == 429 and "Too many requests" in r.text and r.headers["retry-after"] == "600"
     assert len(inbox(site)) == 1  # asked twice within minutes: the outbox queues one confirmation, not two
 
 
@@ -490,9 +491,10 @@ def error_text(r: httpx.Response) -> str:
     """The page's error notice as the visitor reads it (entities decoded)."""
     import html
 
-    found = re.search(r'<div class="notice error">(.*?)</div>|<p class="message">(.*?)</p>', r.text, re.S)
+    found = re.search(r'<div class="notice error">(.*?)</div>|<p class="message">(.*?)</p>'
+                      r'|<p class="field-error" id="[a-z_]+-error">(.*?)</p>', r.text, re.S)
     assert found, r.text
-    return html.unescape((found.group(1) or found.group(2)).strip())
+    return html.unescape((found.group(1) or found.group(2) or found.group(3)).strip())
 
 
 UNUSUAL_NUMBERS = ["²", "١", "٣", "三", "ⅲ", "-0", "+1", "1.0", "1e1", "0x1", "1_0", "99999999999999999999999", "x"]
@@ -741,3 +743,100 @@ def test_no_subscribe_input_is_a_500(site: Settings, store: Store) -> None:
         assert "Traceback" not in r.text
 
     post()
+
+
+# --- the page's language on every refusal, and a refused form that keeps what the person chose -------
+
+
+def selected(page: str, name: str) -> list[str]:
+    """The values a form control shows as chosen: selected options, checked boxes, or a text input's value."""
+    import html
+
+    control = re.search(rf'<select id="{name}" name="{name}"[^>]*>(.*?)</select>', page, re.S)
+    if control:
+        return re.findall(r'<option value="([^"]*)" selected>', control.group(1))
+    boxes = re.findall(rf'<input type="checkbox" name="{name}" value="([^"]*)" checked', page)
+    if f'<input type="checkbox" name="{name}"' in page:
+        return boxes
+    field = re.search(rf'<input id="{name}" type="text" name="{name}" value="([^"]*)"', page)
+    return [html.unescape(field.group(1))] if field else []
+
+
+def test_a_refused_preferences_form_keeps_every_choice_and_puts_the_error_by_its_field(
+    site: Settings, store: Store
+) -> None:
+    store.upsert_articles([Article(guid="g:3", slug="the-thao", title="Thể thao", category="Thể thao",
+                                   published=datetime(2026, 11, 21, 8, tzinfo=UTC))])
+    import dataclasses
+
+    store.update_list(dataclasses.replace(store.get_list("tin-sang"), categories=["cong-nghe", "the-thao"]))
+    sid, lid = subscribe_active(store, site, "lan@example.org", "tin-sang")
+    client = make_client(site)
+    token = subscribers.make_token(site, "preferences", sid, lid)
+    before = (store.get_subscription(sid, lid), store.get_subscriber("lan@example.org"))
+    chosen = {"csrf": csrf_token(site.require_secret(), token), "cadence": "weekly", "weekday": "4", "send_hour": "6",
+              "timezone": "Asia/Tokyo", "name": "Trần Thị Lan", "categories": ["the-thao"]}
+    for field, bad, message in [
+        ("timezone", "Mars/<b>Olympus</b>",
+         "Múi giờ: «Mars/<b>Olympus</b>» không phải là múi giờ IANA, ví dụ Asia/Ho_Chi_Minh hoặc Europe/Berlin."),
+        ("send_hour", "25", "Giờ gửi: phải là một số từ 0 đến 23, không phải «25»."),
+        ("name", "L" * 101, "Tên của bạn (không bắt buộc): dài 101 ký tự, tối đa 100 ký tự."),
+    ]:
+        r = client.post(f"/preferences/{token}", data={**chosen, field: bad})
+        assert r.status_code == 400 and error_text(r) == message, field
+        page = r.text
+        assert "<b>Olympus" not in page
+        # the error sits by its field and the field points at it
+        control = page.index(f'aria-invalid="true" aria-describedby="{field}-error"')
+        message = page.index(f'<p class="field-error" id="{field}-error">')
+        assert control < message < page.index("<label", control), field  # right after its control
+        assert page.count('class="field-error"') == 1 and 'class="notice error"' not in page
+        # everything else is what the person chose, not what is stored
+        assert selected(page, "cadence") == ["weekly"] and selected(page, "weekday") == ["4"], field
+        assert selected(page, "categories") == ["the-thao"], field
+        # a value no option holds is not shown as 00:00: an empty option ("leave it as it is") is chosen instead
+        assert selected(page, "send_hour") == (["6"] if field != "send_hour" else [""]), field
+        assert selected(page, "timezone") == ["Asia/Tokyo" if field != "timezone" else bad], field
+        assert selected(page, "name") == ["Trần Thị Lan" if field != "name" else "L" * 101], field
+        assert (store.get_subscription(sid, lid), store.get_subscriber("lan@example.org")) == before
+    none_ticked = client.post(f"/preferences/{token}", data={**chosen, "categories": [], "send_hour": "x"})
+    assert selected(none_ticked.text, "categories") == []  # unticking every topic is a choice too
+    saved = client.post(f"/preferences/{token}", data=chosen)
+    assert saved.status_code == 200 and selected(saved.text, "send_hour") == ["6"]
+    assert 'class="field-error"' not in saved.text and "aria-invalid" not in saved.text
+
+
+def test_refusals_speak_the_lists_language_not_the_sites(settings: Settings, store: Store, tmp_path: Path) -> None:
+    """An English site with a Vietnamese list: everything a reader of the list meets is Vietnamese, and back."""
+    from syndicate.web import create_app
+
+    site = settings.with_(language="en")
+    store.create_list(NewsList(slug="tin-sang", name="Tin sáng", language="vi"))
+    store.create_list(NewsList(slug="morning", name="Morning brief", language="en"))
+    vi_sid, vi_lid = subscribe_active(store, site, "lan@example.org", "tin-sang")
+    en_sid, en_lid = subscribe_active(store, site, "ann@example.org", "morning")
+    vi_token = subscribers.make_token(site, "preferences", vi_sid, vi_lid)
+    en_token = subscribers.make_token(site, "preferences", en_sid, en_lid)
+    client = Client(create_app(site))
+    r = client.post("/subscribe", data={"email": "bob@", "list": "tin-sang"})
+    assert r.status_code == 400 and error_text(r) == "«bob@» không phải là địa chỉ email hợp lệ."
+    r = client.post("/subscribe", data={"email": "bob@", "list": "morning"})
+    assert error_text(r) == "“bob@” is not an email address: there must be something after the @-sign."
+    big = b"csrf=" + b"a" * MAX_BODY
+    form = {"content-type": "application/x-www-form-urlencoded"}
+    r = client.post(f"/preferences/{vi_token}", content=big, headers=form)
+    assert r.status_code == 413 and "Yêu cầu quá lớn" in r.text and '<html lang="vi">' in r.text
+    r = client.post(f"/preferences/{en_token}", content=big, headers=form)
+    assert r.status_code == 413 and "Request too large" in r.text
+    for path in ("/list/tin-sang/no/such/page", "/archive/tin-sang/2099-01-01", "/archive/tin-sang/%3Cb%3E"):
+        r = client.get(path)
+        assert r.status_code == 404 and "Không tìm thấy trang" in r.text and '<html lang="vi">' in r.text, path
+        assert "Page not found" not in r.text
+    assert "Page not found" in client.get("/list/morning/no/such/page").text
+    assert "Page not found" in client.get("/no/such/page").text  # no list: the site's language
+    limited = Client(Starlette(routes=routes(WebContext(site), limits=RateLimits(per_ip=1))))
+    limited.post("/subscribe", data={"email": "x@example.org", "list": "tin-sang"})
+    r = limited.post("/subscribe", data={"email": "y@example.org", "list": "tin-sang"})
+    assert r.status_code == 429 and "Bạn đã gửi quá nhiều yêu cầu" in r.text
+    r = limited.post("/subscribe", data={"email": "y@example.org", "list": "morning"})
+    assert r.status_code == 429 and "You have sent too many requests" in r.text

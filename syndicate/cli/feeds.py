@@ -51,23 +51,58 @@ def build(app: App, out_dir: str | None, verbose: bool, as_json: bool) -> None:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8080, show_default=True, type=int, help="Port to listen on.")
+@click.option("--access-log", type=click.Choice(["clf", "json", "off"]),
+              help="One line per request: Common Log Format, JSON lines, or none [default: [serve] access_log, clf].")
+@click.option("--access-log-file", type=click.Path(dir_okay=False),
+              help="Append the access log to this file instead of stderr.")
+@click.option("--proxy-headers/--no-proxy-headers", default=None,
+              help="Believe X-Forwarded-For/-Proto from trusted proxies [default: [serve] proxy_headers, off].")
+@click.option("--forwarded-allow-ips", metavar="IPS",
+              help="Comma-separated proxy addresses or networks to trust [default: [serve] forwarded_allow_ips, "
+                   "127.0.0.1].")
 @pass_app
-def serve(app: App, host: str, port: int) -> None:
+def serve(app: App, host: str, port: int, access_log: str | None, access_log_file: str | None,
+          proxy_headers: bool | None, forwarded_allow_ips: str | None) -> None:
     """Serve feeds (with ETag/304 and gzip) and the public pages over HTTP.
+
+    Logs one line per request (tokens in links are written as [redacted]).
+    Behind nginx or Caddy on the same machine, add --proxy-headers so the log
+    and the rate limits see each visitor's address, not the proxy's.
 
     \b
     Example:
         syndicate serve --port 8080
+        syndicate serve --proxy-headers --access-log json --access-log-file /var/log/syndicate/access.log
         curl -I http://127.0.0.1:8080/atom.xml
     """
+    import contextlib
+    import sys
+    from typing import TextIO
+
     import uvicorn
 
-    from ..web import create_app
-    from ..web.feeds import with_clock
+    from ..errors import InputError
+    from ..web.serving import ServeOptions, uvicorn_config
 
     settings = app.settings
+    options = ServeOptions.from_settings(settings, host=host, port=port, access_log=access_log,
+                                         proxy_headers=proxy_headers, forwarded_allow_ips=forwarded_allow_ips)
     app.store  # noqa: B018 - open (and migrate) the database before the first request
-    click.echo(f"serving http://{host}:{port}/ — paste http://{host}:{port}/atom.xml into a feed reader", err=True)
-    # Date comes from the clock that dates Last-Modified (uvicorn's own lags by up to a second).
-    uvicorn.run(with_clock(create_app(settings)), host=host, port=port, log_level="warning", proxy_headers=False,
-                date_header=False)
+    with contextlib.ExitStack() as stack:
+        log_file: TextIO
+        if access_log_file:
+            try:
+                log_file = stack.enter_context(open(access_log_file, "a", encoding="utf-8", buffering=1))
+            except OSError as exc:
+                raise InputError(
+                    f"cannot open the access log {access_log_file}: {exc.strerror or exc} (nothing was started)"
+                ) from None
+        else:
+            log_file = sys.stderr
+
+        def write(line: str) -> None:
+            log_file.write(line + "\n")
+            log_file.flush()
+
+        click.echo(f"serving http://{host}:{port}/ — paste http://{host}:{port}/atom.xml into a feed reader", err=True)
+        uvicorn.Server(uvicorn_config(settings, options, write)).run()

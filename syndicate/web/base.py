@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import zoneinfo
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,9 @@ from . import forms
 from .context import WebContext
 
 NO_STORE = {"cache-control": "no-store"}
+# Paths that name a list, directly or through a signed token: their error pages speak the list's language.
+_LIST_PATH = re.compile(r"/(?:list|archive)/([^/]+)")
+_TOKEN_PATH = re.compile(r"/(confirm|unsubscribe|preferences)/([^/]+)")
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,23 @@ class PageBase:
     def lang_of(self, newslist: NewsList | None = None) -> str:
         return (newslist.language if newslist and newslist.language else self.settings.language) or "en"
 
+    def list_of_path(self, path: str) -> NewsList | None:
+        """The list a page URL belongs to (``/list/<slug>/…``, ``/archive/<slug>/…``, a token's list), or None."""
+        from ..subscribers import read_token
+
+        try:
+            if match := _LIST_PATH.match(path):
+                return self.ctx.store().get_list(match.group(1))
+            if match := _TOKEN_PATH.match(path):
+                return self.ctx.store().get_list_by_id(read_token(self.settings, match.group(2), match.group(1))[1])
+        except Exception:  # an error page must render whatever broke (a forged token, a missing database)
+            return None
+        return None
+
+    def lang_for(self, path: str) -> str:
+        """The language of the page at ``path``: its list's, else the site's."""
+        return self.lang_of(self.list_of_path(path))
+
     def render_bytes(self, template: str, lang: str, /, **values: Any) -> bytes:
         values.setdefault("feeds", feed_links(self.settings.title))
         html = self.ctx.env.get_template(f"web/{template}").render(lang=lang, t=self.t(lang), **values)
@@ -92,9 +113,9 @@ class PageBase:
             status=status, heading=t[heading_key], message=text,
         )
 
-    def error_bytes(self, status: int) -> bytes:
-        """The body of a generic error page (used by the guard and ``exception_handlers``)."""
-        lang = self.lang_of()
+    def error_bytes(self, status: int, path: str = "") -> bytes:
+        """The body of a generic error page at ``path``, in its list's language (the guard, ``exception_handlers``)."""
+        lang = self.lang_for(path)
         t = self.t(lang)
         keys = {
             400: ("bad_request", "bad_link_text"), 404: ("not_found", "not_found_text"),

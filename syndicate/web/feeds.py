@@ -42,6 +42,7 @@ from ..feeds import CONTENT_TYPES, FeedPath, month_bounds, month_of, parse_path
 from ..models import utcnow
 from ..store import FeedState, Store, open_store
 from .context import WebContext
+from .guard import FEED_SECURITY_HEADERS, security_headers
 
 CURRENT_MAX_AGE = 60  # seconds a reader may reuse a subscription feed without asking
 ARCHIVE_MAX_AGE = 86400  # finished months rarely change
@@ -64,6 +65,9 @@ class Entry:
     ambiguous: bool = False  # the bytes changed twice within the Last-Modified second
     content_type: bytes = b""
     cache_control: bytes = b""
+    # the response headers, encoded once per body: (identity, gzip) for a 304, then for a 200
+    not_modified: tuple[tuple[tuple[bytes, bytes], ...], tuple[tuple[bytes, bytes], ...]] = ((), ())
+    ok: tuple[tuple[tuple[bytes, bytes], ...], tuple[tuple[bytes, bytes], ...]] = ((), ())
 
 
 def _whole_second(value: datetime) -> datetime:
@@ -97,18 +101,40 @@ def next_state(path: str, etag: str, previous: FeedState | None, updated: dateti
     return FeedState(path, etag, previous.last_modified, ambiguous=True)
 
 
-def _entry(doc: FeedDocument, generation: int, state: FeedState, max_age: int) -> Entry:
+Headers = tuple[tuple[bytes, bytes], ...]
+
+
+def _entry(doc: FeedDocument, generation: int, state: FeedState, max_age: int, security: Headers = ()) -> Entry:
+    """The cached answer for one body: its bytes, gzip bytes, validators and every header, encoded once."""
+    gzipped = gzip.compress(doc.body, compresslevel=6, mtime=0)
+    etag = state.etag.encode("ascii")
+    etag_gz = (state.etag[:-1] + '-gz"').encode("ascii")
+    last_modified = format_datetime(state.last_modified, usegmt=True).encode("ascii")
+    cache_control = f"public, max-age={max_age}".encode("ascii")
+    content_type = CONTENT_TYPES[doc.fmt].encode("ascii")
+
+    def common(tag: bytes) -> Headers:
+        return ((b"etag", tag), (b"last-modified", last_modified), (b"cache-control", cache_control),
+                (b"vary", b"Accept-Encoding"), *security)
+
+    plain, zipped = common(etag), common(etag_gz)
     return Entry(
         generation=generation,
         body=doc.body,
-        gzipped=gzip.compress(doc.body, compresslevel=6, mtime=0),
-        etag=state.etag.encode("ascii"),
-        etag_gz=(state.etag[:-1] + '-gz"').encode("ascii"),
-        last_modified=format_datetime(state.last_modified, usegmt=True).encode("ascii"),
+        gzipped=gzipped,
+        etag=etag,
+        etag_gz=etag_gz,
+        last_modified=last_modified,
         last_modified_ts=state.last_modified.timestamp(),
         ambiguous=state.ambiguous,
-        content_type=CONTENT_TYPES[doc.fmt].encode("ascii"),
-        cache_control=f"public, max-age={max_age}".encode("ascii"),
+        content_type=content_type,
+        cache_control=cache_control,
+        not_modified=(plain, zipped),
+        ok=(
+            (*plain, (b"content-type", content_type), (b"content-length", str(len(doc.body)).encode("ascii"))),
+            (*zipped, (b"content-type", content_type), (b"content-length", str(len(gzipped)).encode("ascii")),
+             (b"content-encoding", b"gzip")),
+        ),
     )
 
 
@@ -132,6 +158,14 @@ class FeedCache:
         self._docs: dict[str, Entry] = {}
         self._key_lock: asyncio.Lock | None = None
         self._build_locks: dict[tuple[str, str | None], asyncio.Lock] = {}
+        self.security: Headers = tuple(
+            (k.encode(), v.encode()) for k, v in security_headers(ctx.settings.base_url, FEED_SECURITY_HEADERS).items()
+        )
+
+    @property
+    def known(self) -> dict[str, Entry]:
+        """Every feed path asked for so far (documents and remembered misses), by path."""
+        return self._docs
 
     def close(self) -> None:
         if self._probe is not None:
@@ -205,7 +239,7 @@ class FeedCache:
             state = next_state(doc.path, etag_of(doc.body), previous, doc.updated, now)
             if state != previous:
                 store.save_feed_state(state)
-            out[doc.path] = _entry(doc, generation, state, max_age)
+            out[doc.path] = _entry(doc, generation, state, max_age, self.security)
         return out
 
 
@@ -217,20 +251,32 @@ class DateHeader:
     uvicorn's off (``date_header=False``) and wraps the app in this.
     """
 
-    def __init__(self, app: ASGIApp, clock: Clock = utcnow) -> None:
+    def __init__(self, app: ASGIApp, clock: Clock = utcnow, feeds: FeedEndpoint | None = None) -> None:
         self.app = app
         self.clock = clock
+        self.feeds = feeds
         self._last: tuple[datetime, bytes] | None = None
 
     def date(self) -> bytes:
-        now = _whole_second(self.clock())
-        if self._last is None or self._last[0] != now:
-            self._last = (now, format_datetime(now, usegmt=True).encode("ascii"))
+        raw = self.clock()
+        if self._last is not None and self._last[0] == raw:  # the clock's value repeats all second long
+            return self._last[1]
+        self._last = (raw, format_datetime(_whole_second(raw), usegmt=True).encode("ascii"))
         return self._last[1]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if self.feeds is not None and scope["path"] in self.feeds.cache.known:
+            # A feed URL asked before: straight to its endpoint, past the router (a 304 is a dict
+            # lookup and a header compare). Its header lists are fresh per response and hold no Date.
+            async def send_feed(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    message["headers"].append((b"date", self.date()))
+                await send(message)
+
+            await self.feeds(scope, receive, send_feed)
             return
 
         async def send_with_date(message: Message) -> None:
@@ -254,18 +300,23 @@ def with_clock(app: Any, clock: Clock = utcnow) -> DateHeader:
         True
     """
     app.state.feed_cache.clock = clock
-    return DateHeader(app, clock)
+    return DateHeader(app, clock, FeedEndpoint(app.state.feed_cache))
 
 
-def _header(scope: Scope, name: bytes) -> bytes | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return bytes(value)
-    return None
+_GZIP_ANSWERS: dict[bytes | None, bool] = {}
 
 
 def _wants_gzip(accept: bytes | None) -> bool:
-    """True when Accept-Encoding allows gzip (``gzip`` or ``*`` with q > 0)."""
+    """True when Accept-Encoding allows gzip (``gzip`` or ``*`` with q > 0); each header value parsed once."""
+    known = _GZIP_ANSWERS.get(accept)
+    if known is None:
+        if len(_GZIP_ANSWERS) > 1024:
+            _GZIP_ANSWERS.clear()
+        known = _GZIP_ANSWERS[accept] = _parse_gzip(accept)
+    return known
+
+
+def _parse_gzip(accept: bytes | None) -> bool:
     for part in (accept or b"").split(b","):
         coding, _, params = part.partition(b";")
         if coding.strip().lower() not in (b"gzip", b"*"):
@@ -294,11 +345,9 @@ def _etag_matches(header: bytes, entry: Entry) -> bool:
     return False
 
 
-def _not_modified(scope: Scope, entry: Entry) -> bool:
-    inm = _header(scope, b"if-none-match")
+def _not_modified(inm: bytes | None, ims: bytes | None, entry: Entry) -> bool:
     if inm is not None:
         return _etag_matches(inm, entry)
-    ims = _header(scope, b"if-modified-since")
     if ims is None:
         return False
     try:
@@ -313,49 +362,56 @@ def _not_modified(scope: Scope, entry: Entry) -> bool:
     return entry.last_modified_ts <= stamp
 
 
-async def _plain(send: Send, status: int, text: bytes, extra: list[tuple[bytes, bytes]] | None = None) -> None:
+async def _plain(send: Send, status: int, text: bytes, extra: list[tuple[bytes, bytes]]) -> None:
     headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(text)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers + (extra or [])})
+    await send({"type": "http.response.start", "status": status, "headers": headers + extra})
     await send({"type": "http.response.body", "body": text})
 
 
 class FeedEndpoint:
-    """The ASGI app behind every feed URL: GET/HEAD, 200 or 304, gzip, strong ETag."""
+    """The ASGI app behind every feed URL: GET/HEAD, 200 or 304, gzip, strong ETag.
+
+    Every answer (200, 304, 404, 405) carries the feed security headers
+    (nosniff, a CSP that runs nothing, HSTS on https), encoded once here.
+    """
 
     def __init__(self, cache: FeedCache) -> None:
         self.cache = cache
+        self.security = list(cache.security)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         method = scope["method"]
         if method not in ("GET", "HEAD"):
-            await _plain(send, 405, b"method not allowed\n", [(b"allow", b"GET, HEAD")])
+            await _plain(send, 405, b"method not allowed\n", [(b"allow", b"GET, HEAD"), *self.security])
             return
         path: str = scope["path"]
-        feed = parse_path(path)
-        if feed is None:
-            await _plain(send, 404, b"no such feed\n")
-            return
-        entry = await self.cache.get(path, feed)
+        generation = await self.cache.current_generation()
+        entry = self.cache.known.get(path)
+        if entry is None or entry.generation != generation:
+            feed = parse_path(path)
+            if feed is None:
+                await _plain(send, 404, b"no such feed\n", self.security)
+                return
+            entry = await self.cache.get(path, feed)
         if entry.body is None:
-            await _plain(send, 404, b"no such feed\n")
+            await _plain(send, 404, b"no such feed\n", self.security)
             return
-        use_gzip = _wants_gzip(_header(scope, b"accept-encoding"))
-        headers = [
-            (b"etag", entry.etag_gz if use_gzip else entry.etag),
-            (b"last-modified", entry.last_modified),
-            (b"cache-control", entry.cache_control),
-            (b"vary", b"Accept-Encoding"),
-        ]
-        if _not_modified(scope, entry):
-            await send({"type": "http.response.start", "status": 304, "headers": headers})
+        accept = inm = ims = None
+        for key, value in scope["headers"]:
+            if key == b"accept-encoding":
+                accept = value
+            elif key == b"if-none-match":
+                inm = value
+            elif key == b"if-modified-since":
+                ims = value
+        use_gzip = _wants_gzip(accept)
+        if _not_modified(inm, ims, entry):
+            await send({"type": "http.response.start", "status": 304, "headers": list(entry.not_modified[use_gzip])})
             await send({"type": "http.response.body", "body": b""})
             return
-        body = entry.gzipped if use_gzip else entry.body
-        headers += [(b"content-type", entry.content_type), (b"content-length", str(len(body)).encode("ascii"))]
-        if use_gzip:
-            headers.append((b"content-encoding", b"gzip"))
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
+        await send({"type": "http.response.start", "status": 200, "headers": list(entry.ok[use_gzip])})
+        await send({"type": "http.response.body", "body": b"" if method == "HEAD" else
+                    entry.gzipped if use_gzip else entry.body})
 
 
 FEED_ROUTE_PATHS = (

@@ -1,5 +1,10 @@
 """What guards every public page: security headers, a body-size cap, rate limits.
 
+The security headers are one table here for pages (:data:`SECURITY_HEADERS`)
+and one for feeds (:data:`FEED_SECURITY_HEADERS`), with HSTS added by
+:func:`security_headers` when ``base_url`` is https; deploy/nginx.conf and
+deploy/Caddyfile send the same.
+
 :class:`PageGuard` wraps each page route (ASGI middleware): it adds the
 security headers, answers 413 to bodies over ``MAX_BODY`` and turns any
 unexpected exception into a plain 500 page. :class:`SlidingWindow` counts
@@ -15,6 +20,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -35,6 +41,32 @@ SECURITY_HEADERS = {
     "x-frame-options": "DENY",
     "cross-origin-opener-policy": "same-origin",
 }
+# Feeds are data, never a page: a browser that opens one runs nothing and loads nothing but inline style.
+CSP_FEED = "default-src 'none'; style-src 'unsafe-inline'; sandbox"
+FEED_SECURITY_HEADERS = {
+    "content-security-policy": CSP_FEED,
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+}
+HSTS = "max-age=31536000"
+
+
+def security_headers(base_url: str, headers: dict[str, str] | None = None) -> dict[str, str]:
+    """``headers`` (the page set by default), plus HSTS when the site is served over https.
+
+    HSTS only ever on https: sent over http a browser ignores it, and on a
+    localhost demo it would pin the port to TLS for a year.
+
+    Example:
+        >>> security_headers("https://news.example.org")["strict-transport-security"]
+        'max-age=31536000'
+        >>> "strict-transport-security" in security_headers("http://127.0.0.1:8080")
+        False
+    """
+    out = dict(SECURITY_HEADERS if headers is None else headers)
+    if base_url.lower().startswith("https://"):
+        out["strict-transport-security"] = HSTS
+    return out
 
 # --- rate limits ---------------------------------------------------------------------------------
 
@@ -98,13 +130,18 @@ class TooLarge(Exception):
 class PageGuard:
     """ASGI middleware: security headers, a body-size cap (413) and no tracebacks (500).
 
-    ``render_error(status)`` returns the HTML body of the error page to send.
+    ``render_error(status, path)`` returns the HTML body of the error page to
+    send (it may read the store, so it runs in the thread pool).
     """
 
-    def __init__(self, app: ASGIApp, render_error: Callable[[int], bytes], max_body: int = MAX_BODY) -> None:
+    def __init__(
+        self, app: ASGIApp, render_error: Callable[[int, str], bytes], max_body: int = MAX_BODY,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         self.app = app
         self.render_error = render_error
         self.max_body = max_body
+        self.headers = [(k.encode(), v.encode()) for k, v in (SECURITY_HEADERS if headers is None else headers).items()]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -117,7 +154,7 @@ class PageGuard:
             if message["type"] == "http.response.start":
                 started = True
                 present = {k.lower() for k, _ in message.get("headers", [])}
-                extra = [(k.encode(), v.encode()) for k, v in SECURITY_HEADERS.items() if k.encode() not in present]
+                extra = [(k, v) for k, v in self.headers if k not in present]
                 message = {**message, "headers": [*message.get("headers", []), *extra]}
             await send(message)
 
@@ -149,7 +186,7 @@ class PageGuard:
             await self._error(500, scope, send_with_headers)
 
     async def _error(self, status: int, scope: Scope, send: Send) -> None:
-        body = self.render_error(status)
+        body = await run_in_threadpool(self.render_error, status, str(scope.get("path", "")))
         response = Response(body, status_code=status, media_type="text/html", headers={"connection": "close"})
         await response(scope, _empty_receive, send)
 

@@ -35,7 +35,7 @@ from ..models import NewsList, Subscriber, Subscription
 from . import forms
 from .base import NO_STORE, FeedLink, feed_links
 from .context import WebContext
-from .guard import MAX_BODY, SECURITY_HEADERS, PageGuard, RateLimits, SlidingWindow, TooLarge
+from .guard import MAX_BODY, PageGuard, RateLimits, SlidingWindow, TooLarge, security_headers
 from .reading import ReadingPages
 
 log = logging.getLogger("syndicate.web")
@@ -77,6 +77,7 @@ class Pages(ReadingPages):
             return self.form_error(lang, exc)
         ip = request.client.host if request.client else "unknown"
         if not self.ip_limit.hit(ip):
+            lang = await run_in_threadpool(self.lang_for, f"/list/{slug}")  # the list's words, even for a refusal
             return self.error(429, lang, "too_many", self.t(lang)["too_many_text"], {"retry-after": "600"})
         try:
             newslist, choices = await run_in_threadpool(self._list_and_choices, slug)
@@ -88,7 +89,7 @@ class Pages(ReadingPages):
         try:
             address = normalize_address(email)
         except AddressError as exc:
-            return self.error(400, lang, "bad_address", str(exc))
+            return self.error(400, lang, "bad_address", self.address_message(lang, email, exc))
         try:
             name = forms.person_name(name_raw, "name_optional")
             categories = forms.topics(wanted, "topics", choices, newslist.name)
@@ -105,6 +106,11 @@ class Pages(ReadingPages):
         return self.page(
             "subscribe-result.html", lang, headers=NO_STORE, background=task, email=address, newslist=newslist,
         )
+
+    def address_message(self, lang: str, raw: str, exc: AddressError) -> str:
+        """Why ``raw`` is not an address, in ``lang`` (the English reason only where the page is English)."""
+        reason = str(exc).partition(" is not an email address: ")[2] or str(exc)
+        return str(self.t(lang)["form"]["email"]).format(value=forms.shown(raw.strip()), reason=reason)
 
     def _list_and_choices(self, slug: str) -> tuple[NewsList, list[tuple[str, str]]]:
         newslist = self.ctx.store().get_list(slug)
@@ -263,7 +269,7 @@ class Pages(ReadingPages):
         lang = self.lang_of(newslist)
         assert subscriber.id is not None and newslist.id is not None
         csrf = csrf_token(self.settings.require_secret(), token)
-        status, error, saved = 200, "", False
+        status, error, error_field, saved = 200, "", "", False
         if form is not None:
             if not hmac.compare_digest(form["csrf"].encode(), csrf.encode()):
                 return self.error(403, lang, "bad_request", self.t(lang)["csrf_failed"])
@@ -284,17 +290,50 @@ class Pages(ReadingPages):
                 saved = True
                 subscriber, subscription, newslist = result.subscriber, result.subscription, result.newslist
             except forms.FormError as exc:
-                status, error = 400, exc.message(t)
+                status, error, error_field = 400, exc.message(t), _FORM_FIELDS.get(exc.field, "")
             except InputError as exc:
                 status, error = 400, str(exc)
         assert subscriber.id is not None and newslist.id is not None
+        shown = _chosen(subscriber, subscription, form if status == 400 else None)
         return self.page(
             "preferences.html", lang, status, headers=NO_STORE, subscriber=subscriber, subscription=subscription,
-            newslist=newslist, csrf=csrf, saved=saved, error=error, choices=self.list_choices(newslist),
+            newslist=newslist, csrf=csrf, saved=saved, error=error, error_field=error_field, shown=shown,
+            choices=self.list_choices(newslist),
             zones=self.zones, unsubscribe_href=subscribers.unsubscribe_url(
                 self.settings, subscriber.id, newslist.id, subscriber.email
             ),
         )
+
+
+# FormError's field (the label's key) -> the form control it is about
+_FORM_FIELDS = {"cadence": "cadence", "weekday": "weekday", "send_hour": "send_hour", "timezone": "timezone",
+                "topics": "categories", "name_optional": "name"}
+
+
+def _number_text(raw: str) -> str:
+    value = raw.strip(" \t")
+    return str(int(value)) if value.isascii() and value.isdigit() and len(value) <= 2 else value
+
+
+def _chosen(subscriber: Subscriber, subscription: Subscription, form: dict[str, Any] | None) -> dict[str, Any]:
+    """What the preferences form shows as chosen: the stored values, or, on a refused form, what the person sent.
+
+    An empty field means "leave it as it is" to the form, so it shows the stored value.
+    """
+    stored: dict[str, Any] = {
+        "cadence": subscription.cadence, "weekday": str(subscription.weekday), "send_hour": str(subscription.send_hour),
+        "timezone": subscriber.timezone, "name": subscriber.name, "categories": list(subscription.categories),
+    }
+    if form is None:
+        return stored
+    sent = {
+        "cadence": form["cadence"], "weekday": _number_text(form["weekday"]), "send_hour": _number_text(form["send_hour"]),
+        "timezone": form["timezone"].strip(),
+    }
+    shown = {key: value or stored[key] for key, value in sent.items()}
+    shown["name"] = form["name"] if form["has_name"] else stored["name"]  # an emptied name is a choice
+    shown["categories"] = form["categories"]
+    return shown
 
 
 def routes(ctx: WebContext, *, limits: RateLimits | None = None, max_body: int = MAX_BODY) -> list[BaseRoute]:
@@ -306,7 +345,8 @@ def routes(ctx: WebContext, *, limits: RateLimits | None = None, max_body: int =
         ['/', '/archive/{list}', '/archive/{list}/{period}']
     """
     pages = Pages(ctx, limits)
-    guard = [Middleware(PageGuard, render_error=pages.error_bytes, max_body=max_body)]
+    headers = security_headers(ctx.settings.base_url)
+    guard = [Middleware(PageGuard, render_error=pages.error_bytes, max_body=max_body, headers=headers)]
 
     def route(path: str, endpoint: Callable[[Request], Any], methods: list[str]) -> Route:
         return Route(path, endpoint, methods=methods, middleware=guard)
@@ -336,10 +376,11 @@ def routes(ctx: WebContext, *, limits: RateLimits | None = None, max_body: int =
 def exception_handlers(ctx: WebContext) -> dict[Any, Callable[[Request, Exception], Response]]:
     """Friendly 404/405/500 pages for paths no route matched (for ``Starlette(exception_handlers=...)``)."""
     pages = Pages(ctx)
+    headers = security_headers(ctx.settings.base_url)
 
     def handler(request: Request, exc: Exception) -> Response:
         status = int(getattr(exc, "status_code", 500))
-        body = pages.error_bytes(status)
-        return Response(body, status_code=status, media_type="text/html", headers=SECURITY_HEADERS)
+        body = pages.error_bytes(status, request.url.path)
+        return Response(body, status_code=status, media_type="text/html", headers=headers)
 
     return {404: handler, 405: handler, 500: handler}

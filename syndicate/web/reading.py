@@ -157,7 +157,7 @@ class ReadingPages(PageBase):
                     digest = None
             digest = digest or store.get_archived_digest(newslist.id, period)
         except NotFound:
-            return self.not_found(self.lang_of())
+            return self.not_found(self.lang_for(request.url.path))
         if digest is None:
             return self.not_found(self.lang_of(newslist))
         match = _BODY_TAG.search(digest.html)

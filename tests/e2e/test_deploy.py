@@ -35,7 +35,7 @@ CADDY = shutil.which("caddy")
 def _test_config(tmp_path: Path, site: Path, app_port: int, port: int) -> Path:
     server = (ROOT / "deploy" / "nginx.conf").read_text()
     server = re.sub(r"server \{\n    listen 80;.*?\n\}\n", "", server, count=1, flags=re.S)  # the http->https redirect
-    server = re.sub(r"^\s*(ssl_\w+|http2|add_header Strict-Transport-Security).*\n", "", server, flags=re.M)
+    server = re.sub(r"^\s*(ssl_\w+|http2).*\n", "", server, flags=re.M)
     server = server.replace("listen 443 ssl;", f"listen 127.0.0.1:{port};").replace("listen [::]:443 ssl;\n", "")
     server = server.replace("127.0.0.1:8080", f"127.0.0.1:{app_port}").replace("/var/lib/syndicate/site", str(site))
     conf = tmp_path / "nginx.conf"
@@ -55,7 +55,6 @@ def _caddy_config(tmp_path: Path, site: Path, app_port: int, port: int) -> Path:
     text = text.replace("news.example.org {", "{\n\tadmin off\n\tauto_https off\n\tstorage file_system " + str(tmp_path / "caddy")
                         + "\n}\n\nhttp://127.0.0.1:" + str(port) + " {", 1)
     text = text.replace("127.0.0.1:8080", f"127.0.0.1:{app_port}").replace("/var/lib/syndicate/site", str(site))
-    text = "\n".join(ln for ln in text.splitlines() if "Strict-Transport-Security" not in ln) + "\n"
     conf = tmp_path / "Caddyfile"
     conf.write_text(text)
     return conf
@@ -145,3 +144,17 @@ def test_front_end_hands_pages_and_missing_feeds_to_serve(fronted: tuple[httpx.C
         assert a.status_code == b.status_code, path
         assert a.headers["content-type"] == b.headers["content-type"], path
     assert front.get("/").status_code == 200
+
+
+SECURITY = ("x-content-type-options", "content-security-policy", "referrer-policy", "strict-transport-security")
+
+
+def test_front_end_sends_serves_security_headers_once(fronted: tuple[httpx.Client, httpx.Client]) -> None:
+    """Built feeds (200 and 304) carry the headers serve sends with a feed; proxied pages keep the app's, once."""
+    front, direct = fronted
+    for path in ("/atom.xml", "/category/kinh-te/rss.xml", "/feed.json", "/", "/articles/tin-1/", "/no/such/page"):
+        a, b = front.get(path), direct.get(path)
+        again = front.get(path, headers={"if-none-match": a.headers.get("etag", '"none"')})
+        for r in (a, again) if a.headers.get("etag") else (a,):
+            for name in SECURITY:
+                assert r.headers.get_list(name) == [b.headers[name]], (path, r.status_code, name)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import gzip
+import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -18,14 +22,18 @@ import feedparser
 import httpx
 import pytest
 import uvicorn
+from click.testing import CliRunner
 from loopback import free_port
 
+from syndicate.cli import main
 from syndicate.config import Settings
 from syndicate.models import Article
 from syndicate.publish import publish_all
 from syndicate.store import Store
 from syndicate.web import create_app
 from syndicate.web.feeds import with_clock
+from syndicate.web.guard import RateLimits
+from syndicate.web.serving import AccessLog, ServeOptions, uvicorn_config
 
 T0 = datetime(2024, 10, 1, 8, 0, tzinfo=UTC)
 
@@ -302,3 +310,197 @@ def test_an_embargo_ending_changes_the_feed_with_no_write(store: Store, settings
     finally:
         server.should_exit = True
         thread.join(30)
+
+
+# --- production serving: security headers, access log, trusted proxies --------------------------------
+
+FEED_CSP = "default-src 'none'; style-src 'unsafe-inline'; sandbox"
+
+
+def test_every_feed_answer_carries_the_security_headers(served: Served) -> None:
+    c = served.client
+    first = c.get("/atom.xml")
+    again = c.get("/atom.xml", headers={"if-none-match": first.headers["etag"]})
+    missing = c.get("/category/no-such-topic/atom.xml")
+    posted = c.post("/rss.xml")
+    assert [r.status_code for r in (first, again, missing, posted)] == [200, 304, 404, 405]
+    for r in (first, again, missing, posted):
+        assert r.headers["x-content-type-options"] == "nosniff"
+        assert r.headers["content-security-policy"] == FEED_CSP
+        assert r.headers["referrer-policy"] == "no-referrer"
+        assert r.headers["strict-transport-security"] == "max-age=31536000"  # base_url is https
+    page = c.get("/")
+    assert page.headers["strict-transport-security"] == "max-age=31536000"
+    assert "default-src 'none'" in page.headers["content-security-policy"]
+    assert c.get("/no/such/page").headers["strict-transport-security"] == "max-age=31536000"
+
+
+@dataclass
+class Logged:
+    client: httpx.Client
+    lines: list[str]
+
+    def last(self, count: int = 1) -> list[str]:
+        """The newest ``count`` lines, waiting for them: a line is written once its response is sent."""
+        deadline = time.monotonic() + 10
+        while len(self.lines) < count:
+            assert time.monotonic() < deadline, "no access log line"
+            time.sleep(0.01)
+        return self.lines[-count:]
+
+
+@contextlib.contextmanager
+def serving(settings: Settings, options: ServeOptions) -> Iterator[Logged]:
+    """The stack `syndicate serve` runs (uvicorn_config), its access log kept in a list."""
+    lines: list[str] = []
+    options = dataclasses.replace(options, host="127.0.0.1", port=free_port())
+    server = uvicorn.Server(uvicorn_config(settings, options, lines.append))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.01)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{options.port}", timeout=10) as client:
+            client.get("/atom.xml")  # warm the cache; tests read the lines after this one
+            Logged(client, lines).last()
+            lines.clear()
+            yield Logged(client, lines)
+    finally:
+        server.should_exit = True
+        thread.join(20)
+
+
+CLF = re.compile(r'^(\S+) - - \[(\d\d/[A-Z][a-z]{2}/\d{4}:\d\d:\d\d:\d\d \+0000)\] "([^"]*)" (\d{3}) (\d+|-)$')
+
+
+def test_serve_uses_httptools_and_uvloop(settings: Settings) -> None:
+    config = uvicorn_config(settings, ServeOptions(), None)
+    assert (config.http, config.loop) == ("httptools", "uvloop")
+
+
+def test_access_log_is_common_log_format_one_line_per_request(store: Store, settings: Settings) -> None:
+    store.upsert_articles([art(1)])
+    with serving(settings, ServeOptions()) as s:
+        r = s.client.get("/atom.xml", headers={"accept-encoding": "identity"})
+        (line,) = s.last()
+        m = CLF.match(line)
+        assert m, line
+        assert m.group(1) == "127.0.0.1" and m.group(3) == "GET /atom.xml HTTP/1.1"
+        assert (m.group(4), m.group(5)) == ("200", str(len(r.content)))
+        logged_at = datetime.strptime(m.group(2), "%d/%b/%Y:%H:%M:%S %z")
+        assert abs((logged_at - datetime.now(UTC)).total_seconds()) < 60
+        s.client.get("/atom.xml", headers={"if-none-match": r.headers["etag"]})
+        assert s.last()[0].endswith('"GET /atom.xml HTTP/1.1" 304 -')
+        s.client.get("/nowhere")
+        assert ' "GET /nowhere HTTP/1.1" 404 ' in s.last()[0]
+        assert len(s.lines) == 3
+
+
+def test_access_log_redacts_tokens_and_never_writes_authorization(store: Store, settings: Settings) -> None:
+    secret = "eyJzIjoxMjN9.c2VjcmV0LXRva2Vu"
+    asked = [
+        (f"/unsubscribe/{secret}", "/unsubscribe/[redacted]"),
+        (f"/preferences/{secret}", "/preferences/[redacted]"),
+        (f"/confirm/{secret}", "/confirm/[redacted]"),
+        (f"/r/{secret}/3", "/r/[redacted]/3"),
+        (f"/%75nsubscribe/{secret}", "/unsubscribe/[redacted]"),  # what the router would decode and match
+        (f"/unsubscribe?token={secret}&list=tin", "/unsubscribe?token=[redacted]&list=tin"),
+        (f"/api/v1/articles?TOKEN={secret}", "/api/v1/articles?TOKEN=[redacted]"),
+        ("/tin tức/\"x\"", "/tin%20t%E1%BB%A9c/%22x%22"),
+    ]
+    with serving(settings, ServeOptions(access_log="json")) as s:
+        for path, _ in asked:
+            s.client.get(path, headers={"authorization": f"Bearer {secret}", "user-agent": "NetNewsWire/6"})
+        lines = s.last(len(asked))
+    records = [json.loads(line) for line in lines]
+    assert [r["path"] for r in records] == [want for _, want in asked]
+    assert all(secret not in line and "Bearer" not in line for line in lines)
+    assert records[0]["method"] == "GET" and records[0]["client"] == "127.0.0.1"
+    assert records[0]["user_agent"] == "NetNewsWire/6" and records[0]["protocol"] == "HTTP/1.1"
+    assert isinstance(records[0]["status"], int) and records[0]["duration_ms"] >= 0
+    assert datetime.fromisoformat(records[0]["time"]).tzinfo is not None
+
+
+def test_access_log_off_writes_nothing(store: Store, settings: Settings) -> None:
+    lines: list[str] = []
+    config = uvicorn_config(settings, ServeOptions(access_log="off"), lines.append)
+    assert not isinstance(config.app, AccessLog)
+
+
+def test_forwarded_for_is_believed_only_from_a_trusted_proxy(store: Store, settings: Settings) -> None:
+    forwarded = {"x-forwarded-for": "198.51.100.23", "x-forwarded-proto": "https"}
+    with serving(settings, ServeOptions(proxy_headers=True, forwarded_allow_ips="10.9.9.9")) as s:
+        s.client.get("/atom.xml", headers=forwarded)
+        assert s.last()[0].startswith("127.0.0.1 - - ")  # an untrusted peer keeps its own address
+    with serving(settings, ServeOptions(proxy_headers=True, forwarded_allow_ips="127.0.0.1")) as s:
+        s.client.get("/atom.xml", headers=forwarded)
+        assert s.last()[0].startswith("198.51.100.23 - - ")
+    with serving(settings, ServeOptions(proxy_headers=False)) as s:
+        s.client.get("/atom.xml", headers=forwarded)
+        assert s.last()[0].startswith("127.0.0.1 - - ")
+
+
+def test_rate_limits_key_on_the_client_a_trusted_proxy_names(store: Store, settings: Settings) -> None:
+    def subscribe(s: Logged, ip: str) -> int:
+        form = {"email": "a@example.org", "list": "no-such-list"}
+        return s.client.post("/subscribe", data=form, headers={"x-forwarded-for": ip}).status_code
+
+    limit = RateLimits().per_ip
+    with serving(settings, ServeOptions(proxy_headers=True)) as s:
+        assert {subscribe(s, "198.51.100.1") for _ in range(limit)} == {400}  # unknown list, but counted
+        assert subscribe(s, "198.51.100.1") == 429
+        assert subscribe(s, "198.51.100.2") == 400  # another visitor behind the same proxy is not blocked
+    with serving(settings, ServeOptions(proxy_headers=True, forwarded_allow_ips="10.9.9.9")) as s:
+        assert {subscribe(s, f"198.51.100.{i}") for i in range(limit)} == {400}
+        assert subscribe(s, "198.51.100.99") == 429  # untrusted: every forged address is the one peer
+
+
+def test_serve_command_logs_to_a_file_with_proxy_headers(tmp_path: Path, store: Store, settings: Settings) -> None:
+    store.upsert_articles([art(1)])
+    port = free_port()
+    log = tmp_path / "access.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SYNDICATE_")}
+    env.update(SYNDICATE_DB=settings.db, SYNDICATE_SECRET_KEY="test-secret-key-0123456789-abcdefghij")
+    cmd = [sys.executable, "-c", "from syndicate.cli import main; main()", "serve", "--port", str(port),
+           "--access-log", "json", "--access-log-file", str(log), "--proxy-headers"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/atom.xml", timeout=5, headers={"x-forwarded-for": "192.0.2.9"})
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+                assert time.monotonic() < deadline, "syndicate serve did not start"
+                time.sleep(0.05)
+        while not log.exists() or not log.read_text(encoding="utf-8").endswith("\n"):
+            assert time.monotonic() < deadline, "no access log line"
+            time.sleep(0.02)
+        record = json.loads(log.read_text(encoding="utf-8").splitlines()[-1])
+        assert (record["client"], record["path"], record["status"]) == ("192.0.2.9", "/atom.xml", 200)
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=60)
+    assert b"192.0.2.9" not in err  # the log went to the file, not stderr
+
+
+def test_serve_refuses_bad_proxy_lists_and_log_files_before_listening(cli: CliRunner, tmp_path: Path) -> None:
+    bad = cli.invoke(main, ["serve", "--proxy-headers", "--forwarded-allow-ips", "127.0.0.1, nginx.local"])
+    assert bad.exit_code == 65 and bad.stderr == (
+        "error: --forwarded-allow-ips: 'nginx.local' is not an IP address or network such as 127.0.0.1 or "
+        "10.0.0.0/8 (nothing was started)\n"
+    )
+    (tmp_path / "syndicate.toml").write_text('[serve]\nforwarded_allow_ips = "10.0.0.0/33"\n')
+    bad = cli.invoke(main, ["--config", "syndicate.toml", "serve"])
+    assert bad.exit_code == 65 and bad.stderr.startswith(
+        "error: syndicate.toml: [serve] forwarded_allow_ips: '10.0.0.0/33' is not an IP address or network")
+    (tmp_path / "syndicate.toml").unlink()
+    bad = cli.invoke(main, ["serve", "--access-log-file", str(tmp_path / "no" / "such" / "dir" / "access.log")])
+    assert bad.exit_code == 65 and bad.stderr.startswith(
+        f"error: cannot open the access log {tmp_path / 'no' / 'such' / 'dir' / 'access.log'}: "
+    ) and bad.stderr.endswith(" (nothing was started)\n")
+    bad = cli.invoke(main, ["serve", "--access-log", "xml"])
+    assert bad.exit_code == 2 and "'xml' is not one of 'clf', 'json', 'off'" in bad.stderr
