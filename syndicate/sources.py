@@ -28,10 +28,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
-from . import fetcher
 from .config import Settings
 from .errors import InputError
-from .fetcher import FetchError, FetchPolicy, FetchResult
+from .fetcher import FetchError, FetchPolicy, FetchResult, FetchSession
 from .ingest import ImportReport, Options, import_paths
 from .ingest import feed as feed_format
 from .ingest.common import Parsed
@@ -44,7 +43,7 @@ __all__ = ["FetchRun", "SourceResult", "add_source", "backoff", "fetch_lock", "f
 
 MAX_BACKOFF = 86400  # a failing source is tried at least once a day
 DEFAULT_EVERY = 1800
-CONCURRENCY = 8
+CONCURRENCY = 16  # requests in flight per run (sized in benchmarks/fetch.py: slow sources hold a slot each)
 INDEX_LINKS = 30  # new article links read per index source per run
 _EVERY = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*$", re.I)
 _UNITS = {"": 60, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -215,17 +214,11 @@ class _Fetched:
     page_errors: dict[str, str] = field(default_factory=dict)
 
 
-async def _get(url: str, policy: FetchPolicy, sem: asyncio.Semaphore, accept: str, etag: str = "",
-               last_modified: str = "") -> FetchResult:
-    async with sem:
-        return await fetcher.fetch_async(url, policy, etag=etag, last_modified=last_modified, accept=accept)
-
-
-async def _fetch_one(store: Store, source: Source, policy: FetchPolicy, sem: asyncio.Semaphore) -> _Fetched:
+async def _fetch_one(store: Store, source: Source, session: FetchSession) -> _Fetched:
     out = _Fetched(source)
     accept = FEED_ACCEPT if source.kind == "feed" else PAGE_ACCEPT
     try:
-        out.main = await _get(source.url, policy, sem, accept, source.etag, source.last_modified)
+        out.main = await session.get(source.url, etag=source.etag, last_modified=source.last_modified, accept=accept)
     except FetchError as exc:
         out.error = exc
         return out
@@ -236,7 +229,7 @@ async def _fetch_one(store: Store, source: Source, policy: FetchPolicy, sem: asy
 
         async def one(url: str) -> None:
             try:
-                out.pages[url] = await _get(url, policy, sem, PAGE_ACCEPT)
+                out.pages[url] = await session.get(url, accept=PAGE_ACCEPT)
             except FetchError as exc:
                 out.page_errors[url] = str(exc)
 
@@ -245,8 +238,10 @@ async def _fetch_one(store: Store, source: Source, policy: FetchPolicy, sem: asy
 
 
 async def _fetch_all(store: Store, sources: list[Source], policy: FetchPolicy, concurrency: int) -> list[_Fetched]:
-    sem = asyncio.Semaphore(max(1, concurrency))
-    return list(await asyncio.gather(*(_fetch_one(store, s, policy, sem) for s in sources)))
+    """Every source's GETs through one session: at most ``concurrency`` in flight, each over a kept-alive
+    connection; a request's deadline starts when it has its connection slot, not while it waits for one."""
+    async with FetchSession(policy, connections=max(1, concurrency)) as session:
+        return list(await asyncio.gather(*(_fetch_one(store, s, session) for s in sources)))
 
 
 def _parser(f: _Fetched, settings: Settings, now: datetime, opts: Options) -> tuple[list[str], dict[str, Parsed]]:
@@ -294,8 +289,12 @@ def run_fetch(store: Store, settings: Settings, *, now: datetime | None = None, 
         opts = Options(default_tz=settings.tz, fetch=policy,
                        max_article_bytes=int(settings.ingest_max_article_mb * 1_000_000))
         fetched = asyncio.run(_fetch_all(store, sources, policy, concurrency))
-        for f in fetched:
-            run.results.append(_import_one(store, settings, f, now, opts, run))
+        unchanged: list[tuple[int, FetchOutcome]] = []  # 304s and failures: recorded in one transaction
+        try:
+            for f in fetched:
+                run.results.append(_import_one(store, settings, f, now, opts, run, unchanged))
+        finally:
+            store.record_fetches(unchanged)
     if publish and run.changed_guids:
         from .publish import refresh_published
 
@@ -306,21 +305,24 @@ def run_fetch(store: Store, settings: Settings, *, now: datetime | None = None, 
     return run
 
 
-def _import_one(store: Store, settings: Settings, f: _Fetched, now: datetime, opts: Options, run: FetchRun) -> SourceResult:
+def _import_one(store: Store, settings: Settings, f: _Fetched, now: datetime, opts: Options, run: FetchRun,
+                unchanged: list[tuple[int, FetchOutcome]]) -> SourceResult:
+    """Import one source's answer; an answer that imports nothing (a failure, a 304) goes to
+    ``unchanged`` for the caller to record with the others in one transaction."""
     s = f.source
     result = SourceResult(s)
     if f.error is not None:
         result.status = f.error.status
         result.error = str(f.error)
         result.next_due = now + timedelta(seconds=backoff(s.every_seconds, s.failures + 1, f.error.retry_after))
-        store.record_fetch(s.id, FetchOutcome(now, result.next_due, f.error.status, ok=False, error=result.error))
+        unchanged.append((s.id, FetchOutcome(now, result.next_due, f.error.status, ok=False, error=result.error)))
         return result
     assert f.main is not None
     result.status = f.main.status
     result.next_due = now + timedelta(seconds=s.every_seconds)
     if f.main.not_modified:
         result.not_modified = True
-        store.record_fetch(s.id, FetchOutcome(now, result.next_due, 304, ok=True))
+        unchanged.append((s.id, FetchOutcome(now, result.next_due, 304, ok=True)))
         return result
     names, parsed = _parser(f, settings, now, opts)
     report: ImportReport = import_paths(
