@@ -33,7 +33,7 @@ from .errors import InputError
 from .fetcher import FetchError, FetchPolicy, FetchResult, FetchSession
 from .ingest import ImportReport, Options, import_paths
 from .ingest import feed as feed_format
-from .ingest.common import Parsed
+from .ingest.common import Parsed, Undated
 from .ingest.page import article_links, parse_page
 from .models import Article, utcnow
 from .store import Store
@@ -262,8 +262,9 @@ def _parser(f: _Fetched, settings: Settings, now: datetime, opts: Options) -> tu
 def _with_category(items: Parsed, category: str) -> Parsed:
     """A source's ``--category`` for the entries that name none."""
     for item in items:
-        if category and isinstance(item, Article) and not item.category:
-            item.category = category
+        article = item.article if isinstance(item, Undated) else item
+        if category and isinstance(article, Article) and not article.category:
+            article.category = category
         yield item
 
 
@@ -286,7 +287,7 @@ def run_fetch(store: Store, settings: Settings, *, now: datetime | None = None, 
         if not sources:
             return run
         policy = FetchPolicy.from_settings(settings)
-        opts = Options(default_tz=settings.tz, fetch=policy,
+        opts = Options(published=now, default_tz=settings.tz, fetch=policy,  # undated items: when first seen
                        max_article_bytes=int(settings.ingest_max_article_mb * 1_000_000))
         fetched = asyncio.run(_fetch_all(store, sources, policy, concurrency))
         unchanged: list[tuple[int, FetchOutcome]] = []  # 304s and failures: recorded in one transaction

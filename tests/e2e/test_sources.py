@@ -219,6 +219,28 @@ def test_fetch_command_end_to_end_into_the_feed(store: Store, cfg: Settings, sit
     assert "failing x1, backing off" in listing.stdout and "last error: HTTP 503" in listing.stdout
 
 
+def bare_rss(titles: list[str]) -> bytes:
+    """A feed whose items carry no guid, no link and no date: only a title and a description."""
+    items = "".join(f"<item><title>{t}</title><description>Nội dung: {t}</description></item>" for t in titles)
+    return (f'<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>Bảng tin phường</title>'
+            f"<link>https://phuong.example.org/</link><description>x</description>{items}</channel></rss>").encode()
+
+
+def test_items_without_guid_link_or_date_are_dated_when_first_seen(store: Store, cfg: Settings, site: Site) -> None:
+    site.pages["/bare.xml"] = (200, "application/rss+xml", bare_rss(["Lịch cắt điện", "Tiêm chủng"]))
+    add_source(store, site.url + "/bare.xml", now=T0)
+    run = run_fetch(store, cfg, now=T0)
+    assert [(r.new, r.error) for r in run.results] == [(2, "")]
+    first = store.get_article("urn:syndicate:lich-cat-dien")
+    assert first.published == T0 and first.url == ""
+    later = T0 + timedelta(hours=1)
+    site.pages["/bare.xml"] = (200, "application/rss+xml", bare_rss(["Họp tổ dân phố", "Lịch cắt điện", "Tiêm chủng"]))
+    run = run_fetch(store, cfg, now=later)
+    assert [(r.new, r.updated, r.unchanged) for r in run.results] == [(1, 0, 2)]
+    assert store.get_article("urn:syndicate:lich-cat-dien").published == T0  # the date it was first seen, kept
+    assert store.get_article("urn:syndicate:hop-to-dan-pho").published == later
+
+
 def test_a_round_of_conditional_gets_reuses_kept_alive_connections(store: Store, cfg: Settings, site: Site) -> None:
     for n in range(8):
         site.pages[f"/feed{n}.xml"] = (200, "application/rss+xml", rss([(f"k{n}", f"Tin {n}", "x")]))
