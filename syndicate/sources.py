@@ -26,20 +26,24 @@ import re
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
+import feedparser
+
+from . import fetcher
 from .config import Settings
 from .errors import InputError
 from .fetcher import FetchError, FetchPolicy, FetchResult, FetchSession
 from .ingest import ImportReport, Options, import_paths
 from .ingest import feed as feed_format
 from .ingest.common import Parsed, Undated
-from .ingest.page import article_links, parse_page
+from .ingest.page import article_links, feed_links, parse_page
 from .models import Article, utcnow
 from .store import Store
 from .store.sources import SOURCE_KINDS, FetchOutcome, Source
 
-__all__ = ["FetchRun", "SourceResult", "add_source", "backoff", "fetch_lock", "format_every", "parse_every", "run_fetch"]
+__all__ = ["Checked", "FetchRun", "SourceResult", "add_source", "backoff", "check_source", "check_url", "fetch_lock",
+           "format_every", "parse_every", "run_fetch"]
 
 MAX_BACKOFF = 86400  # a failing source is tried at least once a day
 DEFAULT_EVERY = 1800
@@ -98,11 +102,63 @@ def backoff(every_seconds: int, failures: int, retry_after: float | None = None)
 
 
 def check_url(url: str) -> str:
-    """``url`` if it can be followed: absolute http(s) with a host."""
+    """``url`` if it can be followed (absolute http(s) with a host), with its scheme and host in lower
+    case, so one site's feed typed twice in different case is one source.
+
+    Example:
+        >>> check_url(" HTTPS://HaiPhong.gov.vn/RSS/Tin-Tuc.rss ")
+        'https://haiphong.gov.vn/RSS/Tin-Tuc.rss'
+    """
     parts = urlsplit(url.strip())
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise InputError(f"{url!r} is not an http:// or https:// URL")
-    return url.strip()
+    user, at, hostport = parts.netloc.rpartition("@")
+    return urlunsplit((parts.scheme, f"{user}{at}{hostport.lower()}", parts.path, parts.query, parts.fragment))
+
+
+@dataclass(frozen=True)
+class Checked:
+    """What ``source add`` found at a URL: the URL to follow, the page that advertised it (if the URL
+    was a page linking to its feed), and a warning when it could not be checked right now."""
+
+    url: str
+    found_on: str = ""
+    warning: str = ""
+
+
+def check_source(url: str, kind: str, policy: FetchPolicy) -> Checked:
+    """Look at ``url`` once before following it as ``kind``: a feed must be a feed, or a page that
+    advertises one (``<link rel="alternate">``, then that feed is followed). A temporary failure
+    (timeout, 5xx, 429) is a warning: the source is added and ``fetch`` tries it. Other kinds are
+    not fetched here: a page's article is read (and judged) by ``fetch``.
+
+    Example:
+        >>> check_source("https://example.org/tin-tuc/", "feed", FetchPolicy())  # doctest: +SKIP
+        Checked(url='https://example.org/rss/tin-tuc.xml', found_on='https://example.org/tin-tuc/', warning='')
+    """
+    url = check_url(url)
+    if kind != "feed":
+        return Checked(url)
+    try:
+        got = fetcher.fetch(url, policy, accept=FEED_ACCEPT)
+    except FetchError as exc:
+        if exc.temporary:
+            return Checked(url, warning=f"could not check {url} now ({exc}); added it anyway: `syndicate fetch` will try it")
+        raise InputError(f"cannot follow {url}: {exc}; nothing was added") from None
+    ctype = got.content_type.split(";")[0].strip().lower()
+    head = got.body[:2048].lstrip().lower()
+    if "json" in ctype or head.startswith(b"{") or feedparser.parse(got.body).get("version"):
+        return Checked(url)
+    if "html" in ctype or head.startswith((b"<!doctype html", b"<html")):
+        found = feed_links(got.body, got.url)
+        if found:
+            return Checked(check_url(found[0]), found_on=url)
+        raise InputError(
+            f"{url} is an HTML page, not a feed, and it links to no feed (no <link rel=\"alternate\">); "
+            "follow it with --kind page (one article) or --kind index (a section page whose articles are read); "
+            "nothing was added")
+    what = f"the server sent {ctype}" if ctype else "the server did not say what it is"
+    raise InputError(f"{url} is not a feed ({what}); nothing was added")
 
 
 def add_source(store: Store, url: str, *, kind: str = "feed", every: str = "30m", name: str = "",
@@ -346,6 +402,8 @@ def _import_one(store: Store, settings: Settings, f: _Fetched, now: datetime, op
                                               last_modified=f.main.last_modified, new_items=report.inserted))
     else:
         result.error = "; ".join(e.removeprefix(f"{s.url}: ") for e in errors)
+        if f.main.url != s.url:  # what it read is not what was asked for: say where it ended up
+            result.error = f"redirected to {f.main.url}: {result.error}"
         result.next_due = now + timedelta(seconds=backoff(s.every_seconds, s.failures + 1))
         # Keep the old validators: the next fetch must read the body again, not get a 304 for it.
         store.record_fetch(s.id, FetchOutcome(now, result.next_due, f.main.status, ok=False, error=result.error))

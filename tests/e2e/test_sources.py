@@ -49,6 +49,7 @@ class Site:
     requests: list[tuple[str, dict[str, str]]] = field(default_factory=list)
     clients: list[int] = field(default_factory=list)  # the client's port of each request: one per connection
     delays: dict[str, float] = field(default_factory=dict)  # path -> seconds to wait before answering
+    redirects: dict[str, str] = field(default_factory=dict)  # path -> Location of a 302
     url: str = ""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -67,6 +68,8 @@ class Site:
                     yield b"<"
                     await asyncio.sleep(0.5)
             response = StreamingResponse(drip(), media_type="application/rss+xml")
+        elif path in self.redirects:
+            response = Response(status_code=302, headers={"location": self.redirects[path]})
         elif path == "/elsewhere":
             response = Response(status_code=302, headers={"location": self.url.replace("127.0.0.1", "localhost") + "/feed.xml"})
         elif path in self.pages:
