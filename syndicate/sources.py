@@ -26,25 +26,28 @@ import re
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
+
+import feedparser
 
 from . import fetcher
 from .config import Settings
 from .errors import InputError
-from .fetcher import FetchError, FetchPolicy, FetchResult
+from .fetcher import FetchError, FetchPolicy, FetchResult, FetchSession
 from .ingest import ImportReport, Options, import_paths
 from .ingest import feed as feed_format
-from .ingest.common import Parsed
-from .ingest.page import article_links, parse_page
+from .ingest.common import Parsed, Undated
+from .ingest.page import article_links, feed_links, parse_page
 from .models import Article, utcnow
 from .store import Store
 from .store.sources import SOURCE_KINDS, FetchOutcome, Source
 
-__all__ = ["FetchRun", "SourceResult", "add_source", "backoff", "fetch_lock", "format_every", "parse_every", "run_fetch"]
+__all__ = ["Checked", "FetchRun", "SourceResult", "add_source", "backoff", "check_source", "check_url", "fetch_lock",
+           "format_every", "parse_every", "run_fetch"]
 
 MAX_BACKOFF = 86400  # a failing source is tried at least once a day
 DEFAULT_EVERY = 1800
-CONCURRENCY = 8
+CONCURRENCY = 16  # requests in flight per run (sized in benchmarks/fetch.py: slow sources hold a slot each)
 INDEX_LINKS = 30  # new article links read per index source per run
 _EVERY = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*$", re.I)
 _UNITS = {"": 60, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -99,11 +102,63 @@ def backoff(every_seconds: int, failures: int, retry_after: float | None = None)
 
 
 def check_url(url: str) -> str:
-    """``url`` if it can be followed: absolute http(s) with a host."""
+    """``url`` if it can be followed (absolute http(s) with a host), with its scheme and host in lower
+    case, so one site's feed typed twice in different case is one source.
+
+    Example:
+        >>> check_url(" HTTPS://HaiPhong.gov.vn/RSS/Tin-Tuc.rss ")
+        'https://haiphong.gov.vn/RSS/Tin-Tuc.rss'
+    """
     parts = urlsplit(url.strip())
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise InputError(f"{url!r} is not an http:// or https:// URL")
-    return url.strip()
+    user, at, hostport = parts.netloc.rpartition("@")
+    return urlunsplit((parts.scheme, f"{user}{at}{hostport.lower()}", parts.path, parts.query, parts.fragment))
+
+
+@dataclass(frozen=True)
+class Checked:
+    """What ``source add`` found at a URL: the URL to follow, the page that advertised it (if the URL
+    was a page linking to its feed), and a warning when it could not be checked right now."""
+
+    url: str
+    found_on: str = ""
+    warning: str = ""
+
+
+def check_source(url: str, kind: str, policy: FetchPolicy) -> Checked:
+    """Look at ``url`` once before following it as ``kind``: a feed must be a feed, or a page that
+    advertises one (``<link rel="alternate">``, then that feed is followed). A temporary failure
+    (timeout, 5xx, 429) is a warning: the source is added and ``fetch`` tries it. Other kinds are
+    not fetched here: a page's article is read (and judged) by ``fetch``.
+
+    Example:
+        >>> check_source("https://example.org/tin-tuc/", "feed", FetchPolicy())  # doctest: +SKIP
+        Checked(url='https://example.org/rss/tin-tuc.xml', found_on='https://example.org/tin-tuc/', warning='')
+    """
+    url = check_url(url)
+    if kind != "feed":
+        return Checked(url)
+    try:
+        got = fetcher.fetch(url, policy, accept=FEED_ACCEPT)
+    except FetchError as exc:
+        if exc.temporary:
+            return Checked(url, warning=f"could not check {url} now ({exc}); added it anyway: `syndicate fetch` will try it")
+        raise InputError(f"cannot follow {url}: {exc}; nothing was added") from None
+    ctype = got.content_type.split(";")[0].strip().lower()
+    head = got.body[:2048].lstrip().lower()
+    if "json" in ctype or head.startswith(b"{") or feedparser.parse(got.body).get("version"):
+        return Checked(url)
+    if "html" in ctype or head.startswith((b"<!doctype html", b"<html")):
+        found = feed_links(got.body, got.url)
+        if found:
+            return Checked(check_url(found[0]), found_on=url)
+        raise InputError(
+            f"{url} is an HTML page, not a feed, and it links to no feed (no <link rel=\"alternate\">); "
+            "follow it with --kind page (one article) or --kind index (a section page whose articles are read); "
+            "nothing was added")
+    what = f"the server sent {ctype}" if ctype else "the server did not say what it is"
+    raise InputError(f"{url} is not a feed ({what}); nothing was added")
 
 
 def add_source(store: Store, url: str, *, kind: str = "feed", every: str = "30m", name: str = "",
@@ -215,17 +270,11 @@ class _Fetched:
     page_errors: dict[str, str] = field(default_factory=dict)
 
 
-async def _get(url: str, policy: FetchPolicy, sem: asyncio.Semaphore, accept: str, etag: str = "",
-               last_modified: str = "") -> FetchResult:
-    async with sem:
-        return await fetcher.fetch_async(url, policy, etag=etag, last_modified=last_modified, accept=accept)
-
-
-async def _fetch_one(store: Store, source: Source, policy: FetchPolicy, sem: asyncio.Semaphore) -> _Fetched:
+async def _fetch_one(store: Store, source: Source, session: FetchSession) -> _Fetched:
     out = _Fetched(source)
     accept = FEED_ACCEPT if source.kind == "feed" else PAGE_ACCEPT
     try:
-        out.main = await _get(source.url, policy, sem, accept, source.etag, source.last_modified)
+        out.main = await session.get(source.url, etag=source.etag, last_modified=source.last_modified, accept=accept)
     except FetchError as exc:
         out.error = exc
         return out
@@ -236,7 +285,7 @@ async def _fetch_one(store: Store, source: Source, policy: FetchPolicy, sem: asy
 
         async def one(url: str) -> None:
             try:
-                out.pages[url] = await _get(url, policy, sem, PAGE_ACCEPT)
+                out.pages[url] = await session.get(url, accept=PAGE_ACCEPT)
             except FetchError as exc:
                 out.page_errors[url] = str(exc)
 
@@ -245,8 +294,10 @@ async def _fetch_one(store: Store, source: Source, policy: FetchPolicy, sem: asy
 
 
 async def _fetch_all(store: Store, sources: list[Source], policy: FetchPolicy, concurrency: int) -> list[_Fetched]:
-    sem = asyncio.Semaphore(max(1, concurrency))
-    return list(await asyncio.gather(*(_fetch_one(store, s, policy, sem) for s in sources)))
+    """Every source's GETs through one session: at most ``concurrency`` in flight, each over a kept-alive
+    connection; a request's deadline starts when it has its connection slot, not while it waits for one."""
+    async with FetchSession(policy, connections=max(1, concurrency)) as session:
+        return list(await asyncio.gather(*(_fetch_one(store, s, session) for s in sources)))
 
 
 def _parser(f: _Fetched, settings: Settings, now: datetime, opts: Options) -> tuple[list[str], dict[str, Parsed]]:
@@ -267,8 +318,9 @@ def _parser(f: _Fetched, settings: Settings, now: datetime, opts: Options) -> tu
 def _with_category(items: Parsed, category: str) -> Parsed:
     """A source's ``--category`` for the entries that name none."""
     for item in items:
-        if category and isinstance(item, Article) and not item.category:
-            item.category = category
+        article = item.article if isinstance(item, Undated) else item
+        if category and isinstance(article, Article) and not article.category:
+            article.category = category
         yield item
 
 
@@ -291,11 +343,15 @@ def run_fetch(store: Store, settings: Settings, *, now: datetime | None = None, 
         if not sources:
             return run
         policy = FetchPolicy.from_settings(settings)
-        opts = Options(default_tz=settings.tz, fetch=policy,
+        opts = Options(published=now, default_tz=settings.tz, fetch=policy,  # undated items: when first seen
                        max_article_bytes=int(settings.ingest_max_article_mb * 1_000_000))
         fetched = asyncio.run(_fetch_all(store, sources, policy, concurrency))
-        for f in fetched:
-            run.results.append(_import_one(store, settings, f, now, opts, run))
+        unchanged: list[tuple[int, FetchOutcome]] = []  # 304s and failures: recorded in one transaction
+        try:
+            for f in fetched:
+                run.results.append(_import_one(store, settings, f, now, opts, run, unchanged))
+        finally:
+            store.record_fetches(unchanged)
     if publish and run.changed_guids:
         from .publish import refresh_published
 
@@ -306,21 +362,24 @@ def run_fetch(store: Store, settings: Settings, *, now: datetime | None = None, 
     return run
 
 
-def _import_one(store: Store, settings: Settings, f: _Fetched, now: datetime, opts: Options, run: FetchRun) -> SourceResult:
+def _import_one(store: Store, settings: Settings, f: _Fetched, now: datetime, opts: Options, run: FetchRun,
+                unchanged: list[tuple[int, FetchOutcome]]) -> SourceResult:
+    """Import one source's answer; an answer that imports nothing (a failure, a 304) goes to
+    ``unchanged`` for the caller to record with the others in one transaction."""
     s = f.source
     result = SourceResult(s)
     if f.error is not None:
         result.status = f.error.status
         result.error = str(f.error)
         result.next_due = now + timedelta(seconds=backoff(s.every_seconds, s.failures + 1, f.error.retry_after))
-        store.record_fetch(s.id, FetchOutcome(now, result.next_due, f.error.status, ok=False, error=result.error))
+        unchanged.append((s.id, FetchOutcome(now, result.next_due, f.error.status, ok=False, error=result.error)))
         return result
     assert f.main is not None
     result.status = f.main.status
     result.next_due = now + timedelta(seconds=s.every_seconds)
     if f.main.not_modified:
         result.not_modified = True
-        store.record_fetch(s.id, FetchOutcome(now, result.next_due, 304, ok=True))
+        unchanged.append((s.id, FetchOutcome(now, result.next_due, 304, ok=True)))
         return result
     names, parsed = _parser(f, settings, now, opts)
     report: ImportReport = import_paths(
@@ -343,6 +402,8 @@ def _import_one(store: Store, settings: Settings, f: _Fetched, now: datetime, op
                                               last_modified=f.main.last_modified, new_items=report.inserted))
     else:
         result.error = "; ".join(e.removeprefix(f"{s.url}: ") for e in errors)
+        if f.main.url != s.url:  # what it read is not what was asked for: say where it ended up
+            result.error = f"redirected to {f.main.url}: {result.error}"
         result.next_due = now + timedelta(seconds=backoff(s.every_seconds, s.failures + 1))
         # Keep the old validators: the next fetch must read the body again, not get a 304 for it.
         store.record_fetch(s.id, FetchOutcome(now, result.next_due, f.main.status, ok=False, error=result.error))

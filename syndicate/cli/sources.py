@@ -54,23 +54,35 @@ def source() -> None:
 @click.option("--kind", type=click.Choice(["feed", "page", "index"]), default="feed", show_default=True,
               help="feed: RSS/Atom/JSON Feed; page: one article; index: a section page whose article links are read.")
 @click.option("--every", default="30m", show_default=True, help="How often: 30m, 2h, 1d.")
+@click.option("--no-check", is_flag=True,
+              help="Add a feed without fetching it first (by default it must answer as a feed, or as a page linking to one).")
 @json_option()
 @pass_app
-def add(app: App, url: str, name: str, category: str, kind: str, every: str, as_json: bool) -> None:
+def add(app: App, url: str, name: str, category: str, kind: str, every: str, no_check: bool, as_json: bool) -> None:
     """Follow URL; the next `syndicate fetch` reads it.
+
+    A feed URL is fetched once first: a page that advertises its feed
+    (<link rel="alternate">) follows that feed; anything else that is not a
+    feed is refused with what it is.
 
     \b
     Example:
         syndicate source add https://example.org/feed.xml --every 1h
         syndicate source add https://example.org/tin/123.html --kind page
     """
-    from ..sources import add_source, format_every
+    from ..fetcher import FetchPolicy
+    from ..sources import Checked, add_source, check_source, format_every
 
-    s = add_source(app.store, url, kind=kind, every=every, name=name, category=category)
+    checked = Checked(url) if no_check else check_source(url, kind, FetchPolicy.from_settings(app.settings))
+    s = add_source(app.store, checked.url, kind=kind, every=every, name=name, category=category)
+    if checked.warning:
+        click.echo(f"warning: {checked.warning}", err=True)
     if as_json:
-        emit_json(_source_dict(s))
+        emit_json({**_source_dict(s), "found_on": checked.found_on or None})
         return
-    click.echo(f"source {s.id}: {s.kind} {s.url}, every {format_every(s.every_seconds)}; run `syndicate fetch` to read it now")
+    via = f" (the feed {checked.found_on} links to)" if checked.found_on else ""
+    click.echo(f"source {s.id}: {s.kind} {s.url}{via}, every {format_every(s.every_seconds)}; "
+               "run `syndicate fetch` to read it now")
 
 
 @source.command("ls")

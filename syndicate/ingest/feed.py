@@ -1,9 +1,11 @@
 """RSS and Atom feeds, from a file or an ``http(s)://`` URL (fetched by :mod:`syndicate.fetcher`, read with feedparser).
 
-Each entry becomes an Article: guid = the entry's id (else its link), content
+Each entry becomes an Article: guid = the entry's id (else its link, else its title), content
 sanitised, the first category the article's category and the rest its tags.
 A feed that is not well-formed but still yields entries imports with a
-warning; a feed that yields nothing is an error naming it.
+warning; a feed that yields nothing is an error naming it. An entry with no
+date takes ``Options.published`` (for a followed feed, when it was first seen)
+and keeps the stored date on later reads; with none, it is an error.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from ..errors import ParseError
 from ..fetcher import FetchError, FetchPolicy
 from ..models import Article
 from ..sanitize import clean_html, html_to_text, one_line, slugify
-from .common import Options, Parsed, Problem, detect_language, parse_date, summarize
+from .common import Options, Parsed, Problem, Undated, detect_language, parse_date, summarize
 
 ACCEPT = "application/rss+xml, application/atom+xml, application/feed+json;q=0.9, application/xml;q=0.9, */*;q=0.5"
 
@@ -114,7 +116,8 @@ def parse_bytes(body: bytes, source: str, opts: Options, *, base: str = "") -> P
         if not title:
             yield Problem("error", f"entry {n}", "no title")
             continue
-        published = _time(entry, "published_parsed") or _time(entry, "updated_parsed") or opts.published
+        stated = _time(entry, "published_parsed") or _time(entry, "updated_parsed")
+        published = stated or opts.published
         if published is None:
             yield Problem("error", f"entry {n} ({title[:40]})", "no published or updated date")
             continue
@@ -138,7 +141,7 @@ def parse_bytes(body: bytes, source: str, opts: Options, *, base: str = "") -> P
             link = urljoin(base, link)
         guid = one_line(entry.get("id", "")) or link or f"urn:syndicate:{slugify(title)}"
         source_title = one_line(str((entry.get("source") or {}).get("title", ""))) or feed_title
-        yield Article(
+        article = Article(
             guid=guid,
             title=title,
             slug=slugify(title),
@@ -156,3 +159,6 @@ def parse_bytes(body: bytes, source: str, opts: Options, *, base: str = "") -> P
             language=opts.language or feed_language or detect_language(title + " " + body_text[:2000]),
             origin=source,
         )
+        # An undated entry takes opts.published (a followed feed: the fetch time) the first time it is
+        # seen; later reads of it keep the stored date, so it does not move or count as edited.
+        yield article if stated else Undated(article)

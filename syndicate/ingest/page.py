@@ -24,7 +24,7 @@ from ..models import Article
 from ..sanitize import clean_html, html_to_text, one_line, slugify
 from .common import decode, detect_language, parse_date, summarize
 
-__all__ = ["article_links", "parse_page"]
+__all__ = ["article_links", "feed_links", "parse_page"]
 
 _SOURCE_P = re.compile(r"<p[^>]*>\s*(?:nguồn tin|nguồn|source)\s*:\s*([^<]{1,200}?)\s*</p>\s*$", re.I)
 _LEADING_H1 = re.compile(r"^\s*<h1[^>]*>.*?</h1>\s*", re.S | re.I)
@@ -33,6 +33,8 @@ _DATE_OUT = {"outputformat": "%Y-%m-%dT%H:%M:%S%z", "original_date": True, "exte
 # written, so it rides through the extractor as a private-use character and comes back after.
 _NBSP_STANDIN = "\ue0a0"
 _IMG = re.compile(r'<img src="([^"]+)"(?: alt="([^"]*)")?\s*/>')
+_PASSWORD = re.compile(r"""<input\b[^>]*\btype\s*=\s*["']?password\b""", re.I)
+FEED_TYPES = ("application/rss+xml", "application/atom+xml", "application/feed+json", "application/json")
 
 
 def _figure(m: re.Match[str]) -> str:
@@ -62,6 +64,8 @@ def parse_page(raw: bytes | str, url: str, *, category: str = "", language: str 
     import trafilatura
 
     html = _text(raw).replace(_NBSP_STANDIN, "").replace("\xa0", _NBSP_STANDIN).replace("&nbsp;", _NBSP_STANDIN)
+    if _PASSWORD.search(html):  # a paywall or intranet login the URL redirected to: its words are no article
+        raise ParseError("the page is a login form (it asks for a password), not an article")
     try:
         doc = trafilatura.bare_extraction(
             html, url=url, with_metadata=True, include_images=True, include_comments=False,
@@ -122,6 +126,38 @@ def parse_page(raw: bytes | str, url: str, *, category: str = "", language: str 
         language=language or detect_language(title + " " + body_text[:2000]),
         origin=url,
     )
+
+
+class _FeedLinks(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.hrefs: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = {k: (v or "") for k, v in attrs}
+        rels = a.get("rel", "").lower().split()
+        kind = a.get("type", "").split(";")[0].strip().lower()
+        if tag == "link" and "alternate" in rels and kind in FEED_TYPES and a.get("href", "").strip():
+            self.hrefs.append(a["href"].strip())
+
+
+def feed_links(raw: bytes | str, base_url: str) -> list[str]:
+    """The feeds a page advertises (``<link rel="alternate" type="application/rss+xml" href=...>``,
+    Atom and JSON Feed too), absolute, in page order.
+
+    Example:
+        >>> feed_links('<head><link rel="alternate" type="application/rss+xml" href="/rss.xml"></head>',
+        ...            "https://example.org/tin-tuc/")
+        ['https://example.org/rss.xml']
+    """
+    parser = _FeedLinks()
+    parser.feed(_text(raw))
+    out: list[str] = []
+    for href in parser.hrefs:
+        absolute = urldefrag(urljoin(base_url, href))[0]
+        if urlsplit(absolute).scheme in ("http", "https") and absolute not in out:
+            out.append(absolute)
+    return out
 
 
 class _Links(HTMLParser):

@@ -166,21 +166,26 @@ class SourceQueries(StoreBase):
 
     def record_fetch(self, source_id: int, outcome: FetchOutcome) -> None:
         """Save how a fetch went: validators, schedule, counters; one transaction."""
+        self.record_fetches([(source_id, outcome)])
+
+    def record_fetches(self, outcomes: Iterable[tuple[int, FetchOutcome]]) -> None:
+        """Save how many fetches went, all in one transaction (a round of 304s is one commit)."""
         with self.transaction() as conn:
-            if outcome.ok:
-                conn.execute(
-                    "UPDATE sources SET last_fetched = ?, last_success = ?, last_status = ?, last_error = '',"
-                    " failures = 0, next_due = ?, items_seen = items_seen + ?,"
-                    " etag = COALESCE(?, etag), last_modified = COALESCE(?, last_modified) WHERE id = ?",
-                    (iso(outcome.fetched_at), iso(outcome.fetched_at), outcome.status, iso(outcome.next_due),
-                     outcome.new_items, outcome.etag, outcome.last_modified, source_id),
-                )
-            else:
-                conn.execute(
-                    "UPDATE sources SET last_fetched = ?, last_status = ?, last_error = ?, failures = failures + 1,"
-                    " next_due = ? WHERE id = ?",
-                    (iso(outcome.fetched_at), outcome.status, outcome.error, iso(outcome.next_due), source_id),
-                )
+            for source_id, outcome in outcomes:
+                if outcome.ok:
+                    conn.execute(
+                        "UPDATE sources SET last_fetched = ?, last_success = ?, last_status = ?, last_error = '',"
+                        " failures = 0, next_due = ?, items_seen = items_seen + ?,"
+                        " etag = COALESCE(?, etag), last_modified = COALESCE(?, last_modified) WHERE id = ?",
+                        (iso(outcome.fetched_at), iso(outcome.fetched_at), outcome.status, iso(outcome.next_due),
+                         outcome.new_items, outcome.etag, outcome.last_modified, source_id),
+                    )
+                else:
+                    conn.execute(
+                        "UPDATE sources SET last_fetched = ?, last_status = ?, last_error = ?,"
+                        " failures = failures + 1, next_due = ? WHERE id = ?",
+                        (iso(outcome.fetched_at), outcome.status, outcome.error, iso(outcome.next_due), source_id),
+                    )
 
     def seen_links(self, source_id: int, urls: Iterable[str]) -> set[str]:
         """Which of ``urls`` this index source has read before."""

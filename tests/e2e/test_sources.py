@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -46,6 +47,9 @@ class Site:
 
     pages: dict[str, tuple[int, str, bytes]] = field(default_factory=dict)
     requests: list[tuple[str, dict[str, str]]] = field(default_factory=list)
+    clients: list[int] = field(default_factory=list)  # the client's port of each request: one per connection
+    delays: dict[str, float] = field(default_factory=dict)  # path -> seconds to wait before answering
+    redirects: dict[str, str] = field(default_factory=dict)  # path -> Location of a 302
     url: str = ""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -54,6 +58,9 @@ class Site:
         request = Request(scope, receive)
         path = request.url.path
         self.requests.append((path, dict(request.headers)))
+        self.clients.append(request.client.port if request.client else 0)
+        if path in self.delays:
+            await asyncio.sleep(self.delays[path])
         response: Response
         if path == "/slow":
             async def drip():  # type: ignore[no-untyped-def]
@@ -61,6 +68,8 @@ class Site:
                     yield b"<"
                     await asyncio.sleep(0.5)
             response = StreamingResponse(drip(), media_type="application/rss+xml")
+        elif path in self.redirects:
+            response = Response(status_code=302, headers={"location": self.redirects[path]})
         elif path == "/elsewhere":
             response = Response(status_code=302, headers={"location": self.url.replace("127.0.0.1", "localhost") + "/feed.xml"})
         elif path in self.pages:
@@ -211,6 +220,51 @@ def test_fetch_command_end_to_end_into_the_feed(store: Store, cfg: Settings, sit
     assert [e.title for e in entries] == ["Tin đầu tiên"]
     listing = runner.invoke(main, ["source", "ls"])
     assert "failing x1, backing off" in listing.stdout and "last error: HTTP 503" in listing.stdout
+
+
+def bare_rss(titles: list[str]) -> bytes:
+    """A feed whose items carry no guid, no link and no date: only a title and a description."""
+    items = "".join(f"<item><title>{t}</title><description>Nội dung: {t}</description></item>" for t in titles)
+    return (f'<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>Bảng tin phường</title>'
+            f"<link>https://phuong.example.org/</link><description>x</description>{items}</channel></rss>").encode()
+
+
+def test_items_without_guid_link_or_date_are_dated_when_first_seen(store: Store, cfg: Settings, site: Site) -> None:
+    site.pages["/bare.xml"] = (200, "application/rss+xml", bare_rss(["Lịch cắt điện", "Tiêm chủng"]))
+    add_source(store, site.url + "/bare.xml", now=T0)
+    run = run_fetch(store, cfg, now=T0)
+    assert [(r.new, r.error) for r in run.results] == [(2, "")]
+    first = store.get_article("urn:syndicate:lich-cat-dien")
+    assert first.published == T0 and first.url == ""
+    later = T0 + timedelta(hours=1)
+    site.pages["/bare.xml"] = (200, "application/rss+xml", bare_rss(["Họp tổ dân phố", "Lịch cắt điện", "Tiêm chủng"]))
+    run = run_fetch(store, cfg, now=later)
+    assert [(r.new, r.updated, r.unchanged) for r in run.results] == [(1, 0, 2)]
+    assert store.get_article("urn:syndicate:lich-cat-dien").published == T0  # the date it was first seen, kept
+    assert store.get_article("urn:syndicate:hop-to-dan-pho").published == later
+
+
+def test_a_round_of_conditional_gets_reuses_kept_alive_connections(store: Store, cfg: Settings, site: Site) -> None:
+    for n in range(8):
+        site.pages[f"/feed{n}.xml"] = (200, "application/rss+xml", rss([(f"k{n}", f"Tin {n}", "x")]))
+        add_source(store, f"{site.url}/feed{n}.xml", now=T0)
+    assert len(run_fetch(store, cfg, now=T0, concurrency=2).results) == 8
+    del site.clients[:]
+    run = run_fetch(store, cfg, now=T0 + timedelta(hours=1), concurrency=2)
+    assert [r.not_modified for r in run.results] == [True] * 8
+    assert len(site.clients) == 8 and len(set(site.clients)) <= 2  # two connections for eight requests
+
+
+def test_waiting_for_a_connection_slot_does_not_count_against_the_deadline(
+        store: Store, settings: Settings, site: Site) -> None:
+    for n in range(3):
+        site.pages[f"/nap{n}.xml"] = (200, "application/rss+xml", rss([(f"n{n}", f"Tin {n}", "x")]))
+        site.delays[f"/nap{n}.xml"] = 1.0
+        add_source(store, f"{site.url}/nap{n}.xml", now=T0)
+    started = time.monotonic()
+    run = run_fetch(store, settings.with_(fetch_allow_private=True, fetch_timeout=3.0), now=T0, concurrency=1)
+    assert [r.error for r in run.results] == ["", "", ""] and [r.new for r in run.results] == [1, 1, 1]
+    assert time.monotonic() - started >= 3.0  # one at a time: the last waited two seconds for its turn
 
 
 def test_fetch_takes_its_own_lock_beside_sends(store: Store, cfg: Settings) -> None:
