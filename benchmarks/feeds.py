@@ -1,21 +1,31 @@
-"""Feed rebuild cost after one new article: 1,000 vs 1,000,000 articles in the store.
+"""Feed build cost: the full `feed build`, and the incremental publish after one new article.
 
-    .venv/bin/python benchmarks/feeds.py                 # both sizes
-    .venv/bin/python benchmarks/feeds.py --sizes 1000    # quick run
+    .venv/bin/python benchmarks/feeds.py                      # 1,000 and 100,000 articles
+    .venv/bin/python benchmarks/feeds.py --sizes 1000,20000   # quicker
 
 For each size it fills a fresh store (articles every ``--interval`` minutes
-going back from now, ten categories), publishes once, adds one article and
-times (a) rebuilding the site feed and that article's category feed (newest
-N, written atomically) and (b) the whole incremental publish
-(``publish_changed``: both feeds, index pages and the touched archive
-months). (a) must not grow with the store; (b) grows with the size of the
-current month, which depends on the publishing rate, not the store size.
+going back from now, ten categories), then:
+
+* full build: ``publish_all`` into an empty directory, in a child process so
+  its peak RSS is its own (every feed, every finished month's archive in
+  three formats for the site and each category, one page per article);
+* incremental: adds one article and times ``publish_changed`` (the site and
+  the category feeds, index pages, the article's page). The sizes take turns
+  round by round (interleaved), so a busy machine slows both alike; the
+  median and the minimum of wall and CPU time are printed.
+
+The incremental publish must not grow with the store (target: within 1.5x
+between 1,000 and 100,000); the full build of 100,000 articles must stay
+under 30 s and 150 MB.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -25,9 +35,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from syndicate.config import Settings  # noqa: E402
-from syndicate.feeds import SITE, Scope  # noqa: E402
 from syndicate.models import Article  # noqa: E402
-from syndicate.publish import build_current, publish_changed, write_if_changed  # noqa: E402
+from syndicate.publish import publish_all, publish_changed  # noqa: E402
 from syndicate.store import Store, open_store  # noqa: E402
 
 CATEGORIES = ["Kinh tế", "Xã hội", "Thể thao", "Giáo dục", "Y tế", "Công nghệ", "Văn hóa", "Du lịch", "Pháp luật", "Môi trường"]
@@ -59,62 +68,98 @@ def fill(store: Store, n: int, interval: timedelta, now: datetime, batch: int = 
     return time.perf_counter() - start
 
 
-def rebuild_feeds(store: Store, settings: Settings, out: Path, slug: str, now: datetime) -> None:
-    """(a): the site feed and one category feed, all formats, written if changed."""
-    for scope in (SITE, Scope.category(slug, slug)):
-        docs, _items = build_current(store, settings, scope, now)
-        for doc in docs:
-            write_if_changed(out, doc.path, doc.body)
+def settings_for(db: str, out: str) -> Settings:
+    return Settings(db=db, base_url="https://news.example.org", feeds_out=out)
 
 
-def run(n: int, interval: timedelta, repeats: int, workdir: Path) -> dict[str, float]:
-    settings = Settings(db=str(workdir / f"bench-{n}.db"), base_url="https://news.example.org", feeds_out=str(workdir / f"site-{n}"))
-    store = open_store(settings.db)
-    now = datetime.now(UTC).replace(microsecond=0)
-    print(f"{n:,} articles: filling the store ...", file=sys.stderr)
-    filled = fill(store, n, interval, now)
-    out = Path(settings.feeds_out)
-    month_size = store.count_articles_since(now.replace(day=1, hour=0, minute=0, second=0) - timedelta(seconds=1))
-    feeds_times, publish_times = [], []
-    for r in range(repeats + 1):  # the first round warms the page cache and writes the archive files
-        moment = now + timedelta(seconds=r + 1)  # the clock the feeds are built at: the new article is public
-        new = article(n + r, moment)
-        result = store.upsert_articles([new], now=moment)
-        slug = new.category_slug
-        t = time.perf_counter()
-        rebuild_feeds(store, settings, out, slug, moment)
-        feeds_time = time.perf_counter() - t
-        t = time.perf_counter()
-        publish_changed(store, settings, out, result.changed_categories, guids=result.inserted, ping=False,
-                        now=moment)
-        publish_time = time.perf_counter() - t
-        if r:
-            feeds_times.append(feeds_time)
-            publish_times.append(publish_time)
+def child_build(db: str, out: str, now: str) -> None:
+    """Run in a child process: one full build, its figures as JSON on stdout."""
+    settings = settings_for(db, out)
+    store = open_store(db)
+    wall, cpu = time.perf_counter(), time.process_time()
+    report = publish_all(store, settings, out, now=datetime.fromisoformat(now), ping=False)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     store.close()
-    return {
-        "fill_s": filled,
-        "feeds_ms": statistics.median(feeds_times) * 1000,
-        "publish_ms": statistics.median(publish_times) * 1000,
-        "month_articles": float(month_size),
-    }
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    print(json.dumps({"wall": wall, "cpu": cpu, "rss_mb": rss, "files": len(report.written)}))
+
+
+def full_build(db: str, out: str, now: datetime) -> dict[str, float]:
+    done = subprocess.run(
+        [sys.executable, __file__, "--child-build", db, out, now.isoformat()],
+        check=True, capture_output=True, text=True, timeout=3600,
+    )
+    figures: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    return figures
+
+
+class Bench:
+    def __init__(self, n: int, interval: timedelta, workdir: Path) -> None:
+        self.n = n
+        self.settings = settings_for(str(workdir / f"bench-{n}.db"), str(workdir / f"site-{n}"))
+        self.store = open_store(self.settings.db)
+        self.now = datetime.now(UTC).replace(microsecond=0)
+        print(f"{n:,} articles: filling the store ...", file=sys.stderr)
+        self.fill_s = fill(self.store, n, interval, self.now)
+        self.added = 0
+        self.wall: list[float] = []
+        self.cpu: list[float] = []
+
+    def round(self, keep: bool) -> None:
+        """Add one article and publish what it changed."""
+        self.added += 1
+        moment = self.now + timedelta(seconds=self.added)  # the clock the feeds are built at: the new article is public
+        new = article(self.n + self.added, moment)
+        result = self.store.upsert_articles([new], now=moment)
+        wall, cpu = time.perf_counter(), time.process_time()
+        publish_changed(self.store, self.settings, self.settings.feeds_out, result.changed_categories,
+                        guids=result.inserted, ping=False, now=moment)
+        if keep:
+            self.wall.append(time.perf_counter() - wall)
+            self.cpu.append(time.process_time() - cpu)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sizes", default="1000,1000000")
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    parser.add_argument("--sizes", default="1000,100000")
     parser.add_argument("--interval", type=float, default=5.0, help="minutes between articles [5]")
-    parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--repeats", type=int, default=15, help="incremental rounds per size [15]")
     parser.add_argument("--dir", help="keep the stores here instead of a temp dir")
+    parser.add_argument("--child-build", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child_build:
+        child_build(*args.child_build)
+        return
     sizes = [int(s) for s in args.sizes.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(args.dir or tmp)
         workdir.mkdir(parents=True, exist_ok=True)
-        rows = [(n, run(n, timedelta(minutes=args.interval), args.repeats, workdir)) for n in sizes]
-    print(f"{'articles':>10}  {'fill':>8}  {'site+category feeds':>20}  {'publish_changed':>16}  {'this month':>10}")
-    for n, r in rows:
-        print(f"{n:>10,}  {r['fill_s']:>7.1f}s  {r['feeds_ms']:>18.1f}ms  {r['publish_ms']:>14.1f}ms  {int(r['month_articles']):>10,}")
+        benches = [Bench(n, timedelta(minutes=args.interval), workdir) for n in sizes]
+        builds = {}
+        for bench in benches:
+            print(f"{bench.n:,} articles: full build ...", file=sys.stderr)
+            builds[bench.n] = full_build(bench.settings.db, bench.settings.feeds_out,
+                                         bench.now + timedelta(seconds=0.5))
+        for r in range(args.repeats + 1):  # round 0 warms the page cache; the sizes take turns
+            for bench in benches:
+                bench.round(keep=r > 0)
+        for bench in benches:
+            bench.store.close()
+    print("full build (feed build into an empty directory, own process)")
+    print(f"{'articles':>10}  {'fill':>7}  {'wall':>7}  {'cpu':>7}  {'cpu/article':>11}  {'peak RSS':>9}  {'files':>7}")
+    for bench in benches:
+        b = builds[bench.n]
+        print(f"{bench.n:>10,}  {bench.fill_s:>6.1f}s  {b['wall']:>6.1f}s  {b['cpu']:>6.1f}s  "
+              f"{b['cpu'] / bench.n * 1e6:>9.0f}µs  {b['rss_mb']:>6.0f} MB  {int(b['files']):>7,}")
+    print(f"incremental publish after one new article ({args.repeats} rounds, sizes interleaved)")
+    print(f"{'articles':>10}  {'wall median':>11}  {'wall min':>9}  {'cpu median':>10}  {'cpu min':>8}")
+    for bench in benches:
+        print(f"{bench.n:>10,}  {statistics.median(bench.wall) * 1000:>9.1f}ms  {min(bench.wall) * 1000:>7.1f}ms  "
+              f"{statistics.median(bench.cpu) * 1000:>8.1f}ms  {min(bench.cpu) * 1000:>6.1f}ms")
+    if len(benches) > 1:
+        small, big = benches[0], benches[-1]
+        ratio = statistics.median(big.cpu) / statistics.median(small.cpu)
+        print(f"incremental cpu median, {big.n:,} vs {small.n:,}: {ratio:.2f}x (target: within 1.5x)")
 
 
 if __name__ == "__main__":

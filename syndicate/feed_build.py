@@ -117,9 +117,14 @@ def resolve_scope(store: Store, scope: Scope, now: datetime | None = None) -> Sc
     return None if name is None else Scope.category(scope.slug, name)
 
 
-def all_scopes(store: Store, now: datetime | None = None) -> list[Scope]:
-    """The site, every category holding a public article and every newsletter list."""
-    categories = store.public_categories(now or utcnow())
+def all_scopes(
+    store: Store, now: datetime | None = None, categories: list[tuple[str, str, int]] | None = None
+) -> list[Scope]:
+    """The site, every category holding a public article and every newsletter list.
+
+    ``categories`` is ``store.public_categories(now)`` when the caller already holds it."""
+    if categories is None:
+        categories = store.public_categories(now or utcnow())
     return [SITE] + [Scope.category(slug, name) for slug, name, _count in categories] + list_scopes(store)
 
 
@@ -168,9 +173,26 @@ def build_month(
     if not articles:
         return None
     older, newer = neighbours if neighbours is not None else month_neighbours(store, settings, scope, month, now)
-    items = feed_items(articles, settings)
+    return month_documents(settings, scope, month, feed_items(articles, settings), (older, newer))
+
+
+def month_documents(
+    settings: Settings, scope: Scope, month: str, items: list[FeedItem], neighbours: tuple[str | None, str | None]
+) -> list[FeedDocument]:
+    """The archive documents of a finished ``month`` from its items (newest first), already scoped."""
+    older, newer = neighbours
     meta = FeedMeta(settings, scope, feed_updated(items), month=month, prev_month=older, next_month=newer)
     return _documents(meta, items)
+
+
+def scoped_items(scope: Scope, items: list[FeedItem]) -> list[FeedItem]:
+    """The items of a scope among every article's items, in the same order (what
+    ``store.public_between`` with the scope's categories returns)."""
+    slugs = scope.category_slugs
+    if slugs is None:
+        return items
+    wanted = set(slugs)
+    return [item for item in items if item.category_term in wanted]
 
 
 def build_group(

@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -42,11 +42,25 @@ from .feed_build import (
     build_month,
     list_scope,
     list_scopes,
+    month_documents,
     month_neighbours,
     open_month,
     resolve_scope,
+    scoped_items,
 )
-from .feeds import FORMATS, SITE, FeedItem, Scope, base, feed_item, feed_links, month_of
+from .feeds import (
+    FORMATS,
+    SITE,
+    FeedItem,
+    FeedLink,
+    Scope,
+    base,
+    feed_item,
+    feed_items,
+    feed_links,
+    month_bounds,
+    month_of,
+)
 from .models import Article, from_iso, to_iso, utcnow
 from .render import make_environment
 from .store import Store
@@ -131,10 +145,22 @@ def article_page_file(article: Article) -> str | None:
     return f"articles/{article.slug}/index.html" if _PAGE_SLUG.match(article.slug) else None
 
 
-def render_article(env: jinja2.Environment, settings: Settings, article: Article) -> bytes:
-    """The static page of one article: what ``/articles/<slug>/`` links in the feeds resolve to."""
-    item = feed_item(article, settings)
-    category = Scope.category(article.category_slug) if article.category_slug else None
+def render_article(
+    env: jinja2.Environment, settings: Settings, article: Article, item: FeedItem | None = None,
+    links: dict[str, list[FeedLink]] | None = None,
+) -> bytes:
+    """The static page of one article: what ``/articles/<slug>/`` links in the feeds resolve to.
+
+    ``item`` is the article's :func:`feed_item` when the caller already made it (a build makes each
+    once for feeds and page alike); ``links`` caches the autodiscovery links per category slug."""
+    item = item or feed_item(article, settings)
+    slug = item.category_term
+    category = Scope.category(slug) if slug else None
+    feeds = links.get(slug) if links is not None else None
+    if feeds is None:
+        feeds = feed_links(settings) + (feed_links(settings, category) if category else [])
+        if links is not None:
+            links[slug] = feeds
     html = env.get_template("web/site-article.html").render(
         item=item,
         body=Markup(item.content_html),  # cleaned by nh3 in feed_item
@@ -142,19 +168,22 @@ def render_article(env: jinja2.Environment, settings: Settings, article: Article
         site_title=settings.title,
         home=base(settings) + "/",
         category_page=base(settings) + category.page_path() if category else "",
-        feeds=feed_links(settings) + (feed_links(settings, category) if category else []),
+        feeds=feeds,
     )
     return html.encode("utf-8")
 
 
 def _put_article_pages(writer: _Writer, env: jinja2.Environment, settings: Settings, articles: Iterable[Article],
-                       now: datetime) -> None:
-    for article in articles:
+                       now: datetime, items: Iterable[FeedItem] | None = None) -> None:
+    """Write (or, while embargoed, remove) each article's page; ``items`` pairs with ``articles`` when given."""
+    links: dict[str, list[FeedLink]] = {}
+    paired = zip(articles, items, strict=True) if items is not None else ((a, None) for a in articles)
+    for article, item in paired:
         rel = article_page_file(article)
         if rel is None:
             continue
         if article.published <= now:
-            writer.put(rel, render_article(env, settings, article), durable=False)
+            writer.put(rel, render_article(env, settings, article, item, links), durable=False)
         else:  # embargoed (perhaps just re-dated into the future): no page yet
             writer.remove(rel)
 
@@ -176,8 +205,11 @@ def write_if_changed(root: Path, rel: str, data: bytes, durable: bool = True) ->
             return False
     except FileNotFoundError:
         pass
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except FileNotFoundError:  # the first file of its directory: make it (one syscall less for every other)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -245,15 +277,24 @@ def _stamp(store: Store, started: datetime, now: datetime) -> None:
     store.set_meta(HORIZON, to_iso(now))
 
 
+Progress = Callable[[int, int], None]  # (articles done, articles in all) as a full build goes
+
+
 def publish_all(
     store: Store, settings: Settings, out_dir: str | Path | None = None, *, now: datetime | None = None,
-    ping: bool = True,
+    ping: bool = True, progress: Progress | None = None,
 ) -> PublishReport:
     """Write every feed, every finished month's archive and the index pages under ``out_dir``.
 
     ``now`` (default: the clock) decides what is public: articles published
     later are left out until a build after their time. With ``feeds_hub_url``
     set, the hub is pinged for every subscription feed whose bytes changed.
+
+    Archives are streamed month by month: one query per month reads its
+    articles, each is cleaned once for every scope's archive and its own
+    page, and all is dropped before the next month, so memory follows the
+    largest month, not the store. ``progress`` is called after each month
+    with the articles done so far and the total.
 
     Example:
         >>> report = publish_all(store, settings, "site")  # doctest: +SKIP
@@ -268,17 +309,40 @@ def publish_all(
     now = now or started
     categories = store.public_categories(now)
     lists = list_scopes(store)
-    scopes = all_scopes(store, now)
+    scopes = all_scopes(store, now, categories)
+    total = store.count_public(now) if progress is not None else 0
+    done = 0
     for scope in scopes:
         _publish_scope_current(writer, store, settings, env, scope, categories, lists, now)
+    # Every scope's archive months are among the site's: each site month is read once and shared.
+    plans: list[tuple[Scope, dict[str, tuple[str | None, str | None]]]] = []
+    for scope in scopes:
         months = archive_months(store, settings, scope, now)
-        for i, month in enumerate(months):
-            older = months[i - 1] if i > 0 else None
-            newer = months[i + 1] if i + 1 < len(months) else None
-            docs = build_month(store, settings, scope, month, (older, newer), now)
-            if docs:
-                writer.documents(docs)
-    _put_article_pages(writer, env, settings, store.public_articles(now), now)
+        plans.append((scope, {
+            month: (months[i - 1] if i > 0 else None, months[i + 1] if i + 1 < len(months) else None)
+            for i, month in enumerate(months)
+        }))
+    for month in archive_months(store, settings, SITE, now):
+        bounds = month_bounds(month, settings.tz)
+        if bounds is None:
+            continue
+        articles = store.public_between(bounds[0], bounds[1], None)
+        items = feed_items(articles, settings)
+        for scope, neighbours in plans:
+            if month in neighbours:
+                scoped = scoped_items(scope, items)
+                if scoped:
+                    writer.documents(month_documents(settings, scope, month, scoped, neighbours[month]))
+        _put_article_pages(writer, env, settings, articles, now, items)
+        done += len(articles)
+        if progress is not None:
+            progress(done, total)
+        del articles, items
+    current = store.public_from(open_month(settings, now)[1], now)
+    _put_article_pages(writer, env, settings, current, now)
+    if progress is not None:
+        progress(done + len(current), total)
+    del current
     _prune(writer, set(report.written) | set(report.unchanged))
     _stamp(store, started, now)
     if ping:
@@ -291,19 +355,39 @@ def _prune(writer: _Writer, kept: set[str]) -> None:
     (a deleted list or category, a month that emptied). Only syndicate's own
     URL layout is touched: other files in the output directory stay."""
     root = writer.out_dir
-    candidates: list[Path] = []
-    for pattern in ("feeds/*/*", "category/*/*", "category/*/feeds/*/*", "list/*/*", "list/*/feeds/*/*",
-                    "articles/*/index.html"):
-        candidates += [p for p in root.glob(pattern) if p.is_file()]
-    for path in candidates:
-        rel = path.relative_to(root).as_posix()
-        if rel not in kept and not path.name.startswith("."):
+    candidates: list[str] = []
+    for pattern in ("feeds/*/*", "category/*/*", "category/*/feeds/*/*", "list/*/*", "list/*/feeds/*/*"):
+        candidates += [p.relative_to(root).as_posix() for p in root.glob(pattern) if p.is_file()]
+    pages = root / "articles"
+    if pages.is_dir():  # one directory per article: read it once instead of globbing into each
+        with os.scandir(pages) as entries:
+            for entry in entries:
+                rel = f"articles/{entry.name}/index.html"
+                if rel not in kept and entry.is_dir() and os.path.isfile(os.path.join(entry.path, "index.html")):
+                    candidates.append(rel)
+    for rel in candidates:
+        if rel not in kept and not rel.rsplit("/", 1)[-1].startswith("."):
             writer.remove(rel)
+    holding = {parent for rel in kept for parent in _parents(rel)}  # folders that keep a file are not empty
     for pattern in ("category/*/feeds/*", "category/*/feeds", "category/*", "list/*/feeds/*", "list/*/feeds",
                     "list/*", "feeds/*", "articles/*"):
-        for folder in sorted(root.glob(pattern), reverse=True):
+        if pattern == "articles/*":
+            folders = []
+            if pages.is_dir():
+                with os.scandir(pages) as entries:
+                    folders = [pages / e.name for e in entries if f"articles/{e.name}" not in holding]
+        else:
+            folders = list(root.glob(pattern))
+        for folder in sorted(folders, reverse=True):
+            if folder.relative_to(root).as_posix() in holding:
+                continue
             if folder.is_dir() and not any(folder.iterdir()):
                 folder.rmdir()
+
+
+def _parents(rel: str) -> Iterable[str]:
+    parts = rel.split("/")
+    return ("/".join(parts[:i]) for i in range(1, len(parts)))
 
 
 def publish_changed(

@@ -192,6 +192,8 @@ def test_hostile_articles_still_give_well_formed_valid_feeds(store: Store, setti
     assert any("عنوان عربي" in t for t in titles)
     assert all("\x00" not in i["title"] and "\x01" not in i["title"] for i in doc["items"])
     assert "Tiếng Việt tổ hợp".encode() in feeds["rss"] and "Tiếng Việt tổ hợp".encode() in feeds["atom"]
+    # The JSON Feed is written by orjson: byte for byte the standard library's indent=2, even for this input.
+    assert feeds["json"] == (json.dumps(doc, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
     text_only = next(i for i in doc["items"] if i["title"] == "Tiếng Việt tổ hợp")
     assert text_only["content_html"] == (
         '<figure><img src="https://img.example.org/15.jpg" alt=""></figure>\n<p>chỉ văn bản</p>\n<p>đoạn hai</p>'

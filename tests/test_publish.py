@@ -373,3 +373,79 @@ def test_publish_all_prunes_what_it_no_longer_makes(store: Store, settings: Sett
     assert (root / "category" / "kinh-te" / "atom.xml").exists()
     assert (root / "robots.txt").exists() and (root / "category" / "custom.html").exists()
     assert publish_all(store, settings, root).removed == []
+
+
+# --- progress: a bar on a terminal, one summary line otherwise (issue 13) -----------------------
+
+
+def _on_a_terminal(args: list[str], cwd: Path) -> tuple[int, str, str]:
+    """Run ``syndicate ARGS`` with stderr on a pseudo-terminal: (exit code, stdout, what the terminal showed)."""
+    import pty
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "CI" and not k.startswith("SYNDICATE_")}
+    env.update(SYNDICATE_DB=str(cwd / "syndicate.db"), SYNDICATE_SECRET_KEY="test-secret-key-0123456789-abcdefghij",
+               COLUMNS="100")
+    leader, follower = pty.openpty()
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "syndicate", *args], cwd=cwd, env=env,
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=follower)
+    finally:
+        os.close(follower)
+    shown = b""
+    try:
+        while True:  # until the child exits and the terminal reports EOF (EIO on Linux)
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        os.close(leader)
+    assert proc.stdout is not None
+    out = proc.stdout.read().decode()
+    proc.stdout.close()
+    return proc.wait(timeout=120), out, shown.decode(errors="replace")
+
+
+def _store_with_months(tmp_path: Path) -> None:
+    from syndicate.store import open_store
+
+    store = open_store(str(tmp_path / "syndicate.db"))
+    store.upsert_articles([art(i) for i in range(8)])  # Jan..Mar 2024: three archive months
+    store.close()
+
+
+def test_feed_build_prints_one_summary_line_and_no_bar_when_not_on_a_terminal(cli: CliRunner, tmp_path: Path) -> None:
+    _store_with_months(tmp_path)
+    built = cli.invoke(main, ["feed", "build"])
+    assert built.exit_code == 0, built.output
+    assert built.stderr == ""
+    assert built.stdout.splitlines() == [
+        f"{len(files(tmp_path / 'site'))} written, 0 unchanged in site/; subscribe at http://127.0.0.1:8080/atom.xml"
+    ]
+
+
+def test_feed_build_shows_a_progress_bar_on_a_terminal(tmp_path: Path) -> None:
+    _store_with_months(tmp_path)
+    code, out, shown = _on_a_terminal(["feed", "build"], tmp_path)
+    assert code == 0, shown
+    assert "building feeds" in shown and "8/8" in shown, shown
+    assert out.splitlines()[-1].endswith("subscribe at http://127.0.0.1:8080/atom.xml")
+
+
+def test_article_import_shows_a_progress_bar_on_a_terminal(tmp_path: Path) -> None:
+    pages = tmp_path / "in"
+    pages.mkdir()
+    for i in range(3):
+        (pages / f"a{i}.md").write_text(f"---\ntitle: Bài {i}\npublished: 2024-01-0{i + 1}T08:00:00+07:00\n---\nNội dung {i}\n",
+                                        encoding="utf-8")
+    code, out, shown = _on_a_terminal(["article", "import", "in"], tmp_path)
+    assert code == 0, shown + out
+    assert "importing" in shown and "100%" in shown, shown
+    quiet = CliRunner().invoke(main, ["--db", str(tmp_path / "quiet.db"), "article", "import", str(pages)],
+                               env={"SYNDICATE_SECRET_KEY": "test-secret-key-0123456789-abcdefghij"})
+    assert quiet.exit_code == 0 and "importing" not in quiet.output and "%" not in quiet.output

@@ -82,7 +82,7 @@ def test_cli_import_reports_errors_in_one_line(cli: CliRunner, tmp_path: Path) -
         "(skipped 1 of 3 rows; the other rows were imported)\n"
     )
     assert result.stdout.startswith("subs.csv: 3 rows; added 2 subscriptions to tin-sang")
-    listed = json.loads(cli.invoke(main, ["subscriber", "ls", "--json"]).output)
+    listed = json.loads(cli.invoke(main, ["subscriber", "ls", "--json"]).output)["rows"]
     assert [(r["email"], r["subscription"]["status"]) for r in listed] == [
         ("a@example.org", "active"), ("b@example.org", "active")
     ]
@@ -285,7 +285,7 @@ def test_cli_dry_run_and_stats(cli: CliRunner, tmp_path: Path) -> None:
     cli.invoke(main, ["list", "create", "--from", str(DATA / "lists.toml")])
     dry = cli.invoke(main, ["subscriber", "import", str(DATA / "subscribers.csv"), "--dry-run", "--confirmed"])
     assert dry.exit_code == 0 and "would add 10 subscriptions" in dry.output
-    assert json.loads(cli.invoke(main, ["subscriber", "ls", "--json"]).output) == []
+    assert json.loads(cli.invoke(main, ["subscriber", "ls", "--json"]).output) == {"total": 0, "rows": []}
     cli.invoke(main, ["subscriber", "import", str(DATA / "subscribers.csv"), "--confirmed"])
     table = cli.invoke(main, ["stats"]).output.splitlines()
     assert table[0].split() == ["list", "active", "pending", "unsub", "bounced", "complaint", "growth", "30d"]

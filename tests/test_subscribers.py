@@ -425,11 +425,32 @@ def test_cli_ls_and_purge(cli: CliRunner) -> None:
     for addr in ("a@example.org", "b@example.org"):
         cli.invoke(main, ["subscriber", "add", addr, "--list", "tin-sang", "--confirmed"])
     cli.invoke(main, ["subscriber", "add", "c@example.org", "--list", "tin-sang"])
-    rows = json.loads(cli.invoke(main, ["subscriber", "ls", "--status", "active", "--json"]).output)
+    rows = json.loads(cli.invoke(main, ["subscriber", "ls", "--status", "active", "--json"]).output)["rows"]
     assert [r["email"] for r in rows] == ["a@example.org", "b@example.org"]
-    assert len(cli.invoke(main, ["subscriber", "ls", "--limit", "1"]).output.splitlines()) == 1
+    assert len(cli.invoke(main, ["subscriber", "ls", "--limit", "1"]).stdout.splitlines()) == 1
     purged = cli.invoke(main, ["subscriber", "purge-pending", "--older-than", "0"])
     assert purged.exit_code == 0 and "purged" in purged.output
+
+
+def test_cli_ls_says_how_many_more_rows_exist_beyond_its_limit(cli: CliRunner) -> None:
+    cli.invoke(main, ["list", "create", "tin-sang", "--name", "Tin sáng"])
+    cli.invoke(main, ["list", "create", "tin-toi", "--name", "Tin tối"])
+    for i in range(5):
+        cli.invoke(main, ["subscriber", "add", f"s{i}@example.org", "--list", "tin-sang", "--confirmed"])
+    cli.invoke(main, ["subscriber", "add", "s0@example.org", "--list", "tin-toi"])  # a second row for s0
+    cli.invoke(main, ["subscriber", "add", "s9@example.org", "--list", "tin-toi"])
+    cli.invoke(main, ["subscriber", "unsubscribe", "s9@example.org", "--list", "tin-toi"])
+    short = cli.invoke(main, ["subscriber", "ls", "--limit", "2"])
+    assert short.exit_code == 0 and len(short.stdout.splitlines()) == 2
+    assert short.stderr == "… and 5 more; use --limit N (0 = all) or --json\n"
+    every = cli.invoke(main, ["subscriber", "ls", "--limit", "0"])
+    assert len(every.stdout.splitlines()) == 7 and every.stderr == ""
+    active = cli.invoke(main, ["subscriber", "ls", "--list", "tin-sang", "--status", "active", "--limit", "4"])
+    assert active.stderr == "… and 1 more; use --limit N (0 = all) or --json\n"
+    doc = json.loads(cli.invoke(main, ["subscriber", "ls", "--limit", "3", "--json"]).stdout)
+    assert doc["total"] == 7 and len(doc["rows"]) == 3
+    pending = json.loads(cli.invoke(main, ["subscriber", "ls", "--status", "pending", "--json"]).stdout)
+    assert pending["total"] == 1 and [r["email"] for r in pending["rows"]] == ["s0@example.org"]
 
 
 # -- issue 10: erasure leaves no traces the store can reach -------------------------------------

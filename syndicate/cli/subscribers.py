@@ -353,20 +353,29 @@ def subscriber_consent(app: App, list_slug: str, fmt: str, output: Path | None) 
 def subscriber_ls(app: App, list_slug: str | None, status: str | None, limit: int, as_json: bool) -> None:
     """List subscribers with their subscriptions, oldest first.
 
+    Past ``--limit`` a last line (on stderr) says how many more rows there are;
+    ``--json`` gives ``{"total": N, "rows": [...]}``.
+
     \b
     Example:
         syndicate subscriber ls --list tin-sang --status active --limit 20
     """
     list_id = app.store.get_list(list_slug).id if list_slug else None
+    total = app.store.count_subscription_rows(list_id, status)
     rows = app.store.iter_subscriptions(list_id, status)
     if limit:
         rows = islice(rows, limit)
     if as_json:
-        emit_json([{**subscriber_dict(p), "subscription": subscription_dict(s, slug) if s else None}
-                   for p, s, slug in rows])
+        emit_json({"total": total, "rows": [
+            {**subscriber_dict(p), "subscription": subscription_dict(s, slug) if s else None} for p, s, slug in rows
+        ]})
         return
+    shown = 0
     for p, s, slug in rows:
+        shown += 1
         click.echo(f"{p.email:<40} {slug or '-':<18} {s.status if s else '-':<12} {p.timezone:<22} {p.name}")
+    if total > shown:
+        click.echo(f"… and {total - shown:,} more; use --limit N (0 = all) or --json", err=True)
 
 
 @subscriber_group.command("unsubscribe")

@@ -82,6 +82,30 @@ def content_hash(a: Article) -> str:
     return hashlib.sha256("\x1e".join(parts).encode("utf-8")).hexdigest()
 
 
+def public_category_counts(conn: sqlite3.Connection, bound: str) -> list[tuple[str, str, int]]:
+    """(slug, display name, count) of every category with an article published by ``bound``, by slug.
+
+    The name is the greatest spelling among the category's public articles (as ``max(category)``
+    would say). Totals come from ``category_counts`` (kept by triggers, see store/changes.py), less
+    the articles still embargoed: an indexed range over the future only.
+    """
+    counts: dict[tuple[str, str], int] = {
+        (r[0], r[1]): r[2]
+        for r in conn.execute("SELECT category_slug, category, n FROM category_counts WHERE category_slug != ''")
+    }
+    # No GROUP BY: the planner would walk articles_category (the whole table) to group.
+    for slug, name in conn.execute("SELECT category_slug, category FROM articles WHERE published > ?", [bound]):
+        if slug:
+            counts[(slug, name)] = counts.get((slug, name), 0) - 1
+    by_slug: dict[str, tuple[str, int]] = {}
+    for (slug, name), n in counts.items():
+        if n <= 0:
+            continue
+        best, total = by_slug.get(slug, (name, 0))
+        by_slug[slug] = (max(best, name), total + n)
+    return [(slug, name, total) for slug, (name, total) in sorted(by_slug.items())]
+
+
 def row_to_article(row: sqlite3.Row) -> Article:
     return Article(
         id=row["id"],
@@ -360,12 +384,7 @@ class ArticleQueries(ArrivalQueries):
 
     def categories(self, *, now: datetime | None = None) -> list[tuple[str, str, int]]:
         """(slug, display name, public article count) for every category with a public article."""
-        rows = self.conn.execute(
-            "SELECT category_slug, max(category), count(*) FROM articles "
-            "WHERE category_slug != '' AND published <= ? GROUP BY category_slug ORDER BY category_slug",
-            [public_bound(now)],
-        ).fetchall()
-        return [(r[0], r[1], r[2]) for r in rows]
+        return public_category_counts(self.conn, public_bound(now))
 
     def latest_change(self, category_slug: str | None = None, *, now: datetime | None = None) -> datetime | None:
         """The newest ``updated`` among public articles (in a category)."""

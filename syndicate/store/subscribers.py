@@ -417,6 +417,26 @@ class SubscriberQueries(ImportQueries):
         sql += " ORDER BY s.id, t.id"
         yield from self._stream(sql, params, batch, self._subscriber_row)
 
+    def count_subscription_rows(self, list_id: int | None = None, status: str | None = None) -> int:
+        """How many rows :meth:`iter_subscriptions` yields for the same filters (one count query)."""
+        where: list[str] = []
+        params: list[object] = []
+        if list_id is not None:
+            where.append("t.list_id = ?")
+            params.append(list_id)
+        if status is not None:
+            where.append("t.status = ?")
+            params.append(status)
+        if not where:  # each subscription, plus each subscriber holding none
+            return int(self.scalar(
+                "SELECT (SELECT count(*) FROM subscriptions) + (SELECT count(*) FROM subscribers s "
+                "WHERE NOT EXISTS (SELECT 1 FROM subscriptions t WHERE t.subscriber_id = s.id))"
+            ))
+        return int(self.scalar(
+            "SELECT count(*) FROM subscriptions t JOIN subscribers s ON s.id = t.subscriber_id WHERE "
+            + " AND ".join(where), params,
+        ))
+
     @staticmethod
     def _subscriber_row(r: tuple[object, ...]) -> tuple[Subscriber, Subscription | None, str]:
         sub = _row_to_subscriber(r)
