@@ -5,7 +5,7 @@ pending migrations, and returns a :class:`Store` whose methods are the named
 queries of each area: articles (``store/articles.py``), lists and subscribers
 (``store/subscribers.py``), consent events, suppressions and stats
 (``store/consent.py``), the outbox (``store/outbox.py``) and the notices queued in it
-(``store/notices.py``), followed sources (``store/sources.py``), the change counter
+(``store/notices.py``), followed sources (``store/sources.py``), campaigns (``store/campaigns.py``), the change counter
 and embargoed feed reads (``store/changes.py``). Parameters are
 always bound, never formatted into SQL.
 """
@@ -20,6 +20,7 @@ import sqlite_utils
 
 from ..errors import StoreError
 from .articles import ArticleQueries, UpsertResult
+from .campaigns import CampaignQueries
 from .changes import ChangeQueries, FeedState
 from .consent import ConsentQueries
 from .migrations import ALL
@@ -32,7 +33,7 @@ __all__ = ["Store", "open_store", "UpsertResult", "FeedState"]
 
 
 class Store(ArticleQueries, ChangeQueries, OutboxQueries, NoticeQueries, SubscriberQueries, ConsentQueries,
-            SourceQueries):
+            SourceQueries, CampaignQueries):
     """Every named query, grouped by area in the mixins it inherits."""
 
 
