@@ -36,7 +36,7 @@ from .subscribers import check_categories, normalize_address
 __all__ = [
     "CAMPAIGN_STATUSES", "Campaign", "CampaignReport", "LinkClicks", "Tracking", "create_campaign", "edit_campaign",
     "cancel_campaign", "send_campaign", "test_campaign", "campaign_report", "plan_due_campaigns", "set_tracking",
-    "EDITABLE",
+    "follow_click", "EDITABLE",
 ]
 
 #: Statuses in which a campaign may still be edited or cancelled.
@@ -212,6 +212,18 @@ def set_tracking(store: Store, list_slug: str, *, track_clicks: bool | None = No
         raise InputError(f"list {list_slug!r}: per-person stats need click tracking; add --track-clicks")
     store.set_list_tracking(nl.id, new)
     return new
+
+
+def follow_click(store: Store, settings: Settings, token: str, now: datetime | None = None) -> str | None:
+    """The address a click token leads to, counting the click; None (nothing counted) for a token we
+    did not sign or a link not stored for that campaign: the redirect never goes anywhere else."""
+    from .campaign_render import read_click_token
+
+    got = read_click_token(settings, token)
+    if got is None:
+        return None
+    campaign_id, link_id, subscriber_id = got
+    return store.record_click(campaign_id, link_id, subscriber_id, now)
 
 
 test_campaign.__test__ = False  # type: ignore[attr-defined]  # not a pytest test, whatever its name
