@@ -349,3 +349,16 @@ def test_migration_keeps_existing_deliveries(tmp_path: Path, settings: Settings)
             new.conn.execute("UPDATE deliveries SET status = 'nonsense'")
     finally:
         new.close()
+
+
+def test_notices_sent_at_once_never_take_a_campaign_row(store: Store, settings: Settings) -> None:
+    """The form sends a person's notices at once, outside the run lock: their queued campaign row
+    waits for `syndicate send` like a digest."""
+    make_list(store, welcome=True)
+    people(store, settings, "tin-sang", 1)
+    c = campaigns.create_campaign(store, settings, list_slug="tin-sang", subject="S", body_markdown=BODY, now=T0)
+    campaigns.send_campaign(store, settings, c.id, AT)
+    sid = int(store.scalar("SELECT subscription_id FROM deliveries WHERE campaign_id = ?", [c.id]))
+    welcome = store.queue_notices("welcome", [sid], AT)[0].delivery_id
+    assert welcome is not None
+    assert store.queued_notices([sid]) == [welcome]
