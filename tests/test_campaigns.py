@@ -362,3 +362,72 @@ def test_notices_sent_at_once_never_take_a_campaign_row(store: Store, settings: 
     welcome = store.queue_notices("welcome", [sid], AT)[0].delivery_id
     assert welcome is not None
     assert store.queued_notices([sid]) == [welcome]
+
+
+def bulk_active(store: Store, nl: NewsList, n: int, start: int = 0) -> None:
+    from syndicate.store.imports import ImportRow
+    from syndicate.subscribers import address_hash
+
+    rows = [ImportRow(line=i, email=f"bulk{i}@example.org", email_hash=address_hash(f"bulk{i}@example.org"),
+                      status="active", confirmed=T0) for i in range(start, start + n)]
+    store.import_batch(nl, rows, source="test", actor="", resubscribe=False, baseline=store.import_baseline(), now=T0)
+
+
+def claim_cost(store: Store, limit: int) -> tuple[list[str], int]:
+    """(kinds claimed, SQLite VM steps in thousands) of one claim."""
+    steps = 0
+
+    def tick() -> int:
+        nonlocal steps
+        steps += 1
+        return 0
+
+    store.conn.set_progress_handler(tick, 1000)
+    try:
+        got = store.claim_deliveries("me", AT, AT + timedelta(minutes=5), limit)
+    finally:
+        store.conn.set_progress_handler(None, 0)
+    store.release_claims("me", [d.id for d in got])
+    return [d.kind for d in got], steps
+
+
+def test_a_big_campaign_does_not_slow_the_claim_of_a_notice(tmp_path: Path, settings: Settings) -> None:
+    """Notices are claimed first through their own small index: a queued campaign of thousands of
+    rows must not be walked by it (each claim pass would cost the campaign's size)."""
+    costs = []
+    for n in (20, 4000):
+        store = open_store(tmp_path / f"{n}.db")
+        try:
+            nl = make_list(store)
+            bulk_active(store, nl, n)
+            c = campaigns.create_campaign(store, settings, list_slug="tin-sang", subject="S", body_markdown=BODY,
+                                          now=T0)
+            assert campaigns.send_campaign(store, settings, c.id, AT) == n
+            r = subscribe(store, settings, "new@example.org", "tin-sang", now=AT)
+            assert r.subscription.id is not None
+            assert store.queue_notices("confirm", [r.subscription.id], AT)[0].delivery_id is not None
+            kinds, steps = claim_cost(store, 1)
+            assert kinds == ["confirm"]
+            costs.append(steps)
+            kinds, _ = claim_cost(store, 3)  # then campaigns (and digests) in the order they were planned
+            assert kinds == ["confirm", "campaign", "campaign"]
+        finally:
+            store.close()
+    assert costs[1] <= costs[0] + 5, costs
+
+
+def test_a_campaign_row_left_sending_by_a_dead_run_is_unknown_at_the_next_run(store: Store,
+                                                                               settings: Settings) -> None:
+    """Campaign rows are claimed only under the run lock (like digests), so a run holding the lock
+    knows any other run's live lease is an orphan: it is `unknown` (never resent), and the campaign settles."""
+    make_list(store)
+    people(store, settings, "tin-sang", 2)
+    c = campaigns.create_campaign(store, settings, list_slug="tin-sang", subject="S", body_markdown=BODY, now=T0)
+    campaigns.send_campaign(store, settings, c.id, AT)
+    [dead] = store.claim_deliveries("dead-run", AT, AT + timedelta(days=1), 1)
+    assert store.mark_orphans_unknown("next-run", AT, all_foreign=True) == 1
+    assert store.get_delivery(dead.id).status == "unknown"
+    drain(store, settings)
+    assert store.get_campaign(c.id).status == "sent"
+    report = campaigns.campaign_report(store, c.id)
+    assert (report.sent, report.unknown) == (1, 1)

@@ -106,6 +106,12 @@ def _rebuild_deliveries(db: Database) -> None:
         "CREATE UNIQUE INDEX deliveries_campaign ON deliveries (campaign_id, subscription_id) "
         "WHERE campaign_id IS NOT NULL"
     )
+    # notices are claimed first through this index: campaign rows stay out of it, as digests do, so a
+    # queued campaign of any size is never walked to find them (store/outbox_claims.py matches its WHERE)
+    conn.execute("DROP INDEX IF EXISTS deliveries_notice_queue")
+    conn.execute(
+        "CREATE INDEX deliveries_notice_queue ON deliveries (status, id) WHERE kind NOT IN ('digest', 'campaign')"
+    )
 
 
 @dataclass(frozen=True)
