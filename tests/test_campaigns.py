@@ -431,3 +431,19 @@ def test_a_campaign_row_left_sending_by_a_dead_run_is_unknown_at_the_next_run(st
     assert store.get_campaign(c.id).status == "sent"
     report = campaigns.campaign_report(store, c.id)
     assert (report.sent, report.unknown) == (1, 1)
+
+
+def test_a_digest_planned_in_the_same_tick_does_not_supersede_the_campaign(store: Store, settings: Settings) -> None:
+    """A new digest replaces the same subscription's older digests still queued, never its campaign row."""
+    from syndicate.models import Article
+
+    make_list(store)
+    people(store, settings, "tin-sang", 3)
+    store.upsert_articles([Article(guid=f"g{i}", title=f"Tin {i}", slug=f"tin-{i}", published=T0 + timedelta(hours=i),
+                                   category="Xã hội") for i in range(1, 3)])
+    c = campaigns.create_campaign(store, settings, list_slug="tin-sang", subject="S", body_markdown=BODY,
+                                  send_at=AT - timedelta(minutes=1), now=T0)
+    sent = drain(store, settings).sent  # the tick plans the campaign, then the due digests, then drains
+    kinds = sorted(raw.split(b"Message-ID: <")[1].split(b".")[0].decode() for _f, _r, raw in sent)
+    assert kinds == ["campaign"] * 3 + ["digest"] * 3
+    assert campaigns.campaign_report(store, c.id).sent == 3
