@@ -447,3 +447,75 @@ def test_a_digest_planned_in_the_same_tick_does_not_supersede_the_campaign(store
     kinds = sorted(raw.split(b"Message-ID: <")[1].split(b".")[0].decode() for _f, _r, raw in sent)
     assert kinds == ["campaign"] * 3 + ["digest"] * 3
     assert campaigns.campaign_report(store, c.id).sent == 3
+
+
+# -- the CLI ----------------------------------------------------------------------------
+
+
+def test_cli_lifecycle_and_json(cli: Any, tmp_path: Path) -> None:
+    import json
+
+    from syndicate.cli import main
+
+    assert cli.invoke(main, ["list", "create", "tin-sang", "--name", "Tin sáng"]).exit_code == 0
+    (tmp_path / "a.md").write_text(BODY, encoding="utf-8")
+    r = cli.invoke(main, ["campaign", "create", "--list", "tin-sang", "--subject", "Hội thảo", "--body", "a.md",
+                          "--send-at", "2099-01-02T08:00"])
+    assert r.exit_code == 0, r.output
+    cid = int(r.output)
+    shown = json.loads(cli.invoke(main, ["campaign", "show", str(cid), "--json"]).output)
+    # without an offset, --send-at is the site's time zone (Asia/Ho_Chi_Minh, UTC+7)
+    assert (shown["status"], shown["send_at"], shown["body_markdown"]) == ("scheduled", "2099-01-02T01:00:00+00:00", BODY)
+    r = cli.invoke(main, ["campaign", "edit", str(cid), "--subject", "Dời lịch", "--draft"])
+    assert (r.exit_code, r.output) == (0, f"campaign {cid} is draft\n")
+    listed = json.loads(cli.invoke(main, ["campaign", "ls", "--json"]).output)
+    assert [(x["id"], x["subject"], x["status"]) for x in listed] == [(cid, "Dời lịch", "draft")]
+    r = cli.invoke(main, ["campaign", "ls"])
+    assert f"{cid:>5}  draft      tin-sang" in r.output and "Dời lịch" in r.output
+    r = cli.invoke(main, ["campaign", "send", str(cid)])
+    assert (r.exit_code, r.output) == (0, f"campaign {cid}: 0 message(s) queued; `syndicate send` (cron) delivers them\n")
+    r = cli.invoke(main, ["campaign", "edit", str(cid), "--subject", "x"])
+    assert (r.exit_code, r.output) == (65, f"error: campaign {cid} is sent; only a draft or scheduled campaign can be edited\n")
+    r = cli.invoke(main, ["campaign", "cancel", str(cid)])
+    assert r.output == f"error: campaign {cid} is sent; only a draft or scheduled campaign can be cancelled\n"
+    report = json.loads(cli.invoke(main, ["campaign", "report", str(cid), "--json"]).output)
+    assert (report["status"], report["planned"], report["links"]) == ("sent", 0, [])
+    r = cli.invoke(main, ["campaign", "report", str(cid)])
+    assert r.output.splitlines()[:3] == [f"campaign {cid} (sent)", "  planned:             0", "  sent:                0"]
+    r = cli.invoke(main, ["campaign", "show", "99"])
+    assert (r.exit_code, r.output) == (1, "error: no campaign with id 99 (see `syndicate campaign ls`)\n")
+    r = cli.invoke(main, ["campaign", "edit", str(cid), "--draft", "--send-at", "2099-01-01T00:00Z"])
+    assert r.output == "error: give --send-at or --draft, not both\n"
+
+
+def test_cli_tracking_options_on_list_update(cli: Any) -> None:
+    from syndicate.cli import main
+
+    assert cli.invoke(main, ["list", "create", "tin-sang", "--name", "Tin sáng"]).exit_code == 0
+    r = cli.invoke(main, ["list", "update", "tin-sang", "--per-person-stats"])
+    assert (r.exit_code, r.output) == (65, "error: list 'tin-sang': per-person stats need click tracking; "
+                                           "add --track-clicks\n")
+    assert cli.invoke(main, ["list", "update", "tin-sang", "--track-clicks", "--per-person-stats"]).exit_code == 0
+    store = open_store(Path.cwd() / "syndicate.db")
+    try:
+        assert store.list_tracking(store.get_list("tin-sang").id or 0) == campaigns.Tracking(True, True)
+    finally:
+        store.close()
+
+
+def test_per_person_stats_count_people_when_the_list_opts_in(store: Store, settings: Settings) -> None:
+    make_list(store)
+    people(store, settings, "tin-sang", 2)
+    campaigns.set_tracking(store, "tin-sang", track_clicks=True, per_person_stats=True)
+    c = campaigns.create_campaign(store, settings, list_slug="tin-sang", subject="S", body_markdown=BODY, now=T0)
+    campaigns.send_campaign(store, settings, c.id, AT)
+    sent = [m for m in drain(store, settings).sent if b"<campaign." in m[2]]
+    tokens = [parsed(raw).get_body(("html",)).get_content()  # type: ignore[union-attr]
+              .split("https://news.example.org/r/")[1].split('"')[0] for _f, _r, raw in sent]
+    assert len(set(tokens)) == 2  # one per person
+    assert "ghi lại liên kết bạn bấm" in parsed(sent[0][2]).get_body(("html",)).get_content()  # type: ignore[union-attr]
+    for token in tokens + tokens[:1]:
+        assert campaigns.follow_click(store, settings, token) == "https://events.example.org/a?x=1&y=2"
+    assert campaigns.follow_click(store, settings, "forged") is None
+    [link] = campaigns.campaign_report(store, c.id).links
+    assert (link.clicks, link.people) == (3, 2)
