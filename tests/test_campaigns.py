@@ -321,6 +321,10 @@ def test_click_tracking_only_when_the_list_opts_in(store: Store, settings: Setti
                             click_token(settings, c.id, got[1])) is None
     [link] = campaigns.campaign_report(store, c.id).links
     assert (link.url, link.clicks, link.people) == ("https://events.example.org/a?x=1&y=2", 1, None)
+    t = MemoryTransport()
+    campaigns.test_campaign(store, settings, c.id, "editor@example.org", AT, transport=t)
+    test_html = parsed(t.sent[0][2]).get_body(("html",)).get_content()  # type: ignore[union-attr]
+    assert "/r/" not in test_html and 'href="https://events.example.org/a?x=1&amp;y=2"' in test_html
 
 
 def test_migration_keeps_existing_deliveries(tmp_path: Path, settings: Settings) -> None:
