@@ -523,3 +523,16 @@ def test_per_person_stats_count_people_when_the_list_opts_in(store: Store, setti
     assert campaigns.follow_click(store, settings, "forged") is None
     [link] = campaigns.campaign_report(store, c.id).links
     assert (link.clicks, link.people) == (3, 2)
+
+
+def test_a_dry_run_counts_due_campaigns_and_writes_nothing(store: Store, settings: Settings) -> None:
+    make_list(store)
+    people(store, settings, "tin-sang", 3)
+    c = campaigns.create_campaign(store, settings, list_slug="tin-sang", subject="S", body_markdown=BODY,
+                                  send_at=AT - timedelta(minutes=1), now=T0)
+    report = run_send(store, settings, MemoryTransport(), now=AT, dry_run=True, lock=False)
+    assert report.queued == 3
+    assert store.get_campaign(c.id).status == "scheduled"
+    assert store.scalar("SELECT count(*) FROM deliveries WHERE campaign_id = ?", [c.id]) == 0
+    assert run_send(store, settings, MemoryTransport(), now=AT - timedelta(minutes=2), dry_run=True,
+                    lock=False).queued == 0
