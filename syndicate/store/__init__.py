@@ -7,7 +7,8 @@ queries of each area: articles (``store/articles.py``), lists and subscribers
 (``store/consent.py``), the outbox (planning in ``store/outbox.py``, claims and
 results in ``store/outbox_claims.py``, reports in ``store/outbox_report.py``), the
 digest archive (``store/archive.py``) and the notices queued in the outbox
-(``store/notices.py``), followed sources (``store/sources.py``), the change counter
+(``store/notices.py``), followed sources (``store/sources.py``), campaigns
+(``store/campaigns.py``), the change counter
 and embargoed feed reads (``store/changes.py``). Parameters are always bound,
 never formatted into SQL.
 """
@@ -23,6 +24,7 @@ import sqlite_utils
 from ..errors import StoreError
 from .archive import ArchiveQueries
 from .articles import ArticleQueries, UpsertResult
+from .campaigns import CampaignQueries
 from .changes import ChangeQueries, FeedState
 from .consent import ConsentQueries
 from .migrations import ALL
@@ -36,7 +38,7 @@ __all__ = ["Store", "open_store", "UpsertResult", "FeedState"]
 
 
 class Store(ArticleQueries, ChangeQueries, OutboxQueries, OutboxReportQueries, ArchiveQueries, NoticeQueries,
-            SubscriberQueries, ConsentQueries, SourceQueries):
+            SubscriberQueries, ConsentQueries, SourceQueries, CampaignQueries):
     """Every named query, grouped by area in the mixins it inherits."""
 
 

@@ -105,12 +105,13 @@ def m004_arrival_sequence(db: Database) -> None:
 
 
 def _all() -> list[Migrations]:
+    from .campaigns import migrations as campaigns
     from .changes import migrations as changes
     from .outbox import migrations as outbox
     from .sources import migrations as sources
     from .subscribers import migrations as subscribers
 
-    return [articles, subscribers, outbox, changes, sources]
+    return [articles, subscribers, outbox, changes, sources, campaigns]
 
 
 ALL: list[Migrations] = _all()

@@ -284,12 +284,13 @@ class OutboxQueries(ClaimQueries):
 
     @staticmethod
     def _supersede(conn: sqlite3.Connection, new_id: int | None, p: PlannedDelivery) -> None:
-        """A new period's digest replaces the same subscription's older ones still waiting
+        """A new period's digest replaces the same subscription's older digests still waiting
         (deferred by a relay outage, or never claimed): they become ``skipped`` and the new
-        digest's window starts where the oldest of them began, so no article is lost."""
+        digest's window starts where the oldest of them began, so no article is lost. Its
+        notices and campaign rows still waiting are not digests and are never replaced."""
         old = conn.execute(
             "SELECT id, period, window_start, after_seq FROM deliveries WHERE subscription_id = ? "
-            "AND status = 'queued' AND id != ?",
+            "AND status = 'queued' AND kind = 'digest' AND id != ?",
             [p.subscription_id, new_id],
         ).fetchall()
         if not old:

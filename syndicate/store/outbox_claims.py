@@ -70,7 +70,10 @@ def _chunks(items: Sequence[object], size: int) -> Iterator[Sequence[object]]:
 
 def _pick_queued(conn: sqlite3.Connection, now: datetime, limit: int,
                  only: Sequence[int] | None) -> list[tuple[int, str, str, str]]:
-    """(id, subscription status, kind, email or '') of due queued rows: notices first, then digests."""
+    """(id, subscription status, kind, email or '') of due queued rows: notices first, then digests and
+    campaign rows in the order they were planned. Notices have their own partial index (it leaves out
+    digests and campaigns, see the campaigns migration), so a queued campaign of any size is never walked
+    to find them."""
     due = "d.status = 'queued' AND (d.next_attempt IS NULL OR d.next_attempt <= ?)"
     head = ("SELECT d.id, x.status, d.kind, CASE WHEN d.kind = 'digest' THEN '' ELSE "
             "(SELECT email FROM subscribers WHERE id = d.subscriber_id) END FROM deliveries d")
@@ -78,18 +81,19 @@ def _pick_queued(conn: sqlite3.Connection, now: datetime, limit: int,
     if only is not None:
         rows = conn.execute(
             f"{head} {join} WHERE d.id IN (SELECT value FROM json_each(?)) AND {due} "
-            "ORDER BY d.kind = 'digest', d.id LIMIT ?",
+            "ORDER BY d.kind IN ('digest', 'campaign'), d.id LIMIT ?",
             [dumps(list(only)), iso(now), limit],
         ).fetchall()
     else:
         rows = conn.execute(
-            f"{head} INDEXED BY deliveries_notice_queue {join} WHERE {due} AND d.kind != 'digest' "
+            f"{head} INDEXED BY deliveries_notice_queue {join} WHERE {due} AND d.kind NOT IN ('digest', 'campaign') "
             "ORDER BY d.id LIMIT ?",
             [iso(now), limit],
         ).fetchall()
         if len(rows) < limit:
             rows += conn.execute(
-                f"{head} INDEXED BY deliveries_queue {join} WHERE {due} AND d.kind = 'digest' ORDER BY d.id LIMIT ?",
+                f"{head} INDEXED BY deliveries_queue {join} WHERE {due} AND d.kind IN ('digest', 'campaign') "
+                "ORDER BY d.id LIMIT ?",
                 [iso(now), limit - len(rows)],
             ).fetchall()
     return [(int(r[0]), str(r[1]), str(r[2]), str(r[3])) for r in rows]
@@ -179,14 +183,14 @@ class ClaimQueries(SubscriberQueries):
     def mark_orphans_unknown(self, owner: str, now: datetime, *, all_foreign: bool = False) -> int:
         """Rows left ``sending`` by another run: possibly on the wire, never
         resent automatically. ``all_foreign`` (used while holding the run lock,
-        when no other run can be alive) ignores the lease expiry, except for
-        notices: those sent at once are claimed outside the run lock (see
+        when no other run can be alive) ignores the lease expiry of digests and
+        campaign rows, but not of notices: those sent at once are claimed outside the run lock (see
         :mod:`syndicate.sender.notices`), so their live leases are left alone."""
         with self.transaction(immediate=True) as conn:
             cur = conn.execute(
                 "UPDATE deliveries SET status = 'unknown', error = 'interrupted while sending (run ' || "
                 "lease_owner || '); not resent automatically' WHERE status = 'sending' AND lease_owner != ? "
-                "AND ((? AND kind = 'digest') OR lease_until IS NULL OR lease_until < ?)",
+                "AND ((? AND kind IN ('digest', 'campaign')) OR lease_until IS NULL OR lease_until < ?)",
                 [owner, 1 if all_foreign else 0, iso(now)],
             )
             return cur.rowcount
