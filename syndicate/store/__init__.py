@@ -6,7 +6,8 @@ queries of each area: articles (``store/articles.py``), lists and subscribers
 (``store/subscribers.py``), consent events, suppressions and stats
 (``store/consent.py``), the outbox (``store/outbox.py``) and the notices queued in it
 (``store/notices.py``), followed sources (``store/sources.py``), the change counter
-and embargoed feed reads (``store/changes.py``). Parameters are
+and embargoed feed reads (``store/changes.py``), webhooks and their queue
+(``store/webhooks.py``). Parameters are
 always bound, never formatted into SQL.
 """
 
@@ -27,12 +28,13 @@ from .notices import NoticeQueries
 from .outbox import OutboxQueries
 from .sources import SourceQueries
 from .subscribers import SubscriberQueries
+from .webhooks import WebhookQueries
 
 __all__ = ["Store", "open_store", "UpsertResult", "FeedState"]
 
 
 class Store(ArticleQueries, ChangeQueries, OutboxQueries, NoticeQueries, SubscriberQueries, ConsentQueries,
-            SourceQueries):
+            SourceQueries, WebhookQueries):
     """Every named query, grouped by area in the mixins it inherits."""
 
 
