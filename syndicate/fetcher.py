@@ -1,6 +1,7 @@
-"""The safe fetcher: one HTTP GET of an untrusted URL, bounded in every way.
+"""The safe fetcher: one HTTP GET (or POST) of an untrusted URL, bounded in every way.
 
-Used by ``article import URL`` and by feed sources. Every request has:
+Used by ``article import URL``, by feed sources, and (``post_async``) by
+webhook deliveries. Every request has:
 
 - a TOTAL deadline (connect, every redirect hop and the whole body): a server
   dripping one byte every two seconds is cut off, not waited on forever;
@@ -32,6 +33,7 @@ import functools
 import ipaddress
 import socket
 import ssl
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
@@ -47,7 +49,7 @@ from .models import utcnow
 if TYPE_CHECKING:
     from .config import Settings
 
-__all__ = ["FetchError", "FetchPolicy", "FetchResult", "default_user_agent", "fetch", "fetch_async"]
+__all__ = ["FetchError", "FetchPolicy", "FetchResult", "default_user_agent", "fetch", "fetch_async", "post_async"]
 
 MB = 1_000_000
 REDIRECTS = (301, 302, 303, 307, 308)
@@ -98,6 +100,7 @@ class FetchResult:
     content_type: str = ""
     etag: str = ""
     last_modified: str = ""
+    retry_after: float | None = None  # seconds a 429/503 answer to a POST asked to wait
 
     @property
     def not_modified(self) -> bool:
@@ -133,20 +136,59 @@ async def fetch_async(url: str, policy: FetchPolicy | None = None, *, etag: str 
                       accept: str = "*/*") -> FetchResult:
     """GET ``url`` within ``policy``; FetchError saying why not."""
     policy = policy or FetchPolicy()
-    _check_url(url)
-    _check_scheme(url)
     headers = {"User-Agent": policy.user_agent, "Accept": accept, "Accept-Encoding": "gzip, deflate"}
     if etag:
         headers["If-None-Match"] = etag
     if last_modified:
         headers["If-Modified-Since"] = last_modified
+
+    async def get(client: httpx.AsyncClient) -> FetchResult:
+        return await _follow(client, url, policy, conditional=bool(etag or last_modified))
+
+    return await _guarded(url, policy, headers, get)
+
+
+async def post_async(url: str, body: bytes, policy: FetchPolicy | None = None, *,
+                     headers: dict[str, str] | None = None) -> FetchResult:
+    """POST ``body`` to ``url`` within ``policy`` (the same deadline and address rules as a GET).
+
+    Unlike a GET, every HTTP answer comes back as a FetchResult whatever its
+    status (the caller decides what a status means), redirects are not
+    followed, and the answer's body is read only up to ``policy.max_bytes``
+    (the rest is dropped, not an error). FetchError for anything that is not
+    an HTTP answer: a refused address, no connection, the deadline.
+    """
+    policy = policy or FetchPolicy()
+    sent = {"User-Agent": policy.user_agent, "Accept": "*/*", **(headers or {})}
+
+    async def post(client: httpx.AsyncClient) -> FetchResult:
+        if not _origin(url)[1]:
+            raise FetchError("the URL has no host")
+        async with client.stream("POST", url, content=body) as response:
+            answer = bytearray()
+            async for chunk in response.aiter_bytes():
+                answer += chunk[: policy.max_bytes - len(answer)]
+                if len(answer) >= policy.max_bytes:
+                    break
+            return FetchResult(url=url, status=response.status_code, body=bytes(answer),
+                               content_type=response.headers.get("content-type", ""),
+                               retry_after=_retry_after(response.headers.get("retry-after", "")))
+
+    return await _guarded(url, policy, sent, post)
+
+
+async def _guarded(url: str, policy: FetchPolicy, headers: dict[str, str],
+                   request: Callable[[httpx.AsyncClient], Awaitable[FetchResult]]) -> FetchResult:
+    """Run ``request`` on a client with the policy's transport and total deadline; httpx errors become FetchError."""
+    _check_url(url)
+    _check_scheme(url)
     try:
         async with asyncio.timeout(policy.timeout):
             async with httpx.AsyncClient(
                 headers=headers, follow_redirects=False, trust_env=False, timeout=policy.timeout,
                 transport=_transport(policy),
             ) as client:
-                return await _follow(client, url, policy, conditional=bool(etag or last_modified))
+                return await request(client)
     except TimeoutError:
         raise FetchError(f"no complete answer within {policy.timeout:g} s (the total deadline)",
                          temporary=True) from None
