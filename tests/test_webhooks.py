@@ -15,6 +15,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -99,8 +100,9 @@ class Receiver:
             self.server.server_close()
 
 
-@pytest.fixture
-def receiver() -> Iterator[Callable[..., Receiver]]:
+@contextmanager
+def receivers() -> Iterator[Callable[..., Receiver]]:
+    """A factory of started receivers, all stopped (sockets closed) when the block ends."""
     made: list[Receiver] = []
 
     def make(**kw: object) -> Receiver:
@@ -108,9 +110,17 @@ def receiver() -> Iterator[Callable[..., Receiver]]:
         made.append(r)
         return r
 
-    yield make
-    for r in made:
-        r.stop()
+    try:
+        yield make
+    finally:
+        for r in made:
+            r.stop()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Callable[..., Receiver]]:
+    with receivers() as make:
+        yield make
 
 
 def wait_until(test: Callable[[], bool], what: str, timeout: float = 120) -> None:
