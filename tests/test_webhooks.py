@@ -411,6 +411,24 @@ def test_an_expired_lease_is_claimed_again_and_a_live_one_is_not(store: Store, s
     assert [d.id for d in again] == [first[0].id]
 
 
+def test_a_stalled_deliverers_late_answer_counts_only_if_it_is_a_delivery(store: Store, settings: Settings) -> None:
+    from syndicate.store.webhooks import WebhookOutcome
+
+    add_webhook(store, settings, "https://a.example.org/h", ["subscribe"], HOOK_SECRET)
+    subs.subscribe(store, settings, "an@example.org", "sang")
+    subs.subscribe(store, settings, "binh@example.org", "sang")
+    lease = WebhookPolicy.from_settings(settings).lease
+    now = utcnow() + timedelta(seconds=5)
+    first, second = store.claim_webhook_deliveries("stalled", now, lease, 10, 10)
+    later = now + lease
+    assert len(store.claim_webhook_deliveries("fresh", later, lease, 10, 10)) == 2
+    retry = WebhookOutcome(first.id, "retry", later, 500, "HTTP 500", next_attempt=later + timedelta(hours=1))
+    assert not store.finish_webhook_delivery(first, "stalled", retry)  # the fresh claim's word counts
+    assert store.finish_webhook_delivery(second, "stalled", WebhookOutcome(second.id, "delivered", later, 200))
+    assert [s for _i, _w, _e, s, _p in store.webhook_deliveries()] == ["queued", "delivered"]
+    assert store.query_one("SELECT lease_owner FROM webhook_deliveries WHERE id = ?", [first.id])[0] == "fresh"
+
+
 def test_serve_background_task_delivers_and_stops(tmp_path: Path, receiver: Callable[..., Receiver]) -> None:
     from syndicate.webhooks import run_in_background
 
