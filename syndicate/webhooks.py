@@ -136,6 +136,8 @@ def check_url(url: str, settings: Settings) -> str:
     ``[fetch] allow_private``; a name that resolves to one is refused at
     delivery, by the fetcher (DNS may change between now and then).
     """
+    if any(ch <= " " or ch == "\x7f" for ch in url):
+        raise InputError(f"{url!r}: a URL may not contain spaces or control characters (percent-encode them)")
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError on a bad port

@@ -454,11 +454,16 @@ def test_serve_background_task_delivers_and_stops(tmp_path: Path, receiver: Call
     check_signature(r.got[0])
 
 
-def test_deliver_async_with_nothing_queued_takes_no_write_lock(store: Store, settings: Settings) -> None:
+def test_deliver_async_with_nothing_due_takes_no_write_lock(store: Store, settings: Settings,
+                                                             receiver: Callable[..., Receiver]) -> None:
+    r = receiver()
+    add_webhook(store, settings, r.url, ["subscribe"], HOOK_SECRET)
+    subs.subscribe(store, settings, "an@example.org", "sang")
+    assert deliver(store, settings).delivered == 1  # a finished row and an attempt, younger than keep_days
     other = open_store(settings.db)
     try:
-        other.conn.execute("BEGIN IMMEDIATE")  # someone else is writing
-        report = asyncio.run(deliver_async(store, WebhookPolicy.from_settings(settings.with_(webhooks_keep_days=0))))
+        other.conn.execute("BEGIN IMMEDIATE")  # someone else is writing (a send, an import)
+        report = asyncio.run(deliver_async(store, WebhookPolicy.from_settings(settings)))
         assert report.summary() == "delivered 0, retry later 0, failed 0"
     finally:
         other.conn.rollback()
@@ -531,6 +536,11 @@ def test_cli_errors_name_the_input(store: Store, settings: Settings) -> None:
             "complaint, campaign.sent\n")
     assert cli(settings, "webhook", "add", "https://x.example.org/", "--events", "confirm", "--secret", "short")[:3:2] == (
         65, "error: --secret is 5 characters long; use at least 16 (or leave it out to get one)\n")
+    assert cli(settings, "webhook", "add", "https://x.example.org/a b", "--events", "confirm")[:3:2] == (
+        65, "error: 'https://x.example.org/a b': a URL may not contain spaces or control characters "
+            "(percent-encode them)\n")
+    assert cli(settings, "webhook", "add", "https://[::1/", "--events", "confirm")[:3:2] == (
+        65, "error: 'https://[::1/' is not a valid URL\n")
     assert cli(settings, "webhook", "remove", "9")[:3:2] == (1, "error: no webhook with id 9 (see `syndicate webhook ls`)\n")
     assert store.all_webhooks() == []
 

@@ -412,7 +412,16 @@ class WebhookQueries(StoreBase):
                                duration_ms=r[10]) for r in rows]
 
     def prune_webhooks(self, before: datetime) -> int:
-        """Forget finished rows and attempts older than ``before``; queued rows are never pruned."""
+        """Forget finished rows and attempts older than ``before``; queued rows are never pruned.
+
+        Looks first and writes only when something is old, so a pass that
+        prunes nothing takes no write lock.
+        """
+        old = self.conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM webhook_attempts WHERE at < ?) OR EXISTS (SELECT 1 FROM webhook_deliveries "
+            "WHERE status != 'queued' AND finished < ?)", [iso(before), iso(before)]).fetchone()[0]
+        if not old:
+            return 0
         with self.transaction() as conn:
             n = conn.execute("DELETE FROM webhook_deliveries WHERE status != 'queued' AND finished < ?",
                              [iso(before)]).rowcount
