@@ -117,6 +117,14 @@ class Settings:
     fetch_redirects: str = "same-host"  # same-host (scheme, host and port) | any
     fetch_allow_private: bool = False  # loopback, private and link-local addresses (tests set it)
     fetch_user_agent: str = ""  # default: syndicate/<version> (+<base_url>)
+    # [webhooks]: delivery of events (owned by webhooks.py); addresses follow [fetch] allow_private
+    webhooks_timeout: float = 10.0  # total seconds per POST
+    webhooks_concurrency: int = 4  # POSTs at once (one endpoint's events go one after another)
+    webhooks_retry_base_seconds: float = 30.0  # first wait after a failure; doubles each time
+    webhooks_max_retry_minutes: float = 60.0  # the longest wait between two tries
+    webhooks_lifetime_hours: float = 72.0  # give up on an event this long after it happened
+    webhooks_serve_interval: float = 5.0  # `syndicate serve` runs a delivery pass this often; 0 = never
+    webhooks_keep_days: float = 30.0  # finished events and the attempts log are forgotten after this
     # where this came from, for error messages
     source: str = field(default="defaults", compare=False)
 
@@ -307,6 +315,15 @@ sender_address = "news@localhost"
 # redirects = "same-host"      # same-host | any
 # allow_private = false        # fetch from loopback/private/link-local addresses
 # user_agent = ""              # default: syndicate/<version> (+base_url)
+
+[webhooks]
+# timeout = 10                 # total seconds per POST
+# concurrency = 4              # POSTs at once; one endpoint's events go one after another
+# retry_base_seconds = 30      # first wait after a failed POST, doubling each time
+# max_retry_minutes = 60       # longest wait between two tries
+# lifetime_hours = 72          # then an event that never got a 2xx is given up
+# serve_interval = 5           # seconds between delivery passes inside `syndicate serve` (0 = off: cron only)
+# keep_days = 30               # delivered events and the attempts log are kept this long
 
 [send]
 # grace_seconds = 20           # on SIGTERM, time for messages on the wire to finish

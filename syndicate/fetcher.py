@@ -1,6 +1,7 @@
-"""The safe fetcher: one HTTP GET of an untrusted URL, bounded in every way.
+"""The safe fetcher: one HTTP GET (or POST) of an untrusted URL, bounded in every way.
 
-Used by ``article import URL`` and by feed sources. Every request has:
+Used by ``article import URL``, by feed sources, and (``post_async``) by
+webhook deliveries. Every request has:
 
 - a TOTAL deadline (connect, every redirect hop and the whole body): a server
   dripping one byte every two seconds is cut off, not waited on forever;
@@ -28,10 +29,12 @@ the connection (rebinding) cannot reach a private host.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import ipaddress
 import socket
 import ssl
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
@@ -47,7 +50,8 @@ from .models import utcnow
 if TYPE_CHECKING:
     from .config import Settings
 
-__all__ = ["FetchError", "FetchPolicy", "FetchResult", "FetchSession", "default_user_agent", "fetch", "fetch_async"]
+__all__ = ["FetchError", "FetchPolicy", "FetchResult", "FetchSession", "default_user_agent", "fetch", "fetch_async",
+           "post_async"]
 
 MB = 1_000_000
 REDIRECTS = (301, 302, 303, 307, 308)
@@ -98,6 +102,7 @@ class FetchResult:
     content_type: str = ""
     etag: str = ""
     last_modified: str = ""
+    retry_after: float | None = None  # seconds a 429/503 answer to a POST asked to wait
 
     @property
     def not_modified(self) -> bool:
@@ -137,6 +142,37 @@ async def fetch_async(url: str, policy: FetchPolicy | None = None, *, etag: str 
         return await session.get(url, etag=etag, last_modified=last_modified, accept=accept)
     async with FetchSession(policy or FetchPolicy(), connections=1) as own:
         return await own.get(url, etag=etag, last_modified=last_modified, accept=accept)
+
+
+async def post_async(url: str, body: bytes, policy: FetchPolicy | None = None, *,
+                     headers: dict[str, str] | None = None) -> FetchResult:
+    """POST ``body`` to ``url`` within ``policy`` (the same deadline and address rules as a GET).
+
+    Unlike a GET, every HTTP answer comes back as a FetchResult whatever its
+    status (the caller decides what a status means), redirects are not
+    followed, and the answer's body is read only up to ``policy.max_bytes``
+    (the rest is dropped, not an error). FetchError for anything that is not
+    an HTTP answer: a refused address, no connection, the deadline.
+    """
+    policy = policy or FetchPolicy()
+    _check_url(url)
+    _check_scheme(url)
+    if not _origin(url)[1]:
+        raise FetchError("the URL has no host")
+    sent = {"User-Agent": policy.user_agent, "Accept": "*/*", **(headers or {})}
+    async with httpx.AsyncClient(headers=sent, follow_redirects=False, trust_env=False, timeout=policy.timeout,
+                                 transport=_transport(policy)) as client:
+        with _http_errors(url, policy):
+            async with asyncio.timeout(policy.timeout):
+                async with client.stream("POST", url, content=body) as response:
+                    answer = bytearray()
+                    async for chunk in response.aiter_bytes():
+                        answer += chunk[: policy.max_bytes - len(answer)]
+                        if len(answer) >= policy.max_bytes:
+                            break
+                    return FetchResult(url=url, status=response.status_code, body=bytes(answer),
+                                       content_type=response.headers.get("content-type", ""),
+                                       retry_after=_retry_after(response.headers.get("retry-after", "")))
 
 
 class FetchSession:
@@ -209,27 +245,32 @@ class FetchSession:
 
     async def _get(self, client: httpx.AsyncClient, url: str, headers: dict[str, str]) -> FetchResult:
         policy = self.policy
-        try:
+        with _http_errors(url, policy):
             async with asyncio.timeout(policy.timeout):
                 return await _follow(client, url, policy, headers)
-        except TimeoutError:
-            raise FetchError(f"no complete answer within {policy.timeout:g} s (the total deadline)",
-                             temporary=True) from None
-        except httpx.TimeoutException:
-            raise FetchError(f"no complete answer within {policy.timeout:g} s (the total deadline)",
-                             temporary=True) from None
-        except httpx.RemoteProtocolError as exc:
-            if "location header" in str(exc).lower():  # httpx parses a 3xx Location even when not following it
-                raise FetchError("refused a redirect: its Location header is not a valid URL") from None
-            where = urlsplit(url)
-            raise FetchError(f"the server at {where.netloc} does not speak HTTP (or broke off its answer)",
-                             temporary=True) from None
-        except httpx.ConnectError as exc:
-            raise FetchError(f"cannot connect: {_reason(exc)}", temporary=True) from None
-        except httpx.DecodingError:
-            raise FetchError("the body's gzip/deflate encoding is corrupt") from None
-        except httpx.HTTPError as exc:
-            raise FetchError(f"cannot fetch: {_reason(exc)}", temporary=True) from None
+        raise AssertionError("unreachable")  # pragma: no cover (the block returns or raises)
+
+
+@contextlib.contextmanager
+def _http_errors(url: str, policy: FetchPolicy) -> Iterator[None]:
+    """Turn what httpx (and the total deadline) raise into a FetchError giving the reason."""
+    try:
+        yield
+    except (TimeoutError, httpx.TimeoutException):
+        raise FetchError(f"no complete answer within {policy.timeout:g} s (the total deadline)",
+                         temporary=True) from None
+    except httpx.RemoteProtocolError as exc:
+        if "location header" in str(exc).lower():  # httpx parses a 3xx Location even when not following it
+            raise FetchError("refused a redirect: its Location header is not a valid URL") from None
+        where = urlsplit(url)
+        raise FetchError(f"the server at {where.netloc} does not speak HTTP (or broke off its answer)",
+                         temporary=True) from None
+    except httpx.ConnectError as exc:
+        raise FetchError(f"cannot connect: {_reason(exc)}", temporary=True) from None
+    except httpx.DecodingError:
+        raise FetchError("the body's gzip/deflate encoding is corrupt") from None
+    except httpx.HTTPError as exc:
+        raise FetchError(f"cannot fetch: {_reason(exc)}", temporary=True) from None
 
 
 async def _follow(client: httpx.AsyncClient, url: str, policy: FetchPolicy, headers: dict[str, str]) -> FetchResult:

@@ -34,7 +34,7 @@ def _crontab_lines() -> list[str]:
 
 def _run_cron_line(line: str, tmp_path: Path, log_name: str) -> tuple[subprocess.CompletedProcess[str], str]:
     fields = line.split(None, 5)
-    assert fields[:5] == ["*/5", "*", "*", "*", "*"]
+    assert fields[1:5] == ["*", "*", "*", "*"] and fields[0] in ("*/5", "*")
     config, env = _site(tmp_path)
     log = tmp_path / log_name
     command = (fields[5].replace("/opt/syndicate/.venv/bin/syndicate", SYNDICATE)
@@ -46,7 +46,7 @@ def _run_cron_line(line: str, tmp_path: Path, log_name: str) -> tuple[subprocess
 
 def test_crontab_line_runs_send(tmp_path: Path) -> None:
     lines = _crontab_lines()
-    assert len(lines) == 2
+    assert len(lines) == 3
     done, log = _run_cron_line(next(ln for ln in lines if " send " in ln), tmp_path, "send.log")
     assert done.returncode == 0, done.stdout + done.stderr
     assert re.fullmatch(r"sent 0, failed 0, skipped 0, retry later 0\n", log)
@@ -58,6 +58,27 @@ def test_crontab_line_runs_fetch(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     assert log == "fetched 0 sources: nothing was due\n"
     assert done.stdout == ""
+
+
+def test_crontab_line_runs_webhook_deliver(tmp_path: Path) -> None:
+    line = next(ln for ln in _crontab_lines() if " webhook deliver " in ln)
+    assert line.split()[0] == "*"  # every minute
+    done, log = _run_cron_line(line, tmp_path, "webhooks.log")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert log == "delivered 0, retry later 0, failed 0\n"
+    assert done.stdout == ""
+
+
+def test_systemd_webhooks_unit_runs_deliver(tmp_path: Path) -> None:
+    service = _unit("syndicate-webhooks.service")
+    timer = configparser.ConfigParser(interpolation=None)
+    timer.read(ROOT / "cron" / "syndicate-webhooks.timer")
+    assert service["Type"] == "oneshot" and timer["Timer"]["OnUnitActiveSec"] == "1min"
+    config, env = _site(tmp_path)
+    done = subprocess.run(_argv(service, config, env), env=env, cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "delivered 0, retry later 0, failed 0\n"
 
 
 def test_systemd_fetch_unit_runs_fetch(tmp_path: Path) -> None:

@@ -155,7 +155,9 @@ def init(app: App) -> None:
 
 
 def _register() -> None:
-    from . import articles, bounces, campaigns, check, demo, feeds, send, sources, subscribers, suppression  # noqa: F401
+    from . import (  # noqa: F401
+        articles, bounces, campaigns, check, demo, feeds, send, sources, subscribers, suppression, webhooks,
+    )
 
 
 _register()

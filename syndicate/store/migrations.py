@@ -110,8 +110,9 @@ def _all() -> list[Migrations]:
     from .outbox import migrations as outbox
     from .sources import migrations as sources
     from .subscribers import migrations as subscribers
+    from .webhooks import migrations as webhooks
 
-    return [articles, subscribers, outbox, changes, sources, campaigns]
+    return [articles, subscribers, outbox, changes, sources, campaigns, webhooks]
 
 
 ALL: list[Migrations] = _all()

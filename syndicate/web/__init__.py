@@ -1,11 +1,14 @@
 """The ASGI app behind ``syndicate serve``: feeds (web/feeds.py) and pages (web/pages.py).
 
 Feed routes come first so a feed URL never reaches a page handler; the page
-routes are whatever ``syndicate.web.pages.routes(ctx)`` returns.
+routes are whatever ``syndicate.web.pages.routes(ctx)`` returns. While the
+app runs, webhook deliveries run as a background task (``[webhooks]
+serve_interval``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
@@ -42,8 +45,22 @@ def create_app(settings: Settings) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        yield
-        cache.close()
+        from ..webhooks import WebhookPolicy, run_in_background
+
+        WebhookPolicy.from_settings(settings)  # a bad [webhooks] setting stops serve from starting, not later
+        stop = asyncio.Event()  # webhook deliveries run beside the requests, never inside one
+        deliverer = asyncio.create_task(run_in_background(settings, stop))
+        try:
+            yield
+        finally:
+            stop.set()
+            try:  # a POST under way may finish within its deadline
+                await asyncio.wait_for(deliverer, settings.webhooks_timeout + 5)
+            except (TimeoutError, asyncio.CancelledError):
+                pass
+            except Exception:  # already logged by the deliverer; never let it spoil a clean stop
+                pass
+            cache.close()
 
     app = Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
     app.state.ctx = ctx
