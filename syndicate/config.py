@@ -113,6 +113,10 @@ class Settings:
     fetch_redirects: str = "same-host"  # same-host (scheme, host and port) | any
     fetch_allow_private: bool = False  # loopback, private and link-local addresses (tests set it)
     fetch_user_agent: str = ""  # default: syndicate/<version> (+<base_url>)
+    # [api]: the admin HTTP API under /api/v1 (owned by syndicate/api/)
+    api_rate: float = 10.0  # requests per second per token, sustained; 0 = unlimited
+    api_burst: int = 60  # requests a token may make at once before the rate applies
+    api_max_body_kb: int = 4096  # a bigger request body gets 413 (an article's HTML may be [ingest] max_article_mb)
     # where this came from, for error messages
     source: str = field(default="defaults", compare=False)
 
@@ -302,6 +306,11 @@ sender_address = "news@localhost"
 # redirects = "same-host"      # same-host | any
 # allow_private = false        # fetch from loopback/private/link-local addresses
 # user_agent = ""              # default: syndicate/<version> (+base_url)
+
+[api]
+# rate = 10                    # requests per second per token (0 = unlimited); over it: 429 with Retry-After
+# burst = 60                   # requests a token may make at once
+# max_body_kb = 4096           # a bigger request body gets 413
 
 [send]
 # grace_seconds = 20           # on SIGTERM, time for messages on the wire to finish

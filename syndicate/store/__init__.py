@@ -5,7 +5,7 @@ pending migrations, and returns a :class:`Store` whose methods are the named
 queries of each area: articles (``store/articles.py``), lists and subscribers
 (``store/subscribers.py``), consent events, suppressions and stats
 (``store/consent.py``), the outbox (``store/outbox.py``) and the notices queued in it
-(``store/notices.py``), followed sources (``store/sources.py``), the change counter
+(``store/notices.py``), followed sources (``store/sources.py``), API tokens (``store/tokens.py``), the change counter
 and embargoed feed reads (``store/changes.py``). Parameters are
 always bound, never formatted into SQL.
 """
@@ -27,12 +27,13 @@ from .notices import NoticeQueries
 from .outbox import OutboxQueries
 from .sources import SourceQueries
 from .subscribers import SubscriberQueries
+from .tokens import TokenQueries
 
 __all__ = ["Store", "open_store", "UpsertResult", "FeedState"]
 
 
 class Store(ArticleQueries, ChangeQueries, OutboxQueries, NoticeQueries, SubscriberQueries, ConsentQueries,
-            SourceQueries):
+            SourceQueries, TokenQueries):
     """Every named query, grouped by area in the mixins it inherits."""
 
 

@@ -109,8 +109,9 @@ def _all() -> list[Migrations]:
     from .outbox import migrations as outbox
     from .sources import migrations as sources
     from .subscribers import migrations as subscribers
+    from .tokens import migrations as tokens
 
-    return [articles, subscribers, outbox, changes, sources]
+    return [articles, subscribers, outbox, changes, sources, tokens]
 
 
 ALL: list[Migrations] = _all()

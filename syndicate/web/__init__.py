@@ -1,4 +1,4 @@
-"""The ASGI app behind ``syndicate serve``: feeds (web/feeds.py) and pages (web/pages.py).
+"""The ASGI app behind ``syndicate serve``: feeds (web/feeds.py), the admin API (syndicate/api/) and pages (web/pages.py).
 
 Feed routes come first so a feed URL never reaches a page handler; the page
 routes are whatever ``syndicate.web.pages.routes(ctx)`` returns.
@@ -27,11 +27,14 @@ def create_app(settings: Settings) -> Starlette:
         >>> [r.path for r in app.routes][:3]
         ['/rss.xml', '/atom.xml', '/feed.json']
     """
+    from ..api import routes as api_routes
     from . import pages
 
     ctx = WebContext(settings)
     cache = feed_web.FeedCache(ctx)
     routes: list[BaseRoute] = feed_web.routes(ctx, cache)
+    mounted, api = api_routes(ctx)
+    routes += mounted
     page_routes = getattr(pages, "routes", None)
     if callable(page_routes):
         routes += page_routes(ctx)
@@ -43,6 +46,7 @@ def create_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
+        api.close()
         cache.close()
 
     app = Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
