@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("syndicate.api")
 
+ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 HEADERS = {"cache-control": "no-store", "x-content-type-options": "nosniff"}
 OFF = "no such endpoint: the API is off until an admin makes a token (`syndicate token create`)"
 
@@ -72,7 +73,8 @@ class Api:
         for ep in self.endpoints:
             by_path[ep.path][ep.method] = ep
         inner: list[BaseRoute] = [Route("/openapi.json", self.openapi_json, methods=["GET"])]
-        inner += [Route(path, self._dispatcher(methods)) for path, methods in by_path.items()]
+        # Every method reaches the dispatcher, which answers 405 in JSON itself (Starlette's would be a page).
+        inner += [Route(path, self._dispatcher(methods), methods=ALL_METHODS) for path, methods in by_path.items()]
         return [Mount(PREFIX, app=Router(inner, default=self.not_found))]
 
     def close(self) -> None:

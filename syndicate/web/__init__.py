@@ -52,4 +52,5 @@ def create_app(settings: Settings) -> Starlette:
     app = Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
     app.state.ctx = ctx
     app.state.feed_cache = cache
+    app.state.api = api
     return app
