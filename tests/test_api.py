@@ -79,7 +79,7 @@ class Api:
     def inbox(self) -> list[email.message.EmailMessage]:
         self.wait_mail()
         box = mailbox.Maildir(self.settings.mail_maildir, create=True)
-        out = [email.message_from_bytes(box.get_bytes(key), policy=email.policy.default) for key in box]
+        out = [email.message_from_bytes(box.get_bytes(key), policy=email.policy.default) for key in box.iterkeys()]
         return out  # type: ignore[return-value]
 
 

@@ -47,7 +47,8 @@ def endpoints() -> list[Endpoint]:
 
 
 def json_response(status: int, payload: Any, headers: dict[str, str] | None = None) -> Response:
-    body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    # A newline at the end, so curl's output ends its line in a terminal and one answer is one line.
+    body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
     return Response(body, status_code=status, media_type="application/json", headers={**HEADERS, **(headers or {})})
 
 
