@@ -117,6 +117,7 @@ class Settings:
     api_rate: float = 10.0  # requests per second per token, sustained; 0 = unlimited
     api_burst: int = 60  # requests a token may make at once before the rate applies
     api_max_body_kb: int = 4096  # a bigger request body gets 413 (an article's HTML may be [ingest] max_article_mb)
+    api_send_at_once: bool = True  # send API signups' confirmation emails from serve at once; false: `send` does
     # where this came from, for error messages
     source: str = field(default="defaults", compare=False)
 
@@ -311,6 +312,7 @@ sender_address = "news@localhost"
 # rate = 10                    # requests per second per token (0 = unlimited); over it: 429 with Retry-After
 # burst = 60                   # requests a token may make at once
 # max_body_kb = 4096           # a bigger request body gets 413
+# send_at_once = true          # confirmation emails of API signups leave at once; false: the next `syndicate send`
 
 [send]
 # grace_seconds = 20           # on SIGTERM, time for messages on the wire to finish

@@ -168,8 +168,8 @@ def test_a_created_subscriber_is_pending_and_gets_one_confirmation_email(api: Ap
     assert r.status_code == 201
     body = r.json()
     assert body["subscriber"]["email"] == "Lan@example.org"
-    assert [(s["list"], s["status"], s["categories"]) for s in body["subscriptions"]] == [
-        ("tin-sang", "pending", ["kinh-te"])]
+    sub_json = body["subscription"]
+    assert (sub_json["list"], sub_json["status"], sub_json["categories"]) == ("tin-sang", "pending", ["kinh-te"])
     assert (body["created"], body["email"]) == (True, "queued")
     [mail] = api.inbox()
     assert mail["To"].addresses[0].addr_spec == "Lan@example.org"
@@ -188,7 +188,7 @@ def test_a_created_subscriber_is_pending_and_gets_one_confirmation_email(api: Ap
 def test_an_admin_token_may_assert_consent(api: Api, tokens: dict[str, str], store: Store) -> None:
     r = api.call("POST", "/subscribers", tokens["admin"],
                  json={"email": "an@example.org", "list": "tin-sang", "confirmed": True})
-    assert r.status_code == 201 and r.json()["subscriptions"][0]["status"] == "active"
+    assert r.status_code == 201 and r.json()["subscription"]["status"] == "active"
     mails = api.inbox()
     assert all("/confirm/" not in m.get_body(("plain",)).get_content() for m in mails)  # type: ignore[union-attr]
     sub = store.subscriptions_of(r.json()["subscriber"]["id"])[0]
@@ -235,7 +235,7 @@ def test_a_suppressed_address_is_refused_unless_an_admin_resubscribes(api: Api, 
     r = api.call("POST", "/subscribers", tokens["write"], json={**body, "resubscribe": True})
     assert r.status_code == 403
     r = api.call("POST", "/subscribers", tokens["admin"], json={**body, "resubscribe": True, "confirmed": True})
-    assert r.status_code == 201 and r.json()["subscriptions"][0]["status"] == "active"
+    assert r.status_code == 201 and r.json()["subscription"]["status"] == "active"
 
 
 def test_update_unsubscribe_and_erase(api: Api, tokens: dict[str, str], store: Store) -> None:

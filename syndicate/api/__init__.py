@@ -125,9 +125,12 @@ class Api:
     def _handle(self, ep: Endpoint, request: Request, raw: bytes, too_big: bool) -> Response:
         store = self.ctx.store()
         try:
-            if not store.has_live_token():
-                raise ApiError(404, OFF)
-            token = authenticate(store, request.headers.get("authorization", ""))
+            try:
+                token = authenticate(store, request.headers.get("authorization", ""))
+            except ApiError:  # a valid token proves the API is on; only a refusal needs to ask
+                if not store.has_live_token():
+                    raise ApiError(404, OFF) from None
+                raise
             wait = self.limit.hit(token.public_id)
             if wait:
                 seconds = RateLimit.retry_after(wait)

@@ -128,7 +128,7 @@ def create_subscriber(call: Call) -> Reply:
         email = lib.normalize_address(body["email"])
     except InputError as exc:
         raise refusal(exc, "email") from None
-    nl = _list(call, body["list"], "list")
+    nl = _list(call, body["list"], "list")  # (subscribe reads it again: one cheap read, and the field is known)
     if body.get("timezone"):
         try:
             lib.check_timezone(body["timezone"])
@@ -140,23 +140,29 @@ def create_subscriber(call: Call) -> Reply:
         except InputError as exc:
             raise refusal(exc, "categories") from None
     try:
-        r = lib.subscribe(
-            call.store, call.settings, email, nl.slug, name=body.get("name", ""), timezone=body.get("timezone"),
-            categories=body.get("categories") or None, cadence=body.get("cadence"), send_hour=body.get("send_hour"),
-            source="api", actor=call.token.name, confirmed=confirmed, resubscribe=resubscribe,
-        )
+        # One write: the subscription, its consent record and its confirmation's outbox row land together.
+        with call.store.transaction(immediate=True):
+            r = lib.subscribe(
+                call.store, call.settings, email, nl.slug, name=body.get("name", ""), timezone=body.get("timezone"),
+                categories=body.get("categories") or None, cadence=body.get("cadence"),
+                send_hour=body.get("send_hour"), source="api", actor=call.token.name, confirmed=confirmed,
+                resubscribe=resubscribe,
+            )
+            assert r.subscription.id is not None
+            if r.subscription.status == "pending":  # like `subscriber add`: a confirmation, one per few minutes
+                [queued] = call.store.queue_notices("confirm", [r.subscription.id])
+                ids = [queued.delivery_id] if queued.delivery_id is not None else []
+                email_note = "queued" if ids else f"not queued: {queued.reason}"
+            else:  # the welcome a confirmation queued, if the list sends one
+                ids = call.store.queued_notices([r.subscription.id])
+                email_note = "welcome queued" if ids else "none"
     except InputError as exc:
         raise refusal(exc, None if str(exc).startswith(("cadence ", "send hour ")) else "email") from None
-    assert r.subscription.id is not None
-    if r.subscription.status == "pending":  # like `subscriber add`: a confirmation, at most one per few minutes
-        [queued] = call.store.queue_notices("confirm", [r.subscription.id])
-        ids = [queued.delivery_id] if queued.delivery_id is not None else []
-        email_note = "queued" if ids else f"not queued: {queued.reason}"
-    else:  # the welcome a confirmation queued, if the list sends one
-        ids = call.store.queued_notices([r.subscription.id])
-        email_note = "welcome queued" if ids else "none"
-    call.mail(ids)
-    return _subscriber_reply(call, r.subscriber, 201 if r.created else 200, created=r.created, email=email_note)
+    if call.settings.api_send_at_once:
+        call.mail(ids)
+    return Reply(201 if r.created else 200, {
+        "subscriber": subscriber_json(r.subscriber), "subscription": subscription_json(r.subscription, nl.slug),
+        "created": r.created, "email": email_note})
 
 
 def get_subscriber(call: Call) -> Reply:

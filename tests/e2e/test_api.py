@@ -76,7 +76,7 @@ def test_an_api_signup_gets_a_confirmation_email_whose_link_confirms(site: Site)
     r = site.http.post("/api/v1/subscribers", headers={"authorization": f"Bearer {token}"},
                        json={"email": "Lan@Example.org", "list": "tin-sang", "name": "Lan Nguyễn"})
     assert r.status_code == 201, r.text
-    assert r.json()["subscriptions"][0]["status"] == "pending"
+    assert r.json()["subscription"]["status"] == "pending"
     [(_, rcpt, raw)] = site.sink.wait_for(1, timeout=60)
     assert rcpt == ["Lan@example.org"]
     message = parse(raw)
@@ -131,7 +131,7 @@ def test_the_readme_curl_examples_run_against_a_live_server(site: Site, tmp_path
     assert len(answers) == 4 and not any("error" in a for a in answers)
     subscribed, pushed, report, page = answers
     assert subscribed["subscriber"]["email"] == "lan@example.org"
-    assert subscribed["subscriptions"][0]["status"] == "pending"
+    assert subscribed["subscription"]["status"] == "pending"
     assert pushed["status"] == "new" and pushed["article"]["guid"] == "cms-2026-11-20-khoi-nghiep"
     assert [r["list_slug"] for r in report["reports"]] == ["tin-sang"]
     assert [s["subscriber"]["email"] for s in page["subscriptions"]] == ["lan@example.org"]
