@@ -155,7 +155,7 @@ def init(app: App) -> None:
 
 
 def _register() -> None:
-    from . import articles, bounces, check, demo, feeds, send, sources, subscribers, suppression, tokens  # noqa: F401
+    from . import articles, bounces, campaigns, check, demo, feeds, send, sources, subscribers, suppression, tokens  # noqa: F401
 
 
 _register()

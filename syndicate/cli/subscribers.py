@@ -118,14 +118,24 @@ def list_create(app: App, /, slug: str | None, from_file: Path | None, name: str
 @list_group.command("update")
 @click.argument("slug")
 @_list_options
+@click.option("--track-clicks/--no-track-clicks", default=None,
+              help="Count clicks per campaign link through a signed redirect on serve (no pixel; the footer says so).")
+@click.option("--per-person-stats/--no-per-person-stats", default=None,
+              help="With --track-clicks: also record who clicked.")
 @pass_app
-def list_update(app: App, /, slug: str, categories: tuple[str, ...], **options: Any) -> None:
+def list_update(app: App, /, slug: str, categories: tuple[str, ...], track_clicks: bool | None,
+                per_person_stats: bool | None, **options: Any) -> None:
     """Change some fields of a list; options not given stay as they are.
 
     \b
     Example:
         syndicate list update tin-sang --send-hour 6 --category thoi-su --category kinh-te
+        syndicate list update tin-sang --track-clicks
     """
+    if track_clicks is not None or per_person_stats is not None:
+        from .. import campaigns
+
+        campaigns.set_tracking(app.store, slug, track_clicks=track_clicks, per_person_stats=per_person_stats)
     nl = lib.update_list(app.store, slug, categories=list(categories) if categories else None, **options)
     click.echo(f"updated list {nl.slug}")
 

@@ -337,7 +337,8 @@ async def drain(
                     if stopping():
                         break
                     try:
-                        mail, raw = builder.build(d, utcnow(), now) if d.kind == "digest" else notices.build(d, utcnow())
+                        mail, raw = (builder.build(d, utcnow(), now) if d.kind in ("digest", "campaign")
+                                     else notices.build(d, utcnow()))
                         envelope_from, rcpts = mail.envelope_from, mail.recipients
                     except NotFound as exc:
                         pending.failed.append((d.id, str(exc)))

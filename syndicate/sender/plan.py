@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from ..campaigns import plan_due_campaigns
 from ..config import Settings
 from ..digest import DigestRenderer, plan
 from ..store import Store
@@ -11,12 +12,15 @@ from .report import SendReport
 
 
 def plan_due(store: Store, now: datetime) -> tuple[int, int]:
-    """Write one outbox row per due subscription; return (queued, skipped).
+    """Write one outbox row per due subscription, and per recipient of each scheduled campaign
+    whose time has come; return (queued, skipped).
 
     Rows are stamped ``created`` at ``now`` (the run's clock, ``--at`` included):
     the queue lifetime of a deferred digest counts from there.
     """
-    return store.plan_deliveries(plan(store, now), now=now)
+    campaigns = plan_due_campaigns(store, now)
+    queued, skipped = store.plan_deliveries(plan(store, now), now=now)
+    return queued + campaigns, skipped
 
 
 def dry_run(store: Store, settings: Settings, now: datetime, report: SendReport) -> None:

@@ -79,6 +79,7 @@ def run_send(
             else:
                 asyncio.run(drain(store, settings, transport, now, report, limit, on_progress, stop))
             report.sending_seconds = time.perf_counter() - t1
+            store.settle_campaigns(utcnow())  # a campaign whose last row is settled is sent
             if report.stopped and not report.fatal:
                 report.left = store.outbox_status(now).due_now
         except Stopped as exc:  # while recovering or planning: each batch is atomic, replanning is harmless

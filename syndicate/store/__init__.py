@@ -4,10 +4,13 @@
 pending migrations, and returns a :class:`Store` whose methods are the named
 queries of each area: articles (``store/articles.py``), lists and subscribers
 (``store/subscribers.py``), consent events, suppressions and stats
-(``store/consent.py``), the outbox (``store/outbox.py``) and the notices queued in it
-(``store/notices.py``), followed sources (``store/sources.py``), API tokens (``store/tokens.py``), the change counter
-and embargoed feed reads (``store/changes.py``). Parameters are
-always bound, never formatted into SQL.
+(``store/consent.py``), the outbox (planning in ``store/outbox.py``, claims and
+results in ``store/outbox_claims.py``, reports in ``store/outbox_report.py``), the
+digest archive (``store/archive.py``) and the notices queued in the outbox
+(``store/notices.py``), followed sources (``store/sources.py``), campaigns
+(``store/campaigns.py``), API tokens (``store/tokens.py``), the change counter
+and embargoed feed reads (``store/changes.py``). Parameters are always bound,
+never formatted into SQL.
 """
 
 from __future__ import annotations
@@ -19,12 +22,15 @@ from pathlib import Path
 import sqlite_utils
 
 from ..errors import StoreError
+from .archive import ArchiveQueries
 from .articles import ArticleQueries, UpsertResult
+from .campaigns import CampaignQueries
 from .changes import ChangeQueries, FeedState
 from .consent import ConsentQueries
 from .migrations import ALL
 from .notices import NoticeQueries
 from .outbox import OutboxQueries
+from .outbox_report import OutboxReportQueries
 from .sources import SourceQueries
 from .subscribers import SubscriberQueries
 from .tokens import TokenQueries
@@ -32,8 +38,8 @@ from .tokens import TokenQueries
 __all__ = ["Store", "open_store", "UpsertResult", "FeedState"]
 
 
-class Store(ArticleQueries, ChangeQueries, OutboxQueries, NoticeQueries, SubscriberQueries, ConsentQueries,
-            SourceQueries, TokenQueries):
+class Store(ArticleQueries, ChangeQueries, OutboxQueries, OutboxReportQueries, ArchiveQueries, NoticeQueries,
+            SubscriberQueries, ConsentQueries, SourceQueries, CampaignQueries, TokenQueries):
     """Every named query, grouped by area in the mixins it inherits."""
 
 

@@ -105,13 +105,14 @@ def m004_arrival_sequence(db: Database) -> None:
 
 
 def _all() -> list[Migrations]:
+    from .campaigns import migrations as campaigns
     from .changes import migrations as changes
     from .outbox import migrations as outbox
     from .sources import migrations as sources
     from .subscribers import migrations as subscribers
     from .tokens import migrations as tokens
 
-    return [articles, subscribers, outbox, changes, sources, tokens]
+    return [articles, subscribers, outbox, changes, sources, campaigns, tokens]
 
 
 ALL: list[Migrations] = _all()

@@ -164,7 +164,7 @@ class NoticeQueries(StoreBase):
     def queued_notices(self, subscription_ids: Sequence[int]) -> list[int]:
         """Ids of the notice rows still queued for these subscriptions (to send them at once)."""
         return [r[0] for r in self.conn.execute(
-            "SELECT id FROM deliveries WHERE status = 'queued' AND kind != 'digest' "
+            "SELECT id FROM deliveries WHERE status = 'queued' AND kind IN (SELECT value FROM json_each(?)) "
             "AND subscription_id IN (SELECT value FROM json_each(?)) ORDER BY id",
-            [dumps(list(subscription_ids))],
+            [dumps(list(NOTICE_KINDS)), dumps(list(subscription_ids))],
         )]

@@ -330,6 +330,7 @@ def routes(ctx: WebContext, *, limits: RateLimits | None = None, max_body: int =
         route("/preferences/{token}", pages.preferences, ["GET", "POST"]),
         route("/archive/{list}", pages.archive_index, ["GET"]),
         route("/archive/{list}/{period}", pages.archive_digest, ["GET"]),
+        route("/r/{token}", pages.click, ["GET"]),
     ]
 
 

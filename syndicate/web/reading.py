@@ -168,6 +168,18 @@ class ReadingPages(PageBase):
         )
 
 
+    # click tracking (only lists that opt in send these links) ---------------------------
+
+    def click(self, request: Request) -> Response:
+        """``/r/<token>``: count the click and go to the campaign's stored link; anything else is a 404."""
+        from .. import campaigns
+
+        url = campaigns.follow_click(self.ctx.store(), self.settings, request.path_params["token"])
+        if url is None:
+            return self.not_found(self.lang_of())
+        return RedirectResponse(url, status_code=302, headers={"cache-control": "no-store", "referrer-policy": "no-referrer"})
+
+
 def _article_body(article: Article) -> Markup:
     """Sanitised again at render time: whatever reached the store, no script reaches the page."""
     if article.body_html:
