@@ -423,3 +423,43 @@ def test_the_openapi_document_validates_and_lists_every_route(api: Api, tokens: 
     sub = doc["paths"]["/api/v1/subscribers"]["post"]
     assert sub["security"] == [{"bearer": ["write"]}]
     assert set(sub["responses"]) >= {"201", "401", "403", "413", "415", "422", "429"}
+
+
+# -- campaigns ----------------------------------------------------------------------------
+
+
+def test_campaigns_through_the_api(api: Api, tokens: dict[str, str], site: Settings, store: Store) -> None:
+    for address in ("a@example.org", "b@example.org", "gone@example.org"):
+        subscribers.subscribe(store, site, address, "tin-sang", confirmed=True)
+    subscribers.subscribe(store, site, "pending@example.org", "tin-sang")
+    subscribers.unsubscribe_address(store, site, "gone@example.org", "tin-sang")
+    w, a = tokens["write"], tokens["admin"]
+    body = {"list": "tin-sang", "subject": "Gặp mặt cuối năm", "body_markdown": "# Mời bạn\n\nThứ **Bảy** này."}
+    r = api.call("POST", "/campaigns", w, json={**body, "subject": "  "})
+    assert (r.status_code, r.json()) == (422, error("subject", "the subject is empty; give one with --subject"))
+    r = api.call("POST", "/campaigns", w, json={**body, "send_at": "next week"})
+    assert (r.status_code, r.json()) == (422, error(
+        "send_at", "send_at 'next week' is not an ISO 8601 time such as 2026-12-05T08:00+07:00"))
+    r = api.call("POST", "/campaigns", w, json={**body, "list": "nope"})
+    assert (r.status_code, r.json()) == (422, error("list", "no list with slug 'nope' (see `syndicate list ls`)"))
+    r = api.call("POST", "/campaigns", w, json=body)
+    assert r.status_code == 201, r.text
+    cid = r.json()["campaign"]["id"]
+    assert r.json()["campaign"]["status"] == "draft"
+    r = api.call("PATCH", f"/campaigns/{cid}", w, json={"subject": "Gặp mặt cuối năm 2026"})
+    assert r.json()["campaign"]["subject"] == "Gặp mặt cuối năm 2026"
+    r = api.call("POST", f"/campaigns/{cid}/test", w, json={"to": "editor@example.org"})
+    assert r.status_code == 200, r.text
+    [test_mail] = api.inbox()
+    assert str(test_mail["Subject"]).startswith("[TEST] ")
+    assert [x.addr_spec for x in test_mail["To"].addresses] == ["editor@example.org"]
+    assert api.call("POST", f"/campaigns/{cid}/send", w).status_code == 403
+    r = api.call("POST", f"/campaigns/{cid}/send", a)
+    assert (r.status_code, r.json()["queued"]) == (200, 2)  # the two active ones; not the pending, not the one who left
+    r = api.call("POST", f"/campaigns/{cid}/send", a)
+    assert r.status_code == 409 and r.json()["error"]["message"].startswith(f"campaign {cid} is ")
+    report = api.call("GET", f"/campaigns/{cid}/report", tokens["read"]).json()["report"]
+    assert (report["planned"], report["queued"], report["sent"]) == (2, 2, 0)
+    assert [c["id"] for c in api.call("GET", "/campaigns", tokens["read"], params={"list": "tin-sang"}).json()[
+        "campaigns"]] == [cid]
+    assert api.call("GET", "/campaigns/999", tokens["read"]).status_code == 404

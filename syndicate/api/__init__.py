@@ -8,7 +8,7 @@ the field); then the handler, in a worker thread with that thread's store.
 Every answer is JSON, errors ``{"error": {"field": ..., "message": ...}}``.
 
 The endpoints are described once (``resources.ENDPOINTS``,
-``articles.ENDPOINTS``): the routes and the OpenAPI document at
+``articles.ENDPOINTS``, ``campaigns.ENDPOINTS``): the routes and the OpenAPI document at
 ``/api/v1/openapi.json`` are both made from that list.
 """
 
@@ -26,7 +26,7 @@ from starlette.routing import BaseRoute, Mount, Route, Router
 
 from .. import __version__
 from ..errors import ConfigError, InputError, NotFound, SyndicateError
-from . import articles, resources
+from . import articles, campaigns, resources
 from .auth import ApiError, LastUsed, RateLimit, authenticate, require
 from .mail import NoticeSender
 from .spec import PREFIX, Call, Endpoint, check_body, doc_path, openapi
@@ -43,7 +43,7 @@ OFF = "no such endpoint: the API is off until an admin makes a token (`syndicate
 
 def endpoints() -> list[Endpoint]:
     """Every operation of the API, in the order the OpenAPI document lists them."""
-    return [*resources.ENDPOINTS, *articles.ENDPOINTS]
+    return [*resources.ENDPOINTS, *articles.ENDPOINTS, *campaigns.ENDPOINTS]
 
 
 def json_response(status: int, payload: Any, headers: dict[str, str] | None = None) -> Response:

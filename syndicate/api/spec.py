@@ -116,7 +116,7 @@ def next_cursor(last_id: int) -> str:
 
 _PY: dict[str, type] = {"string": str, "boolean": bool, "integer": int, "array": list, "object": dict}
 _NAMES = {"string": "text", "boolean": "true or false", "integer": "a whole number", "array": "a list",
-          "object": "an object"}
+          "object": "an object", "null": "null"}
 
 
 def _kind(value: Any) -> str:
@@ -137,8 +137,10 @@ def _fits(value: Any, schema: Mapping[str, Any]) -> bool:
     kind = schema.get("type")
     if kind is None:
         return True
-    if value is None:
-        return False
+    if isinstance(kind, list):
+        return any(_fits(value, {**schema, "type": k}) for k in kind)
+    if kind == "null" or value is None:
+        return kind == "null" and value is None
     if kind == "integer":
         return isinstance(value, int) and not isinstance(value, bool)
     if not isinstance(value, _PY[str(kind)]):
@@ -169,7 +171,8 @@ def check_body(body: Any, schema: Mapping[str, Any]) -> dict[str, Any]:
             raise ApiError(422, f"{name!r} is required", name)
     for name, sub in props.items():
         if name in body and not _fits(body[name], sub):
-            want = _NAMES.get(str(sub.get("type")), str(sub.get("type")))
+            kinds = sub["type"] if isinstance(sub.get("type"), list) else [sub.get("type")]
+            want = " or ".join(_NAMES.get(str(k), str(k)) for k in kinds)
             if sub.get("type") == "array":
                 want = "a list of " + _NAMES.get(str(sub.get("items", {}).get("type")), "values")
             raise ApiError(422, f"{name!r} should be {want}, not {_kind(body[name])}", name)
