@@ -2,7 +2,7 @@
 
 Confirmation emails go through the real Maildir transport (no SMTP host), so
 each test reads what the person would receive. Over uvicorn and aiosmtpd:
-tests/e2e/test_api.py.
+tests/e2e/test_api_live.py.
 """
 
 from __future__ import annotations
