@@ -1,7 +1,8 @@
 """The ASGI app behind ``syndicate serve``: feeds (web/feeds.py), the admin API (syndicate/api/) and pages (web/pages.py).
 
-Feed routes come first so a feed URL never reaches a page handler; the page
-routes are whatever ``syndicate.web.pages.routes(ctx)`` returns.
+The ``/api/v1`` mount comes first (one prefix test), then the feed routes so
+a feed URL never reaches a page handler; the page routes are whatever
+``syndicate.web.pages.routes(ctx)`` returns.
 """
 
 from __future__ import annotations
@@ -24,17 +25,16 @@ def create_app(settings: Settings) -> Starlette:
     Example:
         >>> from syndicate.config import Settings
         >>> app = create_app(Settings())
-        >>> [r.path for r in app.routes][:3]
-        ['/rss.xml', '/atom.xml', '/feed.json']
+        >>> [r.path for r in app.routes][:4]
+        ['/api/v1', '/rss.xml', '/atom.xml', '/feed.json']
     """
     from ..api import routes as api_routes
     from . import pages
 
     ctx = WebContext(settings)
     cache = feed_web.FeedCache(ctx)
-    routes: list[BaseRoute] = feed_web.routes(ctx, cache)
-    mounted, api = api_routes(ctx)
-    routes += mounted
+    mounted, api = api_routes(ctx)  # first: one prefix test sends every /api/v1 request on its way
+    routes: list[BaseRoute] = [*mounted, *feed_web.routes(ctx, cache)]
     page_routes = getattr(pages, "routes", None)
     if callable(page_routes):
         routes += page_routes(ctx)
