@@ -463,3 +463,16 @@ def test_campaigns_through_the_api(api: Api, tokens: dict[str, str], site: Setti
     assert [c["id"] for c in api.call("GET", "/campaigns", tokens["read"], params={"list": "tin-sang"}).json()[
         "campaigns"]] == [cid]
     assert api.call("GET", "/campaigns/999", tokens["read"]).status_code == 404
+
+
+def test_a_guid_that_is_a_url_works_in_the_path(api: Api, tokens: dict[str, str], store: Store) -> None:
+    from urllib.parse import quote
+
+    guid = "https://cms.example.org/bai/42?v=1"
+    path = "/articles/" + quote(guid, safe="")
+    r = api.call("PUT", path, tokens["write"], json={k: v for k, v in ARTICLE.items() if k != "guid"})
+    assert r.status_code == 201, r.text
+    assert store.get_article(guid).title == ARTICLE["title"]
+    assert api.call("GET", path, tokens["read"]).json()["article"]["guid"] == guid
+    assert api.call("DELETE", path, tokens["write"]).status_code == 200
+    assert store.count_articles() == 0
