@@ -160,8 +160,9 @@ def test_campaign(store: Store, settings: Settings, id: int, to: str, now: datet
     """Send one real message of the campaign to ``to`` now (subject prefixed ``[TEST] ``), through
     ``transport`` or the configured one. Touches no outbox row. Returns its Message-ID.
 
-    Its links are the list's generic ones (a test address is no subscriber); its envelope sender
-    is the list's address, not a VERP one, so a bounce of it counts against nobody.
+    Its unsubscribe and preferences links are the list's generic ones (a test address is no
+    subscriber), its body links are never tracked (its clicks count nowhere), and its envelope
+    sender is the list's address, not a VERP one, so a bounce of it counts against nobody.
     """
     from .sender.build import MessageBuilder, address_domain
 

@@ -321,6 +321,10 @@ def test_click_tracking_only_when_the_list_opts_in(store: Store, settings: Setti
                             click_token(settings, c.id, got[1])) is None
     [link] = campaigns.campaign_report(store, c.id).links
     assert (link.url, link.clicks, link.people) == ("https://events.example.org/a?x=1&y=2", 1, None)
+    t = MemoryTransport()
+    campaigns.test_campaign(store, settings, c.id, "editor@example.org", AT, transport=t)
+    test_html = parsed(t.sent[0][2]).get_body(("html",)).get_content()  # type: ignore[union-attr]
+    assert "/r/" not in test_html and 'href="https://events.example.org/a?x=1&amp;y=2"' in test_html
 
 
 def test_migration_keeps_existing_deliveries(tmp_path: Path, settings: Settings) -> None:
@@ -519,3 +523,48 @@ def test_per_person_stats_count_people_when_the_list_opts_in(store: Store, setti
     assert campaigns.follow_click(store, settings, "forged") is None
     [link] = campaigns.campaign_report(store, c.id).links
     assert (link.clicks, link.people) == (3, 2)
+
+
+def test_a_dry_run_counts_due_campaigns_and_writes_nothing(store: Store, settings: Settings) -> None:
+    make_list(store)
+    people(store, settings, "tin-sang", 3)
+    c = campaigns.create_campaign(store, settings, list_slug="tin-sang", subject="S", body_markdown=BODY,
+                                  send_at=AT - timedelta(minutes=1), now=T0)
+    report = run_send(store, settings, MemoryTransport(), now=AT, dry_run=True, lock=False)
+    assert report.queued == 3
+    assert store.get_campaign(c.id).status == "scheduled"
+    assert store.scalar("SELECT count(*) FROM deliveries WHERE campaign_id = ?", [c.id]) == 0
+    assert run_send(store, settings, MemoryTransport(), now=AT - timedelta(minutes=2), dry_run=True,
+                    lock=False).queued == 0
+
+
+def test_cli_bad_input_names_it(cli: Any, tmp_path: Path) -> None:
+    from syndicate.cli import main
+
+    assert cli.invoke(main, ["list", "create", "tin-sang", "--name", "Tin sáng"]).exit_code == 0
+    (tmp_path / "event.md").write_text(BODY, encoding="utf-8")
+    (tmp_path / "empty.md").write_text("\n", encoding="utf-8")
+    (tmp_path / "latin1.md").write_bytes("Tin t\xe9".encode("latin-1"))
+    cases: list[tuple[list[str], str]] = [
+        (["--list", "nope", "--body", "event.md"], "error: no list with slug 'nope' (see `syndicate list ls`)\n"),
+        (["--list", "tin-sang", "--body", "empty.md"], "error: the body is empty; write the announcement in Markdown\n"),
+        (["--list", "tin-sang", "--body", "latin1.md"],
+         "error: latin1.md: not UTF-8 text (byte 5); save the Markdown as UTF-8\n"),
+        (["--list", "tin-sang", "--body", "event.md", "--send-at", "tomorrow"],
+         "error: --send-at 'tomorrow' is not an ISO 8601 time such as 2026-12-05T08:00+07:00\n"),
+        (["--list", "tin-sang", "--body", "event.md", "--send-at", "2020-01-01T00:00Z"],
+         "error: send-at 2020-01-01T00:00:00+00:00 is in the past (now is "),
+    ]
+    for args, message in cases:
+        r = cli.invoke(main, ["campaign", "create", "--subject", "S", *args])
+        assert r.exit_code != 0 and r.output.startswith(message), r.output
+    r = cli.invoke(main, ["campaign", "create", "--list", "tin-sang", "--subject", "S", "--body", "event.md"])
+    cid = int(r.output)
+    r = cli.invoke(main, ["campaign", "test", str(cid), "--to", "bob@"])
+    assert r.exit_code == 65 and r.output.startswith("error: ") and "bob@" in r.output, r.output
+    store = open_store(tmp_path / "syndicate.db")
+    try:
+        assert [c.id for c in store.list_campaigns()] == [cid]  # nothing else was stored
+        assert store.scalar("SELECT count(*) FROM deliveries WHERE kind = 'campaign'") == 0
+    finally:
+        store.close()

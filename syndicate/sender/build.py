@@ -72,7 +72,9 @@ class MessageBuilder:
             return hit
         if self._campaigns is None:
             self._campaigns = CampaignRenderer(self.settings, self.renderer.env)
-        links = self.store.campaign_links(c.id, body_links(markdown_html(c.body_md))) if tracking.track_clicks else {}
+        links: dict[str, int] = {}
+        if tracking.track_clicks and not prefix:  # a test send's clicks count nowhere: its links stay direct
+            links = self.store.campaign_links(c.id, body_links(markdown_html(c.body_md)))
         nl = self.renderer.newslist(c.list_id)
         r = self._campaigns.render(nl, c, tracking=tracking, link_ids=links, subscriber_id=subscriber_id,
                                    subject_prefix=prefix)

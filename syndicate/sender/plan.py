@@ -26,6 +26,8 @@ def plan_due(store: Store, now: datetime) -> tuple[int, int]:
 def dry_run(store: Store, settings: Settings, now: datetime, report: SendReport) -> None:
     """Count what would be sent, rendering each group once to check templates."""
     renderer = DigestRenderer(store, settings, archive=False)
+    for cid in store.campaigns_to_plan(now):  # scheduled campaigns the real run would plan first
+        report.queued += store.count_campaign_recipients(cid)
     for p in plan(store, now, release=False):  # a dry run releases nothing from embargo
         if p.skipped:
             report.skipped += 1

@@ -165,6 +165,16 @@ class Tracking:
     per_person_stats: bool = False
 
 
+#: Who a campaign goes to: the list's active, unsuppressed subscriptions past an id, whose topics meet
+#: its categories (none = everyone). Parameters: list id, after id, categories JSON twice.
+_RECIPIENTS = (
+    "FROM subscriptions x JOIN subscribers s ON s.id = x.subscriber_id "
+    "WHERE x.list_id = ? AND x.status = 'active' AND x.id > ? "
+    "AND NOT EXISTS (SELECT 1 FROM suppressions p WHERE p.email_hash = s.email_hash) "
+    "AND (? = '[]' OR x.categories = '[]' OR EXISTS (SELECT 1 FROM json_each(x.categories) a "
+    "WHERE a.value IN (SELECT value FROM json_each(?))))"
+)
+
 _COLS = ("c.id, c.list_id, l.slug, c.status, c.subject, c.body_md, c.categories, c.send_at, c.created, "
          "c.planned_at, c.sent_at")
 
@@ -269,13 +279,7 @@ class CampaignQueries(StoreBase):
         created = iso(now)
         after = 0
         queued = 0
-        select = (
-            "SELECT x.id FROM subscriptions x JOIN subscribers s ON s.id = x.subscriber_id "
-            "WHERE x.list_id = ? AND x.status = 'active' AND x.id > ? "
-            "AND NOT EXISTS (SELECT 1 FROM suppressions p WHERE p.email_hash = s.email_hash) "
-            "AND (? = '[]' OR x.categories = '[]' OR EXISTS (SELECT 1 FROM json_each(x.categories) a "
-            "WHERE a.value IN (SELECT value FROM json_each(?)))) ORDER BY x.id LIMIT ?"
-        )
+        select = f"SELECT x.id {_RECIPIENTS} ORDER BY x.id LIMIT ?"
         while True:
             with self.transaction(immediate=True) as conn:
                 ids = [int(r[0]) for r in conn.execute(select, [c.list_id, after, cats, cats, batch])]
@@ -292,6 +296,17 @@ class CampaignQueries(StoreBase):
             conn.execute("UPDATE campaigns SET planned_at = coalesce(planned_at, ?) WHERE id = ?", [created, c.id])
         self.settle_campaigns(now)
         return queued
+
+    def count_campaign_recipients(self, campaign_id: int) -> int:
+        """How many rows planning the campaign now would queue (for ``send --dry-run``)."""
+        c = self.get_campaign(campaign_id)
+        cats = dumps(list(c.categories))
+        planned = f"campaign:{c.id}"
+        return int(self.scalar(
+            f"SELECT count(*) {_RECIPIENTS} AND NOT EXISTS (SELECT 1 FROM deliveries d "
+            "WHERE d.list_id = x.list_id AND d.subscriber_id = x.subscriber_id AND d.period = ?)",
+            [c.list_id, 0, cats, cats, planned],
+        ))
 
     def settle_campaigns(self, now: datetime | None = None) -> int:
         """Every planned, sending campaign with no row left queued or sending becomes ``sent`` (one UPDATE)."""
