@@ -125,6 +125,11 @@ class Settings:
     webhooks_lifetime_hours: float = 72.0  # give up on an event this long after it happened
     webhooks_serve_interval: float = 5.0  # `syndicate serve` runs a delivery pass this often; 0 = never
     webhooks_keep_days: float = 30.0  # finished events and the attempts log are forgotten after this
+    # [api]: the admin HTTP API under /api/v1 (owned by syndicate/api/)
+    api_rate: float = 10.0  # requests per second per token, sustained; 0 = unlimited
+    api_burst: int = 60  # requests a token may make at once before the rate applies
+    api_max_body_kb: int = 4096  # a bigger request body gets 413 (an article's HTML may be [ingest] max_article_mb)
+    api_send_at_once: bool = True  # send API signups' confirmation emails from serve at once; false: `send` does
     # where this came from, for error messages
     source: str = field(default="defaults", compare=False)
 
@@ -324,6 +329,12 @@ sender_address = "news@localhost"
 # lifetime_hours = 72          # then an event that never got a 2xx is given up
 # serve_interval = 5           # seconds between delivery passes inside `syndicate serve` (0 = off: cron only)
 # keep_days = 30               # delivered events and the attempts log are kept this long
+
+[api]
+# rate = 10                    # requests per second per token (0 = unlimited); over it: 429 with Retry-After
+# burst = 60                   # requests a token may make at once
+# max_body_kb = 4096           # a bigger request body gets 413
+# send_at_once = true          # confirmation emails of API signups leave at once; false: the next `syndicate send`
 
 [send]
 # grace_seconds = 20           # on SIGTERM, time for messages on the wire to finish

@@ -155,9 +155,11 @@ def init(app: App) -> None:
 
 
 def _register() -> None:
-    from . import (  # noqa: F401
-        articles, bounces, campaigns, check, demo, feeds, send, sources, subscribers, suppression, webhooks,
-    )
+    import importlib
+
+    for area in ("articles", "bounces", "campaigns", "check", "demo", "feeds", "send", "sources", "subscribers",
+                 "suppression", "tokens", "webhooks"):
+        importlib.import_module(f"{__name__}.{area}")  # each module adds its commands to `main`
 
 
 _register()

@@ -8,7 +8,7 @@ queries of each area: articles (``store/articles.py``), lists and subscribers
 results in ``store/outbox_claims.py``, reports in ``store/outbox_report.py``), the
 digest archive (``store/archive.py``) and the notices queued in the outbox
 (``store/notices.py``), followed sources (``store/sources.py``), campaigns
-(``store/campaigns.py``), the change counter
+(``store/campaigns.py``), API tokens (``store/tokens.py``), the change counter
 and embargoed feed reads (``store/changes.py``), webhooks and their queue
 (``store/webhooks.py``). Parameters are always bound,
 never formatted into SQL.
@@ -34,13 +34,14 @@ from .outbox import OutboxQueries
 from .outbox_report import OutboxReportQueries
 from .sources import SourceQueries
 from .subscribers import SubscriberQueries
+from .tokens import TokenQueries
 from .webhooks import WebhookQueries
 
 __all__ = ["Store", "open_store", "UpsertResult", "FeedState"]
 
 
 class Store(ArticleQueries, ChangeQueries, OutboxQueries, OutboxReportQueries, ArchiveQueries, NoticeQueries,
-            SubscriberQueries, ConsentQueries, SourceQueries, CampaignQueries, WebhookQueries):
+            SubscriberQueries, ConsentQueries, SourceQueries, CampaignQueries, TokenQueries, WebhookQueries):
     """Every named query, grouped by area in the mixins it inherits."""
 
 

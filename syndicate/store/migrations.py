@@ -110,9 +110,10 @@ def _all() -> list[Migrations]:
     from .outbox import migrations as outbox
     from .sources import migrations as sources
     from .subscribers import migrations as subscribers
+    from .tokens import migrations as tokens
     from .webhooks import migrations as webhooks
 
-    return [articles, subscribers, outbox, changes, sources, campaigns, webhooks]
+    return [articles, subscribers, outbox, changes, sources, campaigns, tokens, webhooks]
 
 
 ALL: list[Migrations] = _all()

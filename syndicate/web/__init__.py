@@ -1,9 +1,9 @@
-"""The ASGI app behind ``syndicate serve``: feeds (web/feeds.py) and pages (web/pages.py).
+"""The ASGI app behind ``syndicate serve``: feeds (web/feeds.py), the admin API (syndicate/api/) and pages (web/pages.py).
 
-Feed routes come first so a feed URL never reaches a page handler; the page
-routes are whatever ``syndicate.web.pages.routes(ctx)`` returns. While the
-app runs, webhook deliveries run as a background task (``[webhooks]
-serve_interval``).
+The ``/api/v1`` mount comes first (one prefix test), then the feed routes so
+a feed URL never reaches a page handler; the page routes are whatever
+``syndicate.web.pages.routes(ctx)`` returns. While the app runs, webhook
+deliveries run as a background task (``[webhooks] serve_interval``).
 """
 
 from __future__ import annotations
@@ -27,14 +27,16 @@ def create_app(settings: Settings) -> Starlette:
     Example:
         >>> from syndicate.config import Settings
         >>> app = create_app(Settings())
-        >>> [r.path for r in app.routes][:3]
-        ['/rss.xml', '/atom.xml', '/feed.json']
+        >>> [r.path for r in app.routes][:4]
+        ['/api/v1', '/rss.xml', '/atom.xml', '/feed.json']
     """
+    from ..api import routes as api_routes
     from . import pages
 
     ctx = WebContext(settings)
     cache = feed_web.FeedCache(ctx)
-    routes: list[BaseRoute] = feed_web.routes(ctx, cache)
+    mounted, api = api_routes(ctx)  # first: one prefix test sends every /api/v1 request on its way
+    routes: list[BaseRoute] = [*mounted, *feed_web.routes(ctx, cache)]
     page_routes = getattr(pages, "routes", None)
     if callable(page_routes):
         routes += page_routes(ctx)
@@ -60,9 +62,11 @@ def create_app(settings: Settings) -> Starlette:
                 pass
             except Exception:  # already logged by the deliverer; never let it spoil a clean stop
                 pass
+            api.close()
             cache.close()
 
     app = Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
     app.state.ctx = ctx
     app.state.feed_cache = cache
+    app.state.api = api
     return app

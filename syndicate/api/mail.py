@@ -1,0 +1,94 @@
+"""Sending the notices API calls queue, after the answer, in batches.
+
+A subscriber created through the API gets its confirmation email the way the
+web form's does: the handler queues the outbox row (``store.queue_notices``,
+with all its rules) before it answers, so the row is durable; then this one
+sender thread drains the rows handed to it through the same drain every
+notice goes through (:func:`syndicate.sender.deliver_now`). Rows handed over
+together are sent in one batch, so a burst of creates costs one drain, not
+one each. Should the process stop first, the rows stay queued and the next
+``syndicate send`` sends them.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+
+from ..config import Settings
+from ..store import open_store
+
+log = logging.getLogger("syndicate.api")
+
+BATCH = 500
+_STOP = -1
+
+
+class NoticeSender:
+    """One background thread with its own store; :meth:`send` hands it outbox row ids."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._queue: queue.Queue[int] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._done = threading.Condition()
+        self._pending = 0  # rows handed over and not tried yet
+
+    def send(self, delivery_ids: list[int]) -> None:
+        if not delivery_ids:
+            return
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="syndicate-api-notices", daemon=True)
+                self._thread.start()
+            with self._done:
+                self._pending += len(delivery_ids)
+            for did in delivery_ids:
+                self._queue.put(did)
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Block until every row handed over so far was tried (tests and benchmarks use this)."""
+        with self._done:
+            return self._done.wait_for(lambda: self._pending == 0, timeout)
+
+    def _tried(self, count: int) -> None:
+        with self._done:
+            self._pending -= count
+            self._done.notify_all()
+
+    def close(self) -> None:
+        with self._lock:
+            thread, self._thread = self._thread, None
+        if thread is not None:
+            self._queue.put(_STOP)
+            thread.join(60)
+
+    def _run(self) -> None:
+        from ..sender import deliver_now
+
+        store = open_store(self.settings.db)
+        try:
+            while True:
+                first = self._queue.get()
+                batch = [first]
+                while len(batch) < BATCH:
+                    try:
+                        batch.append(self._queue.get_nowait())
+                    except queue.Empty:
+                        break
+                stop = _STOP in batch
+                ids = [d for d in batch if d != _STOP]
+                if ids:
+                    try:
+                        for outcome in deliver_now(store, self.settings, ids):
+                            if outcome.kind == "confirm" and outcome.message_id:  # proof of consent
+                                store.set_confirmation_message_id(outcome.subscription_id, outcome.message_id)
+                    except Exception:
+                        log.exception("sending %d notice(s) queued by the API failed; they stay queued", len(ids))
+                self._tried(len(ids))
+                if stop:
+                    return
+        finally:
+            store.close()
