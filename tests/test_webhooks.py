@@ -24,13 +24,15 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+import syndicate.campaigns as campaigns
 from syndicate import subscribers as subs
 from syndicate.cli import main
 from syndicate.config import Secret, Settings
 from syndicate.errors import InputError
+from syndicate.mailer import MemoryTransport
 from syndicate.models import NewsList, utcnow
+from syndicate.sender import run_send
 from syndicate.store import Store, open_store
-from syndicate.store.webhooks import create_campaign_sent_trigger
 from syndicate.webhooks import WebhookPolicy, add_webhook, deliver, deliver_async, sign, verify
 
 SECRET_KEY = "webhooks-test-secret-0123456789-abcdefghij"
@@ -234,18 +236,21 @@ def test_erasing_a_subscriber_removes_the_queued_events_that_carry_their_address
     assert queued(store) == [("subscribe", "binh@example.org", "queued")]
 
 
-def test_campaign_sent_trigger_fires_once_when_a_campaign_becomes_sent(store: Store, settings: Settings) -> None:
-    # The campaigns table comes from the campaigns area; this is its shape there (the columns the trigger reads).
-    store.conn.execute("CREATE TABLE campaigns (id INTEGER PRIMARY KEY, list_id INTEGER NOT NULL, "
-                       "status TEXT NOT NULL DEFAULT 'draft', subject TEXT NOT NULL)")
-    create_campaign_sent_trigger(store.conn)
+def test_campaign_sent_is_one_event_when_the_last_row_of_a_campaign_is_settled(store: Store,
+                                                                               settings: Settings) -> None:
     add_webhook(store, settings, "https://a.example.org/h", ["campaign.sent"])
-    nl = store.get_list("sang")
-    store.conn.execute("INSERT INTO campaigns (list_id, subject) VALUES (?, 'Lễ hội hoa')", [nl.id])
-    for status in ("sending", "sent", "sent"):
-        store.conn.execute("UPDATE campaigns SET status = ?", [status])
+    for i in range(3):
+        subs.subscribe(store, settings, f"p{i}@example.org", "sang", confirmed=True)
+    c = campaigns.create_campaign(store, settings, list_slug="sang", subject="Lễ hội hoa", body_markdown="Xin chào")
+    now = utcnow()
+    assert campaigns.send_campaign(store, settings, c.id, now) == 3
+    assert [e for _i, _w, e, _s, _p in store.webhook_deliveries()] == []  # planned, not sent yet
+    report = run_send(store, settings, MemoryTransport(), now=now, lock=False)
+    assert report.failed == 0 and store.get_campaign(c.id).status == "sent"
+    run_send(store, settings, MemoryTransport(), now=now + timedelta(minutes=5), lock=False)  # nothing new
     rows = store.webhook_deliveries()
-    assert [(e, p["subject"], p["list"]) for _i, _w, e, _s, p in rows] == [("campaign.sent", "Lễ hội hoa", "sang")]
+    assert [(e, p["subject"], p["list"], p["campaign_id"]) for _i, _w, e, _s, p in rows] == [
+        ("campaign.sent", "Lễ hội hoa", "sang", c.id)]
 
 
 # -- delivering ---------------------------------------------------------------------------

@@ -133,12 +133,16 @@ def m001_webhooks(db: Database) -> None:
     )
 
 
+@migrations()
+def m002_campaign_sent(db: Database) -> None:
+    """The ``campaign.sent`` event (the campaigns migrations run before these, so the table exists)."""
+    create_campaign_sent_trigger(db)
+
+
 def create_campaign_sent_trigger(db: Database | sqlite3.Connection) -> None:
     """The ``campaign.sent`` event: a campaign row whose status becomes ``sent``.
 
-    For the campaigns table (``store/campaigns.py``); run it from a migration
-    applied after that table exists. The payload names the campaign, its list
-    and subject.
+    The payload names the campaign, its list and subject.
     """
     db.execute(
         f"""
