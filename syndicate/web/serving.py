@@ -33,7 +33,8 @@ from ..models import utcnow
 LOG_FORMATS = ("clf", "json", "off")
 REDACTED = "[redacted]"
 # Path segments that are capabilities: whoever holds the URL can act as the subscriber.
-_TOKEN_PATH = re.compile(r"(?i)^(/(?:confirm|unsubscribe|preferences|r)/)[^/]+")
+# Everything after the prefix goes: a token may one day span segments, and nothing after it is worth a leak.
+_TOKEN_PATH = re.compile(r"(?is)^(/(?:confirm|unsubscribe|preferences|r)/).+")
 _SECRET_PARAMS = frozenset({"token", "t", "key", "sig", "signature", "code", "secret", "access_token"})
 _SAFE = "/:@!$&'()*+,;=-._~%[]"  # kept as is; anything else (spaces, quotes, control, non-ASCII) %-encoded
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -50,7 +51,7 @@ def redact(path: str, query: str = "") -> str:
         >>> redact("/unsubscribe/eyJ1Ijo1fQ.abc", "")
         '/unsubscribe/[redacted]'
         >>> redact("/r/AbC123/2", "token=s3cret&utm_source=mail")
-        '/r/[redacted]/2?token=[redacted]&utm_source=mail'
+        '/r/[redacted]?token=[redacted]&utm_source=mail'
         >>> redact('/tin tức"', "")
         '/tin%20t%E1%BB%A9c%22'
     """
