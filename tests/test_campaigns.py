@@ -333,7 +333,8 @@ def test_migration_keeps_existing_deliveries(tmp_path: Path, settings: Settings)
 
     path = tmp_path / "old.db"
     saved = list(m.ALL)
-    m.ALL[:] = [x for x in saved if x.name != "syndicate.campaigns"]
+    later = ("syndicate.campaigns", "syndicate.webhooks")  # the webhooks set adds a trigger on campaigns
+    m.ALL[:] = [x for x in saved if x.name not in later]
     try:
         old = open_store(path)
         make_list(old)
