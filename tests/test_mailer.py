@@ -304,6 +304,44 @@ def test_dkim_fails_after_tampering(signer: DkimSigner, tamper: object) -> None:
     assert not verify(changed, signer)
 
 
+@pytest.mark.parametrize(
+    "forged",
+    [
+        b"List-Unsubscribe: <https://evil.example/unsubscribe>\r\n",
+        b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n",
+        b"Reply-To: evil@evil.example\r\n",
+        b"Cc: victim@example.org\r\n",
+        b"Content-Type: text/plain\r\n",
+        b"MIME-Version: 1.0\r\n",
+        b"Subject: forged\r\n",
+    ],
+    ids=["list-unsubscribe", "list-unsubscribe-post", "reply-to", "cc", "content-type", "mime-version", "subject"],
+)
+@pytest.mark.parametrize("where", ["top", "below-signature"])
+def test_dkim_fails_when_a_header_is_prepended(signer: DkimSigner, forged: bytes, where: str) -> None:
+    """A verifier reads the topmost instance of a header: one added above the signed ones must break the signature."""
+    raw = render_mail(make_mail(), signer)
+    assert verify(raw, signer)
+    if where == "top":
+        changed = forged + raw
+    else:
+        head, sep, rest = raw.partition(b"\r\nDate: ")
+        changed = head + b"\r\n" + forged + sep[2:] + rest
+    assert changed != raw
+    assert not verify(changed, signer)
+
+
+def test_dkim_oversigns_the_headers_a_forger_would_add(signer: DkimSigner) -> None:
+    raw = render_mail(make_mail(), signer)
+    sig = parse(raw)["DKIM-Signature"]
+    h = re.sub(r"\s+", "", str(sig)).split("h=")[1].split(";")[0].split(":")
+    for name in ("from", "to", "subject", "reply-to", "cc", "list-unsubscribe", "list-unsubscribe-post",
+                 "content-type", "mime-version"):
+        present = sum(1 for line in raw.split(b"\r\n\r\n")[0].split(b"\r\n")
+                      if line.lower().startswith(name.encode() + b":"))
+        assert h.count(name) == present + 1, (name, h)
+
+
 def test_dkim_from_settings(tmp_path: Path) -> None:
     assert DkimSigner.from_settings(Settings()) is None
     rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)

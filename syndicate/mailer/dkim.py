@@ -46,11 +46,16 @@ class DkimSigner:
     """Signs rendered headers and body; the key is RSA (PEM) or Ed25519.
 
     Built with :meth:`from_settings`, or directly from a ``cryptography``
-    private key. Signs every header render_mail writes and oversigns From,
-    To and Subject so none can be added after signing.
+    private key. Signs every header render_mail writes and oversigns the
+    ones a forger would add (:attr:`OVERSIGN`): each is named once more in
+    ``h=`` than the message holds it (once for an absent one), so a copy
+    added anywhere, above or below the signed one, breaks the signature.
     """
 
-    OVERSIGN = ("from", "to", "subject")
+    #: From/To/Subject, where the reply goes, who else gets it, the unsubscribe
+    #: target and how the body is read: none may be added after signing.
+    OVERSIGN = ("from", "to", "subject", "reply-to", "cc", "list-unsubscribe", "list-unsubscribe-post",
+                "content-type", "mime-version")
 
     def __init__(self, domain: str, selector: str, key: object) -> None:
         from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
@@ -102,7 +107,7 @@ class DkimSigner:
         bh = base64.b64encode(hashlib.sha256(_relaxed_body(body)).digest()).decode("ascii")
         names = [h.partition(":")[0] for h in headers]
         lowered = [n.lower() for n in names]
-        signed = lowered + [n for n in self.OVERSIGN if n in lowered]
+        signed = lowered + list(self.OVERSIGN)  # one more than present: an added copy changes the hash
         t = int(time.time()) if timestamp is None else timestamp
         h_lines = [" h="]
         for i, name in enumerate(signed):
