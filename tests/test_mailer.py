@@ -428,6 +428,20 @@ def test_maildir_transport_writes_readable_messages(tmp_path: Path) -> None:
     assert sorted(got) == sorted(f"<m{i}@news.example.org>" for i in range(5))
 
 
+def test_maildir_files_have_lf_line_endings_and_still_verify(tmp_path: Path, signer: DkimSigner) -> None:
+    """Maildir is a local format: LF line ends, as an MDA writes them (mutt showed ^M on CRLF files)."""
+    t = MaildirTransport(tmp_path / "md")
+    mail = make_mail()
+    raw = render_mail(mail, signer)
+    path = t.write(mail.envelope_from, raw)
+    data = path.read_bytes()
+    assert b"\r" not in data
+    assert data == b"Return-Path: <bounce+1-abc@news.example.org>\n" + raw.replace(b"\r\n", b"\n")
+    msg = parse(data)
+    assert msg["Subject"] == SUBJECT_VI and body_of(msg, "html") == HTML_VI
+    assert verify(data, signer)  # a verifier reading the file canonicalises LF back to CRLF
+
+
 def test_maildir_unwritable_is_transport_error(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("x")

@@ -72,7 +72,9 @@ class MaildirTransport:
     """Writes each message to a Maildir (``tmp/`` then ``new/``, unique names).
 
     A ``Return-Path`` line with the envelope sender is prepended, as a local
-    delivery agent does; line endings are kept as rendered (CRLF).
+    delivery agent does, and line endings are LF, as a local delivery agent
+    writes them (mutt, formail and mailbox read LF; CRLF showed as ``^M``).
+    The CRLF wire form is SMTP's alone.
     """
 
     def __init__(self, path: str | Path) -> None:
@@ -94,7 +96,7 @@ class MaildirTransport:
         now = time.time()
         name = f"{int(now)}.M{int(now % 1 * 1e6)}P{os.getpid()}Q{self._count}R{os.urandom(4).hex()}.{self._host}"
         tmp = self.path / "tmp" / name
-        data = b"Return-Path: <" + envelope_from.encode("ascii", "replace") + b">\r\n" + message
+        data = b"Return-Path: <" + envelope_from.encode("ascii", "replace") + b">\n" + message.replace(b"\r\n", b"\n")
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             try:
