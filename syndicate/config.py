@@ -279,7 +279,7 @@ sender_address = "news@localhost"
 # subject = "{{list}}: {{lead}}"   # digest subject; {{list}} {{lead}} (first headline) {{date}} {{count}}
 # logo_url = ""                # masthead image, e.g. "https://news.example.org/logo.png"
 # logo_width = 200             # the logo's width in pixels
-# feedback_id = ""             # Feedback-ID header (campaign:list:sender) for Gmail's Postmaster Tools
+# feedback_id = "syndicate"    # Gmail's Feedback-ID header, <list>:<kind>:<this>, for Postmaster Tools
 # templates_dir = ""           # your own copies of templates/email/*
 
 [smtp]

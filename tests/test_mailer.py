@@ -700,3 +700,43 @@ def test_personalised_digest_parts_render_the_same_bytes_spliced() -> None:
         plain = make_mail(text=p.text, html=p.html)
         assert render_mail(spliced, signer, cache) == render_mail(plain, signer)
     assert (cache.spliced, cache.fallbacks) == (10, 0)
+
+
+# --- headers of what the sender builds -------------------------------------------
+
+
+def _store_with_a_list(store: Any, settings: Settings) -> tuple[int, int]:
+    """One list, one confirmed and one pending subscription, three articles: (confirmed id, pending id)."""
+    from syndicate.models import Article, NewsList
+    from syndicate.subscribers import subscribe
+
+    t0 = datetime(2026, 11, 23, tzinfo=UTC)
+    store.create_list(NewsList(slug="tin-sang", name="Tin sáng", sender_address="tin@news.example.org"))
+    done = subscribe(store, settings, "lan@example.org", "tin-sang", name="Lan", confirmed=True, now=t0)
+    waiting = subscribe(store, settings, "binh@example.org", "tin-sang", name="Bình")
+    store.upsert_articles([Article(guid=f"a{i}", title=f"Tin {i}", slug=f"a-{i}", published=t0 + timedelta(hours=i),
+                                   summary="Tóm tắt.", category="Xã hội") for i in range(1, 4)])
+    assert done.subscription.id is not None and waiting.subscription.id is not None
+    return done.subscription.id, waiting.subscription.id
+
+
+def test_digests_and_notices_say_they_are_automatic(store: Any, settings: Settings) -> None:
+    """Auto-Submitted (RFC 3834) and X-Auto-Response-Suppress (Exchange) keep out-of-office replies away."""
+    from syndicate.sender import deliver_notices, run_send
+
+    _, pending_id = _store_with_a_list(store, settings)
+    s = settings.with_(mail_feedback_id="syndicate")
+    store.queue_notices("confirm", [pending_id])
+    notices = MemoryTransport()
+    deliver_notices(store, s, [pending_id], transport=notices)
+    digests = MemoryTransport()
+    run_send(store, s, digests, now=datetime(2026, 11, 24, 1, tzinfo=UTC))
+    assert len(notices.sent) == 1 and len(digests.sent) == 1
+    for kind, (_f, _r, raw) in (("confirm", notices.sent[0]), ("digest", digests.sent[0])):
+        msg = parse(raw)
+        raw.decode("ascii")  # (an unsubscribe URL cannot fold: header lines may pass 78, never 998)
+        assert max(map(len, raw.split(b"\r\n"))) <= 998
+        assert msg["Auto-Submitted"] == "auto-generated", kind
+        assert msg["X-Auto-Response-Suppress"] == "All", kind
+        assert msg["Feedback-ID"] == f"tin-sang:{kind}:syndicate"
+        assert raw.count(b"\r\nAuto-Submitted:") == 1 and raw.count(b"\r\nX-Auto-Response-Suppress:") == 1

@@ -177,3 +177,15 @@ def test_the_postal_address_is_in_the_footer_of_every_email(tmp_path: Path) -> N
     bare = Settings(secret_key=SECRET)
     plain = render_notice(bare, make_environment(bare), "confirm", nl, "Lan", "https://x/c", "https://x/u")
     assert "Hải Phòng" not in plain.text
+
+
+def test_init_writes_a_commented_feedback_id_that_works_when_uncommented(tmp_path: Path) -> None:
+    from syndicate.config import write_default_config
+
+    cfg = tmp_path / "syndicate.toml"
+    assert write_default_config(cfg)
+    text = cfg.read_text()
+    assert '# feedback_id = "syndicate"' in text
+    assert load_settings(str(cfg), env={}).mail_feedback_id == ""
+    cfg.write_text(text.replace('# feedback_id = "syndicate"', 'feedback_id = "syndicate"'))
+    assert load_settings(str(cfg), env={}).mail_feedback_id == "syndicate"

@@ -23,11 +23,12 @@ from __future__ import annotations
 
 from .body import BodyCache
 from .dkim import DkimSigner, load_key
-from .message import Mail, clean_text, encode_address, format_address, list_headers, render_mail
+from .message import AUTOMATIC_HEADERS, Mail, clean_text, encode_address, format_address, list_headers, render_mail
 from .transports import MaildirTransport, MemoryTransport, SmtpTransport, Transport, make_transport
 from .verp import parse_verp, verp_address
 
 __all__ = [
+    "AUTOMATIC_HEADERS",
     "Mail",
     "render_mail",
     "BodyCache",

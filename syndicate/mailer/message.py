@@ -34,7 +34,7 @@ from ..errors import AddressError
 from .body import BodyCache, body_b64
 from .wire import MAX_LINE, Signer
 
-__all__ = ["Mail", "clean_text", "encode_address", "format_address", "list_headers", "render_mail", "MAX_LINE"]
+__all__ = ["AUTOMATIC_HEADERS", "Mail", "clean_text", "encode_address", "format_address", "list_headers", "render_mail", "MAX_LINE"]
 
 _CORE_HEADERS = frozenset(
     h.lower()
@@ -254,6 +254,15 @@ def list_headers(
         ("List-Unsubscribe", ", ".join(targets)),
         ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
     ]
+
+
+#: On every message syndicate sends (digests, campaigns, notices): no person
+#: wrote it, so auto-responders stay quiet (RFC 3834 ``Auto-Submitted``;
+#: Exchange and Outlook read ``X-Auto-Response-Suppress``).
+AUTOMATIC_HEADERS: tuple[tuple[str, str], ...] = (
+    ("Auto-Submitted", "auto-generated"),
+    ("X-Auto-Response-Suppress", "All"),
+)
 
 
 def _uri(value: str) -> str:

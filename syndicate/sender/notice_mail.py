@@ -17,7 +17,7 @@ import jinja2
 from .. import subscribers as subs
 from ..config import Settings
 from ..digest import render_notice
-from ..mailer import DkimSigner, Mail, list_headers, render_mail, verp_address
+from ..mailer import AUTOMATIC_HEADERS, DkimSigner, Mail, list_headers, render_mail, verp_address
 from ..models import NewsList
 from ..store import Store
 from ..store.notices import NOTICE_KINDS
@@ -75,7 +75,7 @@ class NoticeBuilder:
         )
         from_addr = nl.sender_address or s.mail_sender_address
         domain = address_domain(from_addr)
-        headers: list[tuple[str, str]] = [("Auto-Submitted", "auto-generated")]
+        headers: list[tuple[str, str]] = list(AUTOMATIC_HEADERS)
         if d.kind == "welcome":  # list mail from now on: one-click unsubscribe works from the first one
             return_domain = address_domain("x@" + (s.mail_return_path_domain or domain))
             headers = list_headers(
