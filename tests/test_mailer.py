@@ -740,3 +740,108 @@ def test_digests_and_notices_say_they_are_automatic(store: Any, settings: Settin
         assert msg["X-Auto-Response-Suppress"] == "All", kind
         assert msg["Feedback-ID"] == f"tin-sang:{kind}:syndicate"
         assert raw.count(b"\r\nAuto-Submitted:") == 1 and raw.count(b"\r\nX-Auto-Response-Suppress:") == 1
+
+
+# --- several DKIM keys ------------------------------------------------------------
+
+
+def _verify_all(raw: bytes, records: dict[bytes, bytes]) -> list[tuple[bytes, bool]]:
+    """(d=, verified) for every DKIM-Signature of ``raw``, each checked by dkimpy against ``records``."""
+    def dnsfunc(name: bytes, timeout: int = 5) -> bytes:
+        return records[name]
+
+    d = dkim.DKIM(raw)
+    count = len(re.findall(rb"(?mi)^DKIM-Signature:", raw))
+    out = []
+    for i in range(count):
+        ok = bool(d.verify(idx=i, dnsfunc=dnsfunc))
+        assert d.domain is not None
+        out.append((d.domain, ok))
+    return out
+
+
+def _record(signer: DkimSigner) -> tuple[bytes, bytes]:
+    return f"{signer.selector}._domainkey.{signer.domain}.".encode(), signer.dns_record().encode()
+
+
+def test_rsa_and_ed25519_together_give_two_signatures_that_both_verify() -> None:
+    from syndicate.mailer import DkimKeyring
+
+    rsa_signer = DkimSigner("news.example.org", "r1", rsa.generate_private_key(65537, 2048))
+    ed_signer = DkimSigner("news.example.org", "e1", ed25519.Ed25519PrivateKey.generate())
+    ring = DkimKeyring([rsa_signer, ed_signer])
+    raw = render_mail(make_mail(), ring)
+    check_wire_form(raw)
+    head = raw.split(b"\r\n\r\n")[0]
+    assert re.findall(rb"(?m)^DKIM-Signature: v=1; a=([a-z0-9-]+);", head) == [b"rsa-sha256", b"ed25519-sha256"]
+    records = dict([_record(rsa_signer), _record(ed_signer)])
+    assert _verify_all(raw, records) == [(b"news.example.org", True), (b"news.example.org", True)]
+    assert parse(raw)["Subject"] == SUBJECT_VI
+    forged = b"List-Unsubscribe: <https://evil.example/u>\r\n" + raw
+    assert _verify_all(forged, records) == [(b"news.example.org", False), (b"news.example.org", False)]
+    # a receiver that knows only RSA still has a signature it can check
+    only_rsa = dict([_record(rsa_signer)])
+    assert bool(dkim.DKIM(raw).verify(idx=0, dnsfunc=lambda n, timeout=5: only_rsa[n]))
+
+
+def test_each_from_domain_is_signed_with_its_own_key() -> None:
+    from syndicate.mailer import DkimKeyring
+
+    main_key = DkimSigner("example.org", "s1", ed25519.Ed25519PrivateKey.generate())
+    sub_key = DkimSigner("sport.example.org", "s1", ed25519.Ed25519PrivateKey.generate())
+    other = DkimSigner("báo.vn", "s1", ed25519.Ed25519PrivateKey.generate())
+    ring = DkimKeyring([main_key, sub_key, other])
+    records = dict(map(_record, (main_key, sub_key, other)))
+    for from_addr, d in [("tin@news.example.org", b"example.org"), ("tin@sport.example.org", b"sport.example.org"),
+                         ("tin@live.sport.example.org", b"sport.example.org"), ("tin@báo.vn", b"xn--bo-mia.vn"),
+                         ("tin@unrelated.example", b"example.org")]:  # nothing aligns: the first key's domain
+        raw = render_mail(make_mail(from_addr=from_addr, from_name=""), ring)
+        assert _verify_all(raw, records) == [(d, True)], from_addr
+    # a bare From address (no display name) is read too
+    assert ring.signers_for("SPORT.example.org.") == (sub_key,)
+
+
+def test_configured_keys_sign_what_the_sender_sends(store: Any, settings: Settings, tmp_path: Path) -> None:
+    """[dkim] RSA + [[dkim.keys]] Ed25519 for one domain, and a second list's own domain, through `send`."""
+    from syndicate.config import load_settings
+    from syndicate.mailer.dkimkeys import generate_key
+    from syndicate.models import NewsList
+    from syndicate.sender import run_send
+    from syndicate.subscribers import subscribe
+
+    for name, kind in (("rsa.pem", "rsa"), ("ed.pem", "ed25519"), ("other.pem", "ed25519")):
+        (tmp_path / name).write_bytes(generate_key(kind))
+    cfg = tmp_path / "syndicate.toml"
+    cfg.write_text(f"""
+[dkim]
+domain = "news.example.org"
+selector = "r1"
+key_file = "{tmp_path / 'rsa.pem'}"
+
+[[dkim.keys]]
+domain = "news.example.org"
+selector = "e1"
+key_file = "{tmp_path / 'ed.pem'}"
+
+[[dkim.keys]]
+domain = "other.example.net"
+selector = "o1"
+key_file = "{tmp_path / 'other.pem'}"
+""")
+    loaded = load_settings(str(cfg), env={})
+    s = settings.with_(dkim_domain=loaded.dkim_domain, dkim_selector=loaded.dkim_selector,
+                       dkim_key_file=loaded.dkim_key_file, dkim_keys=loaded.dkim_keys)
+    from syndicate.mailer import DkimKeyring
+
+    ring = DkimKeyring.from_settings(s)
+    assert ring is not None and len(ring.signers) == 3
+    records = dict(map(_record, ring.signers))
+    _store_with_a_list(store, settings)
+    store.create_list(NewsList(slug="the-thao", name="Thể thao", sender_address="sport@other.example.net"))
+    subscribe(store, s, "lan@example.org", "the-thao", name="Lan", confirmed=True,
+              now=datetime(2026, 11, 23, tzinfo=UTC))
+    sent = MemoryTransport()
+    run_send(store, s, sent, now=datetime(2026, 11, 24, 1, tzinfo=UTC))
+    by_from = {parse(raw)["From"].addresses[0].domain: _verify_all(raw, records) for _f, _r, raw in sent.sent}
+    assert by_from == {"news.example.org": [(b"news.example.org", True), (b"news.example.org", True)],
+                       "other.example.net": [(b"other.example.net", True)]}

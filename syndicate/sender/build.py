@@ -11,7 +11,7 @@ from ..digest import DigestRenderer, RenderedDigest, personalise
 from ..mailer import (
     AUTOMATIC_HEADERS,
     BodyCache,
-    DkimSigner,
+    DkimKeyring,
     Mail,
     encode_address,
     list_headers,
@@ -48,7 +48,7 @@ class MessageBuilder:
         self.store = store
         self.settings = settings
         self.renderer = renderer or DigestRenderer(store, settings)
-        self.signer = DkimSigner.from_settings(settings)
+        self.signer = DkimKeyring.from_settings(settings)  # every key; picked per From domain
         self.bodies = BodyCache()  # a group's fixed body runs, encoded once
 
     def build(self, d: ClaimedDelivery, date: datetime, now: datetime | None = None,
