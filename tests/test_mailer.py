@@ -619,8 +619,24 @@ def test_wire_ready_passes_rendered_bytes_through_and_fixes_the_rest() -> None:
 
     raw = render_mail(make_mail())
     assert wire_ready(raw) is raw  # no copy, no rewrite
+    plain = bytes(raw)
+    assert type(plain) is bytes and wire_ready(plain) is plain  # the same form, found by scanning
     for messy in [b"a\nb", b".x\r\ny", b"a\r\n.b\r\n", b"a\rb\r\n", b"a\r\n\n", b"", b"a"]:
         assert wire_ready(messy) == PERIOD_REGEX.sub(b"..", normalize_message_line_endings(messy))
+
+
+@pytest.mark.parametrize("signed", ["none", "rsa", "ed25519"])
+@pytest.mark.parametrize("name", sorted(GOLDEN_MAILS))
+def test_what_render_mail_marks_wire_ready_really_is(name: str, signed: str) -> None:
+    """The WireMessage mark skips the scans: every rendered message must pass them anyway."""
+    from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
+
+    from syndicate.mailer import WireMessage
+
+    raw = render_mail(make_mail(**GOLDEN_MAILS[name]), None if signed == "none" else _golden_signer(signed))
+    assert type(raw) is WireMessage
+    assert PERIOD_REGEX.sub(b"..", normalize_message_line_endings(bytes(raw))) == raw
+    assert wire_ready(bytes(raw)) == raw
 
 
 class _Recorder:

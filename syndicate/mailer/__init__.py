@@ -27,6 +27,7 @@ from .dkim import DkimKeyring, DkimSigner, load_key
 from .message import AUTOMATIC_HEADERS, Mail, clean_text, encode_address, format_address, list_headers, render_mail
 from .transports import MaildirTransport, MemoryTransport, SmtpTransport, Transport, make_transport
 from .verp import parse_verp, verp_address
+from .wire import WireMessage
 
 __all__ = [
     "AUTOMATIC_HEADERS",
@@ -45,6 +46,7 @@ __all__ = [
     "MaildirTransport",
     "SmtpTransport",
     "make_transport",
+    "WireMessage",
     "verp_address",
     "parse_verp",
 ]

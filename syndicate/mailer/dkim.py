@@ -14,7 +14,7 @@ import base64
 import hashlib
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..config import DkimKey, Settings
@@ -72,6 +72,16 @@ class DkimSigner:
         else:
             raise ConfigError(f"DKIM key for {domain}: only RSA and Ed25519 keys are supported")
         self._key = key
+        self._head = f" v=1; a={self.algorithm}; c=relaxed/relaxed;\r\n d={self.domain}; s={self.selector}; t="
+        self._h_tags: dict[tuple[str, ...], str] = {}
+        if isinstance(key, rsa.RSAPrivateKey):
+            from cryptography.hazmat.primitives import hashes
+            from cryptography.hazmat.primitives.asymmetric import padding
+
+            pkcs1, sha256 = padding.PKCS1v15(), hashes.SHA256()
+            self._sign: Callable[[bytes], bytes] = lambda data: key.sign(data, pkcs1, sha256)
+        else:
+            self._sign = lambda data: key.sign(hashlib.sha256(data).digest())
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DkimSigner | None:
@@ -113,37 +123,28 @@ class DkimSigner:
 
     def sign_hashed(self, headers: list[str], bh: str, timestamp: int | None = None) -> str:
         """:meth:`sign` with the body hash (:func:`body_hash`) already made: two keys hash a body once."""
-        from cryptography.hazmat.primitives import hashes
-        from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
-
-        names = [h.partition(":")[0] for h in headers]
-        lowered = [n.lower() for n in names]
-        signed = lowered + list(self.OVERSIGN)  # one more than present: an added copy changes the hash
+        names = tuple(h[: h.index(":")] for h in headers)
+        h_tag = self._h_tags.get(names)
+        if h_tag is None:  # the same header names on every message of a run: folded once
+            if len(self._h_tags) > 64:
+                self._h_tags.clear()
+            signed = [n.lower() for n in names] + list(self.OVERSIGN)  # one more than present: an added copy changes the hash
+            h_lines = [" h="]
+            for i, name in enumerate(signed):
+                piece = name + (":" if i < len(signed) - 1 else ";")
+                if len(h_lines[-1]) + len(piece) > MAX_LINE:
+                    h_lines.append(" ")
+                h_lines[-1] += piece
+            h_tag = self._h_tags[names] = "\r\n".join(h_lines)
         t = int(time.time()) if timestamp is None else timestamp
-        h_lines = [" h="]
-        for i, name in enumerate(signed):
-            piece = name + (":" if i < len(signed) - 1 else ";")
-            if len(h_lines[-1]) + len(piece) > MAX_LINE:
-                h_lines.append(" ")
-            h_lines[-1] += piece
-        value = (
-            f" v=1; a={self.algorithm}; c=relaxed/relaxed;\r\n d={self.domain}; s={self.selector}; t={t};\r\n"
-            + "\r\n".join(h_lines)
-            + f"\r\n bh={bh};\r\n b="
-        )
+        value = f"{self._head}{t};\r\n{h_tag}\r\n bh={bh};\r\n b="
         # header canonicalization takes instances bottom-up; ours are unique
-        canon = "".join(_relaxed_header(h) + "\r\n" for h in headers)
+        canon = "".join([_relaxed_header(h) + "\r\n" for h in headers])
         data = (canon + _relaxed_header("DKIM-Signature:" + value)).encode("ascii")
-        key = self._key
-        if isinstance(key, rsa.RSAPrivateKey):
-            sig = key.sign(data, padding.PKCS1v15(), hashes.SHA256())
-        else:
-            assert isinstance(key, ed25519.Ed25519PrivateKey)
-            sig = key.sign(hashlib.sha256(data).digest())
+        sig = self._sign(data)
         b64 = base64.b64encode(sig).decode("ascii")
-        folded = "\r\n ".join(b64[i : i + 72] for i in range(0, len(b64), 72))
+        folded = "\r\n ".join([b64[i : i + 72] for i in range(0, len(b64), 72)])
         return "DKIM-Signature:" + value + folded
-
 
 def body_hash(body: bytes) -> str:
     """The ``bh=`` value: base64 SHA-256 of the relaxed body."""
