@@ -114,6 +114,7 @@ class Settings:
     send_grace_seconds: float = 20.0  # on SIGTERM, how long messages already on the wire may finish
     send_max_retry_minutes: float = 60.0  # the longest wait between two tries of a deferred message
     send_queue_lifetime_hours: float = 72.0  # give up this long after planning (a newer digest supersedes sooner)
+    send_loop: str = "auto"  # the drain's event loop: auto (uvloop when installed) | uvloop | asyncio
     send_fsync: bool = True  # journal lines on disk before DATA / before the store records them; off: benchmarks only
     # [dkim]
     dkim_domain: str = ""
@@ -160,7 +161,8 @@ class Settings:
 
 _FIELDS = {f.name: f for f in fields(Settings) if f.name != "source"}
 _UNPREFIXED_SECTION = "site"
-_CHOICES = {"smtp_security": ("none", "starttls", "tls"), "fetch_redirects": ("same-host", "any")}
+_CHOICES = {"smtp_security": ("none", "starttls", "tls"), "fetch_redirects": ("same-host", "any"),
+            "send_loop": ("auto", "uvloop", "asyncio")}
 _BOOLS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
 
 
@@ -374,6 +376,7 @@ sender_address = "news@localhost"
 # grace_seconds = 20           # on SIGTERM, time for messages on the wire to finish
 # max_retry_minutes = 60       # longest wait between two tries of a deferred message
 # queue_lifetime_hours = 72    # then a deferred message fails (the next period's digest supersedes it sooner)
+# loop = "auto"                # event loop of the drain: auto (uvloop when installed) | uvloop | asyncio
 
 [dkim]
 # domain = "example.org"

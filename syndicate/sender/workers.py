@@ -20,7 +20,6 @@ parent adds them into the run's :class:`SendReport`.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import multiprocessing
 import os
@@ -34,6 +33,7 @@ from types import FrameType
 
 from ..config import Settings
 from ..mailer import make_transport
+from ..mailer.loop import run as run_loop
 from .report import SendReport
 from .stop import Stop
 
@@ -84,7 +84,8 @@ def _worker(settings: Settings, kind: str, now: datetime, run_id: str, limit: in
     try:
         stop = Stop()  # SIGTERM (forwarded by the parent): finish what is on the wire, give the rest back
         with stop_on_signals(stop):
-            asyncio.run(drain(store, settings, make_transport(settings, kind), now, report, limit, progress, stop))
+            run_loop(drain(store, settings, make_transport(settings, kind), now, report, limit, progress, stop),
+                     settings.send_loop)
     finally:
         store.close()
         os.write(out, b"p %d\nr %s\n" % (done, json.dumps(report.as_dict()).encode()))
