@@ -656,7 +656,8 @@ class _Recorder:
         return "250 OK"
 
 
-def test_smtp_hand_off_is_byte_exact_and_tells_when_data_starts(settings: Settings) -> None:
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_smtp_hand_off_is_byte_exact_and_tells_when_data_starts(settings: Settings, loop: str) -> None:
     from loopback import smtp_server
 
     handler = _Recorder()
@@ -687,10 +688,13 @@ def test_smtp_hand_off_is_byte_exact_and_tells_when_data_starts(settings: Settin
                 # the refused transaction was reset: the same connection carries the next message
                 await t.send("bounce+4-abc@news.example.org", ["an@example.org"], raw)
                 assert t.opened == 1
+                assert type(asyncio.get_running_loop()).__module__.split(".")[0] == loop
             finally:
                 await t.close()
 
-        asyncio.run(go())
+        from syndicate.mailer.loop import run
+
+        run(go(), loop)
     assert calls == ["ok"]  # never called for a message the relay refused before DATA
     assert [r[0] for r in handler.received] == ["bounce+1-abc@news.example.org", "bounce+2-abc@news.example.org",
                                                 "bounce+4-abc@news.example.org"]
@@ -861,3 +865,16 @@ key_file = "{tmp_path / 'other.pem'}"
     by_from = {parse(raw)["From"].addresses[0].domain: _verify_all(raw, records) for _f, _r, raw in sent.sent}
     assert by_from == {"news.example.org": [(b"news.example.org", True), (b"news.example.org", True)],
                        "other.example.net": [(b"other.example.net", True)]}
+
+
+def test_the_event_loop_setting() -> None:
+    from syndicate.config import load_settings
+    from syndicate.mailer.loop import loop_factory, loop_name
+
+    assert loop_name("auto") == "uvloop" and loop_name("asyncio") == "asyncio"  # uvloop is a dependency
+    assert load_settings(env={"SYNDICATE_SEND_LOOP": "asyncio"}).send_loop == "asyncio"
+    with pytest.raises(ConfigError) as info:
+        load_settings(env={"SYNDICATE_SEND_LOOP": "trio"})
+    assert str(info.value) == "environment variable SYNDICATE_SEND_LOOP: 'send_loop' is 'trio'; choose one of auto, uvloop, asyncio"
+    with pytest.raises(ConfigError, match="choose one of auto, uvloop, asyncio"):
+        loop_factory("trio")

@@ -179,6 +179,7 @@ def _fold(name: str, tokens: Sequence[str]) -> str:
     return "\r\n".join(lines)
 
 
+@functools.lru_cache(maxsize=1024)  # a group's subject is the same on every message
 def _unstructured(name: str, value: str) -> str:
     """A header of free text (Subject): plain when safe ASCII, else encoded words."""
     value = clean_text(value)
@@ -199,6 +200,7 @@ def _phrase_tokens(display: str, room: int) -> list[str]:
     return list(_b64_words(display, room))
 
 
+@functools.lru_cache(maxsize=1024)  # the From line repeats on every message of a list
 def format_address(name: str, addr: str, header: str = "To") -> str:
     """One ``Header: name <addr>`` line (folded), safe whatever ``name`` holds.
 
@@ -219,6 +221,7 @@ def format_address(name: str, addr: str, header: str = "To") -> str:
     return _fold(header, [*tokens, f"<{address}>"])
 
 
+@functools.lru_cache(maxsize=1024)  # List-Id, Precedence, Auto-Submitted...: the same on every message
 def _extra(name: str, value: str) -> str:
     if not _HEADER_NAME.match(name):
         raise ValueError(f"header name {name!r} is not valid")
