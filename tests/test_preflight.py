@@ -278,3 +278,21 @@ def test_keygen_adds_ed25519_beside_rsa_and_a_key_per_domain_and_dns_lists_them_
         assert raw.count(b"DKIM-Signature:") == count
         d = dkimpy.DKIM(raw)
         assert all(d.verify(idx=i, dnsfunc=lambda name, timeout=5: txt[name]) for i in range(count))
+
+
+def test_keygen_without_a_config_prints_the_variable_that_configures_the_key(
+        cli: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "dkim-rsa.pem").write_bytes(generate_key("rsa"))
+    monkeypatch.setenv("SYNDICATE_DKIM_KEY_FILE", "dkim-rsa.pem")
+    monkeypatch.setenv("SYNDICATE_DKIM_DOMAIN", "example.org")
+    monkeypatch.setenv("SYNDICATE_DKIM_SELECTOR", "s1")
+    code, out = _run(cli, "dkim", "keygen", "--type", "ed25519")
+    assert code == 0, out
+    hint = out.splitlines()[1]
+    assert hint == ("no config file syndicate.toml: set SYNDICATE_DKIM_KEYS='[{domain = \"example.org\", "
+                    "selector = \"syndicate-ed25519\", key_file = \"dkim-ed25519.pem\"}]' (or add a [[dkim.keys]] table to a config)")
+    monkeypatch.setenv("SYNDICATE_DKIM_KEYS", hint.split("SYNDICATE_DKIM_KEYS='")[1].split("'")[0])
+    code, out = _run(cli, "dkim", "dns", "--json")
+    assert code == 0, out
+    assert [r["name"] for r in json.loads(out) if r["purpose"] == "DKIM"] == [
+        "s1._domainkey.example.org", "syndicate-ed25519._domainkey.example.org"]

@@ -113,8 +113,8 @@ def keygen(app: App, kind: str, domain: str | None, selector: str | None, out: s
         add_config_table(cfg, "dkim.keys", entry)
         click.echo(f"added [[dkim.keys]] {', '.join(f'{k} = {v!r}' for k, v in entry.items())} to {cfg}")
     elif target.new_entry:
-        click.echo(f"no config file {cfg}: add this table to it, or set SYNDICATE_DKIM_KEYS='[{{"
-                   + ", ".join(f'{k} = "{v}"' for k, v in entry.items()) + "}]'")
+        click.echo(f"no config file {cfg}: set SYNDICATE_DKIM_KEYS='[{{"
+                   + ", ".join(f'{k} = "{v}"' for k, v in entry.items()) + "}]' (or add a [[dkim.keys]] table to a config)")
     elif target.dkim_changes and cfg.exists():
         set_config_keys(cfg, "dkim", target.dkim_changes)
         click.echo(f"set [dkim] {', '.join(f'{k} = {v!r}' for k, v in target.dkim_changes.items())} in {cfg}")
