@@ -635,6 +635,8 @@ def test_what_render_mail_marks_wire_ready_really_is(name: str, signed: str) -> 
 
     raw = render_mail(make_mail(**GOLDEN_MAILS[name]), None if signed == "none" else _golden_signer(signed))
     assert type(raw) is WireMessage
+    body = bytes(raw).split(b"\r\n\r\n", 1)[1]
+    assert _relaxed_body(body) == body  # the signer hashes render_mail's body as it is (canonical=True)
     assert PERIOD_REGEX.sub(b"..", normalize_message_line_endings(bytes(raw))) == raw
     assert wire_ready(bytes(raw)) == raw
 

@@ -117,9 +117,12 @@ class DkimSigner:
         raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
         return "v=DKIM1; k=ed25519; p=" + base64.b64encode(raw).decode("ascii")
 
-    def sign(self, headers: list[str], body: bytes, timestamp: int | None = None) -> str:
-        """The ``DKIM-Signature`` header line (folded) for these header lines and body."""
-        return self.sign_hashed(headers, body_hash(body), timestamp)
+    def sign(self, headers: list[str], body: bytes, timestamp: int | None = None, *, canonical: bool = False) -> str:
+        """The ``DKIM-Signature`` header line (folded) for these header lines and body.
+
+        ``canonical``: the body is already in relaxed form (render_mail's always is), so it is hashed as it is.
+        """
+        return self.sign_hashed(headers, body_hash(body, canonical), timestamp)
 
     def sign_hashed(self, headers: list[str], bh: str, timestamp: int | None = None) -> str:
         """:meth:`sign` with the body hash (:func:`body_hash`) already made: two keys hash a body once."""
@@ -146,9 +149,9 @@ class DkimSigner:
         folded = "\r\n ".join([b64[i : i + 72] for i in range(0, len(b64), 72)])
         return "DKIM-Signature:" + value + folded
 
-def body_hash(body: bytes) -> str:
-    """The ``bh=`` value: base64 SHA-256 of the relaxed body."""
-    return base64.b64encode(hashlib.sha256(_relaxed_body(body)).digest()).decode("ascii")
+def body_hash(body: bytes, canonical: bool = False) -> str:
+    """The ``bh=`` value: base64 SHA-256 of the relaxed body (``canonical``: ``body`` is in that form already)."""
+    return base64.b64encode(hashlib.sha256(body if canonical else _relaxed_body(body)).digest()).decode("ascii")
 
 
 def aligned(from_domain: str, dkim_domain: str) -> bool:
@@ -213,12 +216,12 @@ class DkimKeyring:
             self._chosen[from_domain.lower().rstrip(".")] = chosen
         return chosen
 
-    def sign(self, headers: list[str], body: bytes, timestamp: int | None = None) -> str:
+    def sign(self, headers: list[str], body: bytes, timestamp: int | None = None, *, canonical: bool = False) -> str:
         """One ``DKIM-Signature`` per chosen key, joined by CRLF (render_mail puts them on top)."""
         signers = self.signers_for(_from_domain(headers))
         if len(signers) == 1:
-            return signers[0].sign(headers, body, timestamp)
-        bh = body_hash(body)
+            return signers[0].sign(headers, body, timestamp, canonical=canonical)
+        bh = body_hash(body, canonical)
         t = int(time.time()) if timestamp is None else timestamp
         return "\r\n".join(s.sign_hashed(headers, bh, t) for s in signers)
 

@@ -338,5 +338,6 @@ def render_mail(mail: Mail, signer: Signer | None = None, bodies: BodyCache | No
         headers.append("Content-Transfer-Encoding: base64")
         body = text_part
     if signer is not None:
-        headers.insert(0, signer.sign(headers, body))
+        # base64 lines and fixed MIME lines: no WSP runs, no trailing WSP, one final CRLF (DKIM's relaxed form)
+        headers.insert(0, signer.sign(headers, body, canonical=True))
     return WireMessage(b"".join((("\r\n".join(headers) + "\r\n\r\n").encode("ascii"), body)))

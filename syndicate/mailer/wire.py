@@ -17,7 +17,8 @@ MAX_LINE = 78
 class Signer(Protocol):
     """What :func:`~syndicate.mailer.message.render_mail` calls to sign (a DkimSigner)."""
 
-    def sign(self, headers: list[str], body: bytes, timestamp: int | None = None) -> str: ...
+    def sign(self, headers: list[str], body: bytes, timestamp: int | None = None, *,
+             canonical: bool = False) -> str: ...
 
 
 class WireMessage(bytes):
