@@ -9,7 +9,7 @@ can tell when the sink, not the sender, is the bottleneck.
 
 The ceiling is a raw aiosmtplib pool: ``pool`` connections, each a loop of
 ``sendmail`` over pre-built bytes (what a sender with zero build cost would
-do through aiosmtplib). Reused by ``benchmarks/send.py``::
+do through aiosmtplib), on asyncio's event loop or on uvloop. Reused by ``benchmarks/send.py``::
 
     with Sink() as sink:
         result = run_ceiling(sink.port, pool=4, messages=[...], n=5000)
@@ -231,16 +231,20 @@ def run_child(argv: list[str], env: dict[str, str] | None = None, cwd: str | Non
     return out.decode(), wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
 
 
-def run_ceiling(sink: Sink, pool: int, messages: list[bytes], n: int, procs: int = 1) -> RunResult:
-    """``procs`` processes, each a raw aiosmtplib pool of ``pool`` connections, sending ``n`` in all."""
+def run_ceiling(sink: Sink, pool: int, messages: list[bytes], n: int, procs: int = 1,
+                loop: str = "asyncio") -> RunResult:
+    """``procs`` processes, each a raw aiosmtplib pool of ``pool`` connections, sending ``n`` in all.
+
+    ``loop``: the event loop of each process, ``asyncio`` or ``uvloop``.
+    """
     with tempfile.NamedTemporaryFile(suffix=".pickle", delete=False) as f:
-        pickle.dump(messages, f)
+        pickle.dump([bytes(m) for m in messages], f)
     try:
         before = sink.stats()
         start = time.perf_counter()
         share = [n // procs + (1 if i < n % procs else 0) for i in range(procs)]
-        children = [subprocess.Popen([sys.executable, __file__, "ceiling", str(sink.port), str(pool), f.name, str(k)],
-                                     stdout=subprocess.PIPE) for k in share]
+        children = [subprocess.Popen([sys.executable, __file__, "ceiling", str(sink.port), str(pool), f.name, str(k),
+                                      loop], stdout=subprocess.PIPE) for k in share]
         cpu, inner, rss = 0.0, 0.0, 0.0
         for child in children:
             assert child.stdout is not None
@@ -283,9 +287,16 @@ def main() -> None:
         return
     if len(sys.argv) > 1 and sys.argv[1] == "ceiling":
         port, pool, path, n = int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
+        loop = sys.argv[6] if len(sys.argv) > 6 else "asyncio"
         with open(path, "rb") as f:
             messages = pickle.load(f)
-        print(asyncio.run(_push(port, pool, messages, n)))
+        factory = None
+        if loop == "uvloop":
+            import uvloop
+
+            factory = uvloop.new_event_loop
+        with asyncio.Runner(loop_factory=factory) as runner:
+            print(runner.run(_push(port, pool, messages, n)))
         return
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-n", type=int, default=5000, help="messages to send")

@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/send.py                         # 4,000 subscriptions, a couple of minutes
     .venv/bin/python benchmarks/send.py --subs 20000 --pairs 5  # the issue's 20,000-message figure
     .venv/bin/python benchmarks/send.py --dkim ed25519 --workers 1 2 --keep /tmp/bench-send
+    .venv/bin/python benchmarks/send.py --loop asyncio          # send on asyncio's loop, not uvloop
 
 Builds a store with N active subscriptions over 3 lists and 8 topic sets and
 5 reader names, 60 articles and a DKIM key. The message mix is the real one:
@@ -12,7 +13,10 @@ set, name) combination, 120 messages in the proportions the store holds.
 Then, for each worker count, ``--pairs`` times in turn:
 
 (a) the ceiling: a raw aiosmtplib pool (``pool`` connections per process,
-    one process per worker) sending those pre-built bytes, N messages;
+    one process per worker) sending those pre-built bytes, N messages, on
+    the event loop send uses (``--loop``, default uvloop): the ratio
+    compares like with like. With uvloop, the same ceiling on asyncio's
+    loop runs too (a'), for the ratio against plain aiosmtplib;
 (b) ``python -m syndicate send --at T --json`` on a fresh copy of the store:
     planning, rendering once per group, personalising, MIME, DKIM, the
     outbox, the journal, the hand-off.
@@ -106,11 +110,35 @@ def message_mix(db: Path, settings: Settings, subs: int) -> list[bytes]:
         store.close()
 
 
+def rsa_sign_ms() -> tuple[float | None, float]:
+    """RSA-2048 sign, ms of CPU each: ``openssl speed`` (None when openssl is absent) and ``cryptography``'s."""
+    import re
+    import subprocess
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    openssl = None
+    if shutil.which("openssl"):
+        out = subprocess.run(["openssl", "speed", "-seconds", "2", "rsa2048"], capture_output=True, text=True,
+                             timeout=300).stdout
+        m = re.search(r"^rsa 2048 bits\s+([0-9.]+)s", out, re.M)
+        openssl = float(m.group(1)) * 1000 if m else None
+    key = rsa.generate_private_key(65537, 2048)
+    data = b"x" * 900
+    pkcs1, sha256 = padding.PKCS1v15(), hashes.SHA256()
+    t0 = time.process_time()
+    for _ in range(300):
+        key.sign(data, pkcs1, sha256)
+    return openssl, (time.process_time() - t0) / 300 * 1000
+
+
 @dataclass
 class Pair:
     ceiling: RunResult
     send: RunResult
     planning: float
+    asyncio_ceiling: RunResult | None = None
 
 
 def send_once(pristine: Path, work: Path, env: dict[str, str], workers: int, sink: Sink,
@@ -154,6 +182,8 @@ def main() -> None:
                     help=f"worker counts to measure (default 1 and {os.cpu_count()})")
     ap.add_argument("--dkim", choices=["rsa", "ed25519", "none"], default="rsa")
     ap.add_argument("--keep", help="work in this directory (kept afterwards)")
+    ap.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop",
+                    help="event loop of send ([send] loop) and of its ceiling (default uvloop)")
     ap.add_argument("--no-fsync", action="store_true", help="turn the journal's fsync off ([send] fsync = false), to see its cost")
     args = ap.parse_args()
     work = Path(args.keep or tempfile.mkdtemp(prefix="syndicate-send-"))
@@ -172,6 +202,7 @@ def main() -> None:
                SYNDICATE_SMTP_POOL_SIZE=str(args.pool), PYTHONPATH=str(ROOT))
     if args.no_fsync:
         env["SYNDICATE_SEND_FSYNC"] = "false"
+    env["SYNDICATE_SEND_LOOP"] = args.loop
     dkim_settings: dict[str, str] = {}
     if args.dkim != "none":
         key: rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey = (
@@ -193,7 +224,7 @@ def main() -> None:
         workers = [1]
     print(f"message mix: {len(mix)} distinct messages, {min(sizes):,} to {max(sizes):,} bytes "
           f"(median {statistics.median(sizes):,.0f}); DKIM {args.dkim}; {os.cpu_count()} CPUs; "
-          f"pool {args.pool} per process; load average {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f}")
+          f"pool {args.pool} per process; event loop {args.loop}; load average {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f}")
 
     rows: list[tuple[int, list[Pair]]] = []
     with Sink() as sink:
@@ -201,17 +232,20 @@ def main() -> None:
         for w in workers:
             pairs: list[Pair] = []
             for i in range(args.pairs):
-                c = run_ceiling(sink, args.pool, mix, args.subs, procs=w)
+                a = run_ceiling(sink, args.pool, mix, args.subs, procs=w) if args.loop != "asyncio" else None
+                c = run_ceiling(sink, args.pool, mix, args.subs, procs=w, loop=args.loop)
                 s, planning = send_once(pristine, work, env, w, sink, args.subs, has_workers)
-                pairs.append(Pair(c, s, planning))
-                print(f"  workers {w} pair {i + 1}: ceiling {c.rate:,.0f} msg/s {c.cpu_ms:.3f} ms CPU/msg "
+                pairs.append(Pair(c, s, planning, a))
+                also = f"asyncio ceiling {a.cpu_ms:.3f} ms CPU/msg | " if a else ""
+                print(f"  workers {w} pair {i + 1}: {also}ceiling {c.rate:,.0f} msg/s {c.cpu_ms:.3f} ms CPU/msg "
                       f"(sink {c.sink_cpu / c.wall:.0%} of a core) | send {s.rate:,.0f} msg/s {s.cpu_ms:.3f} ms CPU/msg "
                       f"(sink {s.sink_cpu / s.wall:.0%}), planning {planning:.2f} s, peak RSS {s.maxrss_mb:.0f} MB")
             rows.append((w, pairs))
     load1 = os.getloadavg()
+    openssl_ms, py_ms = rsa_sign_ms() if args.dkim == "rsa" else (None, 0.0)
 
     print()
-    print(f"{args.subs:,} messages per run, DKIM {args.dkim}, pool {args.pool} per process, "
+    print(f"{args.subs:,} messages per run, DKIM {args.dkim}, pool {args.pool} per process, loop {args.loop}, "
           f"load average {load0[0]:.2f} before, {load1[0]:.2f} after")
     for w, pairs in rows:
         rate_ratio = [p.send.rate / p.ceiling.rate for p in pairs]
@@ -219,7 +253,7 @@ def main() -> None:
         sink_bound = any(max(p.ceiling.sink_cpu / p.ceiling.wall, p.send.sink_cpu / p.send.wall) >= SINK_BOUND
                          for p in pairs)
         print(f"workers {w}:")
-        print(f"  ceiling (raw aiosmtplib): {statistics.median(p.ceiling.rate for p in pairs):,.0f} msg/s, "
+        print(f"  ceiling (raw aiosmtplib, {args.loop}): {statistics.median(p.ceiling.rate for p in pairs):,.0f} msg/s, "
               f"{statistics.median(p.ceiling.cpu_ms for p in pairs):.3f} ms CPU/msg (median of {len(pairs)})")
         print(f"  syndicate send:           {statistics.median(p.send.rate for p in pairs):,.0f} msg/s, "
               f"{statistics.median(p.send.cpu_ms for p in pairs):.3f} ms CPU/msg, "
@@ -227,10 +261,22 @@ def main() -> None:
               f"peak RSS {max(p.send.maxrss_mb for p in pairs):.0f} MB")
         print(f"  CPU per message, send / ceiling: median {statistics.median(cpu_ratio):.2f}x, "
               f"best {min(cpu_ratio):.2f}x, worst {max(cpu_ratio):.2f}x (target at most 1.3x)")
+        plain = [p for p in pairs if p.asyncio_ceiling is not None]
+        if plain:
+            vs_asyncio = [p.send.cpu_ms / p.asyncio_ceiling.cpu_ms for p in plain if p.asyncio_ceiling]
+            print(f"  ceiling on asyncio's loop: {statistics.median(p.asyncio_ceiling.cpu_ms for p in plain if p.asyncio_ceiling):.3f}"
+                  f" ms CPU/msg; send / that ceiling: median {statistics.median(vs_asyncio):.2f}x, "
+                  f"best {min(vs_asyncio):.2f}x, worst {max(vs_asyncio):.2f}x")
         if sink_bound:
             print(f"  msg/s ratio not reported: the sink used {SINK_BOUND:.0%}+ of a core in some run (sink-bound)")
         else:
             print(f"  msg/s, send / ceiling: median {statistics.median(rate_ratio):.0%}, min {min(rate_ratio):.0%}")
+        if args.dkim == "rsa":
+            ceiling_ms = statistics.median(p.ceiling.cpu_ms for p in pairs)
+            sign = openssl_ms or py_ms
+            print(f"  RSA-2048 sign, measured now: openssl speed {openssl_ms or float('nan'):.3f} ms, cryptography "
+                  f"{py_ms:.3f} ms CPU each; a sender that did nothing but the ceiling's work and one signature "
+                  f"would be at ({ceiling_ms:.3f} + {sign:.3f}) / {ceiling_ms:.3f} = {(ceiling_ms + sign) / ceiling_ms:.2f}x")
 
 
 if __name__ == "__main__":

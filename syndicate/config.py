@@ -55,6 +55,20 @@ class Secret:
 
 
 @dataclass(frozen=True)
+class DkimKey:
+    """One DKIM key: the domain it signs for (``d=``), its selector (``s=``) and its private key file.
+
+    ``where`` names it in error messages: ``[dkim]`` for the single key, or
+    ``[[dkim.keys]] 2`` for the second entry of the list.
+    """
+
+    domain: str
+    selector: str
+    key_file: str
+    where: str = field(default="[dkim]", compare=False)
+
+
+@dataclass(frozen=True)
 class Settings:
     """Every setting syndicate reads. Field names are ``<section>_<key>``."""
 
@@ -100,6 +114,7 @@ class Settings:
     send_grace_seconds: float = 20.0  # on SIGTERM, how long messages already on the wire may finish
     send_max_retry_minutes: float = 60.0  # the longest wait between two tries of a deferred message
     send_queue_lifetime_hours: float = 72.0  # give up this long after planning (a newer digest supersedes sooner)
+    send_loop: str = "auto"  # the drain's event loop: auto (uvloop when installed) | uvloop | asyncio
     send_fsync: bool = True  # journal lines on disk before DATA / before the store records them; off: benchmarks only
     # [serve]: `syndicate serve` (its options override these)
     serve_access_log: str = "clf"  # clf (Common Log Format) | json | off
@@ -109,6 +124,9 @@ class Settings:
     dkim_domain: str = ""
     dkim_selector: str = ""
     dkim_key_file: str = ""
+    #: more keys, ``[[dkim.keys]]`` tables: a second algorithm for the same
+    #: domain (RSA and Ed25519, RFC 8463) or a key for a list's own From domain
+    dkim_keys: tuple[DkimKey, ...] = ()
     # [ingest] and [fetch]: article imports and the safe fetcher (owned by ingest/ and fetcher.py)
     ingest_max_article_mb: float = 2.0  # HTML of one article; a bigger one is refused
     fetch_timeout: float = 30.0  # TOTAL seconds per request: connect, redirects and the whole body
@@ -149,6 +167,11 @@ class Settings:
             )
         return self.secret_key.get()
 
+    def dkim_key_configs(self) -> tuple[DkimKey, ...]:
+        """Every configured DKIM key: ``[dkim]`` first (when its key_file is set), then ``[[dkim.keys]]``."""
+        first = (DkimKey(self.dkim_domain, self.dkim_selector, self.dkim_key_file),) if self.dkim_key_file else ()
+        return first + self.dkim_keys
+
     def with_(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
 
@@ -156,13 +179,15 @@ class Settings:
 _FIELDS = {f.name: f for f in fields(Settings) if f.name != "source"}
 _UNPREFIXED_SECTION = "site"
 _CHOICES = {"smtp_security": ("none", "starttls", "tls"), "fetch_redirects": ("same-host", "any"),
-            "serve_access_log": ("clf", "json", "off")}
+            "serve_access_log": ("clf", "json", "off"), "send_loop": ("auto", "uvloop", "asyncio")}
 _BOOLS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
 
 
 def _coerce(name: str, raw: object, where: str) -> object:
     """Turn a TOML or env value into the field's type, or raise ConfigError."""
     kind = str(_FIELDS[name].type)
+    if name == "dkim_keys":
+        return _dkim_keys(raw, where)
     try:
         if kind == "Secret":
             if not isinstance(raw, str):
@@ -188,6 +213,37 @@ def _coerce(name: str, raw: object, where: str) -> object:
     if name in _CHOICES and value not in _CHOICES[name]:
         raise ConfigError(f"{where}: {name!r} is {value!r}; choose one of {', '.join(_CHOICES[name])}")
     return value
+
+
+_DKIM_KEY_FIELDS = ("domain", "selector", "key_file")
+
+
+def _dkim_keys(raw: object, where: str) -> tuple[DkimKey, ...]:
+    """``[[dkim.keys]]`` tables (or, from the environment, the same as a TOML inline array)."""
+    if isinstance(raw, str):
+        try:
+            raw = tomllib.loads("keys = " + raw)["keys"]
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{where}: 'dkim_keys' is not a TOML array of tables such as "
+                              f"[{{domain = \"example.org\", selector = \"s1\", key_file = \"dkim.pem\"}}]: {exc}") from None
+    if not isinstance(raw, list):
+        raise ConfigError(f"{where}: [dkim] keys must be [[dkim.keys]] tables, each with domain, selector and key_file")
+    keys: list[DkimKey] = []
+    for i, entry in enumerate(raw, 1):
+        label = f"[[dkim.keys]] {i}"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{where}: {label} must be a table with domain, selector and key_file")
+        unknown = sorted(set(entry) - set(_DKIM_KEY_FIELDS))
+        if unknown:
+            raise ConfigError(f"{where}: {label}: unknown key {unknown[0]!r} (expected domain, selector and key_file)")
+        values = []
+        for key in _DKIM_KEY_FIELDS:
+            value = entry.get(key, "")
+            if not isinstance(value, str) or not value.strip():
+                raise ConfigError(f"{where}: {label}: {key!r} must be a non-empty string")
+            values.append(value.strip())
+        keys.append(DkimKey(values[0], values[1], values[2], where=label))
+    return tuple(keys)
 
 
 def _flatten(doc: Mapping[str, object], path: Path) -> dict[str, object]:
@@ -255,7 +311,19 @@ def load_settings(
         raise ConfigError(f"{source}: 'timezone' is {settings.timezone!r}, not an IANA time zone such as 'Asia/Ho_Chi_Minh'") from None
     if not settings.base_url.startswith(("http://", "https://")):
         raise ConfigError(f"{source}: 'base_url' is {settings.base_url!r}; it must start with http:// or https://")
+    _check_dkim_keys(settings, origins.get("dkim_keys", source))
     return settings
+
+
+def _check_dkim_keys(settings: Settings, where: str) -> None:
+    """Two keys with one domain and selector would publish two records at one DNS name."""
+    seen: dict[tuple[str, str], str] = {}
+    for key in settings.dkim_key_configs():
+        name = (key.domain.lower().rstrip("."), key.selector.lower())
+        if name in seen and key.domain and key.selector:
+            raise ConfigError(f"{where}: {key.where} uses selector {key.selector!r} for {key.domain} like {seen[name]}: "
+                              "each key needs its own selector")
+        seen[name] = key.where
 
 
 def _check_secret(secret: Secret, where: str) -> None:
@@ -297,7 +365,7 @@ sender_address = "news@localhost"
 # subject = "{{list}}: {{lead}}"   # digest subject; {{list}} {{lead}} (first headline) {{date}} {{count}}
 # logo_url = ""                # masthead image, e.g. "https://news.example.org/logo.png"
 # logo_width = 200             # the logo's width in pixels
-# feedback_id = ""             # Feedback-ID header (campaign:list:sender) for Gmail's Postmaster Tools
+# feedback_id = "syndicate"    # Gmail's Feedback-ID header, <list>:<kind>:<this>, for Postmaster Tools
 # templates_dir = ""           # your own copies of templates/email/*
 
 [smtp]
@@ -340,11 +408,18 @@ sender_address = "news@localhost"
 # grace_seconds = 20           # on SIGTERM, time for messages on the wire to finish
 # max_retry_minutes = 60       # longest wait between two tries of a deferred message
 # queue_lifetime_hours = 72    # then a deferred message fails (the next period's digest supersedes it sooner)
+# loop = "auto"                # event loop of the drain: auto (uvloop when installed) | uvloop | asyncio
 
 [dkim]
 # domain = "example.org"
 # selector = "syndicate"
 # key_file = "dkim.pem"
+# More keys, each signing too: Ed25519 beside RSA (RFC 8463), or a list's own From domain.
+# `syndicate dkim keygen --type ed25519` adds one.
+# [[dkim.keys]]
+# domain = "example.org"
+# selector = "syndicate-ed25519"
+# key_file = "dkim-ed25519.pem"
 """
 
 
@@ -372,6 +447,46 @@ def is_private(path: Path) -> bool:
         return path.stat().st_mode & 0o077 == 0
     except FileNotFoundError:
         return True
+
+
+def add_config_table(path: Path, name: str, values: Mapping[str, str]) -> None:
+    """Append a ``[[name]]`` table with ``key = "value"`` lines to the TOML file at ``path``.
+
+    Rewritten atomically with its mode kept, and only when the result parses.
+
+    Example:
+        >>> import tempfile
+        >>> p = Path(tempfile.mkdtemp()) / "s.toml"
+        >>> _ = p.write_text('[dkim]\\nselector = "s1"\\n')
+        >>> add_config_table(p, "dkim.keys", {"domain": "example.org", "selector": "s2", "key_file": "k.pem"})
+        >>> print(p.read_text(), end="")
+        [dkim]
+        selector = "s1"
+        <BLANKLINE>
+        [[dkim.keys]]
+        domain = "example.org"
+        selector = "s2"
+        key_file = "k.pem"
+    """
+    import json
+
+    text = path.read_text(encoding="utf-8").rstrip("\n")
+    lines = [text, "", f"[[{name}]]"] if text else [f"[[{name}]]"]
+    lines += [f"{key} = {json.dumps(value, ensure_ascii=False)}" for key, value in values.items()]
+    _write_toml(path, "\n".join(lines) + "\n")
+
+
+def _write_toml(path: Path, out: str) -> None:
+    tomllib.loads(out)  # never write a file that no longer parses
+    tmp = path.with_name(path.name + ".tmp")
+    mode = path.stat().st_mode & 0o777
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.write(fd, out.encode("utf-8"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
 
 
 def set_config_keys(path: Path, section: str, values: Mapping[str, str]) -> None:
@@ -414,14 +529,4 @@ def set_config_keys(path: Path, section: str, values: Mapping[str, str]) -> None
                 insert -= 1
             lines.insert(insert, line)
             end += 1
-    out = "\n".join(lines) + "\n"
-    tomllib.loads(out)  # never write a file that no longer parses
-    tmp = path.with_name(path.name + ".tmp")
-    mode = path.stat().st_mode & 0o777
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.write(fd, out.encode("utf-8"))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    _write_toml(path, "\n".join(lines) + "\n")

@@ -18,9 +18,10 @@ from urllib.parse import urlsplit
 
 from .config import MIN_SECRET_BYTES, Settings
 from .errors import ConfigError, SyndicateError
+from .mailer.dkim import aligned
 from .models import NewsList
 
-__all__ = ["Finding", "run_checks", "MIN_SECRET", "MIN_RSA_BITS"]
+__all__ = ["Finding", "aligned", "run_checks", "MIN_SECRET", "MIN_RSA_BITS"]
 
 MIN_SECRET = MIN_SECRET_BYTES
 MIN_RSA_BITS = 1024  # RFC 8301: verifiers must reject smaller keys
@@ -62,21 +63,6 @@ def _domain(address: str) -> str:
     return address.rpartition("@")[2].lower().rstrip(".")
 
 
-def aligned(from_domain: str, dkim_domain: str) -> bool:
-    """Relaxed DMARC alignment: the From domain is the DKIM domain or below it.
-
-    (Without the public suffix list this does not accept a DKIM domain that is
-    a subdomain of the From domain's organisational domain; sign with the
-    From domain itself, or its parent, and it is right.)
-
-    Example:
-        >>> aligned("news.example.org", "example.org"), aligned("example.org", "example.org"), aligned("x.com", "example.org")
-        (True, True, False)
-    """
-    f, d = from_domain.lower().rstrip("."), dkim_domain.lower().rstrip(".")
-    return bool(d) and (f == d or f.endswith("." + d))
-
-
 def _mode_findings(path: Path, what: str) -> Iterable[Finding]:
     try:
         mode = stat.S_IMODE(path.stat().st_mode)
@@ -112,46 +98,61 @@ def _secret_findings(settings: Settings) -> Iterable[Finding]:
 
 
 def _dkim_findings(settings: Settings, lists: list[NewsList]) -> Iterable[Finding]:
-    from .mailer.dkim import load_key
+    """Each configured key (present, readable, long enough, private), then each From domain against its keys."""
+    from .mailer.dkim import DkimKeyring, DkimSigner, load_key
     from .mailer.dkimkeys import key_bits
 
-    if not settings.dkim_key_file:
+    configs = settings.dkim_key_configs()
+    if not configs:
         yield Finding("error" if settings.smtp_host else "warning", "dkim-missing",
                       "no DKIM key: Gmail and Yahoo reject or junk unsigned bulk mail",
                       "run `syndicate dkim keygen`, then publish what `syndicate dkim dns` prints")
         return
-    path = Path(settings.dkim_key_file)
-    try:
-        key = load_key(path.read_bytes(), f"[dkim] key_file {path}")
-    except OSError as exc:
-        yield Finding("error", "dkim-unreadable", f"[dkim] key_file {path}: {exc.strerror}",
-                      "run `syndicate dkim keygen` or point key_file at the key")
+    usable: list[DkimSigner] = []
+    for config in configs:
+        path = Path(config.key_file)
+        try:
+            key = load_key(path.read_bytes(), f"{config.where} key_file {path}")
+        except OSError as exc:
+            yield Finding("error", "dkim-unreadable", f"{config.where} key_file {path}: {exc.strerror}",
+                          "run `syndicate dkim keygen` or point key_file at the key")
+            continue
+        except ConfigError as exc:
+            yield Finding("error", "dkim-unreadable", str(exc), "run `syndicate dkim keygen --force` to make a new key")
+            continue
+        bits = key_bits(key)
+        if bits == 256:  # Ed25519: fixed size, always fine
+            pass
+        elif bits < MIN_RSA_BITS:
+            yield Finding("error", "dkim-short", f"DKIM key {path} is RSA-{bits}: verifiers ignore keys under {MIN_RSA_BITS} bits",
+                          "run `syndicate dkim keygen --force` (RSA-2048)")
+        elif bits < GOOD_RSA_BITS:
+            yield Finding("warning", "dkim-short", f"DKIM key {path} is RSA-{bits}; 2048 bits is the norm",
+                          "run `syndicate dkim keygen --force` (RSA-2048)")
+        yield from _mode_findings(path, "DKIM key")
+        if not config.domain or not config.selector:
+            yield Finding("error", "dkim-incomplete", f"{config.where} key_file is set but domain or selector is not",
+                          f"set {config.where} domain and selector (syndicate dkim keygen writes them)")
+            continue
+        usable.append(DkimSigner(config.domain, config.selector, key))
+    if not usable:
         return
-    except ConfigError as exc:
-        yield Finding("error", "dkim-unreadable", str(exc), "run `syndicate dkim keygen --force` to make a new key")
-        return
-    bits = key_bits(key)
-    if bits == 256:  # Ed25519: fixed size, always fine
-        pass
-    elif bits < MIN_RSA_BITS:
-        yield Finding("error", "dkim-short", f"DKIM key {path} is RSA-{bits}: verifiers ignore keys under {MIN_RSA_BITS} bits",
-                      "run `syndicate dkim keygen --force` (RSA-2048)")
-    elif bits < GOOD_RSA_BITS:
-        yield Finding("warning", "dkim-short", f"DKIM key {path} is RSA-{bits}; 2048 bits is the norm",
-                      "run `syndicate dkim keygen --force` (RSA-2048)")
-    yield from _mode_findings(path, "DKIM key")
-    if not settings.dkim_domain or not settings.dkim_selector:
-        yield Finding("error", "dkim-incomplete", "[dkim] key_file is set but domain or selector is not",
-                      "set [dkim] domain and selector (syndicate dkim keygen writes them)")
-        return
+    ring = DkimKeyring(usable)
     senders = {("", settings.mail_sender_address)}
     senders |= {(nl.slug, nl.sender_address) for nl in lists if nl.sender_address}
     for slug, address in sorted(senders):
-        if not aligned(_domain(address), settings.dkim_domain):
+        domain = _domain(address)
+        try:
+            domain = domain.encode("idna").decode("ascii") if not domain.isascii() else domain
+        except UnicodeError:
+            pass  # not a usable address: the sender checks say so
+        signers = ring.signers_for(domain)
+        if not any(aligned(domain, s.domain) for s in signers):
             who = f"list {slug!r} sends from" if slug else "[mail] sender_address is"
             yield Finding("error", "dkim-alignment",
-                          f"{who} {address} but DKIM signs d={settings.dkim_domain}: DMARC alignment fails",
-                          f"sign with the From domain ({_domain(address)}) or send from an address at {settings.dkim_domain}")
+                          f"{who} {address} but DKIM signs d={signers[0].domain}: DMARC alignment fails",
+                          f"add a key for the From domain (`syndicate dkim keygen --domain {domain}`, then "
+                          f"`syndicate dkim dns`) or send from an address at {signers[0].domain}")
 
 
 def _mail_findings(settings: Settings) -> Iterable[Finding]:

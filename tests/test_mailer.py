@@ -304,6 +304,44 @@ def test_dkim_fails_after_tampering(signer: DkimSigner, tamper: object) -> None:
     assert not verify(changed, signer)
 
 
+@pytest.mark.parametrize(
+    "forged",
+    [
+        b"List-Unsubscribe: <https://evil.example/unsubscribe>\r\n",
+        b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n",
+        b"Reply-To: evil@evil.example\r\n",
+        b"Cc: victim@example.org\r\n",
+        b"Content-Type: text/plain\r\n",
+        b"MIME-Version: 1.0\r\n",
+        b"Subject: forged\r\n",
+    ],
+    ids=["list-unsubscribe", "list-unsubscribe-post", "reply-to", "cc", "content-type", "mime-version", "subject"],
+)
+@pytest.mark.parametrize("where", ["top", "below-signature"])
+def test_dkim_fails_when_a_header_is_prepended(signer: DkimSigner, forged: bytes, where: str) -> None:
+    """A verifier reads the topmost instance of a header: one added above the signed ones must break the signature."""
+    raw = render_mail(make_mail(), signer)
+    assert verify(raw, signer)
+    if where == "top":
+        changed = forged + raw
+    else:
+        head, sep, rest = raw.partition(b"\r\nDate: ")
+        changed = head + b"\r\n" + forged + sep[2:] + rest
+    assert changed != raw
+    assert not verify(changed, signer)
+
+
+def test_dkim_oversigns_the_headers_a_forger_would_add(signer: DkimSigner) -> None:
+    raw = render_mail(make_mail(), signer)
+    sig = parse(raw)["DKIM-Signature"]
+    h = re.sub(r"\s+", "", str(sig)).split("h=")[1].split(";")[0].split(":")
+    for name in ("from", "to", "subject", "reply-to", "cc", "list-unsubscribe", "list-unsubscribe-post",
+                 "content-type", "mime-version"):
+        present = sum(1 for line in raw.split(b"\r\n\r\n")[0].split(b"\r\n")
+                      if line.lower().startswith(name.encode() + b":"))
+        assert h.count(name) == present + 1, (name, h)
+
+
 def test_dkim_from_settings(tmp_path: Path) -> None:
     assert DkimSigner.from_settings(Settings()) is None
     rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -388,6 +426,20 @@ def test_maildir_transport_writes_readable_messages(tmp_path: Path) -> None:
         assert msg["Subject"] == SUBJECT_VI
         assert body_of(msg, "html") == HTML_VI
     assert sorted(got) == sorted(f"<m{i}@news.example.org>" for i in range(5))
+
+
+def test_maildir_files_have_lf_line_endings_and_still_verify(tmp_path: Path, signer: DkimSigner) -> None:
+    """Maildir is a local format: LF line ends, as an MDA writes them (mutt showed ^M on CRLF files)."""
+    t = MaildirTransport(tmp_path / "md")
+    mail = make_mail()
+    raw = render_mail(mail, signer)
+    path = t.write(mail.envelope_from, raw)
+    data = path.read_bytes()
+    assert b"\r" not in data
+    assert data == b"Return-Path: <bounce+1-abc@news.example.org>\n" + raw.replace(b"\r\n", b"\n")
+    msg = parse(data)
+    assert msg["Subject"] == SUBJECT_VI and body_of(msg, "html") == HTML_VI
+    assert verify(data, signer)  # a verifier reading the file canonicalises LF back to CRLF
 
 
 def test_maildir_unwritable_is_transport_error(tmp_path: Path) -> None:
@@ -567,8 +619,26 @@ def test_wire_ready_passes_rendered_bytes_through_and_fixes_the_rest() -> None:
 
     raw = render_mail(make_mail())
     assert wire_ready(raw) is raw  # no copy, no rewrite
+    plain = bytes(raw)
+    assert type(plain) is bytes and wire_ready(plain) is plain  # the same form, found by scanning
     for messy in [b"a\nb", b".x\r\ny", b"a\r\n.b\r\n", b"a\rb\r\n", b"a\r\n\n", b"", b"a"]:
         assert wire_ready(messy) == PERIOD_REGEX.sub(b"..", normalize_message_line_endings(messy))
+
+
+@pytest.mark.parametrize("signed", ["none", "rsa", "ed25519"])
+@pytest.mark.parametrize("name", sorted(GOLDEN_MAILS))
+def test_what_render_mail_marks_wire_ready_really_is(name: str, signed: str) -> None:
+    """The WireMessage mark skips the scans: every rendered message must pass them anyway."""
+    from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
+
+    from syndicate.mailer import WireMessage
+
+    raw = render_mail(make_mail(**GOLDEN_MAILS[name]), None if signed == "none" else _golden_signer(signed))
+    assert type(raw) is WireMessage
+    body = bytes(raw).split(b"\r\n\r\n", 1)[1]
+    assert _relaxed_body(body) == body  # the signer hashes render_mail's body as it is (canonical=True)
+    assert PERIOD_REGEX.sub(b"..", normalize_message_line_endings(bytes(raw))) == raw
+    assert wire_ready(bytes(raw)) == raw
 
 
 class _Recorder:
@@ -588,7 +658,8 @@ class _Recorder:
         return "250 OK"
 
 
-def test_smtp_hand_off_is_byte_exact_and_tells_when_data_starts(settings: Settings) -> None:
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_smtp_hand_off_is_byte_exact_and_tells_when_data_starts(settings: Settings, loop: str) -> None:
     from loopback import smtp_server
 
     handler = _Recorder()
@@ -619,10 +690,13 @@ def test_smtp_hand_off_is_byte_exact_and_tells_when_data_starts(settings: Settin
                 # the refused transaction was reset: the same connection carries the next message
                 await t.send("bounce+4-abc@news.example.org", ["an@example.org"], raw)
                 assert t.opened == 1
+                assert type(asyncio.get_running_loop()).__module__.split(".")[0] == loop
             finally:
                 await t.close()
 
-        asyncio.run(go())
+        from syndicate.mailer.loop import run
+
+        run(go(), loop)
     assert calls == ["ok"]  # never called for a message the relay refused before DATA
     assert [r[0] for r in handler.received] == ["bounce+1-abc@news.example.org", "bounce+2-abc@news.example.org",
                                                 "bounce+4-abc@news.example.org"]
@@ -648,3 +722,161 @@ def test_personalised_digest_parts_render_the_same_bytes_spliced() -> None:
         plain = make_mail(text=p.text, html=p.html)
         assert render_mail(spliced, signer, cache) == render_mail(plain, signer)
     assert (cache.spliced, cache.fallbacks) == (10, 0)
+
+
+# --- headers of what the sender builds -------------------------------------------
+
+
+def _store_with_a_list(store: Any, settings: Settings) -> tuple[int, int]:
+    """One list, one confirmed and one pending subscription, three articles: (confirmed id, pending id)."""
+    from syndicate.models import Article, NewsList
+    from syndicate.subscribers import subscribe
+
+    t0 = datetime(2026, 11, 23, tzinfo=UTC)
+    store.create_list(NewsList(slug="tin-sang", name="Tin sáng", sender_address="tin@news.example.org"))
+    done = subscribe(store, settings, "lan@example.org", "tin-sang", name="Lan", confirmed=True, now=t0)
+    waiting = subscribe(store, settings, "binh@example.org", "tin-sang", name="Bình")
+    store.upsert_articles([Article(guid=f"a{i}", title=f"Tin {i}", slug=f"a-{i}", published=t0 + timedelta(hours=i),
+                                   summary="Tóm tắt.", category="Xã hội") for i in range(1, 4)])
+    assert done.subscription.id is not None and waiting.subscription.id is not None
+    return done.subscription.id, waiting.subscription.id
+
+
+def test_digests_and_notices_say_they_are_automatic(store: Any, settings: Settings) -> None:
+    """Auto-Submitted (RFC 3834) and X-Auto-Response-Suppress (Exchange) keep out-of-office replies away."""
+    from syndicate.sender import deliver_notices, run_send
+
+    _, pending_id = _store_with_a_list(store, settings)
+    s = settings.with_(mail_feedback_id="syndicate")
+    store.queue_notices("confirm", [pending_id])
+    notices = MemoryTransport()
+    deliver_notices(store, s, [pending_id], transport=notices)
+    digests = MemoryTransport()
+    run_send(store, s, digests, now=datetime(2026, 11, 24, 1, tzinfo=UTC))
+    assert len(notices.sent) == 1 and len(digests.sent) == 1
+    for kind, (_f, _r, raw) in (("confirm", notices.sent[0]), ("digest", digests.sent[0])):
+        msg = parse(raw)
+        raw.decode("ascii")  # (an unsubscribe URL cannot fold: header lines may pass 78, never 998)
+        assert max(map(len, raw.split(b"\r\n"))) <= 998
+        assert msg["Auto-Submitted"] == "auto-generated", kind
+        assert msg["X-Auto-Response-Suppress"] == "All", kind
+        assert msg["Feedback-ID"] == f"tin-sang:{kind}:syndicate"
+        assert raw.count(b"\r\nAuto-Submitted:") == 1 and raw.count(b"\r\nX-Auto-Response-Suppress:") == 1
+
+
+# --- several DKIM keys ------------------------------------------------------------
+
+
+def _verify_all(raw: bytes, records: dict[bytes, bytes]) -> list[tuple[bytes, bool]]:
+    """(d=, verified) for every DKIM-Signature of ``raw``, each checked by dkimpy against ``records``."""
+    def dnsfunc(name: bytes, timeout: int = 5) -> bytes:
+        return records[name]
+
+    d = dkim.DKIM(raw)
+    count = len(re.findall(rb"(?mi)^DKIM-Signature:", raw))
+    out = []
+    for i in range(count):
+        ok = bool(d.verify(idx=i, dnsfunc=dnsfunc))
+        assert d.domain is not None
+        out.append((d.domain, ok))
+    return out
+
+
+def _record(signer: DkimSigner) -> tuple[bytes, bytes]:
+    return f"{signer.selector}._domainkey.{signer.domain}.".encode(), signer.dns_record().encode()
+
+
+def test_rsa_and_ed25519_together_give_two_signatures_that_both_verify() -> None:
+    from syndicate.mailer import DkimKeyring
+
+    rsa_signer = DkimSigner("news.example.org", "r1", rsa.generate_private_key(65537, 2048))
+    ed_signer = DkimSigner("news.example.org", "e1", ed25519.Ed25519PrivateKey.generate())
+    ring = DkimKeyring([rsa_signer, ed_signer])
+    raw = render_mail(make_mail(), ring)
+    check_wire_form(raw)
+    head = raw.split(b"\r\n\r\n")[0]
+    assert re.findall(rb"(?m)^DKIM-Signature: v=1; a=([a-z0-9-]+);", head) == [b"rsa-sha256", b"ed25519-sha256"]
+    records = dict([_record(rsa_signer), _record(ed_signer)])
+    assert _verify_all(raw, records) == [(b"news.example.org", True), (b"news.example.org", True)]
+    assert parse(raw)["Subject"] == SUBJECT_VI
+    forged = b"List-Unsubscribe: <https://evil.example/u>\r\n" + raw
+    assert _verify_all(forged, records) == [(b"news.example.org", False), (b"news.example.org", False)]
+    # a receiver that knows only RSA still has a signature it can check
+    only_rsa = dict([_record(rsa_signer)])
+    assert bool(dkim.DKIM(raw).verify(idx=0, dnsfunc=lambda n, timeout=5: only_rsa[n]))
+
+
+def test_each_from_domain_is_signed_with_its_own_key() -> None:
+    from syndicate.mailer import DkimKeyring
+
+    main_key = DkimSigner("example.org", "s1", ed25519.Ed25519PrivateKey.generate())
+    sub_key = DkimSigner("sport.example.org", "s1", ed25519.Ed25519PrivateKey.generate())
+    other = DkimSigner("báo.vn", "s1", ed25519.Ed25519PrivateKey.generate())
+    ring = DkimKeyring([main_key, sub_key, other])
+    records = dict(map(_record, (main_key, sub_key, other)))
+    for from_addr, d in [("tin@news.example.org", b"example.org"), ("tin@sport.example.org", b"sport.example.org"),
+                         ("tin@live.sport.example.org", b"sport.example.org"), ("tin@báo.vn", b"xn--bo-mia.vn"),
+                         ("tin@unrelated.example", b"example.org")]:  # nothing aligns: the first key's domain
+        raw = render_mail(make_mail(from_addr=from_addr, from_name=""), ring)
+        assert _verify_all(raw, records) == [(d, True)], from_addr
+    # a bare From address (no display name) is read too
+    assert ring.signers_for("SPORT.example.org.") == (sub_key,)
+
+
+def test_configured_keys_sign_what_the_sender_sends(store: Any, settings: Settings, tmp_path: Path) -> None:
+    """[dkim] RSA + [[dkim.keys]] Ed25519 for one domain, and a second list's own domain, through `send`."""
+    from syndicate.config import load_settings
+    from syndicate.mailer.dkimkeys import generate_key
+    from syndicate.models import NewsList
+    from syndicate.sender import run_send
+    from syndicate.subscribers import subscribe
+
+    for name, kind in (("rsa.pem", "rsa"), ("ed.pem", "ed25519"), ("other.pem", "ed25519")):
+        (tmp_path / name).write_bytes(generate_key(kind))
+    cfg = tmp_path / "syndicate.toml"
+    cfg.write_text(f"""
+[dkim]
+domain = "news.example.org"
+selector = "r1"
+key_file = "{tmp_path / 'rsa.pem'}"
+
+[[dkim.keys]]
+domain = "news.example.org"
+selector = "e1"
+key_file = "{tmp_path / 'ed.pem'}"
+
+[[dkim.keys]]
+domain = "other.example.net"
+selector = "o1"
+key_file = "{tmp_path / 'other.pem'}"
+""")
+    loaded = load_settings(str(cfg), env={})
+    s = settings.with_(dkim_domain=loaded.dkim_domain, dkim_selector=loaded.dkim_selector,
+                       dkim_key_file=loaded.dkim_key_file, dkim_keys=loaded.dkim_keys)
+    from syndicate.mailer import DkimKeyring
+
+    ring = DkimKeyring.from_settings(s)
+    assert ring is not None and len(ring.signers) == 3
+    records = dict(map(_record, ring.signers))
+    _store_with_a_list(store, settings)
+    store.create_list(NewsList(slug="the-thao", name="Thể thao", sender_address="sport@other.example.net"))
+    subscribe(store, s, "lan@example.org", "the-thao", name="Lan", confirmed=True,
+              now=datetime(2026, 11, 23, tzinfo=UTC))
+    sent = MemoryTransport()
+    run_send(store, s, sent, now=datetime(2026, 11, 24, 1, tzinfo=UTC))
+    by_from = {parse(raw)["From"].addresses[0].domain: _verify_all(raw, records) for _f, _r, raw in sent.sent}
+    assert by_from == {"news.example.org": [(b"news.example.org", True), (b"news.example.org", True)],
+                       "other.example.net": [(b"other.example.net", True)]}
+
+
+def test_the_event_loop_setting() -> None:
+    from syndicate.config import load_settings
+    from syndicate.mailer.loop import loop_factory, loop_name
+
+    assert loop_name("auto") == "uvloop" and loop_name("asyncio") == "asyncio"  # uvloop is a dependency
+    assert load_settings(env={"SYNDICATE_SEND_LOOP": "asyncio"}).send_loop == "asyncio"
+    with pytest.raises(ConfigError) as info:
+        load_settings(env={"SYNDICATE_SEND_LOOP": "trio"})
+    assert str(info.value) == "environment variable SYNDICATE_SEND_LOOP: 'send_loop' is 'trio'; choose one of auto, uvloop, asyncio"
+    with pytest.raises(ConfigError, match="choose one of auto, uvloop, asyncio"):
+        loop_factory("trio")

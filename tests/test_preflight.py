@@ -177,3 +177,122 @@ def test_the_postal_address_is_in_the_footer_of_every_email(tmp_path: Path) -> N
     bare = Settings(secret_key=SECRET)
     plain = render_notice(bare, make_environment(bare), "confirm", nl, "Lan", "https://x/c", "https://x/u")
     assert "Hải Phòng" not in plain.text
+
+
+def test_init_writes_a_commented_feedback_id_that_works_when_uncommented(tmp_path: Path) -> None:
+    from syndicate.config import write_default_config
+
+    cfg = tmp_path / "syndicate.toml"
+    assert write_default_config(cfg)
+    text = cfg.read_text()
+    assert '# feedback_id = "syndicate"' in text
+    assert load_settings(str(cfg), env={}).mail_feedback_id == ""
+    cfg.write_text(text.replace('# feedback_id = "syndicate"', 'feedback_id = "syndicate"'))
+    assert load_settings(str(cfg), env={}).mail_feedback_id == "syndicate"
+
+
+def test_each_list_is_checked_against_the_key_for_its_from_domain(tmp_path: Path) -> None:
+    from syndicate.config import DkimKey
+
+    other = tmp_path / "other.pem"
+    other.write_bytes(generate_key("ed25519"))
+    other.chmod(0o600)
+    lists = [NewsList(slug="tech", name="Tech", sender_address="tech@other.example.net"),
+             NewsList(slug="tin", name="Tin", sender_address="tin@news.example.org"),
+             NewsList(slug="lost", name="Lost", sender_address="x@nowhere.example")]
+    keys = (DkimKey("other.example.net", "o1", str(other), where="[[dkim.keys]] 1"),)
+    found = [f for f in run_checks(_ready(tmp_path, dkim_keys=keys), lists) if f.code.startswith("dkim")]
+    assert [f.message for f in found] == [
+        "list 'lost' sends from x@nowhere.example but DKIM signs d=example.org: DMARC alignment fails"]
+    assert found[0].fix.startswith("add a key for the From domain (`syndicate dkim keygen --domain nowhere.example`")
+    broken = keys + (DkimKey("example.org", "e1", str(tmp_path / "absent.pem"), where="[[dkim.keys]] 2"),)
+    found = [f for f in run_checks(_ready(tmp_path, dkim_keys=broken), lists[:2]) if f.code.startswith("dkim")]
+    assert [(f.code, f.message) for f in found] == [
+        ("dkim-unreadable", f"[[dkim.keys]] 2 key_file {tmp_path / 'absent.pem'}: No such file or directory")]
+
+
+def test_dkim_keys_config_errors_name_the_entry(tmp_path: Path) -> None:
+    from syndicate.errors import ConfigError
+
+    cfg = tmp_path / "s.toml"
+    cfg.write_text('[[dkim.keys]]\ndomain = "example.org"\nselector = "s1"\n')
+    with pytest.raises(ConfigError) as info:
+        load_settings(str(cfg), env={})
+    assert str(info.value) == f"{cfg}: [[dkim.keys]] 1: 'key_file' must be a non-empty string"
+    cfg.write_text('[dkim]\ndomain = "example.org"\nselector = "s1"\nkey_file = "a.pem"\n'
+                   '[[dkim.keys]]\ndomain = "Example.org"\nselector = "s1"\nkey_file = "b.pem"\n')
+    with pytest.raises(ConfigError) as info:
+        load_settings(str(cfg), env={})
+    assert str(info.value) == (f"{cfg}: [[dkim.keys]] 1 uses selector 's1' for Example.org like [dkim]: "
+                               "each key needs its own selector")
+    cfg.write_text('[[dkim.keys]]\ndomain = "example.org"\nselector = "s1"\nkey_file = "a.pem"\nalgo = "rsa"\n')
+    with pytest.raises(ConfigError, match="unknown key 'algo'"):
+        load_settings(str(cfg), env={})
+    env = {"SYNDICATE_DKIM_KEYS": '[{domain = "example.net", selector = "s2", key_file = "c.pem"}]'}
+    cfg.write_text("")
+    assert [(k.domain, k.where) for k in load_settings(str(cfg), env=env).dkim_keys] == [("example.net", "[[dkim.keys]] 1")]
+
+
+def test_keygen_adds_ed25519_beside_rsa_and_a_key_per_domain_and_dns_lists_them_all(
+        cli: CliRunner, tmp_path: Path) -> None:
+    _run(cli, "init")
+    cfg = tmp_path / "syndicate.toml"
+    assert _run(cli, "dkim", "keygen", "--domain", "example.org")[0] == 0
+    code, out = _run(cli, "dkim", "keygen", "--type", "ed25519")
+    assert code == 0, out
+    assert out.splitlines()[:2] == [
+        "wrote dkim-ed25519.pem (Ed25519, mode 0600) for syndicate-ed25519._domainkey.example.org",
+        f"added [[dkim.keys]] domain = 'example.org', selector = 'syndicate-ed25519', key_file = 'dkim-ed25519.pem' to {cfg.name}",
+    ]
+    code, out = _run(cli, "dkim", "keygen", "--type", "ed25519", "--domain", "other.example.net")
+    assert code == 0, out
+    assert _run(cli, "dkim", "keygen", "--type", "ed25519")[0] == 78  # that one exists: --force to replace it
+    s = load_settings(str(cfg), env={})
+    assert [(k.domain, k.selector, k.key_file) for k in s.dkim_key_configs()] == [
+        ("example.org", "syndicate", "dkim-rsa.pem"),
+        ("example.org", "syndicate-ed25519", "dkim-ed25519.pem"),
+        ("other.example.net", "syndicate", "dkim-syndicate.other.example.net.pem"),
+    ]
+    for k in s.dkim_key_configs():
+        assert stat.S_IMODE((tmp_path / k.key_file).stat().st_mode) == 0o600
+    code, out = _run(cli, "dkim", "dns", "--json")
+    records = json.loads(out)
+    assert [(r["name"], r["purpose"]) for r in records] == [
+        ("syndicate._domainkey.example.org", "DKIM"), ("syndicate-ed25519._domainkey.example.org", "DKIM"),
+        ("syndicate._domainkey.other.example.net", "DKIM"),
+        ("example.org", "SPF"), ("_dmarc.example.org", "DMARC"),
+        ("other.example.net", "SPF"), ("_dmarc.other.example.net", "DMARC"),
+    ]
+    assert [r["value"].split(";")[1] for r in records[:3]] == [" k=rsa", " k=ed25519", " k=ed25519"]
+    # the published records verify what each key signs
+    from syndicate.mailer import DkimKeyring
+
+    ring = DkimKeyring.from_settings(s)
+    assert ring is not None
+    txt = {(r["name"] + ".").encode(): r["value"].encode() for r in records[:3]}
+    for from_addr, count in (("news@example.org", 2), ("tin@other.example.net", 1)):
+        mail = Mail(from_name="Tin", from_addr=from_addr, to_name="Lan", to_addr="lan@example.net",
+                    subject="Bản tin sáng", text="Xin chào\n", html="<p>Xin chào</p>", message_id="<1@example.org>",
+                    date=utcnow())
+        raw = render_mail(mail, ring)
+        assert raw.count(b"DKIM-Signature:") == count
+        d = dkimpy.DKIM(raw)
+        assert all(d.verify(idx=i, dnsfunc=lambda name, timeout=5: txt[name]) for i in range(count))
+
+
+def test_keygen_without_a_config_prints_the_variable_that_configures_the_key(
+        cli: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "dkim-rsa.pem").write_bytes(generate_key("rsa"))
+    monkeypatch.setenv("SYNDICATE_DKIM_KEY_FILE", "dkim-rsa.pem")
+    monkeypatch.setenv("SYNDICATE_DKIM_DOMAIN", "example.org")
+    monkeypatch.setenv("SYNDICATE_DKIM_SELECTOR", "s1")
+    code, out = _run(cli, "dkim", "keygen", "--type", "ed25519")
+    assert code == 0, out
+    hint = out.splitlines()[1]
+    assert hint == ("no config file syndicate.toml: set SYNDICATE_DKIM_KEYS='[{domain = \"example.org\", "
+                    "selector = \"syndicate-ed25519\", key_file = \"dkim-ed25519.pem\"}]' (or add a [[dkim.keys]] table to a config)")
+    monkeypatch.setenv("SYNDICATE_DKIM_KEYS", hint.split("SYNDICATE_DKIM_KEYS='")[1].split("'")[0])
+    code, out = _run(cli, "dkim", "dns", "--json")
+    assert code == 0, out
+    assert [r["name"] for r in json.loads(out) if r["purpose"] == "DKIM"] == [
+        "s1._domainkey.example.org", "syndicate-ed25519._domainkey.example.org"]

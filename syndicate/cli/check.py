@@ -7,7 +7,6 @@ from pathlib import Path
 
 import click
 
-from ..errors import ConfigError
 from . import App, emit_json, json_option, main, pass_app
 
 
@@ -76,45 +75,52 @@ def dkim() -> None:
     """
 
 
-def _sender_domain(app: App) -> str:
-    return app.settings.mail_sender_address.rpartition("@")[2]
-
-
 @dkim.command()
 @click.option("--type", "kind", type=click.Choice(["rsa", "ed25519"]), default="rsa", show_default=True,
               help="RSA-2048 (every receiver) or Ed25519 (RFC 8463, smaller; receivers that lack it ignore it).")
 @click.option("--domain", help="Signing domain d= [default: [dkim] domain, else the sender address's domain].")
-@click.option("--selector", help="Selector s= [default: [dkim] selector, else 'syndicate'].")
-@click.option("--out", "out", help="Key file [default: [dkim] key_file, else dkim-<type>.pem beside the config].")
+@click.option("--selector", help="Selector s= [default: [dkim] selector, else 'syndicate'; "
+                                 "'syndicate-<type>' for a second key of a domain].")
+@click.option("--out", "out", help="Key file [default: the configured one, else dkim-<type>.pem beside the config].")
 @click.option("--force", is_flag=True, help="Replace an existing key file (publish the new DNS record first).")
 @pass_app
 def keygen(app: App, kind: str, domain: str | None, selector: str | None, out: str | None, force: bool) -> None:
-    """Write a new DKIM private key (mode 0600) and record it in the config's [dkim] section.
+    """Write a new DKIM private key (mode 0600) and record it in the config.
+
+    The first key goes in [dkim]. A key of the other type for the same domain
+    (both sign: RSA for every receiver, Ed25519 for RFC 8463 ones), or a key
+    for another domain (a list whose From address is there), is added as a
+    [[dkim.keys]] entry; a configured key whose file is missing is written.
 
     \b
     Example:
         syndicate dkim keygen --domain example.org --selector news2026
-        syndicate dkim keygen --type ed25519 --out dkim-ed25519.pem
+        syndicate dkim keygen --type ed25519
+        syndicate dkim keygen --domain other.example.net
     """
-    from ..config import config_path, set_config_keys
-    from ..mailer.dkimkeys import generate_key, write_key
+    from ..config import add_config_table, config_path, set_config_keys
+    from ..mailer.dkimkeys import generate_key, keygen_target, write_key
 
-    settings = app.settings
     cfg, _ = config_path(app.config, os.environ)
-    domain = domain or settings.dkim_domain or _sender_domain(app)
-    selector = selector or settings.dkim_selector or "syndicate"
-    path = Path(out or settings.dkim_key_file or cfg.parent / f"dkim-{kind}.pem")
+    target = keygen_target(app.settings, kind, cfg.parent, domain=domain, selector=selector, out=out)
+    key = target.config
+    path = Path(key.key_file)
     write_key(path, generate_key(kind), overwrite=force)
-    click.echo(f"wrote {path} ({'RSA-2048' if kind == 'rsa' else 'Ed25519'}, mode 0600)")
-    wanted = {"key_file": str(path), "domain": domain, "selector": selector}
-    current = {"key_file": settings.dkim_key_file, "domain": settings.dkim_domain, "selector": settings.dkim_selector}
-    changes = {k: v for k, v in wanted.items() if current[k] != v}
-    if changes and cfg.exists():
-        set_config_keys(cfg, "dkim", changes)
-        click.echo(f"set [dkim] {', '.join(f'{k} = {v!r}' for k, v in changes.items())} in {cfg}")
-    elif changes:
-        click.echo(f"no config file {cfg}: set SYNDICATE_DKIM_KEY_FILE={path} SYNDICATE_DKIM_DOMAIN={domain} "
-                   f"SYNDICATE_DKIM_SELECTOR={selector}")
+    click.echo(f"wrote {path} ({'RSA-2048' if kind == 'rsa' else 'Ed25519'}, mode 0600) for "
+               f"{key.selector}._domainkey.{key.domain}")
+    entry = {"domain": key.domain, "selector": key.selector, "key_file": key.key_file}
+    if target.new_entry and cfg.exists():
+        add_config_table(cfg, "dkim.keys", entry)
+        click.echo(f"added [[dkim.keys]] {', '.join(f'{k} = {v!r}' for k, v in entry.items())} to {cfg}")
+    elif target.new_entry:
+        click.echo(f"no config file {cfg}: set SYNDICATE_DKIM_KEYS='[{{"
+                   + ", ".join(f'{k} = "{v}"' for k, v in entry.items()) + "}]' (or add a [[dkim.keys]] table to a config)")
+    elif target.dkim_changes and cfg.exists():
+        set_config_keys(cfg, "dkim", target.dkim_changes)
+        click.echo(f"set [dkim] {', '.join(f'{k} = {v!r}' for k, v in target.dkim_changes.items())} in {cfg}")
+    elif target.dkim_changes:
+        click.echo(f"no config file {cfg}: set SYNDICATE_DKIM_KEY_FILE={path} SYNDICATE_DKIM_DOMAIN={key.domain} "
+                   f"SYNDICATE_DKIM_SELECTOR={key.selector}")
     click.echo("next: publish the records `syndicate dkim dns` prints, then run `syndicate check`")
 
 
@@ -123,26 +129,16 @@ def keygen(app: App, kind: str, domain: str | None, selector: str | None, out: s
 @json_option()
 @pass_app
 def dns(app: App, report_to: str, as_json: bool) -> None:
-    """Print the TXT records to publish: DKIM at selector._domainkey.domain, SPF and DMARC.
+    """Print the TXT records to publish: DKIM at selector._domainkey.domain for every key, SPF and DMARC.
 
     \b
     Example:
         syndicate dkim dns
         syndicate dkim dns --report-to dmarc@example.org --json
     """
-    from ..mailer.dkimkeys import dns_records
+    from ..mailer.dkimkeys import configured_dns_records
 
-    s = app.settings
-    if not s.dkim_key_file:
-        raise ConfigError(f"{s.source}: no [dkim] key_file; run `syndicate dkim keygen` first")
-    if not s.dkim_domain or not s.dkim_selector:
-        raise ConfigError(f"{s.source}: [dkim] key_file is set, so domain and selector are needed too")
-    path = Path(s.dkim_key_file)
-    try:
-        pem = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"{s.source}: [dkim] key_file {path}: {exc.strerror}") from None
-    records = dns_records(s.dkim_domain, s.dkim_selector, pem, where=f"[dkim] key_file {path}", report_to=report_to)
+    records = configured_dns_records(app.settings, report_to=report_to)
     if as_json:
         emit_json([{"name": r.name, "type": r.type, "value": r.value, "purpose": r.purpose} for r in records])
         return

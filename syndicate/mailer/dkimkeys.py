@@ -2,8 +2,11 @@
 
 :func:`generate_key` makes an RSA-2048 or Ed25519 private key as PEM;
 :func:`write_key` writes it 0600 without ever leaving a readable copy;
-:func:`dns_records` gives the TXT records (DKIM, SPF, DMARC) to publish for
-the signing domain. Nothing here touches the store or the network.
+:func:`keygen_target` decides which configured key a ``dkim keygen`` writes
+(or that it adds a ``[[dkim.keys]]`` entry); :func:`dns_records` gives the
+TXT records (DKIM, SPF, DMARC) to publish for one key and
+:func:`configured_dns_records` for every configured key. Nothing here
+touches the store or the network.
 """
 
 from __future__ import annotations
@@ -12,10 +15,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..config import DkimKey, Settings
 from ..errors import ConfigError
 from .dkim import DkimSigner, load_key
 
-__all__ = ["DnsRecord", "KEY_TYPES", "dns_records", "generate_key", "key_bits", "write_key"]
+__all__ = ["DnsRecord", "KEY_TYPES", "KeygenTarget", "configured_dns_records", "dns_records", "generate_key",
+           "key_bits", "keygen_target", "write_key"]
 
 KEY_TYPES = ("rsa", "ed25519")
 RSA_BITS = 2048
@@ -92,7 +97,7 @@ def key_bits(key: object) -> int:
 
 
 def dns_records(domain: str, selector: str, key_pem: bytes, *, where: str = "DKIM key",
-                report_to: str = "") -> list[DnsRecord]:
+                report_to: str = "", key: DkimSigner | None = None) -> list[DnsRecord]:
     """The DKIM TXT record for ``selector._domainkey.domain``, with the SPF and DMARC records beside it.
 
     SPF allows the domain's MX hosts and fails the rest (``-all``) only as a
@@ -104,10 +109,102 @@ def dns_records(domain: str, selector: str, key_pem: bytes, *, where: str = "DKI
         >>> [(r.name, r.purpose) for r in recs]
         [('s1._domainkey.example.org', 'DKIM'), ('example.org', 'SPF'), ('_dmarc.example.org', 'DMARC')]
     """
-    signer = DkimSigner(domain, selector, load_key(key_pem, where))
+    signer = key or DkimSigner(domain, selector, load_key(key_pem, where))
     rua = f"; rua=mailto:{report_to}" if report_to else ""
     return [
         DnsRecord(f"{selector}._domainkey.{signer.domain}", "TXT", signer.dns_record(), "DKIM"),
         DnsRecord(signer.domain, "TXT", "v=spf1 mx -all", "SPF"),
         DnsRecord(f"_dmarc.{signer.domain}", "TXT", f"v=DMARC1; p=none; adkim=r; aspf=r{rua}", "DMARC"),
     ]
+
+
+def _kind_of(path: Path) -> str | None:
+    """``rsa`` or ``ed25519`` for a readable key file, else None."""
+    try:
+        return "ed25519" if key_bits(load_key(path.read_bytes(), str(path))) == 256 else "rsa"
+    except (OSError, ConfigError):
+        return None
+
+
+@dataclass(frozen=True)
+class KeygenTarget:
+    """Where ``dkim keygen`` writes, and what it records in the config.
+
+    ``config`` is the key (its ``where`` the configured one it fills, or
+    ``[dkim]``/``[[dkim.keys]]`` for a new one); ``dkim_changes`` are keys
+    to set in ``[dkim]``; ``new_entry`` means append a ``[[dkim.keys]]`` table.
+    """
+
+    config: DkimKey
+    dkim_changes: dict[str, str]
+    new_entry: bool
+
+
+def keygen_target(settings: Settings, kind: str, directory: Path, *, domain: str | None = None,
+                  selector: str | None = None, out: str | None = None) -> KeygenTarget:
+    """The key a ``dkim keygen --type kind`` makes.
+
+    A configured key it matches (the same ``--out`` file; else the same
+    domain and ``--selector``; else, for the domain, one whose file is
+    missing or one of the same type) is the one written (an existing file
+    needs ``--force``). Otherwise the first key goes in ``[dkim]`` and any
+    further one (Ed25519 beside RSA, or a list's own From domain) becomes a
+    new ``[[dkim.keys]]`` entry with its own selector and file.
+    """
+    if kind not in KEY_TYPES:
+        raise ConfigError(f"DKIM key type {kind!r}: choose one of {', '.join(KEY_TYPES)}")
+    configs = settings.dkim_key_configs()
+    domain = (domain or settings.dkim_domain or settings.mail_sender_address.rpartition("@")[2]).strip()
+    same = [c for c in configs if c.domain.lower().rstrip(".") == domain.lower().rstrip(".")]
+    if out:
+        match = [c for c in configs if Path(c.key_file) == Path(out)]
+    elif selector:
+        match = [c for c in same if c.selector == selector]
+    else:
+        match = [c for c in same if not Path(c.key_file).exists()] or [c for c in same if _kind_of(Path(c.key_file)) == kind]
+    if not settings.dkim_key_file and not match:
+        sel = selector or settings.dkim_selector or "syndicate"
+        config = DkimKey(domain, sel, out or str(directory / f"dkim-{kind}.pem"))
+        wanted = {"key_file": config.key_file, "domain": domain, "selector": sel}
+        current = {"key_file": settings.dkim_key_file, "domain": settings.dkim_domain, "selector": settings.dkim_selector}
+        return KeygenTarget(config, {k: v for k, v in wanted.items() if current[k] != v}, False)
+    if match:
+        config = match[0]
+        changes: dict[str, str] = {}
+        if config.where == "[dkim]":  # a [dkim] key_file with no domain or selector yet gets them
+            if not settings.dkim_domain:
+                changes["domain"] = domain
+            if not settings.dkim_selector:
+                changes["selector"] = selector or "syndicate"
+            config = DkimKey(settings.dkim_domain or domain, settings.dkim_selector or changes.get("selector", ""),
+                             config.key_file)
+        return KeygenTarget(config, changes, False)
+    taken = {c.selector for c in same}
+    sel = selector or ("syndicate" if not same else f"syndicate-{kind}")
+    n = 2
+    base = sel
+    while sel in taken:
+        sel, n = f"{base}{n}", n + 1
+    files = {Path(c.key_file) for c in configs}
+    path = Path(out) if out else directory / f"dkim-{kind}.pem"
+    if not out and (path in files or path.exists() or not same):
+        path = directory / f"dkim-{sel}.{domain}.pem"
+    return KeygenTarget(DkimKey(domain, sel, str(path), where="[[dkim.keys]]"), {}, True)
+
+
+def configured_dns_records(settings: Settings, *, report_to: str = "") -> list[DnsRecord]:
+    """The DKIM record of every configured key, then SPF and DMARC once per signing domain.
+
+    Raises ConfigError naming the key that is incomplete or unreadable.
+    """
+    configs = settings.dkim_key_configs()
+    if not configs:
+        raise ConfigError(f"{settings.source}: no [dkim] key_file; run `syndicate dkim keygen` first")
+    dkim_records: list[DnsRecord] = []
+    domains: dict[str, list[DnsRecord]] = {}
+    for config in configs:
+        signer = DkimSigner.from_config(config, settings.source)
+        records = dns_records(config.domain, config.selector, b"", key=signer, report_to=report_to)
+        dkim_records.append(records[0])
+        domains.setdefault(signer.domain, records[1:])
+    return dkim_records + [r for records in domains.values() for r in records]

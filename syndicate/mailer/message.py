@@ -32,9 +32,9 @@ from email.utils import format_datetime
 
 from ..errors import AddressError
 from .body import BodyCache, body_b64
-from .wire import MAX_LINE, Signer
+from .wire import MAX_LINE, Signer, WireMessage
 
-__all__ = ["Mail", "clean_text", "encode_address", "format_address", "list_headers", "render_mail", "MAX_LINE"]
+__all__ = ["AUTOMATIC_HEADERS", "Mail", "clean_text", "encode_address", "format_address", "list_headers", "render_mail", "MAX_LINE"]
 
 _CORE_HEADERS = frozenset(
     h.lower()
@@ -179,6 +179,7 @@ def _fold(name: str, tokens: Sequence[str]) -> str:
     return "\r\n".join(lines)
 
 
+@functools.lru_cache(maxsize=1024)  # a group's subject is the same on every message
 def _unstructured(name: str, value: str) -> str:
     """A header of free text (Subject): plain when safe ASCII, else encoded words."""
     value = clean_text(value)
@@ -199,6 +200,7 @@ def _phrase_tokens(display: str, room: int) -> list[str]:
     return list(_b64_words(display, room))
 
 
+@functools.lru_cache(maxsize=1024)  # the From line repeats on every message of a list
 def format_address(name: str, addr: str, header: str = "To") -> str:
     """One ``Header: name <addr>`` line (folded), safe whatever ``name`` holds.
 
@@ -219,6 +221,7 @@ def format_address(name: str, addr: str, header: str = "To") -> str:
     return _fold(header, [*tokens, f"<{address}>"])
 
 
+@functools.lru_cache(maxsize=1024)  # List-Id, Precedence, Auto-Submitted...: the same on every message
 def _extra(name: str, value: str) -> str:
     if not _HEADER_NAME.match(name):
         raise ValueError(f"header name {name!r} is not valid")
@@ -256,6 +259,15 @@ def list_headers(
     ]
 
 
+#: On every message syndicate sends (digests, campaigns, notices): no person
+#: wrote it, so auto-responders stay quiet (RFC 3834 ``Auto-Submitted``;
+#: Exchange and Outlook read ``X-Auto-Response-Suppress``).
+AUTOMATIC_HEADERS: tuple[tuple[str, str], ...] = (
+    ("Auto-Submitted", "auto-generated"),
+    ("X-Auto-Response-Suppress", "All"),
+)
+
+
 def _uri(value: str) -> str:
     if not value.isascii() or re.search(r"[\x00-\x20<>\x7f]", value):
         raise ValueError(f"{value!r} is not a URI usable in a header (percent-encode it)")
@@ -271,14 +283,15 @@ def _message_id(value: str) -> str:
     return f"<{value}>"
 
 
-def render_mail(mail: Mail, signer: Signer | None = None, bodies: BodyCache | None = None) -> bytes:
+def render_mail(mail: Mail, signer: Signer | None = None, bodies: BodyCache | None = None) -> WireMessage:
     """RFC 5322 bytes for ``mail``: CRLF, 7-bit, lines under 78 characters.
 
     With ``bodies`` and the mail's ``text_parts``/``html_parts``, the body
     parts are spliced from runs encoded once (the same bytes, less work).
     Every line ends in CRLF, and base64 lines and folded header lines never
-    start with a dot, so the SMTP transport can send the bytes as they are
-    (it checks, cheaply, and rewrites only what is not).
+    start with a dot, so the SMTP transport can send the bytes as they are:
+    they come back as a :class:`~syndicate.mailer.wire.WireMessage`, which
+    says so without a scan.
 
     Example:
         >>> from datetime import datetime, UTC
@@ -325,5 +338,6 @@ def render_mail(mail: Mail, signer: Signer | None = None, bodies: BodyCache | No
         headers.append("Content-Transfer-Encoding: base64")
         body = text_part
     if signer is not None:
-        headers.insert(0, signer.sign(headers, body))
-    return ("\r\n".join(headers) + "\r\n\r\n").encode("ascii") + body
+        # base64 lines and fixed MIME lines: no WSP runs, no trailing WSP, one final CRLF (DKIM's relaxed form)
+        headers.insert(0, signer.sign(headers, body, canonical=True))
+    return WireMessage(b"".join((("\r\n".join(headers) + "\r\n\r\n").encode("ascii"), body)))

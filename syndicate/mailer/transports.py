@@ -25,6 +25,7 @@ from typing import Protocol, runtime_checkable
 from ..config import Settings
 from ..errors import AddressError, ConfigError, TransportError
 from .message import encode_address
+from .wire import WireMessage
 
 __all__ = ["Transport", "MemoryTransport", "MaildirTransport", "SmtpTransport", "make_transport"]
 
@@ -72,7 +73,9 @@ class MaildirTransport:
     """Writes each message to a Maildir (``tmp/`` then ``new/``, unique names).
 
     A ``Return-Path`` line with the envelope sender is prepended, as a local
-    delivery agent does; line endings are kept as rendered (CRLF).
+    delivery agent does, and line endings are LF, as a local delivery agent
+    writes them (mutt, formail and mailbox read LF; CRLF showed as ``^M``).
+    The CRLF wire form is SMTP's alone.
     """
 
     def __init__(self, path: str | Path) -> None:
@@ -94,7 +97,7 @@ class MaildirTransport:
         now = time.time()
         name = f"{int(now)}.M{int(now % 1 * 1e6)}P{os.getpid()}Q{self._count}R{os.urandom(4).hex()}.{self._host}"
         tmp = self.path / "tmp" / name
-        data = b"Return-Path: <" + envelope_from.encode("ascii", "replace") + b">\r\n" + message
+        data = b"Return-Path: <" + envelope_from.encode("ascii", "replace") + b">\n" + message.replace(b"\r\n", b"\n")
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             try:
@@ -132,14 +135,17 @@ class _Refused(Exception):
 def wire_ready(message: bytes) -> bytes:
     """``message`` as SMTP DATA carries it: CRLF line ends, leading dots doubled, a final CRLF.
 
-    What :func:`~syndicate.mailer.message.render_mail` builds already is, and
-    is returned as it is after a few scans of the bytes (no copy); anything
-    else is rewritten as aiosmtplib's ``sendmail`` would.
+    What :func:`~syndicate.mailer.message.render_mail` builds already is (a
+    :class:`~syndicate.mailer.wire.WireMessage`) and is returned as it is;
+    other bytes in that form are returned after a few scans (no copy);
+    anything else is rewritten as aiosmtplib's ``sendmail`` would.
 
     Example:
         >>> wire_ready(b"a\\r\\nb\\r\\n") == b"a\\r\\nb\\r\\n", wire_ready(b"a\\n.b")
         (True, b'a\\r\\n..b\\r\\n')
     """
+    if type(message) is WireMessage:
+        return message
     crlf = message.count(b"\r\n")
     if (message.endswith(b"\r\n") and message.count(b"\r") == crlf and message.count(b"\n") == crlf
             and b"\n." not in message and not message.startswith(b".")):

@@ -9,7 +9,16 @@ from .. import subscribers as subs
 from ..campaign_render import CampaignRenderer, archive_period, body_links, markdown_html
 from ..config import Settings
 from ..digest import DigestRenderer, RenderedDigest, personalise
-from ..mailer import BodyCache, DkimSigner, Mail, encode_address, list_headers, render_mail, verp_address
+from ..mailer import (
+    AUTOMATIC_HEADERS,
+    BodyCache,
+    DkimKeyring,
+    Mail,
+    encode_address,
+    list_headers,
+    render_mail,
+    verp_address,
+)
 from ..models import NewsList, utcnow
 from ..store import Store
 from ..store.campaigns import Campaign
@@ -56,7 +65,7 @@ class MessageBuilder:
         self.store = store
         self.settings = settings
         self.renderer = renderer or DigestRenderer(store, settings)
-        self.signer = DkimSigner.from_settings(settings)
+        self.signer = DkimKeyring.from_settings(settings)  # every key; picked per From domain
         self.bodies = BodyCache()  # a group's fixed body runs, encoded once
         self._campaigns: CampaignRenderer | None = None
         self._rendered: dict[tuple[int, None], RenderedDigest] = {}
@@ -128,7 +137,7 @@ class MessageBuilder:
         )
         if s.mail_feedback_id:
             headers.append(("Feedback-ID", f"{atom(nl.slug)}:{feedback}:{atom(s.mail_feedback_id)}"))
-        headers.append(("Precedence", "bulk"))
+        headers += [("Precedence", "bulk"), *AUTOMATIC_HEADERS]
         return Mail(
             from_name=nl.sender_name or s.mail_sender_name, from_addr=from_addr, to_name=name, to_addr=email,
             subject=p.subject, text=p.text, html=p.html, text_parts=p.text_parts, html_parts=p.html_parts,

@@ -17,7 +17,7 @@ import jinja2
 from .. import subscribers as subs
 from ..config import Settings
 from ..digest import render_notice
-from ..mailer import DkimSigner, Mail, list_headers, render_mail, verp_address
+from ..mailer import AUTOMATIC_HEADERS, DkimKeyring, Mail, list_headers, render_mail, verp_address
 from ..models import NewsList
 from ..store import Store
 from ..store.notices import NOTICE_KINDS
@@ -38,10 +38,10 @@ def notice_message_id(kind: str, newslist: NewsList, subscriber_id: int, deliver
 class NoticeBuilder:
     """Builds the confirmation and welcome emails of claimed outbox rows."""
 
-    def __init__(self, store: Store, settings: Settings, signer: DkimSigner | None = None) -> None:
+    def __init__(self, store: Store, settings: Settings, signer: DkimKeyring | None = None) -> None:
         self.store = store
         self.settings = settings
-        self.signer = signer if signer is not None else DkimSigner.from_settings(settings)
+        self.signer = signer if signer is not None else DkimKeyring.from_settings(settings)
         self._env: jinja2.Environment | None = None
         self._lists: dict[int, NewsList] = {}
 
@@ -75,7 +75,7 @@ class NoticeBuilder:
         )
         from_addr = nl.sender_address or s.mail_sender_address
         domain = address_domain(from_addr)
-        headers: list[tuple[str, str]] = [("Auto-Submitted", "auto-generated")]
+        headers: list[tuple[str, str]] = list(AUTOMATIC_HEADERS)
         if d.kind == "welcome":  # list mail from now on: one-click unsubscribe works from the first one
             return_domain = address_domain("x@" + (s.mail_return_path_domain or domain))
             headers = list_headers(

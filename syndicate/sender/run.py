@@ -11,6 +11,7 @@ from datetime import datetime
 from .. import subscribers as subs
 from ..config import Settings
 from ..mailer import MaildirTransport, SmtpTransport, Transport
+from ..mailer.loop import run as run_loop
 from ..models import utcnow
 from ..store import Store
 from .drain import describe_storage_error, drain
@@ -82,7 +83,7 @@ def run_send(
                 asyncio.run(transport.close())  # each worker opens its own
                 drain_in_workers(store, settings, kind, now, report, limit, on_progress, workers, stop)
             else:
-                asyncio.run(drain(store, settings, transport, now, report, limit, on_progress, stop))
+                run_loop(drain(store, settings, transport, now, report, limit, on_progress, stop), settings.send_loop)
             report.sending_seconds = time.perf_counter() - t1
             store.settle_campaigns(utcnow())  # a campaign whose last row is settled is sent
             if report.stopped and not report.fatal:

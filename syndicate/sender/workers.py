@@ -29,7 +29,6 @@ worker's storage error or stop reason is the run's), so it prints one summary.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import multiprocessing
 import os
@@ -44,6 +43,7 @@ from types import FrameType
 
 from ..config import Settings
 from ..mailer import make_transport
+from ..mailer.loop import run as run_loop
 from ..store import Store
 from .journal import recover_run
 from .report import SendReport
@@ -139,7 +139,8 @@ def _worker(settings: Settings, kind: str, now: datetime, run_id: str, limit: in
         try:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a signal that came while forking is acted on here
             store = open_store(settings.db)
-            asyncio.run(drain(store, settings, make_transport(settings, kind), now, report, limit, progress, stop))
+            run_loop(drain(store, settings, make_transport(settings, kind), now, report, limit, progress, stop),
+                     settings.send_loop)
         except Stopped as exc:  # before the drain began: nothing claimed
             report.stopped = str(exc)
     finally:
