@@ -230,6 +230,7 @@ def test_message_in_the_lists_frame_and_language(store: Store, settings: Setting
     https = str(msg["List-Unsubscribe"]).split(",")[0].strip().strip("<>")
     assert read_token(settings, https.rsplit("/", 1)[1], "unsubscribe") == (r.subscriber.id, nl.id)
     assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert (msg["Auto-Submitted"], msg["X-Auto-Response-Suppress"]) == ("auto-generated", "All")  # no autoreplies
     html_part = msg.get_body(("html",)).get_content()  # type: ignore[union-attr]
     text = msg.get_body(("plain",)).get_content()  # type: ignore[union-attr]
     assert "<strong>Nhà hát lớn</strong>" in html_part and "<script" not in html_part and "onerror" not in html_part
