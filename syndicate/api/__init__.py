@@ -160,6 +160,9 @@ class Api:
         return json_response(reply.status, reply.payload)
 
     def _body(self, ep: Endpoint, request: Request, raw: bytes, too_big: bool) -> dict[str, Any]:
+        assert ep.body is not None
+        if not raw.strip() and not too_big and not ep.body.get("required"):
+            return {}  # every field optional: no body is an empty object (`curl -X POST .../unsubscribe`)
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if ctype != "application/json":
             raise ApiError(415, f"send the body as JSON with 'Content-Type: application/json' (got {ctype or 'none'!r})")
@@ -173,7 +176,6 @@ class Api:
             raise ApiError(400, f"the body is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
         except RecursionError:
             raise ApiError(400, "the body is not valid JSON (nested too deeply)") from None
-        assert ep.body is not None
         return check_body(doc, ep.body if ep.checked else {"type": "object"})
 
 
