@@ -128,10 +128,10 @@ def all_scopes(
     return [SITE] + [Scope.category(slug, name) for slug, name, _count in categories] + list_scopes(store)
 
 
-def _documents(meta: FeedMeta, items: list[FeedItem]) -> list[FeedDocument]:
-    bodies = render_feeds(meta, items)
+def _documents(meta: FeedMeta, items: list[FeedItem], formats: tuple[str, ...] = FORMATS) -> list[FeedDocument]:
+    bodies = render_feeds(meta, items, formats)
     out = []
-    for fmt in FORMATS:
+    for fmt in formats:
         path = meta.scope.archive_path(fmt, meta.month) if meta.month else meta.scope.feed_path(fmt)
         out.append(FeedDocument(path, fmt, bodies[fmt], meta.updated))
     return out
@@ -177,12 +177,13 @@ def build_month(
 
 
 def month_documents(
-    settings: Settings, scope: Scope, month: str, items: list[FeedItem], neighbours: tuple[str | None, str | None]
+    settings: Settings, scope: Scope, month: str, items: list[FeedItem], neighbours: tuple[str | None, str | None],
+    formats: tuple[str, ...] = FORMATS,
 ) -> list[FeedDocument]:
     """The archive documents of a finished ``month`` from its items (newest first), already scoped."""
     older, newer = neighbours
     meta = FeedMeta(settings, scope, feed_updated(items), month=month, prev_month=older, next_month=newer)
-    return _documents(meta, items)
+    return _documents(meta, items, formats)
 
 
 def scoped_items(scope: Scope, items: list[FeedItem]) -> list[FeedItem]:

@@ -146,14 +146,17 @@ def article_page_file(article: Article) -> str | None:
 
 
 def render_article(
-    env: jinja2.Environment, settings: Settings, article: Article, item: FeedItem | None = None,
+    env: jinja2.Environment, settings: Settings, article: Article | None, item: FeedItem | None = None,
     links: dict[str, list[FeedLink]] | None = None,
 ) -> bytes:
     """The static page of one article: what ``/articles/<slug>/`` links in the feeds resolve to.
 
     ``item`` is the article's :func:`feed_item` when the caller already made it (a build makes each
     once for feeds and page alike); ``links`` caches the autodiscovery links per category slug."""
-    item = item or feed_item(article, settings)
+    if item is None:
+        if article is None:
+            raise ValueError("render_article needs the article or its feed item")
+        item = feed_item(article, settings)
     slug = item.category_term
     category = Scope.category(slug) if slug else None
     feeds = links.get(slug) if links is not None else None
@@ -174,16 +177,15 @@ def render_article(
 
 
 def _put_article_pages(writer: _Writer, env: jinja2.Environment, settings: Settings, articles: Iterable[Article],
-                       now: datetime, items: Iterable[FeedItem] | None = None) -> None:
-    """Write (or, while embargoed, remove) each article's page; ``items`` pairs with ``articles`` when given."""
+                       now: datetime) -> None:
+    """Write (or, while embargoed, remove) each article's page."""
     links: dict[str, list[FeedLink]] = {}
-    paired = zip(articles, items, strict=True) if items is not None else ((a, None) for a in articles)
-    for article, item in paired:
+    for article in articles:
         rel = article_page_file(article)
         if rel is None:
             continue
         if article.published <= now:
-            writer.put(rel, render_article(env, settings, article, item, links), durable=False)
+            writer.put(rel, render_article(env, settings, article, links=links), durable=False)
         else:  # embargoed (perhaps just re-dated into the future): no page yet
             writer.remove(rel)
 
@@ -328,16 +330,22 @@ def publish_all(
             continue
         articles = store.public_between(bounds[0], bounds[1], None)
         items = feed_items(articles, settings)
+        pages = [article_page_file(a) for a in articles]  # all public: the month has ended
+        del articles  # the items carry everything from here on: hold one copy of the month, not two
         for scope, neighbours in plans:
             if month in neighbours:
                 scoped = scoped_items(scope, items)
                 if scoped:
-                    writer.documents(month_documents(settings, scope, month, scoped, neighbours[month]))
-        _put_article_pages(writer, env, settings, articles, now, items)
-        done += len(articles)
+                    for fmt in FORMATS:  # one body at a time
+                        writer.documents(month_documents(settings, scope, month, scoped, neighbours[month], (fmt,)))
+        links: dict[str, list[FeedLink]] = {}
+        for rel, item in zip(pages, items, strict=True):
+            if rel is not None:
+                writer.put(rel, render_article(env, settings, None, item, links), durable=False)
+        done += len(items)
         if progress is not None:
             progress(done, total)
-        del articles, items
+        del items, pages
     current = store.public_from(open_month(settings, now)[1], now)
     _put_article_pages(writer, env, settings, current, now)
     if progress is not None:
