@@ -201,9 +201,9 @@ def campaign_report(store: Store, id: int) -> CampaignReport:
     return store.campaign_report(id)
 
 
-def set_tracking(store: Store, list_slug: str, *, track_clicks: bool | None = None,
-                 per_person_stats: bool | None = None) -> Tracking:
-    """Turn a list's click counting (and per-person stats, which need click counting) on or off."""
+def check_tracking(store: Store, list_slug: str, *, track_clicks: bool | None = None,
+                   per_person_stats: bool | None = None) -> Tracking:
+    """The list's tracking with these changes, or InputError saying why not (nothing is written)."""
     nl = store.get_list(list_slug)
     assert nl.id is not None
     old = store.list_tracking(nl.id)
@@ -211,7 +211,16 @@ def set_tracking(store: Store, list_slug: str, *, track_clicks: bool | None = No
                    old.per_person_stats if per_person_stats is None else per_person_stats)
     if new.per_person_stats and not new.track_clicks:
         raise InputError(f"list {list_slug!r}: per-person stats need click tracking; add --track-clicks")
-    store.set_list_tracking(nl.id, new)
+    return new
+
+
+def set_tracking(store: Store, list_slug: str, *, track_clicks: bool | None = None,
+                 per_person_stats: bool | None = None) -> Tracking:
+    """Turn a list's click counting (and per-person stats, which need click counting) on or off."""
+    new = check_tracking(store, list_slug, track_clicks=track_clicks, per_person_stats=per_person_stats)
+    list_id = store.get_list(list_slug).id
+    assert list_id is not None
+    store.set_list_tracking(list_id, new)
     return new
 
 

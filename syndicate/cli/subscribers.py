@@ -132,11 +132,14 @@ def list_update(app: App, /, slug: str, categories: tuple[str, ...], track_click
         syndicate list update tin-sang --send-hour 6 --category thoi-su --category kinh-te
         syndicate list update tin-sang --track-clicks
     """
-    if track_clicks is not None or per_person_stats is not None:
+    tracking = track_clicks is not None or per_person_stats is not None
+    if tracking:  # checked before anything is written, set after the list's own checked update
         from .. import campaigns
 
-        campaigns.set_tracking(app.store, slug, track_clicks=track_clicks, per_person_stats=per_person_stats)
+        campaigns.check_tracking(app.store, slug, track_clicks=track_clicks, per_person_stats=per_person_stats)
     nl = lib.update_list(app.store, slug, categories=list(categories) if categories else None, **options)
+    if tracking:
+        campaigns.set_tracking(app.store, slug, track_clicks=track_clicks, per_person_stats=per_person_stats)
     click.echo(f"updated list {nl.slug}")
 
 
