@@ -501,8 +501,8 @@ def test_cli_tracking_options_on_list_update(cli: Any) -> None:
     r = cli.invoke(main, ["list", "update", "tin-sang", "--per-person-stats"])
     assert (r.exit_code, r.output) == (65, "error: list 'tin-sang': per-person stats need click tracking; "
                                            "add --track-clicks\n")
-    r = cli.invoke(main, ["list", "update", "tin-sang", "--track-clicks", "--send-hour", "25"])
-    assert r.exit_code != 0 and "25" in r.output
+    r = cli.invoke(main, ["list", "update", "tin-sang", "--track-clicks", "--sender-address", "bob@"])
+    assert r.exit_code == 65 and "'bob@'" in r.output, r.output
     store = open_store(Path.cwd() / "syndicate.db")
     try:  # a refused field leaves the tracking as it was too
         assert store.list_tracking(store.get_list("tin-sang").id or 0) == campaigns.Tracking(False, False)
