@@ -46,7 +46,8 @@ class Site:
 
 
 @pytest.fixture
-def site(tmp_path: Path, live_server: Callable[[], LiveServer], smtp_sink: SmtpSink) -> Iterator[Site]:
+def site(tmp_path: Path, smtp_sink: SmtpSink, live_server: Callable[[], LiveServer]) -> Iterator[Site]:
+    # the sink first: it is torn down last, after the app (and any email it still sends) has stopped
     srv = live_server()
     settings = Settings(
         db=str(tmp_path / "syndicate.db"), secret_key=Secret("e2e-secret-key-0123456789-abcdefghij"), base_url=srv.url,
