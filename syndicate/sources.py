@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -293,11 +294,18 @@ async def _fetch_one(store: Store, source: Source, session: FetchSession) -> _Fe
     return out
 
 
-async def _fetch_all(store: Store, sources: list[Source], policy: FetchPolicy, concurrency: int) -> list[_Fetched]:
+async def _fetch_all(store: Store, sources: list[Source], policy: FetchPolicy, concurrency: int,
+                     fetched: Callable[[], None]) -> list[_Fetched]:
     """Every source's GETs through one session: at most ``concurrency`` in flight, each over a kept-alive
-    connection; a request's deadline starts when it has its connection slot, not while it waits for one."""
+    connection; a request's deadline starts when it has its connection slot, not while it waits for one.
+    ``fetched()`` is called as each source's answers are in."""
+    async def one(s: Source) -> _Fetched:
+        out = await _fetch_one(store, s, session)
+        fetched()
+        return out
+
     async with FetchSession(policy, connections=max(1, concurrency)) as session:
-        return list(await asyncio.gather(*(_fetch_one(store, s, session) for s in sources)))
+        return list(await asyncio.gather(*(one(s) for s in sources)))
 
 
 def _parser(f: _Fetched, settings: Settings, now: datetime, opts: Options) -> tuple[list[str], dict[str, Parsed]]:
@@ -329,8 +337,11 @@ def _page(body: bytes, url: str, source: Source, now: datetime) -> Parsed:
 
 
 def run_fetch(store: Store, settings: Settings, *, now: datetime | None = None, source_id: int | None = None,
-              concurrency: int = CONCURRENCY, publish: bool = True) -> FetchRun:
+              concurrency: int = CONCURRENCY, publish: bool = True,
+              on_progress: Callable[[int, int], None] | None = None) -> FetchRun:
     """Fetch what is due (or the one source asked for, due or not), import, record, refresh feeds.
+
+    ``on_progress(done, total)`` is told of each source fetched and each imported (total: twice the sources).
 
     Example:
         >>> run_fetch(store, settings).summary()  # doctest: +SKIP
@@ -345,11 +356,19 @@ def run_fetch(store: Store, settings: Settings, *, now: datetime | None = None, 
         policy = FetchPolicy.from_settings(settings)
         opts = Options(published=now, default_tz=settings.tz, fetch=policy,  # undated items: when first seen
                        max_article_bytes=int(settings.ingest_max_article_mb * 1_000_000))
-        fetched = asyncio.run(_fetch_all(store, sources, policy, concurrency))
+        total, done = 2 * len(sources), [0]
+
+        def step() -> None:
+            done[0] += 1
+            if on_progress is not None:
+                on_progress(done[0], total)
+
+        fetched = asyncio.run(_fetch_all(store, sources, policy, concurrency, step))
         unchanged: list[tuple[int, FetchOutcome]] = []  # 304s and failures: recorded in one transaction
         try:
             for f in fetched:
                 run.results.append(_import_one(store, settings, f, now, opts, run, unchanged))
+                step()
         finally:
             store.record_fetches(unchanged)
     if publish and run.changed_guids:

@@ -12,7 +12,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -97,6 +97,26 @@ def progress(items: Iterable[T], length: int | None, label: str) -> Iterator[Ite
             yield bar
     else:
         yield items
+
+
+@contextmanager
+def step_bar(label: str) -> Iterator[Callable[[int, int], None] | None]:
+    """On a terminal, a bar that a long job advances with ``advance(done, total)`` (the total may
+    come with the first call); otherwise ``None``, and the command's summary line is all."""
+    if not is_tty():
+        yield None
+        return
+    with ExitStack() as stack:
+        bars: list[Any] = []
+
+        def advance(done: int, total: int) -> None:
+            if not bars:
+                bars.append(stack.enter_context(
+                    click.progressbar(length=max(total, 1), label=label, file=sys.stderr, show_pos=True)
+                ))
+            bars[0].update(done - bars[0].pos)
+
+        yield advance
 
 
 def json_option(help: str = "Print JSON for scripts.") -> Callable[[F], F]:

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
-from typing import Any
 
 import click
 
-from . import App, emit_json, is_tty, json_option, main, pass_app
+from . import App, emit_json, json_option, main, pass_app, step_bar
 
 
 @main.group()
@@ -38,7 +35,7 @@ def build(app: App, out_dir: str | None, verbose: bool, as_json: bool) -> None:
     from ..publish import publish_all
 
     settings = app.settings
-    with _build_bar() as bar:
+    with step_bar("building feeds") as bar:
         report = publish_all(app.store, settings, out_dir or settings.feeds_out, progress=bar)
     if as_json:
         emit_json(report.as_dict())
@@ -52,26 +49,6 @@ def build(app: App, out_dir: str | None, verbose: bool, as_json: bool) -> None:
         f"{len(report.written):,} written, {len(report.unchanged):,} unchanged in {report.out_dir}/; "
         f"subscribe at {settings.base_url.rstrip('/')}/atom.xml"
     )
-
-
-@contextmanager
-def _build_bar() -> Iterator[Callable[[int, int], None] | None]:
-    """On a terminal, a bar of articles done as the build goes month by month (its total comes
-    with the first month); otherwise nothing, and the command's summary line is all."""
-    if not is_tty():
-        yield None
-        return
-    with ExitStack() as stack:
-        bars: list[Any] = []
-
-        def advance(done: int, total: int) -> None:
-            if not bars:
-                bars.append(stack.enter_context(
-                    click.progressbar(length=max(total, 1), label="building feeds", file=sys.stderr, show_pos=True)
-                ))
-            bars[0].update(done - bars[0].pos)
-
-        yield advance
 
 
 @main.command()
@@ -102,7 +79,6 @@ def serve(app: App, host: str, port: int, access_log: str | None, access_log_fil
         curl -I http://127.0.0.1:8080/atom.xml
     """
     import contextlib
-    import sys
     from typing import TextIO
 
     import uvicorn

@@ -7,7 +7,7 @@ from datetime import datetime
 import click
 
 from ..store.sources import Source
-from . import App, emit_json, json_option, main, pass_app
+from . import App, emit_json, json_option, main, pass_app, step_bar
 
 
 def _source_dict(s: Source) -> dict[str, object]:
@@ -196,7 +196,9 @@ def fetch(app: App, source_id: int | None, at: str | None, no_publish: bool, as_
     from ..sources import run_fetch
 
     now = parse_published(at, app.settings.tz) if at else None
-    run = run_fetch(app.store, app.settings, now=now, source_id=source_id, publish=not no_publish)
+    with step_bar("fetching sources") as bar:
+        run = run_fetch(app.store, app.settings, now=now, source_id=source_id, publish=not no_publish,
+                        on_progress=bar)
     if as_json:
         emit_json(run.as_dict())
     else:

@@ -132,7 +132,9 @@ def test_one_failing_source_never_stops_the_others(store: Store, cfg: Settings, 
     good = add_source(store, site.url + "/good.xml", now=T0)
     broken = add_source(store, site.url + "/broken.xml", every="30m", now=T0)
     junk = add_source(store, site.url + "/junk.xml", now=T0)
-    run = run_fetch(store, cfg, now=T0)
+    steps: list[tuple[int, int]] = []
+    run = run_fetch(store, cfg, now=T0, on_progress=lambda done, total: steps.append((done, total)))
+    assert steps == [(i, 6) for i in range(1, 7)]  # each source fetched, then each imported (failures too)
     by_id = {r.source.id: r for r in run.results}
     assert by_id[good.id].new == 1 and by_id[good.id].ok
     assert by_id[broken.id].error == "HTTP 500 Internal Server Error"
