@@ -175,7 +175,7 @@ def _template_findings(settings: Settings, lists: list[NewsList]) -> Iterable[Fi
     import jinja2
 
     from .digest import render_notice
-    from .render import load_strings, make_environment
+    from .render import check_subject, load_strings, make_environment
 
     env = make_environment(settings)
     try:
@@ -193,6 +193,14 @@ def _template_findings(settings: Settings, lists: list[NewsList]) -> Iterable[Fi
         if lang not in catalogue:
             yield Finding("warning", "language", f"list {nl.slug!r} is in {lang!r} but email/strings.toml has no [{lang}] table: it gets English",
                           f"copy the [en] table of templates/email/strings.toml to [{lang}] and translate it")
+        words = catalogue.get(lang) or catalogue.get("en") or {}
+        template, where = ((settings.mail_subject, f"{settings.source}: [mail] subject") if settings.mail_subject
+                           else (str(words.get("subject") or "{list}: {lead}"), f"email/strings.toml [{lang}] subject"))
+        try:
+            check_subject(template, where)
+        except SyndicateError as exc:
+            yield Finding("error", "subject", f"list {nl.slug!r}: {exc}",
+                          "name only {list}, {lead}, {date} and {count} in the subject template")
         for kind in ("confirm", "welcome"):
             try:
                 render_notice(settings, env, kind, nl, "Test", settings.base_url + "/confirm/x", settings.base_url + "/unsubscribe/x")

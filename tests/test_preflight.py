@@ -296,3 +296,14 @@ def test_keygen_without_a_config_prints_the_variable_that_configures_the_key(
     assert code == 0, out
     assert [r["name"] for r in json.loads(out) if r["purpose"] == "DKIM"] == [
         "s1._domainkey.example.org", "syndicate-ed25519._domainkey.example.org"]
+
+
+def test_a_subject_template_naming_an_unknown_placeholder_is_found_before_a_send(tmp_path: Path) -> None:
+    lists = [NewsList(slug="tin", name="Tin", sender_address="tin@news.example.org")]
+    found = run_checks(_ready(tmp_path, mail_subject="{list}: {headline}"), lists)
+    assert [(f.level, f.code, f.message) for f in found] == [(
+        "error", "subject",
+        "list 'tin': defaults: [mail] subject '{list}: {headline}': {headline} is not a placeholder; "
+        "use {list}, {lead}, {date}, {count}",
+    )]
+    assert run_checks(_ready(tmp_path, mail_subject="{list} · {date}"), lists) == []
