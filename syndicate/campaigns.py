@@ -27,7 +27,7 @@ from typing import Any
 from .config import Settings
 from .errors import InputError
 from .mailer import Transport, make_transport, render_mail
-from .models import utcnow
+from .models import to_iso, utcnow
 from .sanitize import slugify
 from .store import Store
 from .store.campaigns import CAMPAIGN_STATUSES, Campaign, CampaignReport, LinkClicks, Tracking
@@ -237,3 +237,29 @@ def follow_click(store: Store, settings: Settings, token: str, now: datetime | N
 
 
 test_campaign.__test__ = False  # type: ignore[attr-defined]  # not a pytest test, whatever its name
+
+
+def _iso(value: datetime | None) -> str | None:
+    return to_iso(value) if value is not None else None
+
+
+def campaign_dict(c: Campaign, with_body: bool = False) -> dict[str, Any]:
+    """A campaign as JSON for `campaign ls/show --json` and the API."""
+    out: dict[str, Any] = {
+        "id": c.id, "list": c.list_slug, "status": c.status, "subject": c.subject, "categories": list(c.categories),
+        "send_at": _iso(c.send_at), "created": _iso(c.created), "planned_at": _iso(c.planned_at),
+        "sent_at": _iso(c.sent_at),
+    }
+    if with_body:
+        out["body_markdown"] = c.body_md
+    return out
+
+
+def report_dict(r: CampaignReport) -> dict[str, Any]:
+    """A campaign report as JSON for `campaign report --json` and the API."""
+    return {
+        "id": r.campaign_id, "status": r.status, "planned": r.planned, "sent": r.sent, "failed": r.failed,
+        "bounced": r.bounced, "complained": r.complained, "unsubscribed": r.unsubscribed, "queued": r.queued,
+        "sending": r.sending, "unknown": r.unknown, "cancelled": r.cancelled,
+        "links": [{"url": k.url, "clicks": k.clicks, "people": k.people} for k in r.links],
+    }

@@ -10,28 +10,11 @@ admin token, since it mails a whole list.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from .. import campaigns as lib
 from ..errors import InputError, NotFound
-from ..models import to_iso
 from .auth import ApiError
 from .spec import Call, Endpoint, Param, Reply
-
-
-def _iso(value: datetime | None) -> str | None:
-    return to_iso(value) if value is not None else None
-
-
-def campaign_json(c: lib.Campaign, with_body: bool = False) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "id": c.id, "list": c.list_slug, "status": c.status, "subject": c.subject, "categories": list(c.categories),
-        "send_at": _iso(c.send_at), "created": _iso(c.created), "planned_at": _iso(c.planned_at),
-        "sent_at": _iso(c.sent_at),
-    }
-    if with_body:
-        out["body_markdown"] = c.body_md
-    return out
 
 
 def _send_at(call: Call) -> datetime | None:
@@ -70,7 +53,7 @@ def list_campaigns(call: Call) -> Reply:
             list_id = call.store.get_list(slug).id
         except NotFound as exc:
             raise ApiError(422, str(exc), "list") from None
-    return Reply(200, {"campaigns": [campaign_json(c) for c in call.store.list_campaigns(list_id)]})
+    return Reply(200, {"campaigns": [lib.campaign_dict(c) for c in call.store.list_campaigns(list_id)]})
 
 
 def create_campaign(call: Call) -> Reply:
@@ -83,11 +66,11 @@ def create_campaign(call: Call) -> Reply:
         raise ApiError(422, str(exc), "list") from None
     except InputError as exc:
         raise _refusal(exc) from None
-    return Reply(201, {"campaign": campaign_json(c, with_body=True)})
+    return Reply(201, {"campaign": lib.campaign_dict(c, with_body=True)})
 
 
 def get_campaign(call: Call) -> Reply:
-    return Reply(200, {"campaign": campaign_json(call.store.get_campaign(_id(call)), with_body=True)})
+    return Reply(200, {"campaign": lib.campaign_dict(call.store.get_campaign(_id(call)), with_body=True)})
 
 
 def edit_campaign(call: Call) -> Reply:
@@ -101,7 +84,7 @@ def edit_campaign(call: Call) -> Reply:
                               clear_send_at=draft)
     except InputError as exc:
         raise _refusal(exc) from None
-    return Reply(200, {"campaign": campaign_json(c, with_body=True)})
+    return Reply(200, {"campaign": lib.campaign_dict(c, with_body=True)})
 
 
 def cancel_campaign(call: Call) -> Reply:
@@ -109,7 +92,7 @@ def cancel_campaign(call: Call) -> Reply:
         c = lib.cancel_campaign(call.store, _id(call))
     except InputError as exc:
         raise ApiError(409, str(exc)) from None
-    return Reply(200, {"campaign": campaign_json(c)})
+    return Reply(200, {"campaign": lib.campaign_dict(c)})
 
 
 def test_campaign(call: Call) -> Reply:
@@ -128,18 +111,13 @@ def send_campaign(call: Call) -> Reply:
         planned = lib.send_campaign(call.store, call.settings, cid)
     except InputError as exc:
         raise ApiError(409, str(exc)) from None
-    return Reply(200, {"campaign": campaign_json(call.store.get_campaign(cid)), "queued": planned,
+    return Reply(200, {"campaign": lib.campaign_dict(call.store.get_campaign(cid)), "queued": planned,
                        "note": "`syndicate send` (cron) delivers them"})
 
 
 def campaign_report(call: Call) -> Reply:
     r = lib.campaign_report(call.store, _id(call))
-    return Reply(200, {"report": {
-        "id": r.campaign_id, "status": r.status, "planned": r.planned, "sent": r.sent, "failed": r.failed,
-        "bounced": r.bounced, "complained": r.complained, "unsubscribed": r.unsubscribed, "queued": r.queued,
-        "sending": r.sending, "unknown": r.unknown, "cancelled": r.cancelled,
-        "links": [{"url": k.url, "clicks": k.clicks, "people": k.people} for k in r.links],
-    }})
+    return Reply(200, {"report": lib.report_dict(r)})
 
 
 _TEXT = {"type": "string"}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import click
 
@@ -34,30 +33,6 @@ def _body(path: Path) -> str:
         raise InputError(f"{path}: not UTF-8 text (byte {exc.start}); save the Markdown as UTF-8") from None
     except OSError as exc:
         raise InputError(f"{path}: cannot read it: {exc.strerror}") from None
-
-
-def _iso(value: datetime | None) -> str | None:
-    return to_iso(value) if value is not None else None
-
-
-def campaign_dict(c: lib.Campaign, with_body: bool = False) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "id": c.id, "list": c.list_slug, "status": c.status, "subject": c.subject, "categories": list(c.categories),
-        "send_at": _iso(c.send_at), "created": _iso(c.created), "planned_at": _iso(c.planned_at),
-        "sent_at": _iso(c.sent_at),
-    }
-    if with_body:
-        out["body_markdown"] = c.body_md
-    return out
-
-
-def report_dict(r: lib.CampaignReport) -> dict[str, Any]:
-    return {
-        "id": r.campaign_id, "status": r.status, "planned": r.planned, "sent": r.sent, "failed": r.failed,
-        "bounced": r.bounced, "complained": r.complained, "unsubscribed": r.unsubscribed, "queued": r.queued,
-        "sending": r.sending, "unknown": r.unknown, "cancelled": r.cancelled,
-        "links": [{"url": k.url, "clicks": k.clicks, "people": k.people} for k in r.links],
-    }
 
 
 @main.group("campaign")
@@ -109,10 +84,10 @@ def campaign_ls(app: App, list_slug: str | None, as_json: bool) -> None:
     list_id = app.store.get_list(list_slug).id if list_slug else None
     rows = app.store.list_campaigns(list_id)
     if as_json:
-        emit_json([campaign_dict(c) for c in rows])
+        emit_json([lib.campaign_dict(c) for c in rows])
         return
     for c in rows:
-        when = _iso(c.sent_at or c.send_at or c.created) or "-"
+        when = to_iso(c.sent_at or c.send_at or c.created)
         click.echo(f"{c.id:>5}  {c.status:<9}  {c.list_slug:<16} {when:<26} {c.subject}")
     if not rows:
         click.echo("no campaigns yet; create one with `syndicate campaign create`", err=True)
@@ -131,9 +106,9 @@ def campaign_show(app: App, campaign_id: int, as_json: bool) -> None:
     """
     c = app.store.get_campaign(campaign_id)
     if as_json:
-        emit_json(campaign_dict(c, with_body=True))
+        emit_json(lib.campaign_dict(c, with_body=True))
         return
-    for key, value in campaign_dict(c).items():
+    for key, value in lib.campaign_dict(c).items():
         if value not in (None, []):
             click.echo(f"{key + ':':<12} {', '.join(value) if isinstance(value, list) else value}")
     click.echo("")
@@ -159,7 +134,7 @@ def campaign_edit(app: App, campaign_id: int, subject: str | None, body: Path | 
         raise InputError("give --send-at or --draft, not both")
     c = lib.edit_campaign(app.store, campaign_id, subject=subject, body_markdown=_body(body) if body else None,
                           send_at=_send_at(app, send_at), clear_send_at=draft)
-    click.echo(f"campaign {c.id} is {c.status}" + (f" for {_iso(c.send_at)}" if c.send_at else ""))
+    click.echo(f"campaign {c.id} is {c.status}" + (f" for {to_iso(c.send_at)}" if c.send_at else ""))
 
 
 @campaign_group.command("cancel")
@@ -218,7 +193,7 @@ def campaign_report(app: App, campaign_id: int, as_json: bool) -> None:
     """
     r = lib.campaign_report(app.store, campaign_id)
     if as_json:
-        emit_json(report_dict(r))
+        emit_json(lib.report_dict(r))
         return
     click.echo(f"campaign {r.campaign_id} ({r.status})")
     for key in ("planned", "sent", "failed", "bounced", "complained", "unsubscribed", "queued", "sending",
