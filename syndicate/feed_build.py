@@ -16,6 +16,7 @@ from .feeds import (
     CONTENT_TYPES,
     FORMATS,
     SITE,
+    EntryCache,
     FeedItem,
     FeedMeta,
     Scope,
@@ -128,8 +129,10 @@ def all_scopes(
     return [SITE] + [Scope.category(slug, name) for slug, name, _count in categories] + list_scopes(store)
 
 
-def _documents(meta: FeedMeta, items: list[FeedItem], formats: tuple[str, ...] = FORMATS) -> list[FeedDocument]:
-    bodies = render_feeds(meta, items, formats)
+def _documents(
+    meta: FeedMeta, items: list[FeedItem], formats: tuple[str, ...] = FORMATS, cache: EntryCache | None = None
+) -> list[FeedDocument]:
+    bodies = render_feeds(meta, items, formats, cache)
     out = []
     for fmt in formats:
         path = meta.scope.archive_path(fmt, meta.month) if meta.month else meta.scope.feed_path(fmt)
@@ -178,12 +181,14 @@ def build_month(
 
 def month_documents(
     settings: Settings, scope: Scope, month: str, items: list[FeedItem], neighbours: tuple[str | None, str | None],
-    formats: tuple[str, ...] = FORMATS,
+    formats: tuple[str, ...] = FORMATS, cache: EntryCache | None = None,
 ) -> list[FeedDocument]:
-    """The archive documents of a finished ``month`` from its items (newest first), already scoped."""
+    """The archive documents of a finished ``month`` from its items (newest first), already scoped.
+
+    ``cache`` shares feed entries with the month's other scopes (see :class:`EntryCache`)."""
     older, newer = neighbours
     meta = FeedMeta(settings, scope, feed_updated(items), month=month, prev_month=older, next_month=newer)
-    return _documents(meta, items, formats)
+    return _documents(meta, items, formats, cache)
 
 
 def scoped_items(scope: Scope, items: list[FeedItem]) -> list[FeedItem]:

@@ -30,6 +30,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 import orjson
+from feedgen.entry import FeedEntry
 from feedgen.ext.base import BaseEntryExtension, BaseExtension
 from feedgen.feed import FeedGenerator
 from lxml import etree
@@ -65,7 +66,7 @@ __all__ = [  # the URL layout lives in feed_layout; feeds is where callers find 
     "CONTENT_TYPES", "EXTENSIONS", "FILENAMES", "FORMATS", "SITE", "TAG_YEAR", "FeedLink", "FeedPath", "Scope",
     "absolute", "article_link", "article_page", "base", "feed_id", "feed_links", "month_bounds", "month_of",
     "parse_path", "site_domain", "tag_uri", "FeedItem", "FeedMeta", "feed_item", "feed_items", "feed_updated",
-    "rss_bytes", "atom_bytes", "json_feed_bytes", "render_feeds", "source_url", "WRITERS",
+    "rss_bytes", "atom_bytes", "json_feed_bytes", "render_feeds", "source_url", "WRITERS", "EntryCache",
 ]
 
 EMPTY_UPDATED = datetime(2024, 1, 1, tzinfo=UTC)  # an empty feed's <updated>, so its bytes stay stable
@@ -342,7 +343,99 @@ class _EntryExtension(BaseEntryExtension):  # type: ignore[misc]
         return entry
 
 
-def _generator(meta: FeedMeta, items: Sequence[FeedItem], fmt: str) -> FeedGenerator:
+class _Entry(FeedEntry):  # type: ignore[misc]
+    """A feedgen entry that keeps the element it rendered for each format.
+
+    Documents are serialised one at a time, so the element is simply moved
+    (lxml re-parents it) into the next document holding the article: the item
+    is rendered once per format, not once per document.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.elements: dict[str, Any] = {}
+
+    def rss_entry(self, extensions: bool = True) -> Any:
+        if "rss" not in self.elements:
+            self.elements["rss"] = super().rss_entry(extensions)
+        return self.elements["rss"]
+
+    def atom_entry(self, extensions: bool = True) -> Any:
+        if "atom" not in self.elements:
+            self.elements["atom"] = super().atom_entry(extensions)
+        return self.elements["atom"]
+
+
+class EntryCache:
+    """Feed entries made once per article and shared by every document holding it.
+
+    A full build puts each article in the site's archive month, its
+    category's and its lists'. The entry depends only on the item and on
+    whether the item's language differs from the feed's, which is the key;
+    each key also holds the item itself, so a different item (even an equal
+    one, or an edited article) never meets another's entry. Use one cache for
+    one batch of items (a month) and drop it with them; :meth:`drop_elements`
+    frees the rendered elements once a format is done.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple[int, bool], tuple[FeedItem, _Entry]] = {}
+
+    def entry(self, meta: FeedMeta, item: FeedItem) -> _Entry:
+        own_language = _own_language(meta, item)
+        key = (id(item), own_language)
+        found = self._entries.get(key)
+        if found is not None and found[0] is item:
+            return found[1]
+        fe = _entry(meta.settings, item, own_language)
+        self._entries[key] = (item, fe)
+        return fe
+
+    def drop_elements(self) -> None:
+        for _item, fe in self._entries.values():
+            fe.elements.clear()
+
+
+def _own_language(meta: FeedMeta, item: FeedItem) -> bool:
+    return bool(item.language) and item.language != meta.language
+
+
+def _entry(settings: Settings, item: FeedItem, own_language: bool) -> _Entry:
+    fe = _Entry()
+    fe.register_extension("syndicate", _EntryExtension, atom=True, rss=True)
+    fe.id(item.id)
+    fe.guid(item.id, permalink=False)
+    fe.title(item.title)
+    fe.link(href=item.link, rel="alternate")
+    fe.syndicate.links = [{"href": item.link, "rel": "alternate", "type": "text/html"}]
+    if item.summary:
+        fe.summary(item.summary)
+        fe.syndicate.description = item.summary_html
+    if item.content_html:
+        fe.content(item.content_html, type="html")
+    if item.author:
+        fe.author(name=item.author)
+        fe.syndicate.creator = item.author
+    if item.category:
+        fe.category(term=item.category_term or item.category, label=item.category)
+    fe.published(item.published)
+    fe.updated(item.updated)
+    fe.syndicate.updated = item.updated.isoformat()
+    fe.syndicate.source, fe.syndicate.source_url = item.source, item.source_url
+    if item.source:
+        fe.syndicate.source_id = item.source_url or (
+            f"tag:{site_domain(settings)},{TAG_YEAR}:source:{quote(item.source, safe='')}"
+        )
+    if own_language:
+        fe.syndicate.language = item.language
+    if item.image:
+        fe.enclosure(item.image, 0, item.image_type)
+        fe.syndicate.links.append({"href": item.image, "rel": "enclosure", "type": item.image_type, "length": "0"})
+        fe.syndicate.image, fe.syndicate.image_type = item.image, item.image_type
+    return fe
+
+
+def _generator(meta: FeedMeta, items: Sequence[FeedItem], fmt: str, cache: EntryCache | None = None) -> FeedGenerator:
     fg = FeedGenerator()
     fg.register_extension("syndicate", _FeedExtension, _EntryExtension, atom=True, rss=True)
     fg.id(feed_id(meta.settings, meta.scope))
@@ -367,49 +460,24 @@ def _generator(meta: FeedMeta, items: Sequence[FeedItem], fmt: str) -> FeedGener
     ext: _FeedExtension = fg.syndicate
     ext.links = ([("hub", meta.hub)] if meta.hub else []) + meta.archive_links(fmt)
     ext.archive = meta.month is not None
-    for item in items:
-        fe = fg.add_entry(order="append")
-        fe.id(item.id)
-        fe.guid(item.id, permalink=False)
-        fe.title(item.title)
-        fe.link(href=item.link, rel="alternate")
-        fe.syndicate.links = [{"href": item.link, "rel": "alternate", "type": "text/html"}]
-        if item.summary:
-            fe.summary(item.summary)
-            fe.syndicate.description = item.summary_html
-        if item.content_html:
-            fe.content(item.content_html, type="html")
-        if item.author:
-            fe.author(name=item.author)
-            fe.syndicate.creator = item.author
-        if item.category:
-            fe.category(term=item.category_term or item.category, label=item.category)
-        fe.published(item.published)
-        fe.updated(item.updated)
-        fe.syndicate.updated = item.updated.isoformat()
-        fe.syndicate.source, fe.syndicate.source_url = item.source, item.source_url
-        if item.source:
-            fe.syndicate.source_id = item.source_url or (
-                f"tag:{site_domain(meta.settings)},{TAG_YEAR}:source:{quote(item.source, safe='')}"
-            )
-        if item.language and item.language != meta.language:
-            fe.syndicate.language = item.language
-        if item.image:
-            fe.enclosure(item.image, 0, item.image_type)
-            fe.syndicate.links.append({"href": item.image, "rel": "enclosure", "type": item.image_type, "length": "0"})
-            fe.syndicate.image, fe.syndicate.image_type = item.image, item.image_type
+    cache = cache or EntryCache()
+    seen: set[int] = set()
+    for item in items:  # an item twice in one document gets its own entry: a shared element can sit in one place
+        fe = cache.entry(meta, item) if id(item) not in seen else _entry(meta.settings, item, _own_language(meta, item))
+        seen.add(id(item))
+        fg.add_entry(fe, order="append")  # its extension is registered already: feedgen keeps it
     return fg
 
 
-def rss_bytes(meta: FeedMeta, items: Sequence[FeedItem]) -> bytes:
+def rss_bytes(meta: FeedMeta, items: Sequence[FeedItem], cache: EntryCache | None = None) -> bytes:
     """RSS 2.0 with content:encoded, dc:creator, atom:link self/hub/archives."""
-    out: bytes = _generator(meta, items, "rss").rss_str(pretty=True, encoding="UTF-8")
+    out: bytes = _generator(meta, items, "rss", cache).rss_str(pretty=True, encoding="UTF-8")
     return out
 
 
-def atom_bytes(meta: FeedMeta, items: Sequence[FeedItem]) -> bytes:
+def atom_bytes(meta: FeedMeta, items: Sequence[FeedItem], cache: EntryCache | None = None) -> bytes:
     """Atom 1.0 with content type="html", RFC 5005 links and fh:archive."""
-    out: bytes = _generator(meta, items, "atom").atom_str(pretty=True, encoding="UTF-8")
+    out: bytes = _generator(meta, items, "atom", cache).atom_str(pretty=True, encoding="UTF-8")
     return out
 
 
@@ -417,7 +485,7 @@ def _iso(value: datetime) -> str:
     return value.astimezone(UTC).isoformat()
 
 
-def json_feed_bytes(meta: FeedMeta, items: Sequence[FeedItem]) -> bytes:
+def json_feed_bytes(meta: FeedMeta, items: Sequence[FeedItem], cache: EntryCache | None = None) -> bytes:
     """JSON Feed 1.1 (https://jsonfeed.org/version/1.1), written by hand.
 
     ``next_url`` walks to older items (the archive months), never to a page
@@ -482,6 +550,9 @@ def json_feed_bytes(meta: FeedMeta, items: Sequence[FeedItem]) -> bytes:
 WRITERS = {"rss": rss_bytes, "atom": atom_bytes, "json": json_feed_bytes}
 
 
-def render_feeds(meta: FeedMeta, items: Sequence[FeedItem], formats: Sequence[str] = FORMATS) -> dict[str, bytes]:
-    """Every format of one document, from items cleaned once."""
-    return {fmt: WRITERS[fmt](meta, items) for fmt in formats}
+def render_feeds(
+    meta: FeedMeta, items: Sequence[FeedItem], formats: Sequence[str] = FORMATS, cache: EntryCache | None = None
+) -> dict[str, bytes]:
+    """Every format of one document, from items cleaned once (and feed entries made once, with ``cache``)."""
+    cache = cache or EntryCache()
+    return {fmt: WRITERS[fmt](meta, items, cache) for fmt in formats}

@@ -51,6 +51,7 @@ from .feed_build import (
 from .feeds import (
     FORMATS,
     SITE,
+    EntryCache,
     FeedItem,
     FeedLink,
     Scope,
@@ -332,12 +333,16 @@ def publish_all(
         items = feed_items(articles, settings)
         pages = [article_page_file(a) for a in articles]  # all public: the month has ended
         del articles  # the items carry everything from here on: hold one copy of the month, not two
-        for scope, neighbours in plans:
-            if month in neighbours:
-                scoped = scoped_items(scope, items)
-                if scoped:
-                    for fmt in FORMATS:  # one body at a time
-                        writer.documents(month_documents(settings, scope, month, scoped, neighbours[month], (fmt,)))
+        # Each article's feed entry is made once and serves every scope; each format's rendered
+        # elements are dropped before the next format, so one month's entries are held once.
+        cache = EntryCache()
+        held = [(scope, neighbours[month], scoped_items(scope, items)) for scope, neighbours in plans if month in neighbours]
+        for fmt in FORMATS:
+            for scope, around, scoped in held:
+                if scoped:  # one body at a time
+                    writer.documents(month_documents(settings, scope, month, scoped, around, (fmt,), cache))
+            cache.drop_elements()
+        del cache, held
         links: dict[str, list[FeedLink]] = {}
         for rel, item in zip(pages, items, strict=True):
             if rel is not None:

@@ -257,6 +257,27 @@ def test_writers_are_pure_functions_of_their_input(settings: Settings) -> None:
                                          "json": json_feed_bytes(meta, items)}
 
 
+
+def test_a_shared_entry_cache_changes_no_byte(settings: Settings) -> None:
+    """Documents sharing an EntryCache (as a full build's scopes do) equal documents made alone, even
+    when one item sits twice in a document or a document is rendered again."""
+    from syndicate.feeds import EntryCache
+
+    items = feed_items([make_article(i) for i in range(3)], settings)
+    meta = FeedMeta(settings, SITE, feed_updated(items))
+    other = FeedMeta(settings, Scope.category("kinh-te", "Kinh tế"), feed_updated(items), month="2024-10")
+    twice = [items[0], *items, items[2]]
+    cache = EntryCache()
+    for fmt, writer in (("rss", rss_bytes), ("atom", atom_bytes)):
+        assert writer(meta, items, cache) == writer(meta, items)
+        assert writer(other, items[1:], cache) == writer(other, items[1:])
+        assert writer(meta, twice, cache) == writer(meta, twice)
+        assert writer(meta, twice).count({"rss": b"<item>", "atom": b"<entry>"}[fmt]) == 5
+        assert writer(meta, items, cache) == writer(meta, items)
+        assert render_feeds(meta, items, (fmt,), cache)[fmt] == writer(meta, items)
+    cache.drop_elements()
+    assert render_feeds(meta, items, cache=cache) == render_feeds(meta, items)
+
 # --- per-list feeds ---------------------------------------------------------------------
 
 

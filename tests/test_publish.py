@@ -449,3 +449,51 @@ def test_article_import_shows_a_progress_bar_on_a_terminal(tmp_path: Path) -> No
     quiet = CliRunner().invoke(main, ["--db", str(tmp_path / "quiet.db"), "article", "import", str(pages)],
                                env={"SYNDICATE_SECRET_KEY": "test-secret-key-0123456789-abcdefghij"})
     assert quiet.exit_code == 0 and "importing" not in quiet.output and "%" not in quiet.output
+
+
+def _every_document(store: Store, settings: Settings, now: datetime) -> dict[str, bytes]:
+    """Every feed document, each built on its own (no entry shared with another document)."""
+    from syndicate.feed_build import all_scopes, archive_months, build_group
+
+    out: dict[str, bytes] = {}
+    for scope in all_scopes(store, now):
+        for month in [None, *archive_months(store, settings, scope, now)]:
+            for doc in build_group(store, settings, scope, month, now) or []:
+                out[doc.path.lstrip("/")] = doc.body
+    return out
+
+
+def test_a_full_build_shares_feed_entries_but_never_a_stale_or_foreign_one(
+    store: Store, settings: Settings, tmp_path: Path
+) -> None:
+    from syndicate.models import NewsList
+
+    # Some articles in English: own-language in the Vietnamese site's feeds, not in the English list's,
+    # so one article needs two different entries in one month.
+    store.upsert_articles([art(i, days=3 * i, language="en" if i % 3 == 0 else "") for i in range(12)])
+    store.create_list(NewsList(slug="english", name="English", categories=[], language="en"))
+    now = T0 + timedelta(days=120)
+    out = Path(settings.feeds_out)
+    publish_all(store, settings, now=now, ping=False)
+    on_disk = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*.xml")}
+    on_disk |= {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*.json")}
+    alone = _every_document(store, settings, now)
+    assert any("/feeds/" in path for path in alone) and on_disk == alone
+
+    # Edit an article in place (title, body, language): the next build holds only the edited entry.
+    store.upsert_articles([art(4, days=12, title="Bài đã sửa", body_html="<p>Mới</p>", language="en")], now=now)
+    publish_all(store, settings, now=now, ping=False)
+    fresh = tmp_path / "fresh"
+    publish_all(store, settings, fresh, now=now, ping=False)
+    edited = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert edited == {p.relative_to(fresh).as_posix(): p.read_bytes() for p in fresh.rglob("*") if p.is_file()}
+    alone = _every_document(store, settings, now)
+    assert all(edited[path] == body for path, body in alone.items())
+    site_month = edited["feeds/atom/2024-01.xml"].decode()
+    assert "Bài đã sửa" in site_month and "Bài số 4<" not in site_month
+    english = feedparser.parse(edited["list/english/feeds/atom/2024-01.xml"])
+    site = feedparser.parse(site_month)
+    assert [e.title for e in english.entries] == [e.title for e in site.entries]
+    # the English list does not repeat its own language on each entry; the Vietnamese site does
+    assert "<entry xml:lang" not in edited["list/english/feeds/atom/2024-01.xml"].decode()
+    assert site_month.count('<entry xml:lang="en">') == 4 and site_month.count("<entry>") == 4  # 0, 3, 4, 6 of 0..7
