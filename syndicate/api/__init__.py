@@ -31,7 +31,7 @@ from . import articles, campaigns, resources
 from .auth import ApiError, LastUsed, RateLimit, authenticate, require
 from .mail import NoticeSender
 from .spec import PREFIX, Call, Endpoint, check_body, doc_path, openapi
-from .writes import serialise_writes
+from .writes import GroupCommit, serialise_writes
 
 if TYPE_CHECKING:
     from ..web.context import WebContext
@@ -68,6 +68,7 @@ class Api:
         self.limit = RateLimit(self.settings.api_rate, self.settings.api_burst)
         self.last_used = LastUsed()
         self.mail = NoticeSender(self.settings)
+        self.writes = GroupCommit(self.settings.db)
         self.max_body = self.settings.api_max_body_kb * 1024
         self._doc: bytes | None = None
 
@@ -81,6 +82,7 @@ class Api:
         return [Mount(PREFIX, app=Router(inner, default=self.not_found))]
 
     def close(self) -> None:
+        self.writes.close()
         self.mail.close()
 
     # -- plumbing ------------------------------------------------------------------
@@ -143,7 +145,7 @@ class Api:
             self.last_used.note(store, token)
             body = self._body(ep, request, raw, too_big) if ep.body is not None else {}
             call = Call(store, self.settings, token, dict(request.path_params), request.query_params, body,
-                        self.mail.send)
+                        self.mail.send, self.writes.run)
             reply = ep.handler(call)
         except ApiError as exc:
             return _error(exc)
