@@ -122,6 +122,12 @@ def _split_html(plain: str, probed: str) -> tuple[tuple[str, ...], tuple[bool, .
     return parts, tuple(c == _IN_ATTRIBUTE for c in contexts)
 
 
+# Shared by every builder of the process (the API's sender makes one per batch): environments by (settings, cwd),
+# frames by (settings, cwd, frame key). Both are small; they are emptied when they grow past a few hundred.
+_ENVS: dict[tuple[Settings, str], jinja2.Environment] = {}
+_FRAMES: dict[tuple[object, ...], NoticeFrame] = {}
+
+
 class NoticeBuilder:
     """Builds the confirmation and welcome emails of claimed outbox rows."""
 
@@ -131,13 +137,23 @@ class NoticeBuilder:
         self.signer = signer if signer is not None else DkimKeyring.from_settings(settings)
         self._env: jinja2.Environment | None = None
         self._lists: dict[int, NewsList] = {}
-        self._frames: dict[tuple[object, ...], NoticeFrame] = {}
+        try:  # settings made in code may hold a list; then this builder keeps its own caches
+            hash(settings)
+            self._envs, self._frames = _ENVS, _FRAMES
+        except TypeError:
+            self._envs, self._frames = {}, {}
 
     def env(self) -> jinja2.Environment:
         if self._env is None:
             from ..render import make_environment
 
-            self._env = make_environment(self.settings)
+            key = (self.settings, str(Path.cwd()))  # the templates are looked up under the cwd too
+            found = self._envs.get(key)
+            if found is None:
+                if len(self._envs) > 16:
+                    self._envs.clear()
+                found = self._envs[key] = make_environment(self.settings)
+            self._env = found
         return self._env
 
     def newslist(self, list_id: int) -> NewsList:
@@ -195,7 +211,7 @@ class NoticeBuilder:
     def frame(self, kind: str, nl: NewsList, named: bool, schedule: tuple[str, int, int]) -> NoticeFrame:
         """One frame per (kind, list as it is now, language, schedule, named or not, template files)."""
         env = self.env()
-        key = (kind, repr(nl), named, schedule, _signature(env, kind))
+        key = (self.settings, str(Path.cwd()), kind, repr(nl), named, schedule, _signature(env, kind))
         found = self._frames.get(key)
         if found is not None:
             return found
