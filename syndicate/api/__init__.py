@@ -28,7 +28,7 @@ from starlette.routing import BaseRoute, Mount, Route, Router
 from .. import __version__
 from ..errors import ConfigError, InputError, NotFound, SyndicateError
 from . import articles, campaigns, resources
-from .auth import ApiError, LastUsed, RateLimit, authenticate, require
+from .auth import ApiError, LastUsed, RateLimit, TokenCache, require
 from .mail import NoticeSender
 from .spec import PREFIX, Call, Endpoint, check_body, doc_path, openapi
 from .writes import GroupCommit, serialise_writes
@@ -67,6 +67,7 @@ class Api:
         self.endpoints = endpoints()
         self.limit = RateLimit(self.settings.api_rate, self.settings.api_burst)
         self.last_used = LastUsed()
+        self.tokens = TokenCache()
         self.mail = NoticeSender(self.settings)
         self.writes = GroupCommit(self.settings.db)
         self.max_body = self.settings.api_max_body_kb * 1024
@@ -130,7 +131,7 @@ class Api:
         store = serialise_writes(self.ctx.store())
         try:
             try:
-                token = authenticate(store, request.headers.get("authorization", ""))
+                token = self.tokens.authenticate(store, request.headers.get("authorization", ""))
             except ApiError:  # a valid token proves the API is on; only a refusal needs to ask
                 if not store.has_live_token():
                     raise ApiError(404, OFF) from None
