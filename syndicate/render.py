@@ -159,9 +159,37 @@ def logo_url(settings: Settings) -> str:
     return settings.base_url.rstrip("/") + "/" + url.lstrip("/")
 
 
+def _template_file(env: jinja2.Environment, name: str) -> Path | None:
+    """Where a FileSystemLoader would find ``name`` (the first search path that has it), without reading it."""
+    loader = env.loader
+    if not isinstance(loader, jinja2.FileSystemLoader):
+        return None
+    for base in loader.searchpath:
+        path = Path(base) / name
+        if path.is_file():
+            return path
+    return None
+
+
+# Parsed catalogues by (file, mtime, size): a message no longer parses the TOML, an admin's edit is still seen.
+_STRINGS: dict[tuple[str, int, int], dict[str, dict[str, Any]]] = {}
+
+
 def load_strings(env: jinja2.Environment, name: str) -> dict[str, dict[str, Any]]:
     """A catalogue of words (``email/strings.toml``, ``web/strings.toml``): one
-    TOML table per language, found like a template, so an admin's copy wins."""
+    TOML table per language, found like a template, so an admin's copy wins.
+
+    Parsed once per (file, modification time): callers must not change what it returns."""
+    path = _template_file(env, name)
+    key = None
+    if path is not None:
+        try:
+            st = path.stat()
+            key = (str(path), st.st_mtime_ns, st.st_size)
+        except OSError:
+            key = None
+        if key is not None and key in _STRINGS:
+            return _STRINGS[key]
     assert env.loader is not None
     source = env.loader.get_source(env, name)[0]
     try:
@@ -171,6 +199,10 @@ def load_strings(env: jinja2.Environment, name: str) -> dict[str, dict[str, Any]
     tables = {lang: words for lang, words in data.items() if isinstance(words, dict)}
     if not tables:
         raise ConfigError(f"templates {name}: no [language] table in it")
+    if key is not None:
+        if len(_STRINGS) > 32:
+            _STRINGS.clear()
+        _STRINGS[key] = tables
     return tables
 
 

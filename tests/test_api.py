@@ -27,8 +27,8 @@ from syndicate import subscribers
 from syndicate.api.auth import RateLimit, create_token
 from syndicate.api.spec import PREFIX, doc_path, next_cursor
 from syndicate.config import Settings
-from syndicate.models import NewsList
-from syndicate.store import Store
+from syndicate.models import NewsList, utcnow
+from syndicate.store import Store, open_store
 from syndicate.web import create_app
 
 API = "http://testserver" + PREFIX
@@ -476,3 +476,25 @@ def test_a_guid_that_is_a_url_works_in_the_path(api: Api, tokens: dict[str, str]
     assert api.call("GET", path, tokens["read"]).json()["article"]["guid"] == guid
     assert api.call("DELETE", path, tokens["write"]).status_code == 200
     assert store.count_articles() == 0
+
+
+def test_checked_tokens_are_kept_but_a_revocation_or_rescope_from_another_process_counts_at_once(
+        api: Api, tokens: dict[str, str], settings: Settings) -> None:
+    cache = api.client.app.state.api.tokens
+    assert api.call("GET", "/lists", tokens["write"]).status_code == 200
+    assert api.call("GET", "/lists", tokens["write"]).status_code == 200
+    assert len(cache._tokens) == 1  # the second request was answered from memory
+    other = open_store(settings.db)  # as `syndicate token revoke` would, from its own connection
+    try:
+        other.conn.execute("UPDATE api_tokens SET scope = 'read' WHERE name = 'write-token'")
+        other.conn.commit()
+        r = api.call("POST", "/subscribers", tokens["write"], json={"email": "a@example.org", "list": "tin-sang"})
+        assert r.status_code == 403
+        other.touch_token(1, utcnow())  # being used is no change: the kept tokens stay
+        assert api.call("GET", "/lists", tokens["write"]).status_code == 200
+        assert len(cache._tokens) == 1
+        other.revoke_token("write-token")
+        assert api.call("GET", "/lists", tokens["write"]).status_code == 401
+        assert api.call("GET", "/lists", tokens["read"]).status_code == 200
+    finally:
+        other.close()

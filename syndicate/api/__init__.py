@@ -19,6 +19,7 @@ import logging
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
@@ -27,9 +28,10 @@ from starlette.routing import BaseRoute, Mount, Route, Router
 from .. import __version__
 from ..errors import ConfigError, InputError, NotFound, SyndicateError
 from . import articles, campaigns, resources
-from .auth import ApiError, LastUsed, RateLimit, authenticate, require
+from .auth import ApiError, LastUsed, RateLimit, TokenCache, require
 from .mail import NoticeSender
 from .spec import PREFIX, Call, Endpoint, check_body, doc_path, openapi
+from .writes import GroupCommit, serialise_writes
 
 if TYPE_CHECKING:
     from ..web.context import WebContext
@@ -48,7 +50,7 @@ def endpoints() -> list[Endpoint]:
 
 def json_response(status: int, payload: Any, headers: dict[str, str] | None = None) -> Response:
     # A newline at the end, so curl's output ends its line in a terminal and one answer is one line.
-    body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
+    body = orjson.dumps(payload, option=orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS)
     return Response(body, status_code=status, media_type="application/json", headers={**HEADERS, **(headers or {})})
 
 
@@ -65,7 +67,9 @@ class Api:
         self.endpoints = endpoints()
         self.limit = RateLimit(self.settings.api_rate, self.settings.api_burst)
         self.last_used = LastUsed()
+        self.tokens = TokenCache()
         self.mail = NoticeSender(self.settings)
+        self.writes = GroupCommit(self.settings.db)
         self.max_body = self.settings.api_max_body_kb * 1024
         self._doc: bytes | None = None
 
@@ -79,6 +83,7 @@ class Api:
         return [Mount(PREFIX, app=Router(inner, default=self.not_found))]
 
     def close(self) -> None:
+        self.writes.close()
         self.mail.close()
 
     # -- plumbing ------------------------------------------------------------------
@@ -123,10 +128,10 @@ class Api:
         return b"".join(chunks), False
 
     def _handle(self, ep: Endpoint, request: Request, raw: bytes, too_big: bool) -> Response:
-        store = self.ctx.store()
+        store = serialise_writes(self.ctx.store())
         try:
             try:
-                token = authenticate(store, request.headers.get("authorization", ""))
+                token = self.tokens.authenticate(store, request.headers.get("authorization", ""))
             except ApiError:  # a valid token proves the API is on; only a refusal needs to ask
                 if not store.has_live_token():
                     raise ApiError(404, OFF) from None
@@ -141,7 +146,7 @@ class Api:
             self.last_used.note(store, token)
             body = self._body(ep, request, raw, too_big) if ep.body is not None else {}
             call = Call(store, self.settings, token, dict(request.path_params), request.query_params, body,
-                        self.mail.send)
+                        self.mail.send, self.writes.run)
             reply = ep.handler(call)
         except ApiError as exc:
             return _error(exc)
@@ -169,14 +174,21 @@ class Api:
         if too_big:
             raise ApiError(413, f"the body is over {self.settings.api_max_body_kb:,} KB ([api] max_body_kb)")
         try:
-            doc = json.loads(raw.decode("utf-8"))
+            doc = orjson.loads(raw)
+        except orjson.JSONDecodeError:  # the standard parser's reading: its messages, and what orjson refuses
+            doc = self._parse(raw)       # but JSON allows (lone surrogates, huge integers)
+        return check_body(doc, ep.body if ep.checked else {"type": "object"})
+
+    @staticmethod
+    def _parse(raw: bytes) -> Any:
+        try:
+            return json.loads(raw.decode("utf-8"))
         except UnicodeDecodeError as exc:
             raise ApiError(400, f"the body is not UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start})") from None
         except json.JSONDecodeError as exc:
             raise ApiError(400, f"the body is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
         except RecursionError:
             raise ApiError(400, "the body is not valid JSON (nested too deeply)") from None
-        return check_body(doc, ep.body if ep.checked else {"type": "object"})
 
 
 def routes(ctx: WebContext) -> tuple[list[BaseRoute], Api]:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from ..errors import InputError
 from ..models import utcnow
 from ..sanitize import one_line
-from ..store.tokens import SCOPES, ApiToken
+from ..store.tokens import SCOPES, ApiToken, token_hash
 
 if TYPE_CHECKING:
     from ..store import Store
@@ -86,6 +86,35 @@ def authenticate(store: Store, header: str) -> ApiToken:
     if found is None:
         raise unauthorized("this token is not valid (revoked, mistyped, or never made here)", "invalid_token")
     return found
+
+
+class TokenCache:
+    """Tokens already checked, kept while the store's token generation stays the same.
+
+    Every request still reads the generation (one row), so a token revoked by
+    `syndicate token revoke` in another process is refused from its next request;
+    what is saved is the lookup, the hash comparison and the row's parsing.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._generation = -1
+        self._tokens: dict[str, ApiToken] = {}
+
+    def authenticate(self, store: Store, header: str) -> ApiToken:
+        generation = store.token_generation()
+        key = token_hash(header)
+        with self._lock:
+            if generation != self._generation:
+                self._generation, self._tokens = generation, {}
+            found = self._tokens.get(key)
+        if found is not None:
+            return found
+        token = authenticate(store, header)  # read after the generation: a revocation meanwhile moves it on
+        with self._lock:
+            if generation == self._generation and len(self._tokens) < 1000:
+                self._tokens[key] = token
+        return token
 
 
 def require(token: ApiToken, scope: str, what: str) -> None:

@@ -18,6 +18,7 @@ import threading
 
 from ..config import Settings
 from ..store import open_store
+from .writes import serialise_writes
 
 log = logging.getLogger("syndicate.api")
 
@@ -68,7 +69,7 @@ class NoticeSender:
     def _run(self) -> None:
         from ..sender import deliver_now
 
-        store = open_store(self.settings.db)
+        store = serialise_writes(open_store(self.settings.db))
         try:
             while True:
                 first = self._queue.get()

@@ -14,6 +14,7 @@ from .. import subscribers as lib
 from ..errors import InputError, NotFound, SyndicateError
 from ..models import CADENCES, SUBSCRIPTION_STATUSES, NewsList, Subscriber, Subscription, to_iso
 from ..sanitize import one_line
+from ..store import Store
 from .auth import ApiError, require
 from .spec import PAGE, Call, Endpoint, Param, Reply, next_cursor, page_args
 
@@ -139,23 +140,27 @@ def create_subscriber(call: Call) -> Reply:
             lib.check_categories(body["categories"], nl)
         except InputError as exc:
             raise refusal(exc, "categories") from None
-    try:
+    name = body.get("name", "")
+
+    def signup(store: Store) -> tuple[lib.SubscribeResult, list[int], str]:
         # One write: the subscription, its consent record and its confirmation's outbox row land together.
-        with call.store.transaction(immediate=True):
+        with store.transaction(immediate=True):
             r = lib.subscribe(
-                call.store, call.settings, email, nl.slug, name=body.get("name", ""), timezone=body.get("timezone"),
+                store, call.settings, email, nl.slug, name=name, timezone=body.get("timezone"),
                 categories=body.get("categories") or None, cadence=body.get("cadence"),
                 send_hour=body.get("send_hour"), source="api", actor=call.token.name, confirmed=confirmed,
                 resubscribe=resubscribe,
             )
             assert r.subscription.id is not None
             if r.subscription.status == "pending":  # like `subscriber add`: a confirmation, one per few minutes
-                [queued] = call.store.queue_notices("confirm", [r.subscription.id])
+                [queued] = store.queue_notices("confirm", [r.subscription.id])
                 ids = [queued.delivery_id] if queued.delivery_id is not None else []
-                email_note = "queued" if ids else f"not queued: {queued.reason}"
-            else:  # the welcome a confirmation queued, if the list sends one
-                ids = call.store.queued_notices([r.subscription.id])
-                email_note = "welcome queued" if ids else "none"
+                return r, ids, "queued" if ids else f"not queued: {queued.reason}"
+            ids = store.queued_notices([r.subscription.id])  # the welcome a confirmation queued, if any
+            return r, ids, "welcome queued" if ids else "none"
+
+    try:
+        r, ids, email_note = call.run_write(signup)
     except InputError as exc:
         raise refusal(exc, None if str(exc).startswith(("cadence ", "send hour ")) else "email") from None
     if call.settings.api_send_at_once:

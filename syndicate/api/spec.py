@@ -38,6 +38,12 @@ class Call:
     query: Mapping[str, str]
     body: dict[str, Any]
     mail: Callable[[list[int]], None]  # hands queued notice rows to the sender after the answer
+    # Runs a write job (its own transaction inside) and returns its value: by default on this thread's store;
+    # the server passes its group commit, which runs several requests' jobs in one transaction.
+    write: Callable[[Callable[[Store], Any]], Any] | None = None
+
+    def run_write(self, job: Callable[[Store], Any]) -> Any:
+        return job(self.store) if self.write is None else self.write(job)
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,19 @@ def m001_api_tokens(db: Database) -> None:
     db.execute("CREATE UNIQUE INDEX api_tokens_live_name ON api_tokens (name) WHERE revoked IS NULL")
 
 
+@migrations()
+def m002_token_generation(db: Database) -> None:
+    # One number that moves whenever a token is made, revoked, renamed or rescoped (not when it is used), so
+    # the API may keep checked tokens in memory and still see a revocation from any process at once.
+    db.execute("CREATE TABLE api_token_generation (id INTEGER PRIMARY KEY CHECK (id = 1), n INTEGER NOT NULL)")
+    db.execute("INSERT INTO api_token_generation (id, n) VALUES (1, 0)")
+    bump = "UPDATE api_token_generation SET n = n + 1 WHERE id = 1;"
+    db.execute(f"CREATE TRIGGER api_tokens_made AFTER INSERT ON api_tokens BEGIN {bump} END")
+    db.execute(f"CREATE TRIGGER api_tokens_gone AFTER DELETE ON api_tokens BEGIN {bump} END")
+    db.execute("CREATE TRIGGER api_tokens_changed AFTER UPDATE OF public_id, name, scope, token_hash, revoked "
+               f"ON api_tokens BEGIN {bump} END")
+
+
 def token_hash(token: str) -> str:
     """What the store keeps of a token: its sha256 (the secret is 32 random bytes, so no salt is needed)."""
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
@@ -113,6 +126,10 @@ class TokenQueries(StoreBase):
     def has_live_token(self) -> bool:
         """True when the API is on: at least one token not revoked."""
         return self.conn.execute("SELECT 1 FROM api_tokens WHERE revoked IS NULL LIMIT 1").fetchone() is not None
+
+    def token_generation(self) -> int:
+        """A number that changes whenever any token is made, revoked or changed (not when one is used)."""
+        return int(self.conn.execute("SELECT n FROM api_token_generation WHERE id = 1").fetchone()[0])
 
     def token_for(self, public_id: str, token: str) -> ApiToken | None:
         """The live token whose public id and hash match ``token``, else None (compared in constant time)."""
