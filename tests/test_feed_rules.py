@@ -345,3 +345,14 @@ def test_source_language_icons_and_lead_image_reach_every_format(store: Store, s
     assert doc["items"][0]["_syndicate"]["source"] == {"title": "haiphong.gov.vn", "url": "https://haiphong.gov.vn/"}
     assert "language" not in doc["items"][0] and doc["items"][1]["language"] == "en"
     assert doc["items"][0]["content_html"].startswith("<figure><img")
+
+
+def test_serve_and_feed_build_name_a_category_of_two_spellings_alike(store: Store, settings: Settings) -> None:
+    # Found by the feeds state machine: serve named the feed after the newest article's spelling,
+    # feed build after the greatest one, so /category/kinh-te/atom.xml differed in its <title>.
+    now = datetime.now(UTC)
+    store.upsert_articles([art(1, now - timedelta(days=2), category="Kinh tế"),
+                           art(2, now - timedelta(days=1), category="Kinh Tế")])
+    [(slug, built, count)] = store.public_categories(now)
+    assert (slug, count) == ("kinh-te", 2)
+    assert store.public_category_name("kinh-te", now) == built

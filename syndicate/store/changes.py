@@ -225,10 +225,11 @@ class ChangeQueries(StoreBase):
         return public_category_counts(self.conn, iso(now) or "")
 
     def public_category_name(self, category_slug: str, now: datetime) -> str | None:
-        """The display name of a category from its newest published article, or None."""
+        """The display name of a category, or None: the greatest spelling among its published
+        articles, the same rule as :meth:`public_categories` (so ``serve`` and ``feed build`` name a
+        category feed alike; an index range over ``articles_category``)."""
         value = self.scalar(
-            "SELECT category FROM articles WHERE category_slug = ? AND published <= ? "
-            "ORDER BY published DESC, id DESC LIMIT 1",
+            "SELECT max(category) FROM articles WHERE category_slug = ? AND published <= ?",
             [category_slug, iso(now)],
         )
         return str(value) if value is not None else None
