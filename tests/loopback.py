@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import threading
+import time
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiosmtpd.controller import Controller
@@ -98,3 +101,31 @@ def smtp_server(handler: Any, port: int | None = None, **options: Any) -> Iterat
     finally:
         controller.stop()
         sock.close()  # closed with the server already; twice is harmless
+
+
+@dataclass
+class SmtpSink:
+    """What a real SMTP server (aiosmtpd) accepted: (envelope from, recipients, raw bytes)."""
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    messages: list[tuple[str, list[str], bytes]] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    async def handle_DATA(self, server: object, session: object, envelope: object) -> str:  # noqa: N802
+        raw = getattr(envelope, "original_content", None) or getattr(envelope, "content", b"")
+        with self._lock:
+            self.messages.append((str(getattr(envelope, "mail_from", "")), list(getattr(envelope, "rcpt_tos", [])),
+                                  bytes(raw)))
+        return "250 OK"
+
+    def wait_for(self, count: int, timeout: float = 60.0) -> list[tuple[str, list[str], bytes]]:
+        """Block until at least ``count`` messages arrived (or fail the test)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                if len(self.messages) >= count:
+                    return list(self.messages)
+            if time.monotonic() > deadline:
+                raise AssertionError(f"expected {count} message(s) in the SMTP sink, got {len(self.messages)}")
+            time.sleep(0.02)

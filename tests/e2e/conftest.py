@@ -6,11 +6,11 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pytest
 import uvicorn
-from loopback import smtp_server
+from loopback import SmtpSink, smtp_server
 from starlette.types import ASGIApp
 
 #: Seconds a server may take to start or stop on a machine busy with other test runs.
@@ -69,34 +69,6 @@ def live_server() -> Iterator[Callable[[], LiveServer]]:
     yield make
     for srv in servers:
         srv.stop()
-
-
-@dataclass
-class SmtpSink:
-    """What a real SMTP server (aiosmtpd) accepted: (envelope from, recipients, raw bytes)."""
-
-    host: str = "127.0.0.1"
-    port: int = 0
-    messages: list[tuple[str, list[str], bytes]] = field(default_factory=list)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    async def handle_DATA(self, server: object, session: object, envelope: object) -> str:  # noqa: N802
-        raw = getattr(envelope, "original_content", None) or getattr(envelope, "content", b"")
-        with self._lock:
-            self.messages.append((str(getattr(envelope, "mail_from", "")), list(getattr(envelope, "rcpt_tos", [])),
-                                  bytes(raw)))
-        return "250 OK"
-
-    def wait_for(self, count: int, timeout: float = 60.0) -> list[tuple[str, list[str], bytes]]:
-        """Block until at least ``count`` messages arrived (or fail the test)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            with self._lock:
-                if len(self.messages) >= count:
-                    return list(self.messages)
-            if time.monotonic() > deadline:
-                raise AssertionError(f"expected {count} message(s) in the SMTP sink, got {len(self.messages)}")
-            time.sleep(0.02)
 
 
 @pytest.fixture

@@ -13,10 +13,9 @@ import email
 import email.policy
 import logging
 import re
-import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
@@ -25,7 +24,7 @@ from typing import TYPE_CHECKING
 import httpx
 import pytest
 from click.testing import CliRunner
-from loopback import free_port, smtp_server
+from loopback import SmtpSink, free_port, smtp_server
 
 from syndicate.cli import main
 from syndicate.config import Secret, Settings
@@ -39,38 +38,12 @@ if TYPE_CHECKING:  # fixtures from tests/e2e/conftest.py
 
 
 @dataclass
-class Sink:
-    """An aiosmtpd handler keeping (envelope from, recipients, bytes); started on ``port`` only when a test says."""
-
-    port: int
-    messages: list[tuple[str, list[str], bytes]] = field(default_factory=list)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    async def handle_DATA(self, server: object, session: object, envelope: object) -> str:  # noqa: N802
-        raw = getattr(envelope, "original_content", None) or getattr(envelope, "content", b"")
-        with self._lock:
-            self.messages.append((str(getattr(envelope, "mail_from", "")), list(getattr(envelope, "rcpt_tos", [])),
-                                  bytes(raw)))
-        return "250 OK"
-
-    def wait_for(self, count: int, timeout: float = 60.0) -> list[tuple[str, list[str], bytes]]:
-        deadline = time.monotonic() + timeout
-        while True:
-            with self._lock:
-                if len(self.messages) >= count:
-                    return list(self.messages)
-            if time.monotonic() > deadline:
-                raise AssertionError(f"expected {count} message(s) at the SMTP sink, got {len(self.messages)}")
-            time.sleep(0.02)
-
-
-@dataclass
 class Site:
     url: str
     settings: Settings
     store: Store
     http: httpx.Client
-    sink: Sink  # not listening until a test starts it on settings.smtp_port
+    sink: SmtpSink  # not listening until a test starts it on settings.smtp_port
 
 
 @pytest.fixture
@@ -88,7 +61,7 @@ def site(tmp_path: Path, live_server: Callable[[], LiveServer]) -> Iterator[Site
     store.create_list(NewsList(slug="quiet", name="Quiet weekly", language="en", cadence="weekly", welcome=False))
     srv.start(create_app(settings))
     with httpx.Client(base_url=srv.url, timeout=30) as http:
-        yield Site(srv.url, settings, store, http, Sink(port=port))
+        yield Site(srv.url, settings, store, http, SmtpSink(port=port))
     store.close()
 
 
