@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -301,3 +302,21 @@ def test_migration_numbers_existing_articles_and_covers_what_was_sent(tmp_path: 
         assert marks == [3, None]  # a: covered what the old rule sent or never would; b never had a digest
         new = store.upsert_articles([dated("new", datetime(2026, 11, 24, 3, tzinfo=UTC))])
         assert new.inserted == ["new"] and store.arrival_seq(store.get_article("new").id or 0) == 5
+
+
+def test_a_failed_commit_is_rolled_back_so_the_next_transaction_starts_clean(tmp_path: Path) -> None:
+    from syndicate.store import open_store as _open
+
+    store = _open(tmp_path / "c.db")
+    try:
+        store.conn.execute("CREATE TABLE p (id INTEGER PRIMARY KEY)")
+        store.conn.execute("CREATE TABLE c (pid INTEGER REFERENCES p (id) DEFERRABLE INITIALLY DEFERRED)")
+        with pytest.raises(sqlite3.IntegrityError):
+            with store.transaction() as conn:
+                conn.execute("INSERT INTO c (pid) VALUES (99)")  # refused only at COMMIT
+        assert not store.conn.in_transaction
+        with store.transaction() as conn:
+            conn.execute("INSERT INTO p (id) VALUES (1)")
+        assert store.scalar("SELECT count(*) FROM c") == 0 and store.scalar("SELECT count(*) FROM p") == 1
+    finally:
+        store.close()

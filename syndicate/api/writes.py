@@ -121,9 +121,7 @@ class GroupCommit:
                         conn.execute("RELEASE api_job")
                         outcomes.append((done, None, value))
         except Exception as exc:  # the commit itself failed: nothing of the batch is stored
-            log.exception("committing %d API write(s) failed", len(batch))
-            if store.conn.in_transaction:  # a failed COMMIT (a deferred constraint) leaves it open
-                store.conn.rollback()
+            log.exception("committing %d API write(s) failed", len(batch))  # store.transaction rolled it back
             for _, done in batch:
                 done.set_exception(exc)
             return

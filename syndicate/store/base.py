@@ -68,7 +68,12 @@ class StoreBase:
         except BaseException:
             conn.rollback()
             raise
-        conn.commit()
+        try:
+            conn.commit()
+        except BaseException:  # a failed COMMIT (a deferred constraint, a full disk) leaves the transaction open
+            if conn.in_transaction:
+                conn.rollback()
+            raise
 
     def query(self, sql: str, params: Any = ()) -> list[sqlite3.Row]:
         cur = self.conn.execute(sql, params)
