@@ -627,6 +627,24 @@ def test_archive_shows_past_digests(site: Settings, store: Store) -> None:
     assert "script-src" not in page.headers["content-security-policy"]
 
 
+def test_archive_lists_digests_and_campaigns_by_when_they_went_out(site: Settings, store: Store) -> None:
+    # Periods are "2026-11-24" for a daily digest and "campaign-7" for an announcement: sorting by that string put
+    # every campaign above every digest, and the page showed "campaign-7" where a date belongs.
+    newslist = store.get_list("tin-sang")
+    assert newslist.id is not None
+    for period, subject, day in (("2026-11-24", "Bản tin 24", 24), ("campaign-7", "Hội thảo", 25),
+                                 ("2026-11-26", "Bản tin 26", 26)):
+        store.archive_digest(ArchivedDigest(
+            list_id=newslist.id, period=period, categories_key="", subject=subject, html="<p>x</p>", text="x",
+            article_count=1, created=datetime(2026, 11, day, 1, tzinfo=UTC),
+        ))
+    assert [d.period for d in store.archived_digests(newslist.id)] == ["2026-11-26", "campaign-7", "2026-11-24"]
+    index = make_client(site).get("/archive/tin-sang").text
+    assert index.index("Bản tin 26") < index.index("Hội thảo") < index.index("Bản tin 24")
+    meta = re.findall(r'<div class="meta">([^<]*)</div>', index)
+    assert meta == ["26/11/2026", "25/11/2026", "24/11/2026"]  # the day each went out, in the list's language
+
+
 def test_tracebacks_never_reach_the_visitor(site: Settings, tmp_path: Path) -> None:
     broken = site.with_(db=str(tmp_path / "no" / "such" / "dir" / "\0bad.db"))
     r = make_client(broken).get("/")

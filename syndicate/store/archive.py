@@ -40,9 +40,14 @@ class ArchiveQueries(StoreBase):
             )
 
     def archived_digests(self, list_id: int, limit: int = 100) -> list[ArchivedDigest]:
-        """The list's archived digests, newest period first (all category sets)."""
+        """The list's archived digests and campaigns, the one that went out last first (all category sets).
+
+        By when each was made, not by period: a period is a day ("2026-11-24"), a week or "campaign-7", and
+        those strings do not sort by time.
+        """
         rows = self.query(
-            "SELECT * FROM digests WHERE list_id = ? ORDER BY period DESC, categories_key LIMIT ?", [list_id, limit]
+            "SELECT * FROM digests WHERE list_id = ? ORDER BY created DESC, period DESC, categories_key LIMIT ?",
+            [list_id, limit],
         )
         return [_row_to_archived(r) for r in rows]
 

@@ -137,7 +137,7 @@ class ReadingPages(PageBase):
         assert newslist.id is not None
         return self.page(
             "archive-index.html", self.lang_of(newslist), newslist=newslist,
-            digests=store.archived_digests(newslist.id),
+            digests=store.archived_digests(newslist.id), tz=self.settings.tz,
         )
 
     def archive_digest(self, request: Request) -> Response:
