@@ -17,7 +17,7 @@ that plans deliveries with the outbox's own planning calls). After every step:
 * export followed by import (into an empty store, and back into the same one)
   is the identity on lists, statuses, dates and topics.
 
-``SYNDICATE_EXAMPLES=N`` runs N examples instead of the default 200.
+``SYNDICATE_EXAMPLES=N`` runs N examples instead of the default 120.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ from syndicate.store import Store, open_store
 from syndicate.store.outbox import PlannedDelivery
 from syndicate.subscriber_csv import export_csv, import_csv
 
-EXAMPLES = int(os.environ.get("SYNDICATE_EXAMPLES", "200"))
+EXAMPLES = int(os.environ.get("SYNDICATE_EXAMPLES", "120"))
 #: Each example opens real store files; on a RAM disk when there is one, so fsync costs nothing.
 SCRATCH = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
 
