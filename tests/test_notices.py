@@ -385,3 +385,23 @@ def test_a_notice_sender_that_died_mid_send_is_settled_from_its_journal(store: S
     assert store.get_delivery(rows[3] or 0).status == "sending"
     journal.close(delete=False)
     live.close(delete=False)
+
+
+def test_a_journal_whose_sender_finishes_during_recovery_is_left_alone(store: Store, settings: Settings,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Two web signups at once: one sender's recovery read the other's journal, then the other finished and
+    # deleted it; the stat that followed raised FileNotFoundError and failed the first signup's send.
+    from syndicate.sender.journal import SendJournal
+    from syndicate.sender.notices import notice_journal_dir, recover_notice_journals
+
+    make_list(store)
+    finished = SendJournal(notice_journal_dir(settings), "notice:web:9:finishing")  # no row claimed any more
+    real = store.sending_ids
+
+    def finishes_now(run_id: str) -> list[int]:
+        finished.path.unlink()  # the other sender committed its results and removed its journal just now
+        return real(run_id)
+
+    monkeypatch.setattr(store, "sending_ids", finishes_now)
+    assert recover_notice_journals(store, settings) == (0, 0, 0)
+    assert not finished.path.exists()

@@ -123,7 +123,10 @@ def recover_notice_journals(store: Store, settings: Settings, now: datetime | No
     now = now or utcnow()
     totals = [0, 0, 0]
     for path in sorted(directory.glob("*.log")):
-        state = SendJournal.read(path)
+        try:
+            state = SendJournal.read(path)
+        except FileNotFoundError:
+            continue  # its sender finished meanwhile: a journal is removed only once all it held is committed
         if not state.run_id:
             continue
         with store.transaction(immediate=True):
@@ -131,8 +134,8 @@ def recover_notice_journals(store: Store, settings: Settings, now: datetime | No
             leases = [store.get_delivery(did).lease_until for did in pending]
             if any(lease is not None and lease >= now for lease in leases):
                 continue  # maybe alive
-            if not pending and path.stat().st_mtime > (now - LEASE).timestamp():
-                continue  # nothing claimed yet, or finishing: not ours to judge before a lease could have run out
+            if not pending and not _older_than(path, now - LEASE):
+                continue  # nothing claimed yet, or finishing (or finished): not ours to judge before a lease ran out
             sent = [(did, mid) for did, mid in state.accepted.items() if did in pending]
             store.mark_sent(state.run_id, sent, utcnow())
             on_the_wire = sorted((state.started - set(state.accepted)) & set(pending))
@@ -145,6 +148,14 @@ def recover_notice_journals(store: Store, settings: Settings, now: datetime | No
         totals[2] += len(on_the_wire)
         path.unlink(missing_ok=True)
     return (totals[0], totals[1], totals[2])
+
+
+def _older_than(path: Path, when: datetime) -> bool:
+    """Whether ``path`` was last written before ``when``; False once it is gone (its sender finished)."""
+    try:
+        return path.stat().st_mtime <= when.timestamp()
+    except FileNotFoundError:
+        return False
 
 
 def deliver_now(store: Store, settings: Settings, delivery_ids: Sequence[int], *,
