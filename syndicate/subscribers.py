@@ -147,7 +147,13 @@ def check_categories(wanted: list[str] | None, newslist: NewsList) -> list[str]:
 def _serializer(settings: Settings, purpose: str) -> URLSafeTimedSerializer:
     if purpose not in PURPOSES:
         raise ValueError(f"unknown token purpose {purpose!r}")
-    return URLSafeTimedSerializer(settings.require_secret(), salt=f"syndicate.{purpose}")
+    return _serializer_for(settings.require_secret(), purpose)
+
+
+@lru_cache(maxsize=64)
+def _serializer_for(secret: str, purpose: str) -> URLSafeTimedSerializer:
+    """Made once per key and purpose (every confirmation email signs two links)."""
+    return URLSafeTimedSerializer(secret, salt=f"syndicate.{purpose}")
 
 
 def make_token(settings: Settings, purpose: str, subscriber_id: int, list_id: int, email: str = "") -> str:

@@ -7,6 +7,7 @@ tests/e2e/test_api_live.py.
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import mailbox
@@ -28,6 +29,7 @@ from syndicate.api.auth import RateLimit, create_token
 from syndicate.api.spec import PREFIX, doc_path, next_cursor
 from syndicate.config import Settings
 from syndicate.models import NewsList, utcnow
+from syndicate.sender.notices import notice_journal_dir
 from syndicate.store import Store, open_store
 from syndicate.web import create_app
 
@@ -183,6 +185,37 @@ def test_a_created_subscriber_is_pending_and_gets_one_confirmation_email(api: Ap
     assert again.status_code == 200 and again.json()["created"] is False
     assert again.json()["email"].startswith("not queued: ")
     assert len(api.inbox()) == 1
+
+
+def test_a_burst_of_creates_gets_one_confirmation_each_with_its_message_id_recorded(
+        api: Api, tokens: dict[str, str], store: Store) -> None:
+    """Creates arriving together are sent in batches by the API's one sender (one loop, one transport):
+    exactly one Maildir file per person, each Message-ID kept as the proof of consent, no journal left."""
+    headers = {"authorization": f"Bearer {tokens['write']}"}
+
+    async def burst(start: int, count: int) -> list[int]:
+        replies = await asyncio.gather(*(
+            api.client.http.post(API + "/subscribers", headers=headers,
+                                 json={"email": f"p{n}@example.org", "list": "tin-sang", "name": f"Người {n}"})
+            for n in range(start, start + count)))
+        return [r.status_code for r in replies]
+
+    assert api.client.portal.call(burst, 0, 40) == [201] * 40
+    api.wait_mail()
+    assert api.client.portal.call(burst, 40, 5) == [201] * 5  # a second batch, after the first was sent
+    mails = api.inbox()
+    by_address = {m["To"].addresses[0].addr_spec: m for m in mails}
+    assert len(mails) == len(by_address) == 45
+    assert sorted(by_address) == sorted(f"p{n}@example.org" for n in range(45))
+    for address, mail in by_address.items():
+        [sub] = store.subscriptions_of(store.get_subscriber(address).id)  # type: ignore[arg-type]
+        assert sub.id is not None
+        consent = store.consent_for(sub.id)
+        assert consent is not None and consent.confirmation_message_id == mail["Message-ID"]
+        [delivery] = store.deliveries_for(sub.id)
+        assert (delivery.status, delivery.message_id) == ("sent", mail["Message-ID"])
+    assert list(notice_journal_dir(api.settings).glob("*.log")) == []
+    assert list((Path(api.settings.mail_maildir) / "tmp").iterdir()) == []
 
 
 def test_an_admin_token_may_assert_consent(api: Api, tokens: dict[str, str], store: Store) -> None:

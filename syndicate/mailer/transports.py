@@ -19,6 +19,7 @@ import os
 import socket
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -69,6 +70,15 @@ class MemoryTransport:
         self.closed = True
 
 
+@dataclass
+class _Staged:
+    """A message written to ``tmp/`` and not yet durable: its open descriptor and both of its names."""
+
+    fd: int
+    tmp: Path
+    final: Path
+
+
 class MaildirTransport:
     """Writes each message to a Maildir (``tmp/`` then ``new/``, unique names).
 
@@ -76,6 +86,16 @@ class MaildirTransport:
     delivery agent does, and line endings are LF, as a local delivery agent
     writes them (mutt, formail and mailbox read LF; CRLF showed as ``^M``).
     The CRLF wire form is SMTP's alone.
+
+    Durability: :meth:`send` returns (the drain may then record the row
+    ``sent``) only once the message's bytes and its entry in ``new/`` are on
+    disk: the file is written in ``tmp/`` and ``fdatasync``-ed, renamed into
+    ``new/``, and ``new/`` itself is ``fsync``-ed. Messages sent concurrently
+    share that work in one group commit in a worker thread (each file still
+    gets its own ``fdatasync``, the directory one ``fsync`` per group), while
+    the event loop builds the next messages. When a sync fails, the messages
+    it covered are removed again and each ``send`` raises a temporary
+    TransportError, so a retry cannot leave a second copy behind.
     """
 
     def __init__(self, path: str | Path) -> None:
@@ -83,6 +103,8 @@ class MaildirTransport:
         self._made = False
         self._count = 0
         self._host = socket.gethostname().replace("/", "\\057").replace(":", "\\072")
+        self._staged: list[tuple[_Staged, asyncio.Future[None]]] = []
+        self._committer: asyncio.Task[None] | None = None
 
     def _ensure(self) -> None:
         if not self._made:
@@ -90,26 +112,71 @@ class MaildirTransport:
                 (self.path / sub).mkdir(parents=True, exist_ok=True)
             self._made = True
 
-    def write(self, envelope_from: str, message: bytes) -> Path:
-        """Write one message synchronously; returns its path in ``new/``."""
+    def _error(self, exc: OSError) -> TransportError:
+        return TransportError(f"maildir {self.path}: cannot write a message: {exc.strerror or exc}", temporary=True)
+
+    def _stage(self, envelope_from: str, message: bytes) -> _Staged:
+        """Write one message into ``tmp/`` (not synced yet); the descriptor stays open for the sync."""
         self._ensure()
         self._count += 1
         now = time.time()
         name = f"{int(now)}.M{int(now % 1 * 1e6)}P{os.getpid()}Q{self._count}R{os.urandom(4).hex()}.{self._host}"
         tmp = self.path / "tmp" / name
         data = b"Return-Path: <" + envelope_from.encode("ascii", "replace") + b">\n" + message.replace(b"\r\n", b"\n")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        except OSError:
+            os.close(fd)
+            tmp.unlink(missing_ok=True)
+            raise
+        return _Staged(fd, tmp, self.path / "new" / name)
+
+    def _commit(self, staged: list[_Staged]) -> list[OSError | None]:
+        """Make staged messages durable in ``new/`` (see the class docstring); one error or None per message."""
+        errors: list[OSError | None] = [None] * len(staged)
+        for i, s in enumerate(staged):
             try:
-                os.write(fd, data)
-                os.fsync(fd)
+                os.fdatasync(s.fd)
+            except OSError as exc:
+                errors[i] = exc
             finally:
-                os.close(fd)
-            final = self.path / "new" / name
-            os.replace(tmp, final)
+                os.close(s.fd)
+        moved = []
+        for i, s in enumerate(staged):
+            try:
+                if errors[i] is None:
+                    os.replace(s.tmp, s.final)
+                    moved.append(i)
+                    continue
+            except OSError as exc:
+                errors[i] = exc
+            s.tmp.unlink(missing_ok=True)
+        if moved:
+            try:
+                fd = os.open(self.path / "new", os.O_RDONLY | os.O_DIRECTORY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            except OSError as exc:  # the entries may not survive a crash: take them back, the sends fail
+                for i in moved:
+                    staged[i].final.unlink(missing_ok=True)
+                    errors[i] = exc
+        return errors
+
+    def write(self, envelope_from: str, message: bytes) -> Path:
+        """Write one message synchronously, durable when it returns; returns its path in ``new/``."""
+        try:
+            staged = self._stage(envelope_from, message)
         except OSError as exc:
-            raise TransportError(f"maildir {self.path}: cannot write a message: {exc.strerror}", temporary=True) from None
-        return final
+            raise self._error(exc) from None
+        [error] = self._commit([staged])
+        if error is not None:
+            raise self._error(error)
+        return staged.final
 
     async def send(self, envelope_from: str, recipients: list[str], message: bytes,
                    on_data: OnData | None = None) -> None:
@@ -117,10 +184,43 @@ class MaildirTransport:
             encode_address(r)
         if on_data is not None:
             await on_data()
-        self.write(encode_address(envelope_from) if envelope_from else "", message)
+        try:
+            staged = self._stage(encode_address(envelope_from) if envelope_from else "", message)
+        except OSError as exc:
+            raise self._error(exc) from None
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._staged.append((staged, done))
+        if self._committer is None:
+            self._committer = asyncio.ensure_future(self._commit_staged())
+        await done
+
+    async def _commit_staged(self) -> None:
+        """Commit what is staged, as many at a time as wait, until nothing is left (one task at a time)."""
+        try:
+            while self._staged:
+                group, self._staged = self._staged, []
+                try:
+                    errors: list[OSError | None] = await asyncio.to_thread(self._commit, [s for s, _ in group])
+                except BaseException as exc:  # cancelled (the loop is closing) or a bug: no send may hang on it
+                    for _, done in group:
+                        if not done.done():
+                            done.set_exception(TransportError(f"maildir {self.path}: the write was cut off ({exc!r})",
+                                                              temporary=True))
+                    raise
+                for (_, done), error in zip(group, errors, strict=True):
+                    if done.done():  # its send was cancelled
+                        continue
+                    if error is None:
+                        done.set_result(None)
+                    else:
+                        done.set_exception(self._error(error))
+        finally:
+            self._committer = None
 
     async def close(self) -> None:
-        return None
+        """Wait for a group commit under way (nothing is left half written)."""
+        if self._committer is not None:
+            await asyncio.gather(self._committer, return_exceptions=True)
 
 
 class _Refused(Exception):
