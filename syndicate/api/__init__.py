@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import defaultdict
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -31,9 +32,10 @@ from . import articles, campaigns, resources
 from .auth import ApiError, LastUsed, RateLimit, TokenCache, require
 from .mail import NoticeSender
 from .spec import PREFIX, Call, Endpoint, check_body, doc_path, openapi
-from .writes import GroupCommit, serialise_writes
+from .writes import GroupCommit, in_savepoint, serialise_writes
 
 if TYPE_CHECKING:
+    from ..store import Store
     from ..web.context import WebContext
 
 log = logging.getLogger("syndicate.api")
@@ -110,9 +112,27 @@ class Api:
                 return _error(ApiError(405, f"{request.method} is not allowed here; use {allow}",
                                        headers={"allow": allow}))
             raw, too_big = (b"", False) if ep.body is None else await self._read(request)
+            if ep.grouped:
+                return await self._grouped(ep, request, raw, too_big)
             return await run_in_threadpool(self._handle, ep, request, raw, too_big)
 
         return dispatch
+
+    async def _grouped(self, ep: Endpoint, request: Request, raw: bytes, too_big: bool) -> Response:
+        """The whole request as one job of the group commit (its checks, its reads and its write), answered
+        after the commit; the notices it queued go to the sender only then."""
+        queued: list[int] = []
+
+        def job(store: Store) -> Response:
+            return self._handle(ep, request, raw, too_big, store=store, mail=queued.extend,
+                                write=lambda work: in_savepoint(store, work))
+
+        try:
+            response: Response = await self.writes.run_async(job)
+        except Exception:  # the commit failed: nothing of the request is stored (the writer logged why)
+            return _error(ApiError(500, "the server failed on this request; its log has the details"))
+        self.mail.send(queued)
+        return response
 
     async def _read(self, request: Request) -> tuple[bytes, bool]:
         """The body, or (what was read, True) once it passes the cap (the rest is never read)."""
@@ -127,8 +147,11 @@ class Api:
             chunks.append(chunk)
         return b"".join(chunks), False
 
-    def _handle(self, ep: Endpoint, request: Request, raw: bytes, too_big: bool) -> Response:
-        store = serialise_writes(self.ctx.store())
+    def _handle(self, ep: Endpoint, request: Request, raw: bytes, too_big: bool, *, store: Store | None = None,
+                mail: Callable[[list[int]], None] | None = None,
+                write: Callable[[Callable[[Store], Any]], Any] | None = None) -> Response:
+        """One request on a worker thread's store (or, for a grouped endpoint, inside the writer's batch)."""
+        store = serialise_writes(self.ctx.store()) if store is None else store
         try:
             try:
                 token = self.tokens.authenticate(store, request.headers.get("authorization", ""))
@@ -146,7 +169,7 @@ class Api:
             self.last_used.note(store, token)
             body = self._body(ep, request, raw, too_big) if ep.body is not None else {}
             call = Call(store, self.settings, token, dict(request.path_params), request.query_params, body,
-                        self.mail.send, self.writes.run)
+                        mail or self.mail.send, write or self.writes.run)
             reply = ep.handler(call)
         except ApiError as exc:
             return _error(exc)

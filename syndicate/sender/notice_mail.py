@@ -138,6 +138,7 @@ class NoticeBuilder:
         self._env: jinja2.Environment | None = None
         self._lists: dict[int, NewsList] = {}
         self._signatures: dict[str, tuple[tuple[str, int], ...]] = {}  # a builder lives for one drain
+        self._near: dict[tuple[object, ...], NoticeFrame] = {}  # frames this builder used, by a cheap key
         try:  # settings made in code may hold a list; then this builder keeps its own caches
             hash(settings)
             self._envs, self._frames = _ENVS, _FRAMES
@@ -196,7 +197,10 @@ class NoticeBuilder:
     def content(self, kind: str, nl: NewsList, name: str, action_url: str, unsubscribe_url: str,
                 schedule: tuple[str, int, int]) -> ConfirmationContent:
         """The notice's words and markup: spliced into a cached frame, or rendered in full when it cannot be."""
-        frame = self.frame(kind, nl, bool(name.split()), schedule)
+        near = (kind, nl.id, bool(name.split()), schedule)  # this builder's lists do not change while it lives
+        frame = self._near.get(near)
+        if frame is None:
+            frame = self._near[near] = self.frame(kind, nl, bool(name.split()), schedule)
         spliced = frame.splice(name, action_url, unsubscribe_url)
         if spliced is not None:
             return spliced
