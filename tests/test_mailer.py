@@ -446,13 +446,13 @@ def test_maildir_sends_in_flight_together_share_a_group_commit(tmp_path: Path) -
     """Concurrent sends each end with their file durable in new/, and share the syncs (fewer commits than sends)."""
     t = MaildirTransport(tmp_path / "md")
     groups: list[int] = []
-    commit = t._commit
+    publish = t._publish
 
-    def counting(staged: list[Any]) -> list[OSError | None]:
+    def counting(staged: list[Any], errors: list[OSError | None]) -> list[OSError | None]:
         groups.append(len(staged))
-        return commit(staged)
+        return publish(staged, errors)
 
-    t._commit = counting  # type: ignore[method-assign]
+    t._publish = counting  # type: ignore[method-assign]
     mails = [make_mail(message_id=f"m{i}@news.example.org", to_addr=f"u{i}@example.org") for i in range(20)]
 
     async def go() -> None:

@@ -17,7 +17,8 @@ from __future__ import annotations
 import json
 import logging
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -42,6 +43,7 @@ log = logging.getLogger("syndicate.api")
 
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 HEADERS = {"cache-control": "no-store", "x-content-type-options": "nosniff"}
+_NO_QUERY: Mapping[str, str] = MappingProxyType({})  # no query string: nothing to parse
 OFF = "no such endpoint: the API is off until an admin makes a token (`syndicate token create`)"
 
 
@@ -165,10 +167,12 @@ class Api:
                 raise ApiError(429, f"token {token.name!r} is over its rate ({self.settings.api_rate:g} requests a "
                                     f"second, {self.settings.api_burst} at once; [api] rate and burst); try again in "
                                     f"{seconds} s", headers={"retry-after": seconds})
-            require(token, ep.scope, f"{ep.method} {PREFIX}{doc_path(ep.path)}")
+            if not token.allows(ep.scope):
+                require(token, ep.scope, f"{ep.method} {PREFIX}{doc_path(ep.path)}")
             self.last_used.note(store, token)
             body = self._body(ep, request, raw, too_big) if ep.body is not None else {}
-            call = Call(store, self.settings, token, dict(request.path_params), request.query_params, body,
+            query = request.query_params if request.scope.get("query_string") else _NO_QUERY
+            call = Call(store, self.settings, token, dict(request.path_params), query, body,
                         mail or self.mail.send, write or self.writes.run)
             reply = ep.handler(call)
         except ApiError as exc:

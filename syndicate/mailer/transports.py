@@ -70,13 +70,31 @@ class MemoryTransport:
         self.closed = True
 
 
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _datasync(fd: int) -> OSError | None:
+    """``fdatasync`` and close one staged file; the error, if any."""
+    try:
+        os.fdatasync(fd)
+    except OSError as exc:
+        return exc
+    finally:
+        os.close(fd)
+    return None
+
+
 @dataclass
 class _Staged:
     """A message written to ``tmp/`` and not yet durable: its open descriptor and both of its names."""
 
     fd: int
-    tmp: Path
-    final: Path
+    tmp: str
+    final: str
 
 
 class MaildirTransport:
@@ -91,9 +109,10 @@ class MaildirTransport:
     ``sent``) only once the message's bytes and its entry in ``new/`` are on
     disk: the file is written in ``tmp/`` and ``fdatasync``-ed, renamed into
     ``new/``, and ``new/`` itself is ``fsync``-ed. Messages sent concurrently
-    share that work in one group commit in a worker thread (each file still
-    gets its own ``fdatasync``, the directory one ``fsync`` per group), while
-    the event loop builds the next messages. When a sync fails, the messages
+    share that work in one group commit (each file still gets its own
+    ``fdatasync``, all of a group's at once from worker threads, so the
+    filesystem joins them in one journal commit; the directory one ``fsync``
+    per group), while the event loop builds the next messages. When a sync fails, the messages
     it covered are removed again and each ``send`` raises a temporary
     TransportError, so a retry cannot leave a second copy behind.
     """
@@ -103,6 +122,7 @@ class MaildirTransport:
         self._made = False
         self._count = 0
         self._host = socket.gethostname().replace("/", "\\057").replace(":", "\\072")
+        self._dirs = (str(self.path / "tmp"), str(self.path / "new"))
         self._staged: list[tuple[_Staged, asyncio.Future[None]]] = []
         self._committer: asyncio.Task[None] | None = None
 
@@ -121,7 +141,7 @@ class MaildirTransport:
         self._count += 1
         now = time.time()
         name = f"{int(now)}.M{int(now % 1 * 1e6)}P{os.getpid()}Q{self._count}R{os.urandom(4).hex()}.{self._host}"
-        tmp = self.path / "tmp" / name
+        tmp = f"{self._dirs[0]}/{name}"
         data = b"Return-Path: <" + envelope_from.encode("ascii", "replace") + b">\n" + message.replace(b"\r\n", b"\n")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
@@ -130,20 +150,17 @@ class MaildirTransport:
                 view = view[os.write(fd, view):]
         except OSError:
             os.close(fd)
-            tmp.unlink(missing_ok=True)
+            _unlink(tmp)
             raise
-        return _Staged(fd, tmp, self.path / "new" / name)
+        return _Staged(fd, tmp, f"{self._dirs[1]}/{name}")
 
     def _commit(self, staged: list[_Staged]) -> list[OSError | None]:
         """Make staged messages durable in ``new/`` (see the class docstring); one error or None per message."""
-        errors: list[OSError | None] = [None] * len(staged)
-        for i, s in enumerate(staged):
-            try:
-                os.fdatasync(s.fd)
-            except OSError as exc:
-                errors[i] = exc
-            finally:
-                os.close(s.fd)
+        return self._publish(staged, [_datasync(s.fd) for s in staged])
+
+    def _publish(self, staged: list[_Staged], errors: list[OSError | None]) -> list[OSError | None]:
+        """Move the synced messages into ``new/`` and sync it; the others are removed. One error or None each."""
+        errors = list(errors)
         moved = []
         for i, s in enumerate(staged):
             try:
@@ -153,17 +170,17 @@ class MaildirTransport:
                     continue
             except OSError as exc:
                 errors[i] = exc
-            s.tmp.unlink(missing_ok=True)
+            _unlink(s.tmp)
         if moved:
             try:
-                fd = os.open(self.path / "new", os.O_RDONLY | os.O_DIRECTORY)
+                fd = os.open(self._dirs[1], os.O_RDONLY | os.O_DIRECTORY)
                 try:
                     os.fsync(fd)
                 finally:
                     os.close(fd)
             except OSError as exc:  # the entries may not survive a crash: take them back, the sends fail
                 for i in moved:
-                    staged[i].final.unlink(missing_ok=True)
+                    _unlink(staged[i].final)
                     errors[i] = exc
         return errors
 
@@ -176,7 +193,7 @@ class MaildirTransport:
         [error] = self._commit([staged])
         if error is not None:
             raise self._error(error)
-        return staged.final
+        return Path(staged.final)
 
     async def send(self, envelope_from: str, recipients: list[str], message: bytes,
                    on_data: OnData | None = None) -> None:
@@ -199,8 +216,13 @@ class MaildirTransport:
         try:
             while self._staged:
                 group, self._staged = self._staged, []
+                staged = [s for s, _ in group]
                 try:
-                    errors: list[OSError | None] = await asyncio.to_thread(self._commit, [s for s, _ in group])
+                    # the files' syncs at the same time, from the loop's worker threads: the filesystem commits
+                    # them together (one after another, each waited for its own journal commit)
+                    loop = asyncio.get_running_loop()
+                    synced = await asyncio.gather(*(loop.run_in_executor(None, _datasync, s.fd) for s in staged))
+                    errors: list[OSError | None] = await asyncio.to_thread(self._publish, staged, synced)
                 except BaseException as exc:  # cancelled (the loop is closing) or a bug: no send may hang on it
                     for _, done in group:
                         if not done.done():
