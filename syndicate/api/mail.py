@@ -27,6 +27,8 @@ log = logging.getLogger("syndicate.api")
 BATCH = 500
 #: Seconds between two settlings of dead notice senders' journals (every `syndicate send` settles them too).
 RECOVER_EVERY = 60.0
+#: Seconds a batch waits for more rows after its first (the delay an email may get for it).
+FILL = 0.01
 _STOP = -1
 
 
@@ -84,9 +86,12 @@ class NoticeSender:
             while True:
                 first = self._queue.get()
                 batch = [first]
-                while len(batch) < BATCH:
+                # let the batch fill a little: under a burst, rows arrive a commit's worth at a time, and a batch's
+                # own cost (its journal, its claims, its builders) is then paid once for many of them
+                until = time.monotonic() + FILL
+                while len(batch) < BATCH and batch[-1] != _STOP:
                     try:
-                        batch.append(self._queue.get_nowait())
+                        batch.append(self._queue.get(timeout=max(0.0, until - time.monotonic())))
                     except queue.Empty:
                         break
                 stop = _STOP in batch
