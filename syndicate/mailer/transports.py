@@ -88,6 +88,14 @@ def _datasync(fd: int) -> OSError | None:
     return None
 
 
+def _datasync_all(staged: list[_Staged]) -> list[OSError | None]:
+    return [_datasync(s.fd) for s in staged]
+
+
+#: Threads a Maildir group's file syncs are spread over (4 was as fast as 8 on a busy ext4 disk, 1 was 9x slower).
+SYNC_THREADS = 4
+
+
 @dataclass
 class _Staged:
     """A message written to ``tmp/`` and not yet durable: its open descriptor and both of its names."""
@@ -218,10 +226,15 @@ class MaildirTransport:
                 group, self._staged = self._staged, []
                 staged = [s for s, _ in group]
                 try:
-                    # the files' syncs at the same time, from the loop's worker threads: the filesystem commits
-                    # them together (one after another, each waited for its own journal commit)
+                    # the files' syncs at the same time, from a few of the loop's worker threads: the filesystem
+                    # commits them together (one after another, each waited for its own journal commit)
                     loop = asyncio.get_running_loop()
-                    synced = await asyncio.gather(*(loop.run_in_executor(None, _datasync, s.fd) for s in staged))
+                    ways = min(SYNC_THREADS, len(staged))
+                    parts = await asyncio.gather(*(loop.run_in_executor(None, _datasync_all, staged[k::ways])
+                                                   for k in range(ways)))
+                    synced: list[OSError | None] = [None] * len(staged)
+                    for k, part in enumerate(parts):
+                        synced[k::ways] = part
                     errors: list[OSError | None] = await asyncio.to_thread(self._publish, staged, synced)
                 except BaseException as exc:  # cancelled (the loop is closing) or a bug: no send may hang on it
                     for _, done in group:
