@@ -271,6 +271,31 @@ def test_a_suppressed_address_is_refused_unless_an_admin_resubscribes(api: Api, 
     assert r.status_code == 201 and r.json()["subscription"]["status"] == "active"
 
 
+def test_a_refused_create_among_a_burst_is_answered_alone_and_the_others_get_their_emails(
+        api: Api, tokens: dict[str, str], site: Settings, store: Store) -> None:
+    """Creates arriving together share the writer's transaction: one refused inside the library (after its
+    reads) is rolled back alone, its answer is its own 422, and only the accepted ones reach the sender."""
+    subscribers.subscribe(store, site, "gone@example.org", "tin-sang", confirmed=True)
+    subscribers.unsubscribe_address(store, site, "gone@example.org", "tin-sang")
+    assert api.inbox() == []
+    headers = {"authorization": f"Bearer {tokens['write']}"}
+    bodies = [{"email": f"q{n}@example.org", "list": "tin-sang"} for n in range(8)]
+    bodies[3:3] = [{"email": "gone@example.org", "list": "tin-sang"}]
+
+    async def burst() -> list[httpx.Response]:
+        return list(await asyncio.gather(*(api.client.http.post(API + "/subscribers", headers=headers, json=b)
+                                           for b in bodies)))
+
+    replies = api.client.portal.call(burst)
+    assert [r.status_code for r in replies] == [201, 201, 201, 422, 201, 201, 201, 201, 201]
+    assert replies[3].json() == error(
+        "email", "gone@example.org is unsubscribed from tin-sang; add --resubscribe only if they asked to come back")
+    gone = store.get_subscriber("gone@example.org")
+    assert gone.id is not None
+    assert [s.status for s in store.subscriptions_of(gone.id)] == ["unsubscribed"]
+    assert sorted(m["To"].addresses[0].addr_spec for m in api.inbox()) == sorted(f"q{n}@example.org" for n in range(8))
+
+
 def test_update_unsubscribe_and_erase(api: Api, tokens: dict[str, str], store: Store) -> None:
     w, a = tokens["write"], tokens["admin"]
     sid = api.call("POST", "/subscribers", a, json={"email": "an@example.org", "list": "tin-sang",
