@@ -7,6 +7,7 @@ tests/e2e/test_api_live.py.
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import mailbox
@@ -28,6 +29,7 @@ from syndicate.api.auth import RateLimit, create_token
 from syndicate.api.spec import PREFIX, doc_path, next_cursor
 from syndicate.config import Settings
 from syndicate.models import NewsList, utcnow
+from syndicate.sender.notices import notice_journal_dir
 from syndicate.store import Store, open_store
 from syndicate.web import create_app
 
@@ -185,6 +187,37 @@ def test_a_created_subscriber_is_pending_and_gets_one_confirmation_email(api: Ap
     assert len(api.inbox()) == 1
 
 
+def test_a_burst_of_creates_gets_one_confirmation_each_with_its_message_id_recorded(
+        api: Api, tokens: dict[str, str], store: Store) -> None:
+    """Creates arriving together are sent in batches by the API's one sender (one loop, one transport):
+    exactly one Maildir file per person, each Message-ID kept as the proof of consent, no journal left."""
+    headers = {"authorization": f"Bearer {tokens['write']}"}
+
+    async def burst(start: int, count: int) -> list[int]:
+        replies = await asyncio.gather(*(
+            api.client.http.post(API + "/subscribers", headers=headers,
+                                 json={"email": f"p{n}@example.org", "list": "tin-sang", "name": f"Người {n}"})
+            for n in range(start, start + count)))
+        return [r.status_code for r in replies]
+
+    assert api.client.portal.call(burst, 0, 40) == [201] * 40
+    api.wait_mail()
+    assert api.client.portal.call(burst, 40, 5) == [201] * 5  # a second batch, after the first was sent
+    mails = api.inbox()
+    by_address = {m["To"].addresses[0].addr_spec: m for m in mails}
+    assert len(mails) == len(by_address) == 45
+    assert sorted(by_address) == sorted(f"p{n}@example.org" for n in range(45))
+    for address, mail in by_address.items():
+        [sub] = store.subscriptions_of(store.get_subscriber(address).id)  # type: ignore[arg-type]
+        assert sub.id is not None
+        consent = store.consent_for(sub.id)
+        assert consent is not None and consent.confirmation_message_id == mail["Message-ID"]
+        [delivery] = store.deliveries_for(sub.id)
+        assert (delivery.status, delivery.message_id) == ("sent", mail["Message-ID"])
+    assert list(notice_journal_dir(api.settings).glob("*.log")) == []
+    assert list((Path(api.settings.mail_maildir) / "tmp").iterdir()) == []
+
+
 def test_an_admin_token_may_assert_consent(api: Api, tokens: dict[str, str], store: Store) -> None:
     r = api.call("POST", "/subscribers", tokens["admin"],
                  json={"email": "an@example.org", "list": "tin-sang", "confirmed": True})
@@ -236,6 +269,31 @@ def test_a_suppressed_address_is_refused_unless_an_admin_resubscribes(api: Api, 
     assert r.status_code == 403
     r = api.call("POST", "/subscribers", tokens["admin"], json={**body, "resubscribe": True, "confirmed": True})
     assert r.status_code == 201 and r.json()["subscription"]["status"] == "active"
+
+
+def test_a_refused_create_among_a_burst_is_answered_alone_and_the_others_get_their_emails(
+        api: Api, tokens: dict[str, str], site: Settings, store: Store) -> None:
+    """Creates arriving together share the writer's transaction: one refused inside the library (after its
+    reads) is rolled back alone, its answer is its own 422, and only the accepted ones reach the sender."""
+    subscribers.subscribe(store, site, "gone@example.org", "tin-sang", confirmed=True)
+    subscribers.unsubscribe_address(store, site, "gone@example.org", "tin-sang")
+    assert api.inbox() == []
+    headers = {"authorization": f"Bearer {tokens['write']}"}
+    bodies = [{"email": f"q{n}@example.org", "list": "tin-sang"} for n in range(8)]
+    bodies[3:3] = [{"email": "gone@example.org", "list": "tin-sang"}]
+
+    async def burst() -> list[httpx.Response]:
+        return list(await asyncio.gather(*(api.client.http.post(API + "/subscribers", headers=headers, json=b)
+                                           for b in bodies)))
+
+    replies = api.client.portal.call(burst)
+    assert [r.status_code for r in replies] == [201, 201, 201, 422, 201, 201, 201, 201, 201]
+    assert replies[3].json() == error(
+        "email", "gone@example.org is unsubscribed from tin-sang; add --resubscribe only if they asked to come back")
+    gone = store.get_subscriber("gone@example.org")
+    assert gone.id is not None
+    assert [s.status for s in store.subscriptions_of(gone.id)] == ["unsubscribed"]
+    assert sorted(m["To"].addresses[0].addr_spec for m in api.inbox()) == sorted(f"q{n}@example.org" for n in range(8))
 
 
 def test_update_unsubscribe_and_erase(api: Api, tokens: dict[str, str], store: Store) -> None:

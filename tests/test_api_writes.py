@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from syndicate.api.writes import GroupCommit, serialise_writes
+from syndicate.api.writes import GroupCommit, in_savepoint, serialise_writes
 from syndicate.errors import InputError
 from syndicate.store import Store, open_store
 
@@ -122,3 +123,51 @@ def test_serialised_stores_nest_and_stay_reentrant(tmp_path: Path) -> None:
         assert store.scalar("SELECT count(*) FROM t") == 0
     finally:
         store.close()
+
+
+def test_jobs_from_the_event_loop_commit_together_each_failing_one_alone_and_answer_after_the_commit(
+        tmp_path: Path) -> None:
+    """run_async: what an API create uses. A job's in_savepoint write that fails is undone alone; a failing
+    commit fails every job of its batch; the answers come only once the batch is committed."""
+    db = str(tmp_path / "s.db")
+    reader = open_store(db)
+    reader.conn.execute("CREATE TABLE t (v TEXT NOT NULL)")
+    reader.conn.execute("CREATE TABLE d (id INTEGER PRIMARY KEY)")
+    reader.conn.execute("CREATE TABLE c (d_id INTEGER REFERENCES d(id) DEFERRABLE INITIALLY DEFERRED)")
+    reader.conn.commit()
+    group = GroupCommit(db)
+
+    def job(value: str) -> object:
+        def run(store: Store) -> tuple[str, int, str]:
+            def write(s: Store) -> None:
+                with s.transaction(immediate=True) as conn:
+                    conn.execute("INSERT INTO t (v) VALUES (?)", [value])
+                    if value == "bad":
+                        raise InputError("bad is refused")
+            try:
+                in_savepoint(store, write)
+                outcome = "stored"
+            except InputError as exc:
+                outcome = str(exc)
+            with open_store(db) as other:  # not committed yet: another connection does not see it
+                seen = other.scalar("SELECT count(*) FROM t WHERE v = ?", [value])
+            return value, seen, outcome
+        return run
+
+    def dangling(store: Store) -> None:
+        with store.transaction(immediate=True) as conn:
+            conn.execute("INSERT INTO t (v) VALUES ('lost')")
+            conn.execute("INSERT INTO c (d_id) VALUES (42)")
+
+    async def go() -> list[object]:
+        return list(await asyncio.gather(*(group.run_async(job(v)) for v in ("a", "bad", "b"))))  # type: ignore[arg-type]
+
+    try:
+        assert asyncio.run(go()) == [("a", 0, "stored"), ("bad", 0, "bad is refused"), ("b", 0, "stored")]
+        assert [r[0] for r in reader.conn.execute("SELECT v FROM t ORDER BY rowid")] == ["a", "b"]
+        with pytest.raises(Exception, match="FOREIGN KEY"):
+            asyncio.run(group.run_async(dangling))
+        assert reader.scalar("SELECT count(*) FROM t WHERE v = 'lost'") == 0
+    finally:
+        group.close()
+        reader.close()

@@ -442,6 +442,49 @@ def test_maildir_files_have_lf_line_endings_and_still_verify(tmp_path: Path, sig
     assert verify(data, signer)  # a verifier reading the file canonicalises LF back to CRLF
 
 
+def test_maildir_sends_in_flight_together_share_a_group_commit(tmp_path: Path) -> None:
+    """Concurrent sends each end with their file durable in new/, and share the syncs (fewer commits than sends)."""
+    t = MaildirTransport(tmp_path / "md")
+    groups: list[int] = []
+    publish = t._publish
+
+    def counting(staged: list[Any], errors: list[OSError | None]) -> list[OSError | None]:
+        groups.append(len(staged))
+        return publish(staged, errors)
+
+    t._publish = counting  # type: ignore[method-assign]
+    mails = [make_mail(message_id=f"m{i}@news.example.org", to_addr=f"u{i}@example.org") for i in range(20)]
+
+    async def go() -> None:
+        await asyncio.gather(*(t.send(m.envelope_from, m.recipients, render_mail(m)) for m in mails))
+        await t.close()
+
+    asyncio.run(go())
+    assert list((tmp_path / "md" / "tmp").iterdir()) == []
+    box = mailbox.Maildir(tmp_path / "md", factory=None, create=False)
+    got = sorted(parse(box.get_bytes(key))["Message-ID"] for key in box.iterkeys())
+    assert got == sorted(f"<m{i}@news.example.org>" for i in range(20))
+    assert sum(groups) == 20 and len(groups) < 20
+
+
+def test_a_failed_group_commit_fails_each_of_its_sends_for_a_retry_and_leaves_no_file(tmp_path: Path) -> None:
+    t = MaildirTransport(tmp_path / "md")
+    raw = render_mail(make_mail())
+    asyncio.run(t.send("a@b.org", ["c@d.org"], raw))
+    [first] = (tmp_path / "md" / "new").iterdir()
+    first.unlink()
+    (tmp_path / "md" / "new").rmdir()
+    (tmp_path / "md" / "new").write_text("not a directory")  # every rename into new/ now fails
+
+    async def go() -> list[BaseException | None]:
+        return await asyncio.gather(*(t.send("a@b.org", ["c@d.org"], raw) for _ in range(5)), return_exceptions=True)
+
+    outcomes = asyncio.run(go())
+    assert all(isinstance(o, TransportError) and o.temporary for o in outcomes), outcomes
+    assert str(outcomes[0]) == f"maildir {tmp_path / 'md'}: cannot write a message: Not a directory"
+    assert list((tmp_path / "md" / "tmp").iterdir()) == []
+
+
 def test_maildir_unwritable_is_transport_error(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("x")

@@ -17,6 +17,8 @@ from __future__ import annotations
 import json
 import logging
 from collections import defaultdict
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -31,15 +33,17 @@ from . import articles, campaigns, resources
 from .auth import ApiError, LastUsed, RateLimit, TokenCache, require
 from .mail import NoticeSender
 from .spec import PREFIX, Call, Endpoint, check_body, doc_path, openapi
-from .writes import GroupCommit, serialise_writes
+from .writes import GroupCommit, in_savepoint, serialise_writes
 
 if TYPE_CHECKING:
+    from ..store import Store
     from ..web.context import WebContext
 
 log = logging.getLogger("syndicate.api")
 
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 HEADERS = {"cache-control": "no-store", "x-content-type-options": "nosniff"}
+_NO_QUERY: Mapping[str, str] = MappingProxyType({})  # no query string: nothing to parse
 OFF = "no such endpoint: the API is off until an admin makes a token (`syndicate token create`)"
 
 
@@ -110,9 +114,27 @@ class Api:
                 return _error(ApiError(405, f"{request.method} is not allowed here; use {allow}",
                                        headers={"allow": allow}))
             raw, too_big = (b"", False) if ep.body is None else await self._read(request)
+            if ep.grouped:
+                return await self._grouped(ep, request, raw, too_big)
             return await run_in_threadpool(self._handle, ep, request, raw, too_big)
 
         return dispatch
+
+    async def _grouped(self, ep: Endpoint, request: Request, raw: bytes, too_big: bool) -> Response:
+        """The whole request as one job of the group commit (its checks, its reads and its write), answered
+        after the commit; the notices it queued go to the sender only then."""
+        queued: list[int] = []
+
+        def job(store: Store) -> Response:
+            return self._handle(ep, request, raw, too_big, store=store, mail=queued.extend,
+                                write=lambda work: in_savepoint(store, work))
+
+        try:
+            response: Response = await self.writes.run_async(job)
+        except Exception:  # the commit failed: nothing of the request is stored (the writer logged why)
+            return _error(ApiError(500, "the server failed on this request; its log has the details"))
+        self.mail.send(queued)
+        return response
 
     async def _read(self, request: Request) -> tuple[bytes, bool]:
         """The body, or (what was read, True) once it passes the cap (the rest is never read)."""
@@ -127,8 +149,11 @@ class Api:
             chunks.append(chunk)
         return b"".join(chunks), False
 
-    def _handle(self, ep: Endpoint, request: Request, raw: bytes, too_big: bool) -> Response:
-        store = serialise_writes(self.ctx.store())
+    def _handle(self, ep: Endpoint, request: Request, raw: bytes, too_big: bool, *, store: Store | None = None,
+                mail: Callable[[list[int]], None] | None = None,
+                write: Callable[[Callable[[Store], Any]], Any] | None = None) -> Response:
+        """One request on a worker thread's store (or, for a grouped endpoint, inside the writer's batch)."""
+        store = serialise_writes(self.ctx.store()) if store is None else store
         try:
             try:
                 token = self.tokens.authenticate(store, request.headers.get("authorization", ""))
@@ -142,11 +167,13 @@ class Api:
                 raise ApiError(429, f"token {token.name!r} is over its rate ({self.settings.api_rate:g} requests a "
                                     f"second, {self.settings.api_burst} at once; [api] rate and burst); try again in "
                                     f"{seconds} s", headers={"retry-after": seconds})
-            require(token, ep.scope, f"{ep.method} {PREFIX}{doc_path(ep.path)}")
+            if not token.allows(ep.scope):
+                require(token, ep.scope, f"{ep.method} {PREFIX}{doc_path(ep.path)}")
             self.last_used.note(store, token)
             body = self._body(ep, request, raw, too_big) if ep.body is not None else {}
-            call = Call(store, self.settings, token, dict(request.path_params), request.query_params, body,
-                        self.mail.send, self.writes.run)
+            query = request.query_params if request.scope.get("query_string") else _NO_QUERY
+            call = Call(store, self.settings, token, dict(request.path_params), query, body,
+                        mail or self.mail.send, write or self.writes.run)
             reply = ep.handler(call)
         except ApiError as exc:
             return _error(exc)

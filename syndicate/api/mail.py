@@ -12,9 +12,11 @@ one each. Should the process stop first, the rows stay queued and the next
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import queue
 import threading
+import time
 
 from ..config import Settings
 from ..store import open_store
@@ -23,6 +25,10 @@ from .writes import serialise_writes
 log = logging.getLogger("syndicate.api")
 
 BATCH = 500
+#: Seconds between two settlings of dead notice senders' journals (every `syndicate send` settles them too).
+RECOVER_EVERY = 60.0
+#: Seconds a batch waits for more rows after its first (the delay an email may get for it).
+FILL = 0.01
 _STOP = -1
 
 
@@ -67,29 +73,52 @@ class NoticeSender:
             thread.join(60)
 
     def _run(self) -> None:
-        from ..sender import deliver_now
+        from ..mailer import make_transport
+        from ..sender.notices import KeepOpen, deliver_async, recover_notice_journals
 
         store = serialise_writes(open_store(self.settings.db))
+        # One event loop and one transport for the thread's life (SMTP connections stay open between batches);
+        # dead senders' journals are settled when it starts and then now and then, not before every batch.
+        runner = asyncio.Runner()
+        transport = None
+        recovered = -RECOVER_EVERY
         try:
             while True:
                 first = self._queue.get()
                 batch = [first]
-                while len(batch) < BATCH:
+                # let the batch fill a little: under a burst, rows arrive a commit's worth at a time, and a batch's
+                # own cost (its journal, its claims, its builders) is then paid once for many of them
+                until = time.monotonic() + FILL
+                while len(batch) < BATCH and batch[-1] != _STOP:
                     try:
-                        batch.append(self._queue.get_nowait())
+                        batch.append(self._queue.get(timeout=max(0.0, until - time.monotonic())))
                     except queue.Empty:
                         break
                 stop = _STOP in batch
                 ids = [d for d in batch if d != _STOP]
                 if ids:
                     try:
-                        for outcome in deliver_now(store, self.settings, ids):
-                            if outcome.kind == "confirm" and outcome.message_id:  # proof of consent
-                                store.set_confirmation_message_id(outcome.subscription_id, outcome.message_id)
+                        if transport is None:
+                            transport = make_transport(self.settings)
+                        if time.monotonic() - recovered >= RECOVER_EVERY:
+                            recover_notice_journals(store, self.settings)
+                            recovered = time.monotonic()
+                        outcomes = runner.run(deliver_async(store, self.settings, ids, KeepOpen(transport)))
+                        proofs = [(o.subscription_id, o.message_id) for o in outcomes
+                                  if o.kind == "confirm" and o.message_id]
+                        if proofs:  # proof of consent: which email asked them (one transaction for the batch)
+                            with store.transaction():
+                                for subscription_id, message_id in proofs:
+                                    store.set_confirmation_message_id(subscription_id, message_id)
                     except Exception:
                         log.exception("sending %d notice(s) queued by the API failed; they stay queued", len(ids))
                 self._tried(len(ids))
                 if stop:
                     return
         finally:
-            store.close()
+            try:
+                if transport is not None:
+                    runner.run(transport.close())
+            finally:
+                runner.close()
+                store.close()

@@ -268,7 +268,7 @@ ENDPOINTS = [
              list_subscribers, query=(*PAGE, Param("status", "Only this status.")), tag="subscribers"),
     Endpoint("POST", "/subscribers", "write", "Subscribe an address: pending and a confirmation email, or "
              "active with \"confirmed\": true (admin).", create_subscriber, body=_SUBSCRIBER_CREATE, status=201,
-             tag="subscribers"),
+             tag="subscribers", grouped=True),
     Endpoint("GET", "/subscribers/{key}", "read", "A subscriber (by id or address) and their subscriptions.",
              get_subscriber, tag="subscribers"),
     Endpoint("PATCH", "/subscribers/{key}", "write", "Change a name, time zone, or one subscription's topics "

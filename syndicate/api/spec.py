@@ -76,6 +76,8 @@ class Endpoint:
     result: dict[str, Any] = field(default_factory=lambda: {"type": "object"})
     tag: str = ""
     checked: bool = True  # False: the handler's own rules check the fields (an article record: the import's)
+    # True: the whole request runs as one job of the group commit, off the worker threads (the hot create path)
+    grouped: bool = False
 
     @property
     def operation_id(self) -> str:

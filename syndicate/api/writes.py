@@ -13,10 +13,15 @@ over by request threads run in one writer thread, as many as are waiting
 (up to ``BATCH``) in one transaction, each in its own savepoint, so a job
 that fails is rolled back alone and the others still commit together. A
 request gets its answer only after the commit that holds its write.
+:meth:`GroupCommit.run_async` hands over a job from the event loop itself,
+so a request whose whole handling runs as the job (an API create) never
+occupies a worker thread: one hand-over to the writer and one back, instead
+of four.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import queue
 import sqlite3
@@ -51,7 +56,32 @@ def serialise_writes(store: Store) -> Store:
     return store
 
 
-_Job = tuple[Callable[["Store"], Any], "Future[Any]"]
+#: Called once the job's outcome is known, with (error, value): after the commit, or with the commit's error.
+_Done = Callable[[BaseException | None, Any], None]
+_Job = tuple[Callable[["Store"], Any], _Done]
+
+
+def _settle(fut: asyncio.Future[Any], error: BaseException | None, value: Any) -> None:
+    if fut.cancelled():  # the client went away; the write stands
+        return
+    if error is not None:
+        fut.set_exception(error)
+    else:
+        fut.set_result(value)
+
+
+def in_savepoint(store: Store, job: Callable[[Store], Any]) -> Any:
+    """Run ``job`` inside the current transaction so that, should it raise, its writes alone are undone."""
+    conn = store.conn
+    conn.execute("SAVEPOINT api_write")
+    try:
+        value = job(store)
+    except BaseException:
+        conn.execute("ROLLBACK TO api_write")
+        conn.execute("RELEASE api_write")
+        raise
+    conn.execute("RELEASE api_write")
+    return value
 
 
 class GroupCommit:
@@ -64,13 +94,38 @@ class GroupCommit:
         self._lock = threading.Lock()
 
     def run(self, job: Callable[[Store], Any]) -> Any:
+        """Run ``job`` in the writer thread; block until its batch committed; its value or its error."""
         done: Future[Any] = Future()
+
+        def settle(error: BaseException | None, value: Any) -> None:
+            if error is not None:
+                done.set_exception(error)
+            else:
+                done.set_result(value)
+
+        self._put((job, settle))
+        return done.result()
+
+    async def run_async(self, job: Callable[[Store], Any]) -> Any:
+        """:meth:`run` for the event loop: awaits the commit without holding a thread."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+
+        def settle(error: BaseException | None, value: Any) -> None:
+            try:
+                loop.call_soon_threadsafe(_settle, fut, error, value)
+            except RuntimeError:  # the loop closed meanwhile (the server stopped): nobody waits for the answer
+                pass
+
+        self._put((job, settle))
+        return await fut
+
+    def _put(self, item: _Job) -> None:
         with self._lock:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name="syndicate-api-writes", daemon=True)
                 self._thread.start()
-            self._queue.put((job, done))
-        return done.result()
+            self._queue.put(item)
 
     def close(self) -> None:
         with self._lock:
@@ -106,7 +161,7 @@ class GroupCommit:
 
     @staticmethod
     def _commit(store: Store, batch: list[_Job]) -> None:
-        outcomes: list[tuple[Future[Any], BaseException | None, Any]] = []
+        outcomes: list[tuple[_Done, BaseException | None, Any]] = []
         try:
             with store.transaction(immediate=True) as conn:
                 for job, done in batch:
@@ -123,10 +178,7 @@ class GroupCommit:
         except Exception as exc:  # the commit itself failed: nothing of the batch is stored
             log.exception("committing %d API write(s) failed", len(batch))  # store.transaction rolled it back
             for _, done in batch:
-                done.set_exception(exc)
+                done(exc, None)
             return
         for done, error, value in outcomes:
-            if error is not None:
-                done.set_exception(error)
-            else:
-                done.set_result(value)
+            done(error, value)

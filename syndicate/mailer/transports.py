@@ -15,15 +15,13 @@ keeps what it was given, :class:`MaildirTransport` writes files atomically,
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from ..config import Settings
 from ..errors import AddressError, ConfigError, TransportError
+from .maildir import MaildirTransport
 from .message import encode_address
 from .wire import WireMessage
 
@@ -67,60 +65,6 @@ class MemoryTransport:
 
     async def close(self) -> None:
         self.closed = True
-
-
-class MaildirTransport:
-    """Writes each message to a Maildir (``tmp/`` then ``new/``, unique names).
-
-    A ``Return-Path`` line with the envelope sender is prepended, as a local
-    delivery agent does, and line endings are LF, as a local delivery agent
-    writes them (mutt, formail and mailbox read LF; CRLF showed as ``^M``).
-    The CRLF wire form is SMTP's alone.
-    """
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self._made = False
-        self._count = 0
-        self._host = socket.gethostname().replace("/", "\\057").replace(":", "\\072")
-
-    def _ensure(self) -> None:
-        if not self._made:
-            for sub in ("tmp", "new", "cur"):
-                (self.path / sub).mkdir(parents=True, exist_ok=True)
-            self._made = True
-
-    def write(self, envelope_from: str, message: bytes) -> Path:
-        """Write one message synchronously; returns its path in ``new/``."""
-        self._ensure()
-        self._count += 1
-        now = time.time()
-        name = f"{int(now)}.M{int(now % 1 * 1e6)}P{os.getpid()}Q{self._count}R{os.urandom(4).hex()}.{self._host}"
-        tmp = self.path / "tmp" / name
-        data = b"Return-Path: <" + envelope_from.encode("ascii", "replace") + b">\n" + message.replace(b"\r\n", b"\n")
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            try:
-                os.write(fd, data)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            final = self.path / "new" / name
-            os.replace(tmp, final)
-        except OSError as exc:
-            raise TransportError(f"maildir {self.path}: cannot write a message: {exc.strerror}", temporary=True) from None
-        return final
-
-    async def send(self, envelope_from: str, recipients: list[str], message: bytes,
-                   on_data: OnData | None = None) -> None:
-        for r in recipients:
-            encode_address(r)
-        if on_data is not None:
-            await on_data()
-        self.write(encode_address(envelope_from) if envelope_from else "", message)
-
-    async def close(self) -> None:
-        return None
 
 
 class _Refused(Exception):

@@ -137,6 +137,8 @@ class NoticeBuilder:
         self.signer = signer if signer is not None else DkimKeyring.from_settings(settings)
         self._env: jinja2.Environment | None = None
         self._lists: dict[int, NewsList] = {}
+        self._signatures: dict[str, tuple[tuple[str, int], ...]] = {}  # a builder lives for one drain
+        self._near: dict[tuple[object, ...], NoticeFrame] = {}  # frames this builder used, by a cheap key
         try:  # settings made in code may hold a list; then this builder keeps its own caches
             hash(settings)
             self._envs, self._frames = _ENVS, _FRAMES
@@ -195,7 +197,10 @@ class NoticeBuilder:
     def content(self, kind: str, nl: NewsList, name: str, action_url: str, unsubscribe_url: str,
                 schedule: tuple[str, int, int]) -> ConfirmationContent:
         """The notice's words and markup: spliced into a cached frame, or rendered in full when it cannot be."""
-        frame = self.frame(kind, nl, bool(name.split()), schedule)
+        near = (kind, nl.id, bool(name.split()), schedule)  # this builder's lists do not change while it lives
+        frame = self._near.get(near)
+        if frame is None:
+            frame = self._near[near] = self.frame(kind, nl, bool(name.split()), schedule)
         spliced = frame.splice(name, action_url, unsubscribe_url)
         if spliced is not None:
             return spliced
@@ -211,7 +216,10 @@ class NoticeBuilder:
     def frame(self, kind: str, nl: NewsList, named: bool, schedule: tuple[str, int, int]) -> NoticeFrame:
         """One frame per (kind, list as it is now, language, schedule, named or not, template files)."""
         env = self.env()
-        key = (self.settings, str(Path.cwd()), kind, repr(nl), named, schedule, _signature(env, kind))
+        signature = self._signatures.get(kind)
+        if signature is None:  # looked at once per drain: an edit shows from the next batch on
+            signature = self._signatures[kind] = _signature(env, kind)
+        key = (self.settings, str(Path.cwd()), kind, repr(nl), named, schedule, signature)
         found = self._frames.get(key)
         if found is not None:
             return found

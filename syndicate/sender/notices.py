@@ -32,6 +32,7 @@ from pathlib import Path
 
 from ..config import Settings
 from ..mailer import Transport, make_transport
+from ..mailer.transports import OnData
 from ..models import utcnow
 from ..store import Store
 from .drain import LEASE, drain
@@ -158,6 +159,20 @@ def _older_than(path: Path, when: datetime) -> bool:
         return False
 
 
+class KeepOpen:
+    """A transport lent to one drain: the drain's ``close`` leaves it open for the next (its owner closes it)."""
+
+    def __init__(self, inner: Transport) -> None:
+        self.inner = inner
+
+    async def send(self, envelope_from: str, recipients: list[str], message: bytes,
+                   on_data: OnData | None = None) -> None:
+        await self.inner.send(envelope_from, recipients, message, on_data=on_data)
+
+    async def close(self) -> None:
+        return None
+
+
 def deliver_now(store: Store, settings: Settings, delivery_ids: Sequence[int], *,
                 transport: Transport | None = None) -> list[NoticeOutcome]:
     """Drain exactly these outbox rows now (closes ``transport``; makes one from the settings if None).
@@ -167,9 +182,17 @@ def deliver_now(store: Store, settings: Settings, delivery_ids: Sequence[int], *
     """
     transport = transport if transport is not None else make_transport(settings)
     recover_notice_journals(store, settings)
+    return asyncio.run(deliver_async(store, settings, delivery_ids, transport))
+
+
+async def deliver_async(store: Store, settings: Settings, delivery_ids: Sequence[int],
+                        transport: Transport) -> list[NoticeOutcome]:
+    """:func:`deliver_now` inside a running event loop, without the recovery of dead senders' journals
+    (a long-lived sender calls :func:`recover_notice_journals` itself). Closes ``transport``: lend one
+    with :class:`KeepOpen` to use it again."""
     report = SendReport(run_id="notice:" + new_run_id())
-    asyncio.run(drain(store, settings, transport, utcnow(), report, None, None, only=list(delivery_ids),
-                      journal_at=notice_journal_dir(settings)))
+    await drain(store, settings, transport, utcnow(), report, None, None, only=list(delivery_ids),
+                journal_at=notice_journal_dir(settings))
     out = []
     for did in delivery_ids:
         d = store.get_delivery(did)
