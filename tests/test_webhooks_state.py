@@ -74,8 +74,14 @@ class WebhookQueueMachine(RuleBasedStateMachine):
         self.settings = Settings(db=str(self.dir / "s.db"), secret_key=Secret("webhook-state-secret-key-0123456789-ab"),
                                  base_url="https://news.example.org", mail_maildir=str(self.dir / "maildir"))
         self.store = new_store(self.dir / "s.db")
-        # The triggers stamp rows with the wall clock; the deliverers' clock starts there and only moves on.
-        self.now = from_iso(str(self.store.scalar("SELECT strftime('%Y-%m-%dT%H:%M:%S+00:00', 'now')")))
+        # The triggers stamp rows with the wall clock; the deliverers' clock starts an hour and a half-minute
+        # ahead of it and only moves on by whole minutes. Starting level with the wall clock made the example
+        # depend on whether a second ticked mid-example (a row stamped a second after the deliverers' "now"
+        # was not yet due): on a loaded machine Hypothesis replayed an example differently and failed it as
+        # FlakyStrategyDefinition. With this lead, every row is due when the test thinks it is, and the
+        # lifetime boundary (whole minutes) is never met within an example's first 30 s of wall time.
+        wall = from_iso(str(self.store.scalar("SELECT strftime('%Y-%m-%dT%H:%M:%S+00:00', 'now')")))
+        self.now = wall + timedelta(hours=1, seconds=30)
         self.held: dict[str, dict[int, tuple[ClaimedWebhookDelivery, datetime]]] = {o: {} for o in OWNERS}
         self.finished: set[int] = set()
         self.failed_by_410: set[int] = set()
