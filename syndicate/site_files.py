@@ -1,0 +1,181 @@
+"""Bytes -> files under the site directory: atomic, only when changed, optionally staged.
+
+Each file is written to a temp file in its target's directory (a name made from
+the target and the process id, created with ``O_EXCL``), then renamed over the
+target, so readers never see half a file; bytes equal to the target's are not
+written at all, so unchanged feeds keep their mtime (and their ``ETag`` under a
+static server).
+
+A :class:`Writer` in *staged* mode keeps every temp file until :meth:`Writer.commit`
+renames them all, or :meth:`Writer.abort` removes them: a full build that fails
+half-way (in any of its processes) leaves the previous site exactly as it was.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import SyndicateError
+from .feed_build import FeedDocument
+
+_OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+
+
+class BuildError(SyndicateError):
+    """A site build could not write (or finish) its files; the message names the file."""
+
+
+@dataclass
+class PublishReport:
+    """What a publish run did; paths are relative to ``out_dir``."""
+
+    out_dir: str
+    written: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    pinged: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # e.g. a hub that did not take a ping
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "out_dir": self.out_dir,
+            "written": self.written,
+            "unchanged": len(self.unchanged),
+            "removed": self.removed,
+            "pinged": self.pinged,
+            "errors": self.errors,
+            "warnings": self.warnings,
+        }
+
+
+def _same(target: Path, data: bytes) -> bool:
+    """True when ``target`` holds exactly ``data`` (read only when the sizes match)."""
+    try:
+        if target.stat().st_size != len(data):
+            return False
+        return target.read_bytes() == data
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+
+
+def _temp_for(target: Path) -> str:
+    # Deterministic per process: no random names and retries (tempfile.mkstemp), and two
+    # builds running at once never share one.
+    return os.path.join(target.parent, f".{target.name}.{os.getpid()}.tmp")
+
+
+def _write_temp(target: Path, data: bytes, durable: bool) -> str:
+    """``data`` in a new temp file beside ``target`` (0644, fsynced when ``durable``); its path."""
+    tmp = _temp_for(target)
+    try:
+        fd = os.open(tmp, _OPEN_FLAGS, 0o644)
+    except FileNotFoundError:  # the first file of its directory: make it (one syscall less for every other)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, _OPEN_FLAGS, 0o644)
+    except FileExistsError:  # left by a run of this pid that was killed: it is ours to replace
+        os.unlink(tmp)
+        fd = os.open(tmp, _OPEN_FLAGS, 0o644)
+    try:
+        os.fchmod(fd, 0o644)  # whatever the umask: a static server must read it
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        if durable:
+            os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        _unlink(tmp)
+        raise
+    os.close(fd)
+    return tmp
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def write_if_changed(root: Path, rel: str, data: bytes, durable: bool = True) -> bool:
+    """Atomically replace ``root/rel`` with ``data`` unless it already holds it.
+
+    Returns True when the file was written. The temp file lives in the target's
+    directory so ``os.replace`` is a same-filesystem rename. ``durable`` fsyncs
+    before the rename (feeds); article pages skip it, since there can be one per
+    article and the next build rewrites any page a crash left short.
+    """
+    target = root / rel.lstrip("/")
+    if _same(target, data):
+        return False
+    tmp = _write_temp(target, data, durable)
+    try:
+        os.replace(tmp, target)
+    except BaseException:
+        _unlink(tmp)
+        raise
+    return True
+
+
+class Writer:
+    """Writes a publish run's files under ``out_dir`` and keeps its report.
+
+    ``staged``: nothing is renamed into place until :meth:`commit`; :meth:`abort` removes the
+    temp files, leaving every target as it was."""
+
+    def __init__(self, out_dir: Path, report: PublishReport, staged: bool = False) -> None:
+        self.out_dir = out_dir
+        self.report = report
+        self.staged = staged
+        self.pending: dict[str, str] = {}  # target -> temp file, in the order written
+
+    def put(self, rel: str, data: bytes, durable: bool = True) -> bool:
+        rel = rel.lstrip("/")
+        target = self.out_dir / rel
+        try:
+            if _same(target, data):
+                self.report.unchanged.append(rel)
+                return False
+            if self.staged:
+                self.pending[str(target)] = _write_temp(target, data, durable)
+            else:
+                write_if_changed(self.out_dir, rel, data, durable)
+        except OSError as exc:
+            raise BuildError(f"cannot write {self.out_dir / rel}: {exc.strerror or exc}") from exc
+        self.report.written.append(rel)
+        return True
+
+    def commit(self) -> None:
+        """Rename every staged file into place (in the order they were written)."""
+        while self.pending:
+            target, tmp = next(iter(self.pending.items()))
+            try:
+                os.replace(tmp, target)
+            except OSError as exc:
+                raise BuildError(f"cannot write {target}: {exc.strerror or exc}") from exc
+            del self.pending[target]
+
+    def abort(self) -> None:
+        """Remove every staged temp file: the targets stay as they were."""
+        for tmp in self.pending.values():
+            _unlink(tmp)
+        self.pending.clear()
+
+    def documents(self, docs: Iterable[FeedDocument]) -> list[str]:
+        return [doc.path for doc in docs if self.put(doc.path, doc.body)]
+
+    def remove(self, rel: str) -> None:
+        target = self.out_dir / rel.lstrip("/")
+        try:
+            target.unlink()
+            self.report.removed.append(rel.lstrip("/"))
+        except FileNotFoundError:
+            pass
+
+    def exists(self, rel: str) -> bool:
+        return (self.out_dir / rel.lstrip("/")).exists()
+
