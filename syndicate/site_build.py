@@ -50,7 +50,6 @@ from .store import Store, open_store
 Progress = Callable[[int, int], None]  # (articles done, articles in all) as a full build goes
 
 AUTO_PARALLEL = 5_000  # with ``jobs=None``, a store this size (public articles) or larger uses every core
-SPAWN_COST = 1_500  # a worker's start-up (imports), in articles' worth of work: the caller's head start
 ATTEMPTS = 3  # snapshots tried when the store keeps changing as the workers start
 
 
@@ -192,8 +191,8 @@ def _share(
     store: Store, settings: Settings, plans: list[MonthPlan], jobs: int, head: int, now: datetime
 ) -> list[list[MonthPlan]]:
     """The months split into ``jobs`` shares of about equal articles (largest first to the lightest);
-    share 0 is the caller's, which starts ``head`` articles' worth ahead of the workers' start-up."""
-    loads = [head] + [SPAWN_COST] * (jobs - 1)
+    share 0 is the caller's, which also builds the subscription feeds (``head`` articles' worth)."""
+    loads = [head] + [0] * (jobs - 1)
     shares: list[list[MonthPlan]] = [[] for _ in range(jobs)]
     sized = []
     for plan in plans:
