@@ -41,10 +41,10 @@ from .feed_build import (
     open_month,
     scoped_items,
 )
-from .feeds import FORMATS, SITE, EntryCache, FeedLink, Scope, feed_items, month_bounds
+from .feeds import FORMATS, SITE, EntryCache, Scope, feed_items, month_bounds
 from .render import make_environment
 from .site_files import BuildError, PublishReport, Writer
-from .site_pages import article_page_file, put_article_pages, render_article, render_index
+from .site_pages import PageCache, article_page_file, put_article_pages, render_article, render_index
 from .store import Store, open_store
 
 Progress = Callable[[int, int], None]  # (articles done, articles in all) as a full build goes
@@ -157,10 +157,10 @@ def build_month_unit(
                 writer.documents(month_documents(settings, scope, plan.month, scoped, around, (fmt,), cache))
         cache.drop_elements()
     del cache, held
-    links: dict[str, list[FeedLink]] = {}
+    page_cache = PageCache()
     for rel, item in zip(pages, items, strict=True):
         if rel is not None:
-            writer.put(rel, render_article(env, settings, None, item, links), durable=False)
+            writer.put(rel, render_article(env, settings, None, item, page_cache), durable=False, own_dir=True)
     return len(items)
 
 

@@ -24,8 +24,9 @@ from .feed_build import FeedDocument
 _OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
 
 
-class BuildError(SyndicateError):
-    """A site build could not write (or finish) its files; the message names the file."""
+class BuildError(SyndicateError, OSError):
+    """A site build could not write (or finish) its files; the message names the file. An OSError
+    too, so callers that catch a failed write (the cron tick's ``publish_due_note``) still do."""
 
 
 @dataclass
@@ -52,29 +53,47 @@ class PublishReport:
         }
 
 
-def _same(target: Path, data: bytes) -> bool:
-    """True when ``target`` holds exactly ``data`` (read only when the sizes match)."""
+_MISSING = -1  # what _size says of a file that is not there
+
+
+def _size(target: str) -> int:
     try:
-        if target.stat().st_size != len(data):
-            return False
-        return target.read_bytes() == data
+        return os.stat(target).st_size
+    except (FileNotFoundError, NotADirectoryError):
+        return _MISSING
+
+
+def _same(target: str, data: bytes, size: int) -> bool:
+    """True when ``target`` (of ``size`` bytes) holds exactly ``data``: read only when the sizes match."""
+    if size != len(data):
+        return False
+    try:
+        with open(target, "rb") as handle:
+            return handle.read() == data
     except (FileNotFoundError, NotADirectoryError):
         return False
 
 
-def _temp_for(target: Path) -> str:
+def _write_temp(target: str, data: bytes, durable: bool, new_dir: bool = False) -> str:
+    """``data`` in a new temp file beside ``target`` (0644, fsynced when ``durable``); its path.
+
+    ``new_dir``: the target is missing and alone in its folder (an article page), so the folder is
+    most likely missing too: make it first rather than after a failed open."""
+    folder, name = os.path.split(target)
     # Deterministic per process: no random names and retries (tempfile.mkstemp), and two
     # builds running at once never share one.
-    return os.path.join(target.parent, f".{target.name}.{os.getpid()}.tmp")
-
-
-def _write_temp(target: Path, data: bytes, durable: bool) -> str:
-    """``data`` in a new temp file beside ``target`` (0644, fsynced when ``durable``); its path."""
-    tmp = _temp_for(target)
+    tmp = os.path.join(folder, f".{name}.{os.getpid()}.tmp")
+    if new_dir:
+        try:
+            os.mkdir(folder)
+        except FileExistsError:  # there after all (or a file is in the way: the open below says so)
+            pass
+        except FileNotFoundError:
+            os.makedirs(folder, exist_ok=True)
     try:
         fd = os.open(tmp, _OPEN_FLAGS, 0o644)
     except FileNotFoundError:  # the first file of its directory: make it (one syscall less for every other)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        os.makedirs(folder, exist_ok=True)
         fd = os.open(tmp, _OPEN_FLAGS, 0o644)
     except FileExistsError:  # left by a run of this pid that was killed: it is ours to replace
         os.unlink(tmp)
@@ -109,8 +128,8 @@ def write_if_changed(root: Path, rel: str, data: bytes, durable: bool = True) ->
     before the rename (feeds); article pages skip it, since there can be one per
     article and the next build rewrites any page a crash left short.
     """
-    target = root / rel.lstrip("/")
-    if _same(target, data):
+    target = os.path.join(root, rel.lstrip("/"))
+    if _same(target, data, _size(target)):
         return False
     tmp = _write_temp(target, data, durable)
     try:
@@ -129,23 +148,32 @@ class Writer:
 
     def __init__(self, out_dir: Path, report: PublishReport, staged: bool = False) -> None:
         self.out_dir = out_dir
+        self._root = str(out_dir)
         self.report = report
         self.staged = staged
         self.pending: dict[str, str] = {}  # target -> temp file, in the order written
 
-    def put(self, rel: str, data: bytes, durable: bool = True) -> bool:
+    def put(self, rel: str, data: bytes, durable: bool = True, own_dir: bool = False) -> bool:
+        """Write ``rel`` unless it holds ``data``; True when written. ``own_dir``: the file is the only
+        one in its folder (an article page)."""
         rel = rel.lstrip("/")
-        target = self.out_dir / rel
+        target = os.path.join(self._root, rel)
         try:
-            if _same(target, data):
+            size = _size(target)
+            if _same(target, data, size):
                 self.report.unchanged.append(rel)
                 return False
+            tmp = _write_temp(target, data, durable, new_dir=own_dir and size == _MISSING)
             if self.staged:
-                self.pending[str(target)] = _write_temp(target, data, durable)
+                self.pending[target] = tmp
             else:
-                write_if_changed(self.out_dir, rel, data, durable)
+                try:
+                    os.replace(tmp, target)
+                except BaseException:
+                    _unlink(tmp)
+                    raise
         except OSError as exc:
-            raise BuildError(f"cannot write {self.out_dir / rel}: {exc.strerror or exc}") from exc
+            raise BuildError(f"cannot write {os.path.join(self._root, rel)}: {exc.strerror or exc}") from exc
         self.report.written.append(rel)
         return True
 
