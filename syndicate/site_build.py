@@ -16,6 +16,7 @@ previous site as it was.
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import os
 import pickle
@@ -126,6 +127,24 @@ def fewer_collections() -> Iterator[None]:
         gc.unfreeze()
 
 
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        trim: Callable[[int], int] = ctypes.CDLL(None).malloc_trim  # glibc
+        return trim
+    except (OSError, AttributeError):  # pragma: no cover - another C library
+        return None
+
+
+_TRIM = _malloc_trim()
+
+
+def give_back_memory() -> None:
+    """Hand the freed heap of a finished month back to the system (glibc keeps it otherwise, and
+    each month's peak would start where the last one's fragments ended)."""
+    if _TRIM is not None:
+        _TRIM(0)
+
+
 def index_path(scope: Scope) -> str:
     return scope.page_path() + "index.html"
 
@@ -177,7 +196,10 @@ def build_month_unit(
     for rel, item in zip(pages, items, strict=True):
         if rel is not None:
             writer.put(rel, render_article(env, settings, None, item, page_cache), durable=False, own_dir=True)
-    return len(items)
+    count = len(items)
+    del items, pages
+    give_back_memory()
+    return count
 
 
 def _plans(store: Store, settings: Settings, scopes: list[Scope], now: datetime) -> list[MonthPlan]:

@@ -74,15 +74,21 @@ def _same(target: str, data: bytes, size: int) -> bool:
         return False
 
 
+def _temp_of(target: str) -> str:
+    """The temp file of ``target`` for this process. Deterministic: no random names and retries
+    (tempfile.mkstemp), nothing to remember per staged file, and two builds running at once never
+    share one."""
+    folder, name = os.path.split(target)
+    return os.path.join(folder, f".{name}.{os.getpid()}.tmp")
+
+
 def _write_temp(target: str, data: bytes, durable: bool, new_dir: bool = False) -> str:
     """``data`` in a new temp file beside ``target`` (0644, fsynced when ``durable``); its path.
 
     ``new_dir``: the target is missing and alone in its folder (an article page), so the folder is
     most likely missing too: make it first rather than after a failed open."""
-    folder, name = os.path.split(target)
-    # Deterministic per process: no random names and retries (tempfile.mkstemp), and two
-    # builds running at once never share one.
-    tmp = os.path.join(folder, f".{name}.{os.getpid()}.tmp")
+    folder = os.path.dirname(target)
+    tmp = _temp_of(target)
     if new_dir:
         try:
             os.mkdir(folder)
@@ -151,7 +157,10 @@ class Writer:
         self._root = str(out_dir)
         self.report = report
         self.staged = staged
-        self.pending: dict[str, str] = {}  # target -> temp file, in the order written
+        # Staged paths (relative) in the order written: the strings the report holds too, so a
+        # build of 100,000 files keeps no second copy of them (each temp file's name is derived).
+        self.pending: list[str] = []
+        self._staged: set[str] = set()
 
     def put(self, rel: str, data: bytes, durable: bool = True, own_dir: bool = False) -> bool:
         """Write ``rel`` unless it holds ``data``; True when written. ``own_dir``: the file is the only
@@ -165,7 +174,9 @@ class Writer:
                 return False
             tmp = _write_temp(target, data, durable, new_dir=own_dir and size == _MISSING)
             if self.staged:
-                self.pending[target] = tmp
+                if rel not in self._staged:  # written twice in one run: the one temp file holds the last
+                    self._staged.add(rel)
+                    self.pending.append(rel)
             else:
                 try:
                     os.replace(tmp, target)
@@ -179,19 +190,22 @@ class Writer:
 
     def commit(self) -> None:
         """Rename every staged file into place (in the order they were written)."""
-        while self.pending:
-            target, tmp = next(iter(self.pending.items()))
+        for done, rel in enumerate(self.pending):
+            target = os.path.join(self._root, rel)
             try:
-                os.replace(tmp, target)
+                os.replace(_temp_of(target), target)
             except OSError as exc:
+                del self.pending[:done]
                 raise BuildError(f"cannot write {target}: {exc.strerror or exc}") from exc
-            del self.pending[target]
+        self.pending.clear()
+        self._staged.clear()
 
     def abort(self) -> None:
         """Remove every staged temp file: the targets stay as they were."""
-        for tmp in self.pending.values():
-            _unlink(tmp)
+        for rel in self.pending:
+            _unlink(_temp_of(os.path.join(self._root, rel)))
         self.pending.clear()
+        self._staged.clear()
 
     def documents(self, docs: Iterable[FeedDocument]) -> list[str]:
         return [doc.path for doc in docs if self.put(doc.path, doc.body)]
