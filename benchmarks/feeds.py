@@ -8,7 +8,11 @@ going back from now, ten categories), then:
 
 * full build: ``publish_all`` into an empty directory, in a child process so
   its peak RSS is its own (every feed, every finished month's archive in
-  three formats for the site and each category, one page per article);
+  three formats for the site and each category, one page per article), with
+  ``--jobs`` processes (default: every core; ``--jobs 1`` is one process).
+  Printed: wall time, CPU time of the build process and of its workers
+  (``RUSAGE_CHILDREN``) and their sum, CPU per article, and the peak RSS of
+  the build process and of its largest worker;
 * incremental: adds one article and times ``publish_changed`` (the site and
   the category feeds, index pages, the article's page). The sizes take turns
   round by round (interleaved), so a busy machine slows both alike; the
@@ -37,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from syndicate.config import Settings  # noqa: E402
 from syndicate.models import Article  # noqa: E402
 from syndicate.publish import publish_all, publish_changed  # noqa: E402
+from syndicate.site_build import cores  # noqa: E402
 from syndicate.store import Store, open_store  # noqa: E402
 
 CATEGORIES = ["Kinh tế", "Xã hội", "Thể thao", "Giáo dục", "Y tế", "Công nghệ", "Văn hóa", "Du lịch", "Pháp luật", "Môi trường"]
@@ -72,21 +77,26 @@ def settings_for(db: str, out: str) -> Settings:
     return Settings(db=db, base_url="https://news.example.org", feeds_out=out)
 
 
-def child_build(db: str, out: str, now: str) -> None:
+def child_build(db: str, out: str, now: str, jobs: str) -> None:
     """Run in a child process: one full build, its figures as JSON on stdout."""
     settings = settings_for(db, out)
     store = open_store(db)
     wall, cpu = time.perf_counter(), time.process_time()
-    report = publish_all(store, settings, out, now=datetime.fromisoformat(now), ping=False)
+    report = publish_all(store, settings, out, now=datetime.fromisoformat(now), ping=False, jobs=int(jobs))
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     store.close()
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    print(json.dumps({"wall": wall, "cpu": cpu, "rss_mb": rss, "files": len(report.written)}))
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    workers = resource.getrusage(resource.RUSAGE_CHILDREN)  # every worker, waited for (max RSS: the largest)
+    print(json.dumps({
+        "wall": wall, "cpu": cpu, "cpu_workers": workers.ru_utime + workers.ru_stime,
+        "rss_mb": own.ru_maxrss / 1024, "rss_worker_mb": workers.ru_maxrss / 1024,  # KiB on Linux
+        "files": len(report.written),
+    }))
 
 
-def full_build(db: str, out: str, now: datetime) -> dict[str, float]:
+def full_build(db: str, out: str, now: datetime, jobs: int) -> dict[str, float]:
     done = subprocess.run(
-        [sys.executable, __file__, "--child-build", db, out, now.isoformat()],
+        [sys.executable, __file__, "--child-build", db, out, now.isoformat(), str(jobs)],
         check=True, capture_output=True, text=True, timeout=3600,
     )
     figures: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
@@ -124,8 +134,9 @@ def main() -> None:
     parser.add_argument("--sizes", default="1000,100000")
     parser.add_argument("--interval", type=float, default=5.0, help="minutes between articles [5]")
     parser.add_argument("--repeats", type=int, default=15, help="incremental rounds per size [15]")
+    parser.add_argument("--jobs", type=int, default=cores(), help=f"processes for the full build [{cores()}]")
     parser.add_argument("--dir", help="keep the stores here instead of a temp dir")
-    parser.add_argument("--child-build", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--child-build", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child_build:
         child_build(*args.child_build)
@@ -139,18 +150,21 @@ def main() -> None:
         for bench in benches:
             print(f"{bench.n:,} articles: full build ...", file=sys.stderr)
             builds[bench.n] = full_build(bench.settings.db, bench.settings.feeds_out,
-                                         bench.now + timedelta(seconds=0.5))
+                                         bench.now + timedelta(seconds=0.5), args.jobs)
         for r in range(args.repeats + 1):  # round 0 warms the page cache; the sizes take turns
             for bench in benches:
                 bench.round(keep=r > 0)
         for bench in benches:
             bench.store.close()
-    print("full build (feed build into an empty directory, own process)")
-    print(f"{'articles':>10}  {'fill':>7}  {'wall':>7}  {'cpu':>7}  {'cpu/article':>11}  {'peak RSS':>9}  {'files':>7}")
+    print(f"full build (feed build into an empty directory, own process, --jobs {args.jobs})")
+    print(f"{'articles':>10}  {'fill':>7}  {'wall':>7}  {'cpu':>7}  {'+workers':>8}  {'=total':>7}  {'cpu/article':>11}  "
+          f"{'peak RSS':>9}  {'worker':>7}  {'files':>7}")
     for bench in benches:
         b = builds[bench.n]
-        print(f"{bench.n:>10,}  {bench.fill_s:>6.1f}s  {b['wall']:>6.1f}s  {b['cpu']:>6.1f}s  "
-              f"{b['cpu'] / bench.n * 1e6:>9.0f}µs  {b['rss_mb']:>6.0f} MB  {int(b['files']):>7,}")
+        total = b["cpu"] + b["cpu_workers"]
+        print(f"{bench.n:>10,}  {bench.fill_s:>6.1f}s  {b['wall']:>6.1f}s  {b['cpu']:>6.1f}s  {b['cpu_workers']:>7.1f}s  "
+              f"{total:>6.1f}s  {total / bench.n * 1e6:>9.0f}µs  {b['rss_mb']:>6.0f} MB  {b['rss_worker_mb']:>4.0f} MB  "
+              f"{int(b['files']):>7,}")
     print(f"incremental publish after one new article ({args.repeats} rounds, sizes interleaved)")
     print(f"{'articles':>10}  {'wall median':>11}  {'wall min':>9}  {'cpu median':>10}  {'cpu min':>8}")
     for bench in benches:

@@ -20,6 +20,7 @@ fixed year and the article guid, so edits never change them.
 
 from __future__ import annotations
 
+import functools
 import html
 import mimetypes
 import re
@@ -60,7 +61,7 @@ from .feed_layout import (
     tag_uri,
 )
 from .models import Article
-from .sanitize import clean_html, clean_text, html_to_text, one_line
+from .sanitize import clean_html, clean_text, html_to_text, one_line, slugify
 
 __all__ = [  # the URL layout lives in feed_layout; feeds is where callers find it with the writers
     "CONTENT_TYPES", "EXTENSIONS", "FILENAMES", "FORMATS", "SITE", "TAG_YEAR", "FeedLink", "FeedPath", "Scope",
@@ -101,6 +102,14 @@ class FeedItem:
     summary_html: str = ""  # the summary as HTML (escaped text, cleaned by nh3): what RSS readers render
     source: str = ""  # where the article comes from, as the source names itself ("haiphong.gov.vn")
     source_url: str = ""  # the source's home page, when one is known
+    published_iso: str = ""  # ``published.isoformat()``, made once for every format and the page
+    updated_iso: str = ""  # ``updated.isoformat()``
+
+    def __post_init__(self) -> None:
+        if not self.published_iso:
+            object.__setattr__(self, "published_iso", self.published.astimezone(UTC).isoformat())
+        if not self.updated_iso:
+            object.__setattr__(self, "updated_iso", self.updated.astimezone(UTC).isoformat())
 
 
 _DOMAIN = re.compile(r"^(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$", re.I)
@@ -137,6 +146,22 @@ def _with_lead_image(content_html: str, image: str, alt: str) -> str:
     return clean_html(figure + ("\n" + content_html if content_html else ""))
 
 
+# Fields that repeat across articles (a handful of authors, categories, languages, sources): each
+# distinct value is cleaned once per process. Titles and bodies are not: they hardly ever repeat.
+_line = functools.lru_cache(maxsize=4096)(one_line)
+_slug = functools.lru_cache(maxsize=4096)(slugify)
+
+
+def summary_html(summary: str) -> str:
+    """The summary (clean text) as HTML for RSS readers: what ``clean_html(html.escape(summary))`` gives.
+
+    Escaped clean text holds no tag, so nh3 hands it back as it is, with one exception: a byte
+    order mark, which the HTML parser drops (tests/test_feeds.py holds the equivalence over
+    generated text); only then is nh3 asked."""
+    escaped = html.escape(summary, quote=False)
+    return clean_html(escaped) if "\ufeff" in escaped else escaped
+
+
 def feed_item(article: Article, settings: Settings) -> FeedItem:
     """Clean one article once; each writer then only serialises."""
     content_html = clean_html(article.body_html) if article.body_html.strip() else ""
@@ -150,9 +175,12 @@ def feed_item(article: Article, settings: Settings) -> FeedItem:
         summary = text[:SUMMARY_CHARS].rsplit(" ", 1)[0] + "…" if len(text) > SUMMARY_CHARS else text
     image = absolute(settings, article.image)
     image_type = (mimetypes.guess_type(urlsplit(image).path)[0] or "image/jpeg") if image else ""
-    content_html = _with_lead_image(content_html, image, one_line(article.image_alt))
+    image_alt = _line(article.image_alt)
+    content_html = _with_lead_image(content_html, image, image_alt)
     published = article.published.astimezone(UTC)
     updated = max(article.changed.astimezone(UTC), published)
+    published_iso = published.isoformat()
+    source = _line(article.source)
     return FeedItem(
         id=tag_uri(settings, article.guid),
         title=one_line(article.title) or "(untitled)",
@@ -160,19 +188,21 @@ def feed_item(article: Article, settings: Settings) -> FeedItem:
         summary=summary,
         content_html=content_html,
         content_text=text,
-        author=one_line(article.author),
-        category=one_line(article.category),
-        category_term=article.category_slug,
-        tags=tuple(t for t in (one_line(t) for t in article.tags) if t),
+        author=_line(article.author),
+        category=_line(article.category),
+        category_term=_slug(article.category) if article.category else "",  # Article.category_slug
+        tags=tuple(t for t in (_line(t) for t in article.tags) if t),
         published=published,
         updated=updated,
         image=image,
         image_type=image_type if image_type.startswith("image/") else "image/jpeg",
-        image_alt=one_line(article.image_alt),
-        language=one_line(article.language),
-        summary_html=clean_html(html.escape(summary, quote=False)) if summary else "",
-        source=one_line(article.source),
+        image_alt=image_alt,
+        language=_line(article.language),
+        summary_html=summary_html(summary) if summary else "",
+        source=source,
         source_url=source_url(settings, article.source, article.url) if article.source else "",
+        published_iso=published_iso,
+        updated_iso=updated.isoformat() if updated != published else published_iso,
     )
 
 
@@ -420,7 +450,7 @@ def _entry(settings: Settings, item: FeedItem, own_language: bool) -> _Entry:
         fe.category(term=item.category_term or item.category, label=item.category)
     fe.published(item.published)
     fe.updated(item.updated)
-    fe.syndicate.updated = item.updated.isoformat()
+    fe.syndicate.updated = item.updated_iso
     fe.syndicate.source, fe.syndicate.source_url = item.source, item.source_url
     if item.source:
         fe.syndicate.source_id = item.source_url or (
@@ -527,8 +557,8 @@ def json_feed_bytes(meta: FeedMeta, items: Sequence[FeedItem], cache: EntryCache
             entry["summary"] = item.summary
         if item.image:
             entry["image"] = item.image
-        entry["date_published"] = _iso(item.published)
-        entry["date_modified"] = _iso(item.updated)
+        entry["date_published"] = item.published_iso
+        entry["date_modified"] = item.updated_iso
         if item.author:
             entry["authors"] = [{"name": item.author}]
         tags = ([item.category] if item.category else []) + [t for t in item.tags if t != item.category]

@@ -22,15 +22,9 @@ because time passed).
 from __future__ import annotations
 
 import os
-import re
-import tempfile
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
-
-import jinja2
-from markupsafe import Markup
 
 from .config import Settings
 from .feed_build import (
@@ -42,237 +36,28 @@ from .feed_build import (
     build_month,
     list_scope,
     list_scopes,
-    month_documents,
     month_neighbours,
     open_month,
     resolve_scope,
-    scoped_items,
 )
-from .feeds import (
-    FORMATS,
-    SITE,
-    EntryCache,
-    FeedItem,
-    FeedLink,
-    Scope,
-    base,
-    feed_item,
-    feed_items,
-    feed_links,
-    month_bounds,
-    month_of,
-)
+from .feeds import FORMATS, SITE, Scope, base, month_of
 from .models import Article, from_iso, to_iso, utcnow
 from .render import make_environment
+from .site_build import Progress, build_site, index_path, publish_scope_current
+from .site_files import BuildError, PublishReport, Writer, write_if_changed
+from .site_pages import article_page_file, put_article_pages, render_article, render_index
 from .store import Store
 from .websub import HUB_DEADLINE, ping_hub
 
-__all__ = [  # the building half lives in feed_build; publish is where callers find both
-    "FeedDocument", "PublishReport", "all_scopes", "archive_months", "build_current", "build_group",
+__all__ = [  # the building half lives in feed_build and site_build; publish is where callers find both
+    "FeedDocument", "PublishReport", "BuildError", "all_scopes", "archive_months", "build_current", "build_group",
     "build_month", "list_scope", "list_scopes", "month_neighbours", "open_month", "resolve_scope",
     "publish_all", "publish_changed", "publish_due", "publish_due_note", "refresh_published",
-    "render_index", "render_article", "write_if_changed", "ping_hub", "HUB_DEADLINE",
+    "render_index", "render_article", "article_page_file", "write_if_changed", "ping_hub", "HUB_DEADLINE",
 ]
 
 PUBLISHED_AT = "feeds.published_at"  # meta key: when feeds were last published (the clock)
 HORIZON = "feeds.horizon"  # meta key: the ``now`` the last publish made public what was due by
-
-
-@dataclass
-class PublishReport:
-    """What a publish run did; paths are relative to ``out_dir``."""
-
-    out_dir: str
-    written: list[str] = field(default_factory=list)
-    unchanged: list[str] = field(default_factory=list)
-    removed: list[str] = field(default_factory=list)
-    pinged: list[str] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)  # e.g. a hub that did not take a ping
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "out_dir": self.out_dir,
-            "written": self.written,
-            "unchanged": len(self.unchanged),
-            "removed": self.removed,
-            "pinged": self.pinged,
-            "errors": self.errors,
-            "warnings": self.warnings,
-        }
-
-
-def render_index(
-    env: jinja2.Environment,
-    settings: Settings,
-    scope: Scope,
-    items: list[FeedItem],
-    categories: list[tuple[str, str, int]],
-    lists: list[Scope] | None = None,
-) -> bytes:
-    """The static index page of a scope, advertising every feed for autodiscovery."""
-    own = feed_links(settings, scope)
-    discover = list(own) + (feed_links(settings, SITE) if scope.kind != "site" else [])
-    cats = []
-    for slug, name, count in categories:
-        cat_scope = Scope.category(slug, name)
-        links = feed_links(settings, cat_scope)
-        discover += links
-        cats.append({"name": name, "count": count, "page": base(settings) + cat_scope.page_path(), "feeds": links})
-    news_lists = []
-    for list_scope_ in lists or []:
-        links = feed_links(settings, list_scope_)
-        discover += links
-        news_lists.append({"name": list_scope_.name, "description": list_scope_.description, "feeds": links})
-    html = env.get_template("web/site-index.html").render(
-        title=scope.title(settings),
-        subtitle=settings.subtitle,
-        language=settings.language,
-        feeds=discover,
-        own_feeds=own,
-        categories=cats,
-        lists=news_lists,
-        items=items,
-    )
-    return html.encode("utf-8")
-
-
-_PAGE_SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._~-]{0,199}$")
-
-
-def article_page_file(article: Article) -> str | None:
-    """Where the static site keeps an article's page (``articles/<slug>/index.html``), or None for a
-    slug no file name can carry."""
-    return f"articles/{article.slug}/index.html" if _PAGE_SLUG.match(article.slug) else None
-
-
-def render_article(
-    env: jinja2.Environment, settings: Settings, article: Article | None, item: FeedItem | None = None,
-    links: dict[str, list[FeedLink]] | None = None,
-) -> bytes:
-    """The static page of one article: what ``/articles/<slug>/`` links in the feeds resolve to.
-
-    ``item`` is the article's :func:`feed_item` when the caller already made it (a build makes each
-    once for feeds and page alike); ``links`` caches the autodiscovery links per category slug."""
-    if item is None:
-        if article is None:
-            raise ValueError("render_article needs the article or its feed item")
-        item = feed_item(article, settings)
-    slug = item.category_term
-    category = Scope.category(slug) if slug else None
-    feeds = links.get(slug) if links is not None else None
-    if feeds is None:
-        feeds = feed_links(settings) + (feed_links(settings, category) if category else [])
-        if links is not None:
-            links[slug] = feeds
-    html = env.get_template("web/site-article.html").render(
-        item=item,
-        body=Markup(item.content_html),  # cleaned by nh3 in feed_item
-        language=item.language or settings.language,
-        site_title=settings.title,
-        home=base(settings) + "/",
-        category_page=base(settings) + category.page_path() if category else "",
-        feeds=feeds,
-    )
-    return html.encode("utf-8")
-
-
-def _put_article_pages(writer: _Writer, env: jinja2.Environment, settings: Settings, articles: Iterable[Article],
-                       now: datetime) -> None:
-    """Write (or, while embargoed, remove) each article's page."""
-    links: dict[str, list[FeedLink]] = {}
-    for article in articles:
-        rel = article_page_file(article)
-        if rel is None:
-            continue
-        if article.published <= now:
-            writer.put(rel, render_article(env, settings, article, links=links), durable=False)
-        else:  # embargoed (perhaps just re-dated into the future): no page yet
-            writer.remove(rel)
-
-
-# --- writing: bytes -> files -------------------------------------------------------------
-
-
-def write_if_changed(root: Path, rel: str, data: bytes, durable: bool = True) -> bool:
-    """Atomically replace ``root/rel`` with ``data`` unless it already holds it.
-
-    Returns True when the file was written. The temp file lives in the target's
-    directory so ``os.replace`` is a same-filesystem rename. ``durable`` fsyncs
-    before the rename (feeds); article pages skip it, since there can be one per
-    article and the next build rewrites any page a crash left short.
-    """
-    target = root / rel.lstrip("/")
-    try:
-        if target.stat().st_size == len(data) and target.read_bytes() == data:
-            return False
-    except FileNotFoundError:
-        pass
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    except FileNotFoundError:  # the first file of its directory: make it (one syscall less for every other)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            if durable:
-                os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return True
-
-
-class _Writer:
-    def __init__(self, out_dir: Path, report: PublishReport) -> None:
-        self.out_dir = out_dir
-        self.report = report
-
-    def put(self, rel: str, data: bytes, durable: bool = True) -> bool:
-        rel = rel.lstrip("/")
-        if write_if_changed(self.out_dir, rel, data, durable):
-            self.report.written.append(rel)
-            return True
-        self.report.unchanged.append(rel)
-        return False
-
-    def documents(self, docs: Iterable[FeedDocument]) -> list[str]:
-        return [doc.path for doc in docs if self.put(doc.path, doc.body)]
-
-    def remove(self, rel: str) -> None:
-        target = self.out_dir / rel.lstrip("/")
-        try:
-            target.unlink()
-            self.report.removed.append(rel.lstrip("/"))
-        except FileNotFoundError:
-            pass
-
-    def exists(self, rel: str) -> bool:
-        return (self.out_dir / rel.lstrip("/")).exists()
-
-
-def _index_path(scope: Scope) -> str:
-    return scope.page_path() + "index.html"
-
-
-def _publish_scope_current(
-    writer: _Writer, store: Store, settings: Settings, env: jinja2.Environment,
-    scope: Scope, categories: list[tuple[str, str, int]], lists: list[Scope], now: datetime,
-) -> list[str]:
-    docs, items = build_current(store, settings, scope, now)
-    changed = writer.documents(docs)
-    site = scope.kind == "site"
-    writer.put(
-        _index_path(scope), render_index(env, settings, scope, items, categories if site else [], lists if site else [])
-    )
-    return changed
 
 
 def _stamp(store: Store, started: datetime, now: datetime) -> None:
@@ -280,12 +65,9 @@ def _stamp(store: Store, started: datetime, now: datetime) -> None:
     store.set_meta(HORIZON, to_iso(now))
 
 
-Progress = Callable[[int, int], None]  # (articles done, articles in all) as a full build goes
-
-
 def publish_all(
     store: Store, settings: Settings, out_dir: str | Path | None = None, *, now: datetime | None = None,
-    ping: bool = True, progress: Progress | None = None,
+    ping: bool = True, progress: Progress | None = None, jobs: int | None = 1,
 ) -> PublishReport:
     """Write every feed, every finished month's archive and the index pages under ``out_dir``.
 
@@ -299,63 +81,22 @@ def publish_all(
     largest month, not the store. ``progress`` is called after each month
     with the articles done so far and the total.
 
+    ``jobs`` processes share the months (None: every core, for a store of
+    :data:`~syndicate.site_build.AUTO_PARALLEL` public articles or more), all
+    from one snapshot of the store. Nothing is renamed into place until every
+    file is written: a failure anywhere raises it and leaves the previous site
+    as it was (see :mod:`syndicate.site_build`).
+
     Example:
         >>> report = publish_all(store, settings, "site")  # doctest: +SKIP
         >>> report.written[:3]  # doctest: +SKIP
         ['rss.xml', 'atom.xml', 'feed.json']
     """
     root = Path(out_dir or settings.feeds_out)
-    report = PublishReport(str(root))
-    writer = _Writer(root, report)
-    env = make_environment(settings)
     started = utcnow()
     now = now or started
-    categories = store.public_categories(now)
-    lists = list_scopes(store)
-    scopes = all_scopes(store, now, categories)
-    total = store.count_public(now) if progress is not None else 0
-    done = 0
-    for scope in scopes:
-        _publish_scope_current(writer, store, settings, env, scope, categories, lists, now)
-    # Every scope's archive months are among the site's: each site month is read once and shared.
-    plans: list[tuple[Scope, dict[str, tuple[str | None, str | None]]]] = []
-    for scope in scopes:
-        months = archive_months(store, settings, scope, now)
-        plans.append((scope, {
-            month: (months[i - 1] if i > 0 else None, months[i + 1] if i + 1 < len(months) else None)
-            for i, month in enumerate(months)
-        }))
-    for month in archive_months(store, settings, SITE, now):
-        bounds = month_bounds(month, settings.tz)
-        if bounds is None:
-            continue
-        articles = store.public_between(bounds[0], bounds[1], None)
-        items = feed_items(articles, settings)
-        pages = [article_page_file(a) for a in articles]  # all public: the month has ended
-        del articles  # the items carry everything from here on: hold one copy of the month, not two
-        # Each article's feed entry is made once and serves every scope; each format's rendered
-        # elements are dropped before the next format, so one month's entries are held once.
-        cache = EntryCache()
-        held = [(scope, neighbours[month], scoped_items(scope, items)) for scope, neighbours in plans if month in neighbours]
-        for fmt in FORMATS:
-            for scope, around, scoped in held:
-                if scoped:  # one body at a time
-                    writer.documents(month_documents(settings, scope, month, scoped, around, (fmt,), cache))
-            cache.drop_elements()
-        del cache, held
-        links: dict[str, list[FeedLink]] = {}
-        for rel, item in zip(pages, items, strict=True):
-            if rel is not None:
-                writer.put(rel, render_article(env, settings, None, item, links), durable=False)
-        done += len(items)
-        if progress is not None:
-            progress(done, total)
-        del items, pages
-    current = store.public_from(open_month(settings, now)[1], now)
-    _put_article_pages(writer, env, settings, current, now)
-    if progress is not None:
-        progress(done + len(current), total)
-    del current
+    report, scopes = build_site(store, settings, root, now, jobs=jobs, progress=progress)
+    writer = Writer(root, report)
     _prune(writer, set(report.written) | set(report.unchanged))
     _stamp(store, started, now)
     if ping:
@@ -363,7 +104,7 @@ def publish_all(
     return report
 
 
-def _prune(writer: _Writer, kept: set[str]) -> None:
+def _prune(writer: Writer, kept: set[str]) -> None:
     """Remove feeds and pages syndicate published before but no longer makes
     (a deleted list or category, a month that emptied). Only syndicate's own
     URL layout is touched: other files in the output directory stay."""
@@ -442,7 +183,7 @@ def publish_changed(
     ):
         return publish_all(store, settings, root, now=now, ping=ping)
     report = PublishReport(str(root))
-    writer = _Writer(root, report)
+    writer = Writer(root, report)
     env = make_environment(settings)
     removed = list(removed)
     keys = store.article_keys(guids) if guids is not None else store.changed_keys_since(from_iso(last or ""))
@@ -450,7 +191,7 @@ def publish_changed(
     released = store.released_between(horizon, now)
     keys += [(published, slug) for _guid, published, slug in released]
     page_guids = list(guids) if guids is not None else [a.guid for a in store.changed_since(from_iso(last or ""))]
-    _put_article_pages(writer, env, settings, store.articles_by_guid(page_guids + [g for g, _, _ in released]), now)
+    put_article_pages(writer, env, settings, store.articles_by_guid(page_guids + [g for g, _, _ in released]), now)
     for gone in removed:
         rel = article_page_file(gone)
         if rel is not None:
@@ -465,13 +206,13 @@ def publish_changed(
         else:  # the category emptied (or holds only embargoed articles): its feeds go away
             for fmt in FORMATS:
                 writer.remove(Scope.category(slug).feed_path(fmt))
-            writer.remove(_index_path(Scope.category(slug)))
+            writer.remove(index_path(Scope.category(slug)))
     lists = list_scopes(store)
     # A list covering every category, or any changed one, carries the change.
     scopes += [scope for scope in lists if any(scope.covers(c) for c in cat_slugs) or scope.category_slugs is None]
     categories = store.public_categories(now)
     for scope in scopes:
-        _publish_scope_current(writer, store, settings, env, scope, categories, lists, now)
+        publish_scope_current(writer, store, settings, env, scope, categories, lists, now)
         for month in sorted(months):
             _publish_month(writer, store, settings, scope, month, now)
     _stamp(store, started, now)
@@ -537,7 +278,7 @@ def publish_due_note(store: Store, settings: Settings, now: datetime | None = No
     return "\n".join(lines + [f"warning: {w}" for w in published.warnings])
 
 
-def _publish_month(writer: _Writer, store: Store, settings: Settings, scope: Scope, month: str, now: datetime) -> None:
+def _publish_month(writer: Writer, store: Store, settings: Settings, scope: Scope, month: str, now: datetime) -> None:
     """Rewrite one archive month; relink its neighbours when it appeared or vanished."""
     existed = writer.exists(scope.archive_path("atom", month))
     neighbours = month_neighbours(store, settings, scope, month, now)

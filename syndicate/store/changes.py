@@ -16,6 +16,7 @@ The published-article reads here take ``now`` and leave out anything whose
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -102,6 +103,22 @@ class ChangeQueries(StoreBase):
         """Bumped (by triggers) in the same transaction as every write to articles or lists."""
         return int(self.scalar("SELECT counter FROM changes WHERE id = 1"))
 
+    @contextmanager
+    def read_snapshot(self) -> Iterator[int]:
+        """Every read inside sees one state of the store (a WAL read transaction); yields its change
+        counter, so other connections can check they read that same state. Writes nothing; a
+        transaction already open is simply joined."""
+        conn = self.conn
+        if conn.in_transaction:
+            yield self.change_counter()
+            return
+        conn.execute("BEGIN")
+        try:
+            yield self.change_counter()  # the first read fixes the snapshot
+        finally:
+            if conn.in_transaction:
+                conn.rollback()
+
     # --- per-feed ETag and Last-Modified ------------------------------------------------
 
     def feed_state(self, path: str) -> FeedState | None:
@@ -178,6 +195,12 @@ class ChangeQueries(StoreBase):
             [iso(start), iso(now)],
         )
         return [row_to_article(r) for r in rows]
+
+    def count_published_between(self, start: datetime, end: datetime) -> int:
+        """How many articles are published in ``[start, end)`` (an index range count)."""
+        return int(self.scalar(
+            "SELECT count(*) FROM articles WHERE published >= ? AND published < ?", [iso(start), iso(end)]
+        ))
 
     def count_public(self, now: datetime) -> int:
         """How many articles are published by ``now`` (an index range count)."""

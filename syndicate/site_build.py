@@ -1,0 +1,477 @@
+"""A full site build from one snapshot of the store, in one process or split across several.
+
+The work comes in units: the subscription feeds and index pages of every scope,
+each finished month (its archive documents for every scope holding it and its
+articles' pages), and the pages of the month still running. ``jobs`` processes
+share the months (by article count); the calling process keeps the rest.
+
+One state of the store: the calling process opens a read snapshot and notes its
+change counter; every worker opens its own connection and snapshot and goes on
+only when it reads the same counter (else the build starts again), so the site
+never mixes two states. Nothing is renamed into place until every unit of every
+process has written its files (staged temp files, :class:`~syndicate.site_files.Writer`):
+a failure anywhere removes them all, raises that failure, and leaves the
+previous site as it was.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import os
+import pickle
+import socket
+import subprocess
+import sys
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from .config import Settings
+from .feed_build import (
+    all_scopes,
+    archive_months,
+    build_current,
+    list_scopes,
+    month_documents,
+    open_month,
+    scoped_items,
+)
+from .feeds import FORMATS, SITE, EntryCache, Scope, feed_items, month_bounds
+from .render import make_environment
+from .site_files import BuildError, PublishReport, Writer
+from .site_pages import PageCache, article_page_file, put_article_pages, render_article, render_index
+from .store import Store, open_store
+
+Progress = Callable[[int, int], None]  # (articles done, articles in all) as a full build goes
+
+AUTO_PARALLEL = 5_000  # with ``jobs=None``, a store this size (public articles) or larger uses every core
+ATTEMPTS = 3  # snapshots tried when the store keeps changing as the workers start
+
+
+OPEN = ""  # the month of the MonthPlan that stands for the running month: its articles' pages only
+PAGE_SHARE = 0.5  # a page alone, in a month article's worth of work (its item, template and file)
+
+
+@dataclass(frozen=True)
+class MonthPlan:
+    """One finished month: every scope holding it, with the scope's older and newer archive months
+    (or, as month :data:`OPEN`, the pages of the running month's public articles)."""
+
+    month: str
+    scopes: tuple[tuple[Scope, tuple[str | None, str | None]], ...]
+
+
+@dataclass(frozen=True)
+class WorkerJob:
+    """What a worker process builds (picklable: it crosses to a fresh interpreter)."""
+
+    db: str
+    settings: Settings
+    out_dir: str
+    now: datetime
+    counter: int
+    months: tuple[MonthPlan, ...]
+
+
+@dataclass
+class _Parts:
+    """The reports of each unit, put together in the order one process builds them."""
+
+    current: PublishReport
+    months: dict[str, PublishReport] = field(default_factory=dict)
+
+    def joined(self, out_dir: str, order: list[str]) -> PublishReport:
+        report = PublishReport(out_dir)
+        for part in [self.current, *(self.months[m] for m in order if m in self.months)]:
+            report.written += part.written
+            report.unchanged += part.unchanged
+            report.removed += part.removed
+        return report
+
+
+class _SnapshotMoved(Exception):
+    """A worker saw another state of the store than the caller's snapshot."""
+
+
+class _Unchanged(Exception):
+    """A build failed before anything moved into place (carries the failure)."""
+
+    def __init__(self, error: BuildError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class _Aborted(Exception):
+    """A worker told to stop: another process of the build failed."""
+
+
+@contextmanager
+def fewer_collections() -> Iterator[None]:
+    """A build makes millions of short-lived objects and frees them by reference counting (no
+    cycles to find): run the cyclic collector less often, over what existed before only once."""
+    threshold = gc.get_threshold()
+    gc.freeze()  # what the process held before the build is never scanned again during it
+    gc.set_threshold(50_000, 20, 20)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*threshold)
+        gc.unfreeze()
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        trim: Callable[[int], int] = ctypes.CDLL(None).malloc_trim  # glibc
+        return trim
+    except (OSError, AttributeError):  # pragma: no cover - another C library
+        return None
+
+
+_TRIM = _malloc_trim()
+
+
+def give_back_memory() -> None:
+    """Hand the freed heap of a finished month back to the system (glibc keeps it otherwise, and
+    each month's peak would start where the last one's fragments ended)."""
+    if _TRIM is not None:
+        _TRIM(0)
+
+
+def index_path(scope: Scope) -> str:
+    return scope.page_path() + "index.html"
+
+
+def publish_scope_current(
+    writer: Writer, store: Store, settings: Settings, env: jinja2.Environment,
+    scope: Scope, categories: list[tuple[str, str, int]], lists: list[Scope], now: datetime,
+) -> list[str]:
+    """A scope's subscription feeds and its index page; the feed paths whose bytes changed."""
+    docs, items = build_current(store, settings, scope, now)
+    changed = writer.documents(docs)
+    site = scope.kind == "site"
+    writer.put(
+        index_path(scope), render_index(env, settings, scope, items, categories if site else [], lists if site else [])
+    )
+    return changed
+
+
+def build_month_unit(
+    writer: Writer, store: Store, settings: Settings, env: jinja2.Environment, plan: MonthPlan, now: datetime
+) -> int:
+    """A finished month's archives (every scope holding it, three formats) and its articles' pages.
+
+    One query reads the month; each article is cleaned once for every scope's archive and its own
+    page, and all is dropped before the next month, so memory follows the largest month. Returns
+    how many articles the month holds."""
+    if plan.month == OPEN:
+        current = store.public_from(open_month(settings, now)[1], now)
+        put_article_pages(writer, env, settings, current, now)
+        return len(current)
+    bounds = month_bounds(plan.month, settings.tz)
+    if bounds is None:
+        return 0
+    articles = store.public_between(bounds[0], bounds[1], None)
+    items = feed_items(articles, settings)
+    pages = [article_page_file(a) for a in articles]  # all public: the month has ended
+    del articles  # the items carry everything from here on: hold one copy of the month, not two
+    # Each article's feed entry is made once and serves every scope; each format's rendered
+    # elements are dropped before the next format, so one month's entries are held once.
+    cache = EntryCache()
+    held = [(scope, around, scoped_items(scope, items)) for scope, around in plan.scopes]
+    for fmt in FORMATS:
+        for scope, around, scoped in held:
+            if scoped:  # one body at a time
+                writer.documents(month_documents(settings, scope, plan.month, scoped, around, (fmt,), cache))
+        cache.drop_elements()
+    del cache, held
+    page_cache = PageCache()
+    for rel, item in zip(pages, items, strict=True):
+        if rel is not None:
+            writer.put(rel, render_article(env, settings, None, item, page_cache), durable=False, own_dir=True)
+    count = len(items)
+    del items, pages
+    give_back_memory()
+    return count
+
+
+def _plans(store: Store, settings: Settings, scopes: list[Scope], now: datetime) -> list[MonthPlan]:
+    """Every finished month of the site, with the scopes holding it (every scope's months are among the site's)."""
+    neighbours: list[tuple[Scope, dict[str, tuple[str | None, str | None]]]] = []
+    for scope in scopes:
+        months = archive_months(store, settings, scope, now)
+        neighbours.append((scope, {
+            month: (months[i - 1] if i > 0 else None, months[i + 1] if i + 1 < len(months) else None)
+            for i, month in enumerate(months)
+        }))
+    return [
+        MonthPlan(month, tuple((scope, around[month]) for scope, around in neighbours if month in around))
+        for month in archive_months(store, settings, SITE, now)
+    ] + [MonthPlan(OPEN, ())]
+
+
+def cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def _share(
+    store: Store, settings: Settings, plans: list[MonthPlan], jobs: int, head: int, now: datetime
+) -> list[list[MonthPlan]]:
+    """The months split into ``jobs`` shares of about equal articles (largest first to the lightest);
+    share 0 is the caller's, which also builds the subscription feeds (``head`` articles' worth)."""
+    loads = [head] + [0] * (jobs - 1)
+    shares: list[list[MonthPlan]] = [[] for _ in range(jobs)]
+    sized = []
+    for plan in plans:
+        if plan.month == OPEN:
+            start = open_month(settings, now)[1]
+            sized.append((int(PAGE_SHARE * store.count_published_between(start, now + timedelta(microseconds=1))), plan))
+            continue
+        bounds = month_bounds(plan.month, settings.tz)
+        sized.append((store.count_published_between(*bounds) if bounds else 0, plan))
+    for count, plan in sorted(sized, key=lambda pair: -pair[0]):
+        lightest = loads.index(min(loads))
+        shares[lightest].append(plan)
+        loads[lightest] += count
+    order = {plan.month: i for i, plan in enumerate(plans)}
+    return [sorted(share, key=lambda p: order[p.month]) for share in shares]
+
+
+def build_site(
+    store: Store, settings: Settings, root: Path, now: datetime, *, jobs: int | None = 1,
+    progress: Progress | None = None,
+) -> tuple[PublishReport, list[Scope]]:
+    """Build every feed, archive and page under ``root`` from one snapshot; nothing moves until all is written.
+
+    ``jobs``: processes to use (1: this one only; None: every core once the store holds
+    :data:`AUTO_PARALLEL` public articles). Raises the first failure of any process, with the
+    previous site untouched. Returns the report and the scopes built."""
+    for _attempt in range(ATTEMPTS):
+        try:
+            with fewer_collections():
+                return _build_once(store, settings, root, now, jobs, progress)
+        except _SnapshotMoved:
+            continue
+        except _Unchanged as exc:
+            raise BuildError(f"{exc.error}; nothing in {root}/ was changed") from exc.error
+    raise BuildError(
+        f"the store kept changing while the build of {root}/ started ({ATTEMPTS} tries); nothing was written, "
+        "run it again"
+    )
+
+
+def _build_once(
+    store: Store, settings: Settings, root: Path, now: datetime, jobs: int | None, progress: Progress | None
+) -> tuple[PublishReport, list[Scope]]:
+    writer = Writer(root, PublishReport(str(root)), staged=True)
+    workers: list[_Worker] = []
+    try:
+        with store.read_snapshot() as counter:
+            categories = store.public_categories(now)
+            lists = list_scopes(store)
+            scopes = all_scopes(store, now, categories)
+            total = store.count_public(now) if progress is not None or jobs is None else 0
+            plans = _plans(store, settings, scopes, now)
+            if jobs is None:
+                jobs = cores() if total >= AUTO_PARALLEL else 1
+            jobs = max(1, min(jobs, len(plans))) if store.path != ":memory:" else 1
+            head = settings.feeds_items * len(scopes) // 2  # the subscription feeds: the caller builds them
+            shares = _share(store, settings, plans, jobs, head, now) if jobs > 1 else [plans]
+            for share in shares[1:]:
+                if share:
+                    workers.append(_Worker(WorkerJob(store.path, settings, str(root), now, counter, tuple(share))))
+            env = make_environment(settings)
+            parts = _Parts(PublishReport(str(root)))
+            done = 0
+
+            def advance(count: int) -> None:
+                nonlocal done
+                done += count
+                if progress is not None:
+                    progress(done, total)
+
+            writer.report = parts.current
+            for scope in scopes:
+                publish_scope_current(writer, store, settings, env, scope, categories, lists, now)
+            for plan in shares[0]:
+                writer.report = parts.months[plan.month] = PublishReport(str(root))
+                advance(build_month_unit(writer, store, settings, env, plan, now))
+                for worker in workers:
+                    worker.poll(advance)
+        for worker in workers:
+            parts.months.update(worker.wait_ready(advance))
+    except BuildError as exc:
+        _stop(workers, writer)
+        raise _Unchanged(exc) from exc
+    except BaseException:
+        _stop(workers, writer)
+        raise
+    try:
+        for worker in workers:  # every file is written: now move them all into place
+            worker.commit()
+        writer.commit()
+    except BaseException:
+        _stop(workers, writer)
+        raise
+    for worker in workers:
+        worker.close()
+    return parts.joined(str(root), [plan.month for plan in plans]), scopes
+
+
+def _stop(workers: list[_Worker], writer: Writer) -> None:
+    """After a failure: every process removes its staged files; the workers are gone after."""
+    for worker in workers:
+        worker.abort()
+    writer.abort()
+    for worker in workers:
+        worker.close()
+
+
+# --- worker processes -----------------------------------------------------------------
+
+
+class _Worker:
+    """One worker process and the pipe to it: progress and its reports come back, ``commit`` or
+    ``abort`` goes to it."""
+
+    def __init__(self, job: WorkerJob) -> None:
+        # A fresh interpreter (not fork: no lock or thread of ours is copied, and not multiprocessing's
+        # spawn, which re-runs the caller's main script) with a socket to talk over.
+        ours, theirs = socket.socketpair()
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-c", _WORKER_MAIN, str(theirs.fileno())], pass_fds=[theirs.fileno()],
+                env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)},
+            )
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        self.conn = Connection(ours.detach())
+        self.conn.send(job)
+        self.reports: dict[str, PublishReport] | None = None
+        self.finished = False
+
+    def _receive(self) -> tuple[Any, ...]:
+        try:
+            message: tuple[Any, ...] = self.conn.recv()
+        except (EOFError, OSError):
+            self.finished = True
+            raise BuildError(f"a build worker stopped without a word (exit code {self.process.wait()})") from None
+        if message[0] == "error":
+            self.finished = True
+            error: BaseException = message[1]
+            raise error
+        if message[0] == "moved":
+            self.finished = True
+            raise _SnapshotMoved()
+        return message
+
+    def poll(self, advance: Callable[[int], None]) -> None:
+        """Take the progress reported so far, without waiting."""
+        while self.reports is None and self.conn.poll():
+            message = self._receive()
+            if message[0] == "progress":
+                advance(message[1])
+            else:
+                self.reports = message[1]
+
+    def wait_ready(self, advance: Callable[[int], None]) -> dict[str, PublishReport]:
+        """Wait until every file of the worker is written (staged); its reports by month."""
+        while self.reports is None:
+            message = self._receive()
+            if message[0] == "progress":
+                advance(message[1])
+            else:
+                self.reports = message[1]
+        return self.reports
+
+    def commit(self) -> None:
+        self.conn.send("commit")
+        self._receive()  # ("done",) or its error
+        self.finished = True
+
+    def abort(self) -> None:
+        if self.finished or self.process.poll() is not None:
+            return
+        try:
+            self.conn.send("abort")
+            while self.conn.recv()[0] != "aborted":  # drain progress until it has removed its temp files
+                pass
+        except (EOFError, OSError):
+            pass
+        self.finished = True
+
+    def close(self) -> None:
+        self.conn.close()
+        self.process.wait()
+
+
+def _portable(exc: BaseException) -> BaseException:
+    """The exception itself when it survives pickling, else a BuildError that names it."""
+    try:
+        pickle.loads(pickle.dumps(exc))
+        return exc
+    except Exception:
+        return BuildError(f"a build worker failed: {type(exc).__name__}: {exc}")
+
+
+_WORKER_MAIN = "import sys; from syndicate.site_build import worker_main; worker_main(int(sys.argv[1]))"
+
+
+def worker_main(fd: int) -> None:
+    """A worker process: build the job's months (staged), report, then commit or abort as told."""
+    conn = Connection(fd)
+    try:
+        job: WorkerJob = conn.recv()
+    except EOFError:
+        conn.close()
+        return
+    writer = Writer(Path(job.out_dir), PublishReport(job.out_dir), staged=True)
+    try:
+        try:
+            store = open_store(job.db, migrate=False)
+            try:
+                with store.read_snapshot() as counter:
+                    if counter != job.counter:
+                        conn.send(("moved",))
+                        return
+                    env = make_environment(job.settings)
+                    reports: dict[str, PublishReport] = {}
+                    gc.freeze()
+                    gc.set_threshold(50_000, 20, 20)  # see fewer_collections(): this process ends with the build
+                    for plan in job.months:
+                        if conn.poll():  # the only message before "ready" is "abort": another process failed
+                            raise _Aborted()
+                        writer.report = reports[plan.month] = PublishReport(job.out_dir)
+                        conn.send(("progress", build_month_unit(writer, store, job.settings, env, plan, job.now)))
+            finally:
+                store.close()
+            conn.send(("ready", reports))
+            if conn.recv() != "commit":
+                raise _Aborted()
+            writer.commit()
+            conn.send(("done",))
+        except _Aborted:
+            writer.abort()
+            conn.send(("aborted",))
+        except BaseException as exc:
+            writer.abort()
+            detail = traceback.format_exc()
+            error = _portable(exc)
+            error.__notes__ = [detail]  # the worker's traceback, for --debug
+            conn.send(("error", error))
+    finally:
+        conn.close()

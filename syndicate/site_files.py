@@ -1,0 +1,223 @@
+"""Bytes -> files under the site directory: atomic, only when changed, optionally staged.
+
+Each file is written to a temp file in its target's directory (a name made from
+the target and the process id, created with ``O_EXCL``), then renamed over the
+target, so readers never see half a file; bytes equal to the target's are not
+written at all, so unchanged feeds keep their mtime (and their ``ETag`` under a
+static server).
+
+A :class:`Writer` in *staged* mode keeps every temp file until :meth:`Writer.commit`
+renames them all, or :meth:`Writer.abort` removes them: a full build that fails
+half-way (in any of its processes) leaves the previous site exactly as it was.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import SyndicateError
+from .feed_build import FeedDocument
+
+_OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+
+
+class BuildError(SyndicateError, OSError):
+    """A site build could not write (or finish) its files; the message names the file. An OSError
+    too, so callers that catch a failed write (the cron tick's ``publish_due_note``) still do."""
+
+
+@dataclass
+class PublishReport:
+    """What a publish run did; paths are relative to ``out_dir``."""
+
+    out_dir: str
+    written: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    pinged: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # e.g. a hub that did not take a ping
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "out_dir": self.out_dir,
+            "written": self.written,
+            "unchanged": len(self.unchanged),
+            "removed": self.removed,
+            "pinged": self.pinged,
+            "errors": self.errors,
+            "warnings": self.warnings,
+        }
+
+
+_MISSING = -1  # what _size says of a file that is not there
+
+
+def _size(target: str) -> int:
+    try:
+        return os.stat(target).st_size
+    except (FileNotFoundError, NotADirectoryError):
+        return _MISSING
+
+
+def _same(target: str, data: bytes, size: int) -> bool:
+    """True when ``target`` (of ``size`` bytes) holds exactly ``data``: read only when the sizes match."""
+    if size != len(data):
+        return False
+    try:
+        with open(target, "rb") as handle:
+            return handle.read() == data
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+
+
+def _temp_of(target: str) -> str:
+    """The temp file of ``target`` for this process. Deterministic: no random names and retries
+    (tempfile.mkstemp), nothing to remember per staged file, and two builds running at once never
+    share one."""
+    folder, name = os.path.split(target)
+    return os.path.join(folder, f".{name}.{os.getpid()}.tmp")
+
+
+def _write_temp(target: str, data: bytes, durable: bool, new_dir: bool = False) -> str:
+    """``data`` in a new temp file beside ``target`` (0644, fsynced when ``durable``); its path.
+
+    ``new_dir``: the target is missing and alone in its folder (an article page), so the folder is
+    most likely missing too: make it first rather than after a failed open."""
+    folder = os.path.dirname(target)
+    tmp = _temp_of(target)
+    if new_dir:
+        try:
+            os.mkdir(folder)
+        except FileExistsError:  # there after all (or a file is in the way: the open below says so)
+            pass
+        except FileNotFoundError:
+            os.makedirs(folder, exist_ok=True)
+    try:
+        fd = os.open(tmp, _OPEN_FLAGS, 0o644)
+    except FileNotFoundError:  # the first file of its directory: make it (one syscall less for every other)
+        os.makedirs(folder, exist_ok=True)
+        fd = os.open(tmp, _OPEN_FLAGS, 0o644)
+    except FileExistsError:  # left by a run of this pid that was killed: it is ours to replace
+        os.unlink(tmp)
+        fd = os.open(tmp, _OPEN_FLAGS, 0o644)
+    try:
+        os.fchmod(fd, 0o644)  # whatever the umask: a static server must read it
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        if durable:
+            os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        _unlink(tmp)
+        raise
+    os.close(fd)
+    return tmp
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def write_if_changed(root: Path, rel: str, data: bytes, durable: bool = True) -> bool:
+    """Atomically replace ``root/rel`` with ``data`` unless it already holds it.
+
+    Returns True when the file was written. The temp file lives in the target's
+    directory so ``os.replace`` is a same-filesystem rename. ``durable`` fsyncs
+    before the rename (feeds); article pages skip it, since there can be one per
+    article and the next build rewrites any page a crash left short.
+    """
+    target = os.path.join(root, rel.lstrip("/"))
+    if _same(target, data, _size(target)):
+        return False
+    tmp = _write_temp(target, data, durable)
+    try:
+        os.replace(tmp, target)
+    except BaseException:
+        _unlink(tmp)
+        raise
+    return True
+
+
+class Writer:
+    """Writes a publish run's files under ``out_dir`` and keeps its report.
+
+    ``staged``: nothing is renamed into place until :meth:`commit`; :meth:`abort` removes the
+    temp files, leaving every target as it was."""
+
+    def __init__(self, out_dir: Path, report: PublishReport, staged: bool = False) -> None:
+        self.out_dir = out_dir
+        self._root = str(out_dir)
+        self.report = report
+        self.staged = staged
+        # Staged paths (relative) in the order written: the strings the report holds too, so a
+        # build of 100,000 files keeps no second copy of them (each temp file's name is derived).
+        self.pending: list[str] = []
+        self._staged: set[str] = set()
+
+    def put(self, rel: str, data: bytes, durable: bool = True, own_dir: bool = False) -> bool:
+        """Write ``rel`` unless it holds ``data``; True when written. ``own_dir``: the file is the only
+        one in its folder (an article page)."""
+        rel = rel.lstrip("/")
+        target = os.path.join(self._root, rel)
+        try:
+            size = _size(target)
+            if _same(target, data, size):
+                self.report.unchanged.append(rel)
+                return False
+            tmp = _write_temp(target, data, durable, new_dir=own_dir and size == _MISSING)
+            if self.staged:
+                if rel not in self._staged:  # written twice in one run: the one temp file holds the last
+                    self._staged.add(rel)
+                    self.pending.append(rel)
+            else:
+                try:
+                    os.replace(tmp, target)
+                except BaseException:
+                    _unlink(tmp)
+                    raise
+        except OSError as exc:
+            raise BuildError(f"cannot write {os.path.join(self._root, rel)}: {exc.strerror or exc}") from exc
+        self.report.written.append(rel)
+        return True
+
+    def commit(self) -> None:
+        """Rename every staged file into place (in the order they were written)."""
+        for done, rel in enumerate(self.pending):
+            target = os.path.join(self._root, rel)
+            try:
+                os.replace(_temp_of(target), target)
+            except OSError as exc:
+                del self.pending[:done]
+                raise BuildError(f"cannot write {target}: {exc.strerror or exc}") from exc
+        self.pending.clear()
+        self._staged.clear()
+
+    def abort(self) -> None:
+        """Remove every staged temp file: the targets stay as they were."""
+        for rel in self.pending:
+            _unlink(_temp_of(os.path.join(self._root, rel)))
+        self.pending.clear()
+        self._staged.clear()
+
+    def documents(self, docs: Iterable[FeedDocument]) -> list[str]:
+        return [doc.path for doc in docs if self.put(doc.path, doc.body)]
+
+    def remove(self, rel: str) -> None:
+        target = self.out_dir / rel.lstrip("/")
+        try:
+            target.unlink()
+            self.report.removed.append(rel.lstrip("/"))
+        except FileNotFoundError:
+            pass
+
+    def exists(self, rel: str) -> bool:
+        return (self.out_dir / rel.lstrip("/")).exists()
+
