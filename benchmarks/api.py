@@ -9,9 +9,9 @@ body and answers 201 with a small JSON object (what any JSON API costs before
 it does any work). Then, ``--pairs`` times, interleaved: ``--requests``
 ``POST /api/v1/subscribers`` with a new address each (each a pending
 subscription, its consent record and a queued confirmation email, sent to
-a Maildir by the API's background sender in the same process), and as many
+a Maildir by the API's notice sender, a child process of the server), and as many
 POSTs to the reference. Prints the median and min rate of each, and the
-servers' CPU time per request (user + system, from /proc). The API's
+servers' CPU time per request (user + system, from /proc, child processes included). The API's
 sender may still be sending when the last answer goes out: before the next
 run, each pair waits until all its emails are in the Maildir and prints the
 CPU per create with its email counted, how long after the last answer the
@@ -86,10 +86,24 @@ def maildir_count(maildir: str) -> int:
     return len(os.listdir(new)) if new.is_dir() else 0
 
 
+def _stat(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process and its threads so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU so far of a process, its threads and its children, live (the API's notice
+    sender process) or ended."""
+    fields = _stat(pid)
+    ticks = sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                child = _stat(int(entry))
+            except OSError:
+                continue  # ended meanwhile
+            if int(child[1]) == pid:
+                ticks += round(cpu_seconds(int(entry)) * os.sysconf("SC_CLK_TCK"))
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 async def post(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> int:

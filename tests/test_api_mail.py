@@ -1,15 +1,20 @@
-"""The API's notice sender: one thread, one event loop and one transport for its life, batches of queued rows."""
+"""The API's notice sender: one thread, one event loop and one transport for its life, batches of queued rows;
+in serve, that sender runs in a child process (ProcessNoticeSender)."""
 
 from __future__ import annotations
 
 import email
 import email.policy
+import pickle
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 from loopback import SmtpSink, smtp_server
 
 from syndicate import subscribers as lib
-from syndicate.api.mail import NoticeSender
+from syndicate.api.mail import NoticeSender, ProcessNoticeSender
 from syndicate.config import Settings
 from syndicate.models import NewsList
 from syndicate.sender.notices import notice_journal_dir
@@ -69,3 +74,71 @@ def test_batches_go_out_over_the_same_smtp_connections_and_each_message_id_is_re
         assert consent.confirmation_message_id == d.message_id and d.message_id in by_id
     assert list(notice_journal_dir(s).glob("*.log")) == []
     assert not Path(s.mail_maildir).exists()  # SMTP set: nothing went to the Maildir
+
+
+def maildir_files(settings: Settings) -> int:
+    new = Path(settings.mail_maildir) / "new"
+    return len(list(new.iterdir())) if new.is_dir() else 0
+
+
+def test_the_sender_process_sends_each_row_once_and_a_dead_one_is_replaced(settings: Settings, store: Store) -> None:
+    lib.create_list(store, NewsList(slug="tin-sang", name="Tin sáng"))
+    sender = ProcessNoticeSender(settings)
+    try:
+        first = queue_confirmations(store, settings, 0, 5)
+        sender.send(first)
+        assert sender.wait_idle(120)
+        assert maildir_files(settings) == 5
+        assert all(store.get_delivery(d).status == "sent" for d in first)
+        child = sender._proc
+        assert child is not None
+        child.kill()  # the sending process dies between batches
+        child.wait(120)
+        second = queue_confirmations(store, settings, 5, 3)
+        sender.send(second)  # a new child takes them
+        assert sender.wait_idle(120)
+        assert sender._proc is not None and sender._proc.pid != child.pid
+    finally:
+        sender.close()
+    assert maildir_files(settings) == 8  # every row once, none twice
+    for did in first + second:
+        d = store.get_delivery(did)
+        consent = store.consent_for(d.subscription_id)
+        assert d.status == "sent" and consent is not None and consent.confirmation_message_id == d.message_id
+
+
+SERVER = """
+import pickle, sys, time
+from syndicate.api.mail import ProcessNoticeSender
+settings, ids = pickle.loads(sys.stdin.buffer.read())
+sender = ProcessNoticeSender(settings)
+sender.send(ids)
+assert sender.wait_idle(120)
+print(sender._proc.pid, flush=True)
+time.sleep(3600)  # killed by the test long before
+"""
+
+
+def gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"  # ended, not yet reaped
+    except FileNotFoundError:
+        return True
+
+
+def test_the_sender_process_ends_when_the_server_is_killed(settings: Settings, store: Store) -> None:
+    lib.create_list(store, NewsList(slug="tin-sang", name="Tin sáng"))
+    ids = queue_confirmations(store, settings, 0, 2)
+    server = subprocess.Popen([sys.executable, "-c", SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert server.stdin is not None and server.stdout is not None
+    server.stdin.write(pickle.dumps((settings, ids)))
+    server.stdin.close()
+    child = int(server.stdout.readline())
+    server.stdout.close()
+    server.kill()  # SIGKILL: no shutdown runs, only the kernel closes the server's end
+    server.wait(120)
+    deadline = time.monotonic() + 120
+    while not gone(child):  # the child reads EOF, finishes what it has and exits: no orphan left behind
+        assert time.monotonic() < deadline, "the notice sender outlived its server"
+        time.sleep(0.05)
+    assert maildir_files(settings) == 2

@@ -155,7 +155,7 @@ def test_systemd_serve_unit_serves_and_stops_cleanly_on_sigterm(tmp_path: Path) 
     from loopback import free_port
 
     service = _unit("syndicate-serve.service")
-    assert service["Restart"] == "on-failure" and service["KillSignal"] == "SIGTERM"
+    assert service["Restart"] == "on-failure" and service["KillSignal"] == "SIGTERM" and service["KillMode"] == "mixed"
     config, env = _site(tmp_path)
     port = free_port()
     argv = [a.replace("8080", str(port)) for a in _argv(service, config, env)]

@@ -31,7 +31,7 @@ from .. import __version__
 from ..errors import ConfigError, InputError, NotFound, SyndicateError
 from . import articles, campaigns, resources
 from .auth import ApiError, LastUsed, RateLimit, TokenCache, require
-from .mail import NoticeSender
+from .mail import ProcessNoticeSender
 from .spec import PREFIX, Call, Endpoint, check_body, doc_path, openapi
 from .writes import GroupCommit, in_savepoint, serialise_writes
 
@@ -72,7 +72,7 @@ class Api:
         self.limit = RateLimit(self.settings.api_rate, self.settings.api_burst)
         self.last_used = LastUsed()
         self.tokens = TokenCache()
-        self.mail = NoticeSender(self.settings)
+        self.mail = ProcessNoticeSender(self.settings)
         self.writes = GroupCommit(self.settings.db)
         self.max_body = self.settings.api_max_body_kb * 1024
         self._doc: bytes | None = None

@@ -142,3 +142,78 @@ def test_the_readme_curl_examples_run_against_a_live_server(site: Site, tmp_path
     assert rcpt == ["lan@example.org"]
     feed = feedparser.parse(site.http.get("/atom.xml").content)
     assert [e.title for e in feed.entries] == ["Hải Phòng: người trẻ khởi nghiệp"]
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid and fields[0] != "Z":
+                kids.append(int(entry))
+    return kids
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"  # ended, not yet reaped
+    except FileNotFoundError:
+        return True
+
+
+def test_serve_stopped_like_systemd_stops_its_notice_sender_after_the_emails(tmp_path: Path) -> None:
+    # Stopped as systemd stops the unit (KillMode=mixed: SIGTERM to serve's process group) or as Ctrl-C does:
+    # the notice sender, in a group of its own, finishes what serve handed it when serve closes the pipe, and
+    # exits with it; nothing is left running and no email is lost.
+    import signal
+    import time
+
+    from loopback import free_port
+
+    db = tmp_path / "syndicate.db"
+    store = open_store(db)
+    store.create_list(NewsList(slug="tin-sang", name="Tin sáng Đà Nẵng", sender_address="tin@news.example.org"))
+    _, token = create_token(store, "cms", "write")
+    store.close()
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SYNDICATE_")}
+    env.update(SYNDICATE_DB=str(db), SYNDICATE_SECRET_KEY=SECRET, SYNDICATE_MAIL_MAILDIR=str(tmp_path / "maildir"),
+               SYNDICATE_BASE_URL=f"http://127.0.0.1:{port}")
+    serve = subprocess.Popen([sys.executable, "-m", "syndicate", "serve", "--port", str(port)], cwd=tmp_path, env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
+            while True:
+                try:
+                    http.get("/atom.xml")
+                    break
+                except httpx.TransportError:
+                    assert serve.poll() is None and time.monotonic() < deadline, "syndicate serve did not start"
+                    time.sleep(0.05)
+            for n in range(3):
+                r = http.post("/api/v1/subscribers", headers={"authorization": f"Bearer {token}"},
+                              json={"email": f"lan{n}@example.org", "list": "tin-sang"})
+                assert r.status_code == 201, r.text
+        [sender] = _children(serve.pid)
+        os.killpg(serve.pid, signal.SIGTERM)  # the whole group, as systemd does
+        serve.wait(120)
+        deadline = time.monotonic() + 120
+        while not _gone(sender):
+            assert time.monotonic() < deadline, "the notice sender outlived serve"
+            time.sleep(0.05)
+    finally:
+        if serve.poll() is None:
+            os.killpg(serve.pid, signal.SIGKILL)
+            serve.wait(120)
+        assert serve.stderr is not None
+        errors = serve.stderr.read().decode()
+        serve.stderr.close()
+    assert "Traceback" not in errors, errors
+    assert len(list((tmp_path / "maildir" / "new").iterdir())) == 3  # every confirmation went out before the end
+    store = open_store(db)
+    assert store.scalar("SELECT count(*) FROM deliveries WHERE status = 'sent'") == 3
+    store.close()
