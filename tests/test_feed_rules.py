@@ -254,7 +254,7 @@ class SlowHub:
 def slow_hub() -> Iterator[SlowHub]:
     h = SlowHub()
     h.thread.start()
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 120
     while not h.server.started and time.monotonic() < deadline:
         time.sleep(0.01)
     yield h

@@ -209,7 +209,7 @@ class Hub:
 def hub() -> Iterator[Hub]:
     h = Hub()
     h.thread.start()
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 120
     while not h.server.started and time.monotonic() < deadline:
         time.sleep(0.01)
     yield h

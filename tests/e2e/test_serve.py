@@ -64,12 +64,12 @@ def served(store: Store, settings: Settings) -> Iterator[Served]:
                                            date_header=False))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 120
     while not server.started:
         assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
         time.sleep(0.01)
     port = server.servers[0].sockets[0].getsockname()[1]
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
         yield Served(client, settings, app)
     server.should_exit = True
     thread.join(10)
@@ -197,7 +197,7 @@ def test_syndicate_serve_command(tmp_path: Path, store: Store, settings: Setting
     cmd = [sys.executable, "-c", "from syndicate.cli import main; main()", "serve", "--port", str(port)]
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 120
         while True:
             try:
                 r = httpx.get(f"http://127.0.0.1:{port}/atom.xml", timeout=2)
@@ -210,7 +210,7 @@ def test_syndicate_serve_command(tmp_path: Path, store: Store, settings: Setting
         assert feedparser.parse(r.content).entries[0].title == "Tin số 1: đổi mới"
     finally:
         proc.terminate()
-        proc.communicate(timeout=10)
+        proc.communicate(timeout=120)
 
 
 def test_list_feeds_are_served_with_etag_and_304(served: Served, store: Store) -> None:
@@ -342,7 +342,7 @@ class Logged:
 
     def last(self, count: int = 1) -> list[str]:
         """The newest ``count`` lines, waiting for them: a line is written once its response is sent."""
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 120
         while len(self.lines) < count:
             assert time.monotonic() < deadline, "no access log line"
             time.sleep(0.01)
@@ -357,12 +357,12 @@ def serving(settings: Settings, options: ServeOptions) -> Iterator[Logged]:
     server = uvicorn.Server(uvicorn_config(settings, options, lines.append))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 120
     while not server.started:
         assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
         time.sleep(0.01)
     try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{options.port}", timeout=10) as client:
+        with httpx.Client(base_url=f"http://127.0.0.1:{options.port}", timeout=60) as client:
             client.get("/atom.xml")  # warm the cache; tests read the lines after this one
             Logged(client, lines).last()
             lines.clear()

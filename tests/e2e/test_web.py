@@ -59,7 +59,7 @@ def site(tmp_path: Path, smtp_sink: SmtpSink, live_server: Callable[[], LiveServ
     store.create_list(NewsList(slug="tin-sang", name="Tin sáng Đà Nẵng", description="Bản tin mỗi sáng",
                                sender_address="tin@news.example.org", language="vi", send_hour=7))
     srv.start(create_app(settings))
-    with httpx.Client(base_url=srv.url, timeout=10) as http:
+    with httpx.Client(base_url=srv.url, timeout=60) as http:
         yield Site(srv.url, settings, store, smtp_sink, http)
     store.close()
 
