@@ -20,9 +20,6 @@ import ctypes
 import gc
 import os
 import pickle
-import socket
-import subprocess
-import sys
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -34,6 +31,7 @@ from typing import Any
 
 import jinja2
 
+from .child import start_child
 from .config import Settings
 from .feed_build import (
     all_scopes,
@@ -346,19 +344,7 @@ class _Worker:
     ``abort`` goes to it."""
 
     def __init__(self, job: WorkerJob) -> None:
-        # A fresh interpreter (not fork: no lock or thread of ours is copied, and not multiprocessing's
-        # spawn, which re-runs the caller's main script) with a socket to talk over.
-        ours, theirs = socket.socketpair()
-        try:
-            self.process = subprocess.Popen(
-                [sys.executable, "-c", _WORKER_MAIN, str(theirs.fileno())], pass_fds=[theirs.fileno()],
-                env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)},
-            )
-        except BaseException:
-            ours.close()
-            raise
-        finally:
-            theirs.close()
+        self.process, ours = start_child("syndicate.site_build", "worker_main")
         self.conn = Connection(ours.detach())
         self.conn.send(job)
         self.reports: dict[str, PublishReport] | None = None
@@ -426,9 +412,6 @@ def _portable(exc: BaseException) -> BaseException:
         return exc
     except Exception:
         return BuildError(f"a build worker failed: {type(exc).__name__}: {exc}")
-
-
-_WORKER_MAIN = "import sys; from syndicate.site_build import worker_main; worker_main(int(sys.argv[1]))"
 
 
 def worker_main(fd: int) -> None:

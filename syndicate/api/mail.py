@@ -21,12 +21,12 @@ import queue
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 
+from ..child import start_child
 from ..config import Settings
 from ..store import open_store
 from .writes import serialise_writes
@@ -136,9 +136,6 @@ class NoticeSender:
                 store.close()
 
 
-_CHILD_MAIN = "import sys\nfrom syndicate.api.mail import child_main\nchild_main(int(sys.argv[1]))\n"
-
-
 def child_main(fd: int) -> None:
     """The notice sender process: settings, then lists of row ids, over ``fd``; answers with counts tried.
 
@@ -195,18 +192,8 @@ class ProcessNoticeSender:
         self._reader: threading.Thread | None = None
 
     def _start(self) -> None:
-        ours, theirs = socket.socketpair()
-        try:
-            self._proc = subprocess.Popen(
-                [sys.executable, "-c", _CHILD_MAIN, str(theirs.fileno())], pass_fds=[theirs.fileno()],
-                env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)},
-                process_group=0,  # a terminal's Ctrl-C reaches serve alone, which then ends this one in order
-            )
-        except BaseException:
-            ours.close()
-            raise
-        finally:
-            theirs.close()
+        # process_group: a terminal's Ctrl-C reaches serve alone, which then ends this one in order
+        self._proc, ours = start_child("syndicate.api.mail", "child_main", process_group=0)
         self._sock, self._conn = ours, Connection(os.dup(ours.fileno()))
         self._conn.send(self.settings)
         self._reader = threading.Thread(target=self._read, args=(self._sock, self._conn, self._proc),
