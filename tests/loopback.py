@@ -14,6 +14,7 @@ import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from aiosmtpd.controller import Controller
@@ -129,3 +130,11 @@ class SmtpSink:
             if time.monotonic() > deadline:
                 raise AssertionError(f"expected {count} message(s) in the SMTP sink, got {len(self.messages)}")
             time.sleep(0.02)
+
+
+def process_gone(pid: int) -> bool:
+    """Whether process ``pid`` has ended (gone, or a zombie not yet reaped: it runs no more)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True

@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from loopback import SmtpSink, smtp_server
+from loopback import SmtpSink, process_gone, smtp_server
 
 from syndicate import subscribers as lib
 from syndicate.api.mail import NoticeSender, ProcessNoticeSender
@@ -119,13 +119,6 @@ time.sleep(3600)  # killed by the test long before
 """
 
 
-def gone(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"  # ended, not yet reaped
-    except FileNotFoundError:
-        return True
-
-
 def test_the_sender_process_ends_when_the_server_is_killed(settings: Settings, store: Store) -> None:
     lib.create_list(store, NewsList(slug="tin-sang", name="Tin sáng"))
     ids = queue_confirmations(store, settings, 0, 2)
@@ -138,7 +131,7 @@ def test_the_sender_process_ends_when_the_server_is_killed(settings: Settings, s
     server.kill()  # SIGKILL: no shutdown runs, only the kernel closes the server's end
     server.wait(120)
     deadline = time.monotonic() + 120
-    while not gone(child):  # the child reads EOF, finishes what it has and exits: no orphan left behind
+    while not process_gone(child):  # the child reads EOF, finishes what it has and exits: no orphan left behind
         assert time.monotonic() < deadline, "the notice sender outlived its server"
         time.sleep(0.05)
     assert maildir_files(settings) == 2

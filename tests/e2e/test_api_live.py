@@ -157,13 +157,6 @@ def _children(pid: int) -> list[int]:
     return kids
 
 
-def _gone(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"  # ended, not yet reaped
-    except FileNotFoundError:
-        return True
-
-
 def test_serve_stopped_like_systemd_stops_its_notice_sender_after_the_emails(tmp_path: Path) -> None:
     # Stopped as systemd stops the unit (KillMode=mixed: SIGTERM to serve's process group) or as Ctrl-C does:
     # the notice sender, in a group of its own, finishes what serve handed it when serve closes the pipe, and
@@ -171,7 +164,7 @@ def test_serve_stopped_like_systemd_stops_its_notice_sender_after_the_emails(tmp
     import signal
     import time
 
-    from loopback import free_port
+    from loopback import free_port, process_gone
 
     db = tmp_path / "syndicate.db"
     store = open_store(db)
@@ -202,7 +195,7 @@ def test_serve_stopped_like_systemd_stops_its_notice_sender_after_the_emails(tmp
         os.killpg(serve.pid, signal.SIGTERM)  # the whole group, as systemd does
         serve.wait(120)
         deadline = time.monotonic() + 120
-        while not _gone(sender):
+        while not process_gone(sender):
             assert time.monotonic() < deadline, "the notice sender outlived serve"
             time.sleep(0.05)
     finally:
