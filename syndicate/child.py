@@ -12,20 +12,23 @@ import os
 import socket
 import subprocess
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 
-def start_child(module: str, function: str, **popen: Any) -> tuple[subprocess.Popen[bytes], socket.socket]:
+def start_child(module: str, function: str, *, share_fds: Sequence[int] = (),
+                **popen: Any) -> tuple[subprocess.Popen[bytes], socket.socket]:
     """Run ``module.function(fd)`` in a new ``sys.executable``; returns the process and our end of the socket.
 
     ``fd`` is the child's end of a socket pair; the child sees the parent's
-    ``sys.path``. Extra keyword arguments go to :class:`subprocess.Popen`.
+    ``sys.path``. ``share_fds``: more of our file descriptors the child gets,
+    under the same numbers. Extra keyword arguments go to :class:`subprocess.Popen`.
     """
     ours, theirs = socket.socketpair()
     code = f"import sys; from {module} import {function}; {function}(int(sys.argv[1]))"
     try:
         process = subprocess.Popen(
-            [sys.executable, "-c", code, str(theirs.fileno())], pass_fds=[theirs.fileno()],
+            [sys.executable, "-c", code, str(theirs.fileno())], pass_fds=[theirs.fileno(), *share_fds],
             env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}, **popen,
         )
     except BaseException:

@@ -2,8 +2,10 @@
 
 The work comes in units: the subscription feeds and index pages of every scope,
 each finished month (its archive documents for every scope holding it and its
-articles' pages), and the pages of the month still running. ``jobs`` processes
-share the months (by article count); the calling process keeps the rest.
+articles' pages), and the pages of the month still running. The calling process
+builds the subscription feeds; then each of the ``jobs`` processes takes the next
+month left whenever it is free (:class:`Claims`), so all finish at about the
+same time however the months differ in size.
 
 One state of the store: the calling process opens a read snapshot and notes its
 change counter; every worker opens its own connection and snapshot and goes on
@@ -17,11 +19,15 @@ previous site as it was.
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import gc
+import itertools
 import os
 import pickle
+import struct
+import tempfile
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -56,6 +62,7 @@ ATTEMPTS = 3  # snapshots tried when the store keeps changing as the workers sta
 
 OPEN = ""  # the month of the MonthPlan that stands for the running month: its articles' pages only
 PAGE_SHARE = 0.5  # a page alone, in a month article's worth of work (its item, template and file)
+_CLAIMS = struct.Struct("=qq")  # the Claims file: the next unit at the front, one past the last at the back
 
 
 @dataclass(frozen=True)
@@ -69,14 +76,61 @@ class MonthPlan:
 
 @dataclass(frozen=True)
 class WorkerJob:
-    """What a worker process builds (picklable: it crosses to a fresh interpreter)."""
+    """What a worker process builds (picklable: it crosses to a fresh interpreter): ``units[first]``,
+    then the units it takes through the :class:`Claims` file open as ``claims_fd``."""
 
     db: str
     settings: Settings
     out_dir: str
     now: datetime
     counter: int
-    months: tuple[MonthPlan, ...]
+    units: tuple[MonthPlan, ...]
+    first: int
+    claims_fd: int
+
+
+class Claims:
+    """Which units of a build are still to take, shared by its processes: a nameless temp file
+    holding two indices into the units, taken under a POSIX record lock (one owner per process,
+    unlike ``flock``, which the processes would share through the one open file).
+
+    Each worker starts with a unit of its own (the largest: see :func:`claim_order`), so the
+    calling process, though it starts first, never takes them all from a worker still starting;
+    then the workers take from the front and the calling process from the back, whoever is free
+    the next, until none is left."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    @classmethod
+    def create(cls, first: int, end: int) -> Claims:
+        """Claims of the units from ``first`` to ``end`` (excluded)."""
+        with tempfile.TemporaryFile() as handle:
+            fd = os.dup(handle.fileno())  # the file lives on, nameless, as long as a descriptor does
+        os.pwrite(fd, _CLAIMS.pack(first, end), 0)
+        return cls(fd)
+
+    def take(self, front: bool) -> int | None:
+        """The index of the next unit (from the front or the back), or None when all are taken."""
+        fcntl.lockf(self.fd, fcntl.LOCK_EX)
+        try:
+            first: int
+            end: int
+            first, end = _CLAIMS.unpack(os.pread(self.fd, _CLAIMS.size, 0))
+            if first >= end:
+                return None
+            if front:
+                taken, first = first, first + 1
+            else:
+                end -= 1
+                taken = end
+            os.pwrite(self.fd, _CLAIMS.pack(first, end), 0)
+            return taken
+        finally:
+            fcntl.lockf(self.fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        os.close(self.fd)
 
 
 @dataclass
@@ -223,13 +277,15 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
-def _share(
-    store: Store, settings: Settings, plans: list[MonthPlan], jobs: int, head: int, now: datetime
-) -> list[list[MonthPlan]]:
-    """The months split into ``jobs`` shares of about equal articles (largest first to the lightest);
-    share 0 is the caller's, which also builds the subscription feeds (``head`` articles' worth)."""
-    loads = [head] + [0] * (jobs - 1)
-    shares: list[list[MonthPlan]] = [[] for _ in range(jobs)]
+def claim_order(
+    store: Store, settings: Settings, plans: list[MonthPlan], workers: int, now: datetime
+) -> list[MonthPlan]:
+    """The units in the order :class:`Claims` hands them out.
+
+    Largest first (by articles), dealt in turn to the front (``workers`` of every ``workers + 1``)
+    and to the back (one): the workers start with the largest months (the first ``workers`` are
+    theirs from the start) while the calling process builds the subscription feeds, and wherever
+    the two ends meet, the last units taken are the smallest, so no process waits long for another."""
     sized = []
     for plan in plans:
         if plan.month == OPEN:
@@ -238,12 +294,20 @@ def _share(
             continue
         bounds = month_bounds(plan.month, settings.tz)
         sized.append((store.count_published_between(*bounds) if bounds else 0, plan))
-    for count, plan in sorted(sized, key=lambda pair: -pair[0]):
-        lightest = loads.index(min(loads))
-        shares[lightest].append(plan)
-        loads[lightest] += count
-    order = {plan.month: i for i, plan in enumerate(plans)}
-    return [sorted(share, key=lambda p: order[p.month]) for share in shares]
+    front: list[MonthPlan] = []
+    back: list[MonthPlan] = []
+    for i, (_count, plan) in enumerate(sorted(sized, key=lambda pair: -pair[0])):
+        (back if i % (workers + 1) == workers else front).append(plan)
+    return front + back[::-1]
+
+
+def _take(claims: Claims | None, units: Sequence[MonthPlan], front: bool) -> Iterator[MonthPlan]:
+    """The units this process builds: every one when it builds alone, else those it claims."""
+    if claims is None:
+        yield from units
+        return
+    while (index := claims.take(front)) is not None:
+        yield units[index]
 
 
 def build_site(
@@ -274,6 +338,7 @@ def _build_once(
 ) -> tuple[PublishReport, list[Scope]]:
     writer = Writer(root, PublishReport(str(root)), staged=True)
     workers: list[_Worker] = []
+    claims: Claims | None = None
     try:
         with store.read_snapshot() as counter:
             categories = store.public_categories(now)
@@ -284,11 +349,13 @@ def _build_once(
             if jobs is None:
                 jobs = cores() if total >= AUTO_PARALLEL else 1
             jobs = max(1, min(jobs, len(plans))) if store.path != ":memory:" else 1
-            head = settings.feeds_items * len(scopes) // 2  # the subscription feeds: the caller builds them
-            shares = _share(store, settings, plans, jobs, head, now) if jobs > 1 else [plans]
-            for share in shares[1:]:
-                if share:
-                    workers.append(_Worker(WorkerJob(store.path, settings, str(root), now, counter, tuple(share))))
+            units = plans
+            if jobs > 1:
+                units = claim_order(store, settings, plans, jobs - 1, now)
+                claims = Claims.create(jobs - 1, len(units))
+                for first in range(jobs - 1):
+                    workers.append(_Worker(WorkerJob(store.path, settings, str(root), now, counter, tuple(units),
+                                                     first, claims.fd)))
             env = make_environment(settings)
             parts = _Parts(PublishReport(str(root)))
             done = 0
@@ -302,7 +369,7 @@ def _build_once(
             writer.report = parts.current
             for scope in scopes:
                 publish_scope_current(writer, store, settings, env, scope, categories, lists, now)
-            for plan in shares[0]:
+            for plan in _take(claims, units, front=False):
                 writer.report = parts.months[plan.month] = PublishReport(str(root))
                 advance(build_month_unit(writer, store, settings, env, plan, now))
                 for worker in workers:
@@ -315,10 +382,15 @@ def _build_once(
     except BaseException:
         _stop(workers, writer)
         raise
+    finally:
+        if claims is not None:
+            claims.close()
     try:
-        for worker in workers:  # every file is written: now move them all into place
-            worker.commit()
+        for worker in workers:  # every file is written: now every process moves its own into place
+            worker.start_commit()
         writer.commit()
+        for worker in workers:
+            worker.end_commit()
     except BaseException:
         _stop(workers, writer)
         raise
@@ -344,7 +416,7 @@ class _Worker:
     ``abort`` goes to it."""
 
     def __init__(self, job: WorkerJob) -> None:
-        self.process, ours = start_child("syndicate.site_build", "worker_main")
+        self.process, ours = start_child("syndicate.site_build", "worker_main", share_fds=[job.claims_fd])
         self.conn = Connection(ours.detach())
         self.conn.send(job)
         self.reports: dict[str, PublishReport] | None = None
@@ -384,8 +456,11 @@ class _Worker:
                 self.reports = message[1]
         return self.reports
 
-    def commit(self) -> None:
+    def start_commit(self) -> None:
         self.conn.send("commit")
+
+    def end_commit(self) -> None:
+        """Wait until the worker has moved its files into place (or raise its error)."""
         self._receive()  # ("done",) or its error
         self.finished = True
 
@@ -435,7 +510,8 @@ def worker_main(fd: int) -> None:
                     reports: dict[str, PublishReport] = {}
                     gc.freeze()
                     gc.set_threshold(50_000, 20, 20)  # see fewer_collections(): this process ends with the build
-                    for plan in job.months:
+                    mine = itertools.chain([job.units[job.first]], _take(Claims(job.claims_fd), job.units, front=True))
+                    for plan in mine:  # one at a time: each unit is claimed when this process is free for it
                         if conn.poll():  # the only message before "ready" is "abort": another process failed
                             raise _Aborted()
                         writer.report = reports[plan.month] = PublishReport(job.out_dir)

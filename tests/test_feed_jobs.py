@@ -148,3 +148,57 @@ def test_cli_feed_build_jobs(cli: CliRunner, tmp_path: Path, store: Store) -> No
     )
     bad = cli.invoke(main, ["feed", "build", "--jobs", "0"])
     assert bad.exit_code == 2 and "0 is not in the range x>=1" in bad.output
+
+
+CLAIMER = """
+import sys
+from syndicate.site_build import Claims
+claims = Claims(int(sys.argv[1]))
+print("ready", flush=True)
+sys.stdin.readline()  # all three start together
+print(" ".join(str(i) for i in iter(lambda: claims.take(front=True), None)))
+"""
+
+
+def test_claims_hand_every_unit_to_exactly_one_process() -> None:
+    """Two other processes take from the front while this one takes from the back, all at once:
+    every unit is taken, none twice (the lock is per process, so it holds between them)."""
+    import subprocess
+    import sys
+
+    from syndicate.site_build import Claims
+
+    claims = Claims.create(3, 20_000)
+    try:
+        children = [subprocess.Popen([sys.executable, "-c", CLAIMER, str(claims.fd)], pass_fds=[claims.fd],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for _ in range(2)]
+        for child in children:
+            assert child.stdout is not None and child.stdout.readline() == "ready\n"
+        for child in children:
+            assert child.stdin is not None
+            child.stdin.write("go\n")
+            child.stdin.close()
+        ours = list(iter(lambda: claims.take(front=False), None))
+        theirs = [child.stdout.read().split() for child in children if child.stdout is not None]
+        for child in children:
+            child.wait(timeout=120)
+            child.stdout.close()  # type: ignore[union-attr]
+    finally:
+        claims.close()
+    assert all(child.returncode == 0 for child in children)
+    taken = ours + [int(i) for part in theirs for i in part]
+    assert sorted(taken) == list(range(3, 20_000))  # each once; 0-2 were never in the file
+    assert ours == sorted(ours, reverse=True)  # from the back, in turn
+    assert all(part == sorted(part, key=int) for part in theirs)  # from the front, in turn
+
+
+def test_claim_order_gives_the_largest_months_to_the_workers(store: Store, settings: Settings) -> None:
+    from syndicate.site_build import OPEN, MonthPlan, claim_order
+
+    fill(store)  # January 40 articles, February to April 3 each, the open month (May) 3 public
+    plans = [MonthPlan(m, ()) for m in ("2024-01", "2024-02", "2024-03", "2024-04")] + [MonthPlan(OPEN, ())]
+    one = [p.month for p in claim_order(store, settings, plans, 1, NOW)]
+    assert one[0] == "2024-01" and sorted(one) == sorted(p.month for p in plans)
+    assert one[-1] != OPEN and one.index(OPEN) in (2, 3)  # the smallest (pages only) meet in the middle
+    two = [p.month for p in claim_order(store, settings, plans, 2, NOW)]
+    assert two[0] == "2024-01" and sorted(two) == sorted(p.month for p in plans)
