@@ -373,65 +373,116 @@ class _EntryExtension(BaseEntryExtension):  # type: ignore[misc]
         return entry
 
 
-class _Entry(FeedEntry):  # type: ignore[misc]
-    """A feedgen entry that keeps the element it rendered for each format.
+class _Frame:
+    """Where one entry of a feed document is serialised by itself, byte for byte as it reads in the document.
 
-    Documents are serialised one at a time, so the element is simply moved
-    (lxml re-parents it) into the next document holding the article: the item
-    is rendered once per format, not once per document.
+    feedgen builds a whole document as one lxml tree and lxml writes it; a month's site archive
+    then holds every entry's elements and feedgen objects at once (tens of MB). Here an entry's
+    element goes alone into a copy of the document's outer elements (``<rss><channel>`` or
+    ``<feed>``, with the same namespace declarations: they come from feedgen, from a generator
+    with the same extension), lxml pretty-prints that, and the entry's lines are cut out: the
+    indentation and namespace prefixes are those the whole document gives it, as libxml2 writes
+    each child of an element on its own lines whatever its siblings are. A document is then
+    feedgen's document without entries, its closing lines cut off, the entries' bytes and the
+    closing lines. tests/test_feeds.py holds the equivalence with feedgen's whole-tree output.
     """
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.elements: dict[str, Any] = {}
+    def __init__(self, fmt: str) -> None:
+        fg = _new_generator()
+        fg.id("tag:frame")
+        fg.title("frame")
+        fg.link(href="https://frame.invalid/", rel="alternate")
+        fg.description("frame")
+        root, _doc = fg._create_rss() if fmt == "rss" else fg._create_atom()
+        self.container = root[0] if fmt == "rss" else root
+        for child in list(self.container):
+            self.container.remove(child)
+        self.root = root
+        marker = etree.SubElement(self.container, "syndicate-marker")
+        out = self._serialise()
+        self.container.remove(marker)
+        at = out.index(b"<syndicate-marker/>")
+        self.start = out.rindex(b"\n", 0, at) + 1  # the entry's lines begin after the container's start tag
+        self.end = len(out) - (at + len(b"<syndicate-marker/>\n"))  # and end before its end tag
+        self.closing = out[len(out) - self.end:]  # the document's last lines: "  </channel>\n</rss>\n"
 
-    def rss_entry(self, extensions: bool = True) -> Any:
-        if "rss" not in self.elements:
-            self.elements["rss"] = super().rss_entry(extensions)
-        return self.elements["rss"]
+    def _serialise(self) -> bytes:
+        out: bytes = etree.tostring(self.root, pretty_print=True, encoding="UTF-8")
+        return out
 
-    def atom_entry(self, extensions: bool = True) -> Any:
-        if "atom" not in self.elements:
-            self.elements["atom"] = super().atom_entry(extensions)
-        return self.elements["atom"]
+    def entry_bytes(self, element: Any) -> bytes:
+        self.container.append(element)
+        try:
+            out = self._serialise()
+        finally:
+            self.container.remove(element)
+        return out[self.start:len(out) - self.end]
+
+    def document(self, shell: bytes, entries: list[bytes]) -> bytes:
+        """feedgen's document without entries (``shell``) with ``entries`` in its place."""
+        if not shell.endswith(self.closing):  # pragma: no cover - a feedgen or lxml that writes otherwise
+            raise RuntimeError("feed document does not end as its frame does")
+        return b"".join([shell[: len(shell) - len(self.closing)], *entries, self.closing])
+
+
+XML_FORMATS = ("rss", "atom")
 
 
 class EntryCache:
-    """Feed entries made once per article and shared by every document holding it.
+    """Each article's entry in every XML format, as bytes, made once and shared by every document holding it.
 
     A full build puts each article in the site's archive month, its
     category's and its lists'. The entry depends only on the item and on
     whether the item's language differs from the feed's, which is the key;
     each key also holds the item itself, so a different item (even an equal
-    one, or an edited article) never meets another's entry. Use one cache for
-    one batch of items (a month) and drop it with them; :meth:`drop_elements`
-    frees the rendered elements once a format is done.
+    one, or an edited article) never meets another's entry. The feedgen
+    entry of an item is made once, serialised in each of ``formats`` and
+    dropped: what stays is bytes (about the size of the entry in the
+    documents). Use one cache for one batch of items (a month) and drop it
+    with them.
     """
 
-    def __init__(self) -> None:
-        self._entries: dict[tuple[int, bool], tuple[FeedItem, _Entry]] = {}
+    def __init__(self, formats: Sequence[str] = XML_FORMATS) -> None:
+        self.formats = tuple(fmt for fmt in XML_FORMATS if fmt in formats)
+        self._frames: dict[str, _Frame] = {}
+        self._entries: dict[tuple[int, bool], tuple[FeedItem, dict[str, bytes]]] = {}
 
-    def entry(self, meta: FeedMeta, item: FeedItem) -> _Entry:
+    def frame(self, fmt: str) -> _Frame:
+        frame = self._frames.get(fmt)
+        if frame is None:
+            frame = self._frames[fmt] = _Frame(fmt)
+        return frame
+
+    def entry_bytes(self, meta: FeedMeta, item: FeedItem, fmt: str) -> bytes:
         own_language = _own_language(meta, item)
         key = (id(item), own_language)
         found = self._entries.get(key)
-        if found is not None and found[0] is item:
-            return found[1]
+        if found is not None and found[0] is item and fmt in found[1]:
+            return found[1][fmt]
         fe = _entry(meta.settings, item, own_language)
-        self._entries[key] = (item, fe)
-        return fe
+        made = found[1] if found is not None and found[0] is item else {}
+        for each in {*self.formats, fmt}:
+            if each not in made:
+                element = fe.rss_entry() if each == "rss" else fe.atom_entry()
+                made[each] = self.frame(each).entry_bytes(element)
+        self._entries[key] = (item, made)
+        return made[fmt]
 
-    def drop_elements(self) -> None:
-        for _item, fe in self._entries.values():
-            fe.elements.clear()
+    def forget(self, fmt: str | None = None) -> None:
+        """Drop every entry's bytes of ``fmt`` (None: of every format), once no document needs them."""
+        if fmt is None:
+            self._entries.clear()
+            return
+        for _item, made in self._entries.values():
+            made.pop(fmt, None)
 
 
 def _own_language(meta: FeedMeta, item: FeedItem) -> bool:
     return bool(item.language) and item.language != meta.language
 
 
-def _entry(settings: Settings, item: FeedItem, own_language: bool) -> _Entry:
-    fe = _Entry()
+def _entry(settings: Settings, item: FeedItem, own_language: bool) -> FeedEntry:
+    fe = FeedEntry()
     fe.register_extension("syndicate", _EntryExtension, atom=True, rss=True)
     fe.id(item.id)
     fe.guid(item.id, permalink=False)
@@ -465,9 +516,15 @@ def _entry(settings: Settings, item: FeedItem, own_language: bool) -> _Entry:
     return fe
 
 
-def _generator(meta: FeedMeta, items: Sequence[FeedItem], fmt: str, cache: EntryCache | None = None) -> FeedGenerator:
+def _new_generator() -> FeedGenerator:
     fg = FeedGenerator()
     fg.register_extension("syndicate", _FeedExtension, _EntryExtension, atom=True, rss=True)
+    return fg
+
+
+def _generator(meta: FeedMeta, fmt: str) -> FeedGenerator:
+    """feedgen's generator for one document, every feed-level field set and no entry (see :class:`_Frame`)."""
+    fg = _new_generator()
     fg.id(feed_id(meta.settings, meta.scope))
     fg.title(meta.title)
     fg.subtitle(meta.subtitle)
@@ -490,25 +547,24 @@ def _generator(meta: FeedMeta, items: Sequence[FeedItem], fmt: str, cache: Entry
     ext: _FeedExtension = fg.syndicate
     ext.links = ([("hub", meta.hub)] if meta.hub else []) + meta.archive_links(fmt)
     ext.archive = meta.month is not None
-    cache = cache or EntryCache()
-    seen: set[int] = set()
-    for item in items:  # an item twice in one document gets its own entry: a shared element can sit in one place
-        fe = cache.entry(meta, item) if id(item) not in seen else _entry(meta.settings, item, _own_language(meta, item))
-        seen.add(id(item))
-        fg.add_entry(fe, order="append")  # its extension is registered already: feedgen keeps it
     return fg
+
+
+def _xml_bytes(meta: FeedMeta, items: Sequence[FeedItem], fmt: str, cache: EntryCache | None) -> bytes:
+    cache = cache or EntryCache((fmt,))
+    fg = _generator(meta, fmt)
+    shell: bytes = (fg.rss_str if fmt == "rss" else fg.atom_str)(pretty=True, encoding="UTF-8")
+    return cache.frame(fmt).document(shell, [cache.entry_bytes(meta, item, fmt) for item in items])
 
 
 def rss_bytes(meta: FeedMeta, items: Sequence[FeedItem], cache: EntryCache | None = None) -> bytes:
     """RSS 2.0 with content:encoded, dc:creator, atom:link self/hub/archives."""
-    out: bytes = _generator(meta, items, "rss", cache).rss_str(pretty=True, encoding="UTF-8")
-    return out
+    return _xml_bytes(meta, items, "rss", cache)
 
 
 def atom_bytes(meta: FeedMeta, items: Sequence[FeedItem], cache: EntryCache | None = None) -> bytes:
     """Atom 1.0 with content type="html", RFC 5005 links and fh:archive."""
-    out: bytes = _generator(meta, items, "atom", cache).atom_str(pretty=True, encoding="UTF-8")
-    return out
+    return _xml_bytes(meta, items, "atom", cache)
 
 
 def _iso(value: datetime) -> str:
@@ -584,5 +640,5 @@ def render_feeds(
     meta: FeedMeta, items: Sequence[FeedItem], formats: Sequence[str] = FORMATS, cache: EntryCache | None = None
 ) -> dict[str, bytes]:
     """Every format of one document, from items cleaned once (and feed entries made once, with ``cache``)."""
-    cache = cache or EntryCache()
+    cache = cache or EntryCache(formats)
     return {fmt: WRITERS[fmt](meta, items, cache) for fmt in formats}
