@@ -454,18 +454,20 @@ class EntryCache:
         return frame
 
     def entry_bytes(self, meta: FeedMeta, item: FeedItem, fmt: str) -> bytes:
-        own_language = _own_language(meta, item)
-        key = (id(item), own_language)
-        found = self._entries.get(key)
-        if found is not None and found[0] is item and fmt in found[1]:
-            return found[1][fmt]
+        own_language = bool(item.language) and item.language != meta.language  # _own_language, inline: hot
+        found = self._entries.get((id(item), own_language))
+        if found is not None and found[0] is item:
+            made = found[1]
+            out = made.get(fmt)
+            if out is not None:
+                return out
+        else:
+            made = {}
+            self._entries[(id(item), own_language)] = (item, made)
         fe = _entry(meta.settings, item, own_language)
-        made = found[1] if found is not None and found[0] is item else {}
-        for each in {*self.formats, fmt}:
+        for each in self.formats if fmt in self.formats else (*self.formats, fmt):
             if each not in made:
-                element = fe.rss_entry() if each == "rss" else fe.atom_entry()
-                made[each] = self.frame(each).entry_bytes(element)
-        self._entries[key] = (item, made)
+                made[each] = self.frame(each).entry_bytes(fe.rss_entry() if each == "rss" else fe.atom_entry())
         return made[fmt]
 
     def forget(self, fmt: str | None = None) -> None:
