@@ -127,3 +127,24 @@ def test_a_month_cache_holds_bytes_not_feedgen_entries_or_elements() -> None:
     assert [o for o in gc.get_objects() if isinstance(o, FeedEntry)] == []
     held = [o for o in gc.get_referents(*cache._entries.values()) if isinstance(o, dict)]
     assert held and all(isinstance(v, bytes) for d in held for v in d.values())
+
+
+def test_threads_rendering_at_once_each_get_their_own_bytes() -> None:
+    """serve renders feeds in a thread pool: each thread lends its entries to its own frames."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    batches = [feed_items([
+        Article(guid=f"t{n}:{i}", title=f"Tin {n}.{i}", slug=f"tin-{n}-{i}", published=T0 - timedelta(minutes=i),
+                body_html=f"<p>Nội dung {n}</p>\n<p>{i}</p>", category="Kinh tế", language=["vi", "en"][i % 2])
+        for i in range(30)
+    ], SETTINGS) for n in range(8)]
+    meta = FeedMeta(SETTINGS, SITE, T0)
+    expected = [(whole_tree(meta, items, "rss"), whole_tree(meta, items, "atom")) for items in batches]
+
+    def render(items: list[FeedItem]) -> tuple[bytes, bytes]:
+        for _ in range(5):
+            out = (rss_bytes(meta, items), atom_bytes(meta, items))
+        return out
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        assert list(pool.map(render, batches)) == expected
