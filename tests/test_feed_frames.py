@@ -53,7 +53,8 @@ def articles(draw: st.DrawFn) -> list[Article]:
             guid=f"g:{i}:{draw(st.text(max_size=5))}",
             title=draw(_TEXT),
             slug=f"s-{i}",
-            published=T0 - timedelta(hours=i, seconds=draw(st.integers(0, 3600))),
+            published=draw(st.just(T0 - timedelta(hours=i, seconds=i)) | st.datetimes(
+                min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30), timezones=st.just(UTC))),
             updated=draw(st.none() | st.just(T0 + timedelta(days=1))),
             body_html=draw(_HTML | _TEXT),
             body_text=draw(_TEXT),
