@@ -27,7 +27,7 @@ import re
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -501,19 +501,25 @@ def _own_language(meta: FeedMeta, item: FeedItem) -> bool:
     return bool(item.language) and item.language != meta.language
 
 
+_ZERO = timedelta(0)
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
 def rfc2822(value: datetime) -> str:
     """What feedgen writes for an RSS date (``strftime('%a, %d %b %Y %H:%M:%S %z')`` in the C locale),
-    without its two ``setlocale`` calls per date: names from tables, numbers from strftime.
+    without its two ``setlocale`` calls per date: names from tables (the C locale's), the year
+    unpadded as glibc writes it, the offset from strftime unless it is UTC's.
 
     Example:
         >>> rfc2822(datetime(2026, 10, 31, 16, 58, 25, tzinfo=UTC))
         'Sat, 31 Oct 2026 16:58:25 +0000'
     """
-    return f"{_DAYS[value.weekday()]}, {value.strftime('%d')} {_MONTHS[value.month - 1]} {value.strftime('%Y %H:%M:%S %z')}"
+    zone = "+0000" if value.utcoffset() == _ZERO else value.strftime("%z")
+    return (
+        f"{_DAYS[value.weekday()]}, {value.day:02d} {_MONTHS[value.month - 1]} {value.year} "
+        f"{value.hour:02d}:{value.minute:02d}:{value.second:02d} {zone}"
+    )
 
 
 def _entry(settings: Settings, item: FeedItem, own_language: bool, feedgen_dates: bool = True) -> FeedEntry:

@@ -149,3 +149,12 @@ def test_threads_rendering_at_once_each_get_their_own_bytes() -> None:
 
     with ThreadPoolExecutor(max_workers=4) as pool:
         assert list(pool.map(render, batches)) == expected
+
+
+@hypothesis_settings(max_examples=_EXAMPLES * 3, deadline=None)
+@given(st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30),
+                    timezones=st.none() | st.just(UTC) | st.timezones()))
+def test_rfc2822_writes_what_feedgen_writes(value: datetime) -> None:
+    from feedgen.util import formatRFC2822
+
+    assert feeds.rfc2822(value) == formatRFC2822(value)
