@@ -24,9 +24,10 @@ import functools
 import html
 import mimetypes
 import re
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -330,6 +331,7 @@ class _EntryExtension(BaseEntryExtension):  # type: ignore[misc]
         self.language = ""  # set only when it differs from the feed's
         self.image = ""
         self.image_type = ""
+        self.pub_date = ""  # RSS <pubDate> when feedgen is not given the date (see EntryCache.entry_bytes)
 
     def extend_ns(self) -> dict[str, str]:
         return {"dc": NS_DC, "media": NS_MEDIA}
@@ -339,6 +341,8 @@ class _EntryExtension(BaseEntryExtension):  # type: ignore[misc]
             etree.SubElement(entry, f"{{{NS_MEDIA}}}content", url=self.image, type=self.image_type, medium="image")
 
     def extend_rss(self, entry: Any) -> Any:
+        if self.pub_date:  # where feedgen puts it: its last element (it writes no <source> for us)
+            etree.SubElement(entry, "pubDate").text = self.pub_date
         # RSS readers render <description> as HTML: it carries the summary as cleaned HTML
         # (feedgen would write the plain-text summary, whose "<script>" a reader runs).
         description = entry.find("description")
@@ -373,65 +377,155 @@ class _EntryExtension(BaseEntryExtension):  # type: ignore[misc]
         return entry
 
 
-class _Entry(FeedEntry):  # type: ignore[misc]
-    """A feedgen entry that keeps the element it rendered for each format.
+class _Frame:
+    """Where one entry of a feed document is serialised by itself, byte for byte as it reads in the document.
 
-    Documents are serialised one at a time, so the element is simply moved
-    (lxml re-parents it) into the next document holding the article: the item
-    is rendered once per format, not once per document.
+    feedgen builds a whole document as one lxml tree and lxml writes it; a month's site archive
+    then holds every entry's elements and feedgen objects at once (tens of MB). Here an entry's
+    element goes alone into a copy of the document's outer elements (``<rss><channel>`` or
+    ``<feed>``, with the same namespace declarations: they come from feedgen, from a generator
+    with the same extension), lxml pretty-prints that, and the entry's lines are cut out: the
+    indentation and namespace prefixes are those the whole document gives it, as libxml2 writes
+    each child of an element on its own lines whatever its siblings are. A document is then
+    feedgen's document without entries, its closing lines cut off, the entries' bytes and the
+    closing lines. tests/test_feed_frames.py holds the equivalence with feedgen's whole-tree output
+    (generated items and feeds, against the documents feedgen writes from one tree).
     """
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.elements: dict[str, Any] = {}
+    def __init__(self, fmt: str) -> None:
+        fg = _new_generator()
+        fg.id("tag:frame")
+        fg.title("frame")
+        fg.link(href="https://frame.invalid/", rel="alternate")
+        fg.description("frame")
+        # feedgen's own tree for a document (what rss_str/atom_str serialise), so the namespaces are its own
+        root, _doc = fg._create_rss() if fmt == "rss" else fg._create_atom()
+        self.container = root[0] if fmt == "rss" else root
+        for child in list(self.container):
+            self.container.remove(child)
+        self.root = root
+        marker = etree.SubElement(self.container, "syndicate-marker")
+        out = self._serialise()
+        self.container.remove(marker)
+        at = out.index(b"<syndicate-marker/>")
+        self.start = out.rindex(b"\n", 0, at) + 1  # the entry's lines begin after the container's start tag
+        self.end = len(out) - (at + len(b"<syndicate-marker/>\n"))  # and end before its end tag
+        self.closing = out[len(out) - self.end:]  # the document's last lines: "  </channel>\n</rss>\n"
 
-    def rss_entry(self, extensions: bool = True) -> Any:
-        if "rss" not in self.elements:
-            self.elements["rss"] = super().rss_entry(extensions)
-        return self.elements["rss"]
+    def _serialise(self) -> bytes:
+        out: bytes = etree.tostring(self.root, pretty_print=True, encoding="UTF-8")
+        return out
 
-    def atom_entry(self, extensions: bool = True) -> Any:
-        if "atom" not in self.elements:
-            self.elements["atom"] = super().atom_entry(extensions)
-        return self.elements["atom"]
+    def entry_bytes(self, element: Any) -> bytes:
+        self.container.append(element)
+        try:
+            out = self._serialise()
+        finally:
+            self.container.remove(element)
+        return out[self.start:len(out) - self.end]
+
+    def document(self, shell: bytes, entries: list[bytes]) -> bytes:
+        """feedgen's document without entries (``shell``) with ``entries`` in its place."""
+        if not shell.endswith(self.closing):  # pragma: no cover - a feedgen or lxml that writes otherwise
+            raise RuntimeError("feed document does not end as its frame does")
+        return b"".join([shell[: len(shell) - len(self.closing)], *entries, self.closing])
+
+
+XML_FORMATS = ("rss", "atom")
+_FRAMES = threading.local()  # a frame is lent its entry while it serialises: one set per thread (serve's)
+
+
+def _frame(fmt: str) -> _Frame:
+    """This thread's frame for ``fmt``, made once (a quarter of a millisecond a pair, per feed group otherwise)."""
+    frames: dict[str, _Frame] | None = getattr(_FRAMES, "frames", None)
+    if frames is None:
+        frames = _FRAMES.frames = {}
+    frame = frames.get(fmt)
+    if frame is None:
+        frame = frames[fmt] = _Frame(fmt)
+    return frame
 
 
 class EntryCache:
-    """Feed entries made once per article and shared by every document holding it.
+    """Each article's entry in every XML format, as bytes, made once and shared by every document holding it.
 
     A full build puts each article in the site's archive month, its
     category's and its lists'. The entry depends only on the item and on
     whether the item's language differs from the feed's, which is the key;
     each key also holds the item itself, so a different item (even an equal
-    one, or an edited article) never meets another's entry. Use one cache for
-    one batch of items (a month) and drop it with them; :meth:`drop_elements`
-    frees the rendered elements once a format is done.
+    one, or an edited article) never meets another's entry. The feedgen
+    entry of an item is made once, serialised in each of ``formats`` and
+    dropped: what stays is bytes (about the size of the entry in the
+    documents). Use one cache for one batch of items (a month) and drop it
+    with them.
     """
 
-    def __init__(self) -> None:
-        self._entries: dict[tuple[int, bool], tuple[FeedItem, _Entry]] = {}
+    def __init__(self, formats: Sequence[str] = XML_FORMATS) -> None:
+        self.formats = tuple(fmt for fmt in XML_FORMATS if fmt in formats)
+        self._entries: dict[tuple[int, bool], tuple[FeedItem, dict[str, bytes]]] = {}
 
-    def entry(self, meta: FeedMeta, item: FeedItem) -> _Entry:
-        own_language = _own_language(meta, item)
-        key = (id(item), own_language)
-        found = self._entries.get(key)
+    def frame(self, fmt: str) -> _Frame:
+        return _frame(fmt)
+
+    def entry_bytes(self, meta: FeedMeta, item: FeedItem, fmt: str) -> bytes:
+        own_language = bool(item.language) and item.language != meta.language  # _own_language, inline: hot
+        found = self._entries.get((id(item), own_language))
         if found is not None and found[0] is item:
-            return found[1]
-        fe = _entry(meta.settings, item, own_language)
-        self._entries[key] = (item, fe)
-        return fe
+            made = found[1]
+            out = made.get(fmt)
+            if out is not None:
+                return out
+        else:
+            made = {}
+            self._entries[(id(item), own_language)] = (item, made)
+        # RSS first, from an entry without the published date (its <pubDate> comes from rfc2822, not
+        # from feedgen's setlocale dance, ~4% of a full build); then the date, for Atom's <published>.
+        fe = _entry(meta.settings, item, own_language, feedgen_dates=False)
+        if fmt == "rss" or ("rss" in self.formats and "rss" not in made):
+            made["rss"] = self.frame("rss").entry_bytes(fe.rss_entry())
+        if fmt == "atom" or ("atom" in self.formats and "atom" not in made):
+            fe.published(item.published)
+            made["atom"] = self.frame("atom").entry_bytes(fe.atom_entry())
+        return made[fmt]
 
-    def drop_elements(self) -> None:
-        for _item, fe in self._entries.values():
-            fe.elements.clear()
+    def forget(self, fmt: str | None = None) -> None:
+        """Drop every entry's bytes of ``fmt`` (None: of every format), once no document needs them."""
+        if fmt is None:
+            self._entries.clear()
+            return
+        for _item, made in self._entries.values():
+            made.pop(fmt, None)
 
 
 def _own_language(meta: FeedMeta, item: FeedItem) -> bool:
     return bool(item.language) and item.language != meta.language
 
 
-def _entry(settings: Settings, item: FeedItem, own_language: bool) -> _Entry:
-    fe = _Entry()
+_ZERO = timedelta(0)
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def rfc2822(value: datetime) -> str:
+    """What feedgen writes for an RSS date (``strftime('%a, %d %b %Y %H:%M:%S %z')`` in the C locale),
+    without its two ``setlocale`` calls per date: names from tables (the C locale's), the year
+    unpadded as glibc writes it, the offset from strftime unless it is UTC's.
+
+    Example:
+        >>> rfc2822(datetime(2026, 10, 31, 16, 58, 25, tzinfo=UTC))
+        'Sat, 31 Oct 2026 16:58:25 +0000'
+    """
+    zone = "+0000" if value.utcoffset() == _ZERO else value.strftime("%z")
+    return (
+        f"{_DAYS[value.weekday()]}, {value.day:02d} {_MONTHS[value.month - 1]} {value.year} "
+        f"{value.hour:02d}:{value.minute:02d}:{value.second:02d} {zone}"
+    )
+
+
+def _entry(settings: Settings, item: FeedItem, own_language: bool, feedgen_dates: bool = True) -> FeedEntry:
+    """feedgen's entry for an item. ``feedgen_dates=False`` leaves the published date out of it (the
+    RSS extension writes <pubDate>): call ``fe.published(item.published)`` before its Atom entry."""
+    fe = FeedEntry()
     fe.register_extension("syndicate", _EntryExtension, atom=True, rss=True)
     fe.id(item.id)
     fe.guid(item.id, permalink=False)
@@ -448,7 +542,10 @@ def _entry(settings: Settings, item: FeedItem, own_language: bool) -> _Entry:
         fe.syndicate.creator = item.author
     if item.category:
         fe.category(term=item.category_term or item.category, label=item.category)
-    fe.published(item.published)
+    if feedgen_dates:
+        fe.published(item.published)
+    else:
+        fe.syndicate.pub_date = rfc2822(item.published)
     fe.updated(item.updated)
     fe.syndicate.updated = item.updated_iso
     fe.syndicate.source, fe.syndicate.source_url = item.source, item.source_url
@@ -465,9 +562,15 @@ def _entry(settings: Settings, item: FeedItem, own_language: bool) -> _Entry:
     return fe
 
 
-def _generator(meta: FeedMeta, items: Sequence[FeedItem], fmt: str, cache: EntryCache | None = None) -> FeedGenerator:
+def _new_generator() -> FeedGenerator:
     fg = FeedGenerator()
     fg.register_extension("syndicate", _FeedExtension, _EntryExtension, atom=True, rss=True)
+    return fg
+
+
+def _generator(meta: FeedMeta, fmt: str) -> FeedGenerator:
+    """feedgen's generator for one document, every feed-level field set and no entry (see :class:`_Frame`)."""
+    fg = _new_generator()
     fg.id(feed_id(meta.settings, meta.scope))
     fg.title(meta.title)
     fg.subtitle(meta.subtitle)
@@ -490,25 +593,24 @@ def _generator(meta: FeedMeta, items: Sequence[FeedItem], fmt: str, cache: Entry
     ext: _FeedExtension = fg.syndicate
     ext.links = ([("hub", meta.hub)] if meta.hub else []) + meta.archive_links(fmt)
     ext.archive = meta.month is not None
-    cache = cache or EntryCache()
-    seen: set[int] = set()
-    for item in items:  # an item twice in one document gets its own entry: a shared element can sit in one place
-        fe = cache.entry(meta, item) if id(item) not in seen else _entry(meta.settings, item, _own_language(meta, item))
-        seen.add(id(item))
-        fg.add_entry(fe, order="append")  # its extension is registered already: feedgen keeps it
     return fg
+
+
+def _xml_bytes(meta: FeedMeta, items: Sequence[FeedItem], fmt: str, cache: EntryCache | None) -> bytes:
+    cache = cache or EntryCache((fmt,))
+    fg = _generator(meta, fmt)
+    shell: bytes = (fg.rss_str if fmt == "rss" else fg.atom_str)(pretty=True, encoding="UTF-8")
+    return cache.frame(fmt).document(shell, [cache.entry_bytes(meta, item, fmt) for item in items])
 
 
 def rss_bytes(meta: FeedMeta, items: Sequence[FeedItem], cache: EntryCache | None = None) -> bytes:
     """RSS 2.0 with content:encoded, dc:creator, atom:link self/hub/archives."""
-    out: bytes = _generator(meta, items, "rss", cache).rss_str(pretty=True, encoding="UTF-8")
-    return out
+    return _xml_bytes(meta, items, "rss", cache)
 
 
 def atom_bytes(meta: FeedMeta, items: Sequence[FeedItem], cache: EntryCache | None = None) -> bytes:
     """Atom 1.0 with content type="html", RFC 5005 links and fh:archive."""
-    out: bytes = _generator(meta, items, "atom", cache).atom_str(pretty=True, encoding="UTF-8")
-    return out
+    return _xml_bytes(meta, items, "atom", cache)
 
 
 def _iso(value: datetime) -> str:
@@ -584,5 +686,5 @@ def render_feeds(
     meta: FeedMeta, items: Sequence[FeedItem], formats: Sequence[str] = FORMATS, cache: EntryCache | None = None
 ) -> dict[str, bytes]:
     """Every format of one document, from items cleaned once (and feed entries made once, with ``cache``)."""
-    cache = cache or EntryCache()
+    cache = cache or EntryCache(formats)
     return {fmt: WRITERS[fmt](meta, items, cache) for fmt in formats}

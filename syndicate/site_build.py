@@ -48,7 +48,7 @@ from .feed_build import (
     open_month,
     scoped_items,
 )
-from .feeds import FORMATS, SITE, EntryCache, Scope, feed_items, month_bounds
+from .feeds import FORMATS, SITE, EntryCache, FeedItem, Scope, feed_item, month_bounds
 from .render import make_environment
 from .site_files import BuildError, PublishReport, Writer
 from .site_pages import PageCache, article_page_file, put_article_pages, render_article, render_index
@@ -230,19 +230,21 @@ def build_month_unit(
     bounds = month_bounds(plan.month, settings.tz)
     if bounds is None:
         return 0
-    articles = store.public_between(bounds[0], bounds[1], None)
-    items = feed_items(articles, settings)
-    pages = [article_page_file(a) for a in articles]  # all public: the month has ended
-    del articles  # the items carry everything from here on: hold one copy of the month, not two
-    # Each article's feed entry is made once and serves every scope; each format's rendered
-    # elements are dropped before the next format, so one month's entries are held once.
+    # One article at a time from the cursor: the month is held once, as its items (and page paths).
+    items: list[FeedItem] = []
+    pages: list[str | None] = []
+    for article in store.each_public_between(bounds[0], bounds[1]):
+        items.append(feed_item(article, settings))
+        pages.append(article_page_file(article))  # all public: the month has ended
+    # Each article's entry is serialised once per format and its bytes serve every scope (EntryCache);
+    # one document's bytes at a time are held beside them.
     cache = EntryCache()
     held = [(scope, around, scoped_items(scope, items)) for scope, around in plan.scopes]
     for fmt in FORMATS:
         for scope, around, scoped in held:
-            if scoped:  # one body at a time
+            if scoped:
                 writer.documents(month_documents(settings, scope, plan.month, scoped, around, (fmt,), cache))
-        cache.drop_elements()
+        cache.forget(fmt)
     del cache, held
     page_cache = PageCache()
     for rel, item in zip(pages, items, strict=True):

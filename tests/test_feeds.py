@@ -279,7 +279,7 @@ def test_a_shared_entry_cache_changes_no_byte(settings: Settings) -> None:
         assert writer(meta, twice).count({"rss": b"<item>", "atom": b"<entry>"}[fmt]) == 5
         assert writer(meta, items, cache) == writer(meta, items)
         assert render_feeds(meta, items, (fmt,), cache)[fmt] == writer(meta, items)
-    cache.drop_elements()
+    cache.forget()
     assert render_feeds(meta, items, cache=cache) == render_feeds(meta, items)
 
 # --- per-list feeds ---------------------------------------------------------------------

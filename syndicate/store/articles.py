@@ -27,6 +27,7 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from ..errors import NotFound
 from ..models import Article, RelatedLink, to_iso, utcnow
@@ -106,6 +107,10 @@ def public_category_counts(conn: sqlite3.Connection, bound: str) -> list[tuple[s
     return [(slug, name, total) for slug, (name, total) in sorted(by_slug.items())]
 
 
+def _json_list(text: str) -> list[Any]:
+    return [] if text == "[]" else json.loads(text)  # type: ignore[no-any-return]  # most articles: no tags, no related links
+
+
 def row_to_article(row: sqlite3.Row) -> Article:
     return Article(
         id=row["id"],
@@ -118,14 +123,14 @@ def row_to_article(row: sqlite3.Row) -> Article:
         body_text=row["body_text"],
         author=row["author"],
         category=row["category"],
-        tags=json.loads(row["tags"]),
+        tags=_json_list(row["tags"]),
         image=row["image"],
         image_alt=row["image_alt"],
         source=row["source"],
         language=row["language"],
         published=parse_time(row["published"]),  # type: ignore[arg-type]
         updated=parse_time(row["updated"]),
-        related=[RelatedLink(**r) for r in json.loads(row["related"])],
+        related=[RelatedLink(**r) for r in _json_list(row["related"])],
         origin=row["origin"],
     )
 

@@ -15,6 +15,7 @@ The published-article reads here take ``now`` and leave out anything whose
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -178,15 +179,28 @@ class ChangeQueries(StoreBase):
 
     def public_between(self, start: datetime, end: datetime, category_slugs: Sequence[str] | None) -> list[Article]:
         """Articles published in ``[start, end)`` in any of the categories, newest first (indexed range)."""
+        return list(self.each_public_between(start, end, category_slugs))
+
+    def each_public_between(
+        self, start: datetime, end: datetime, category_slugs: Sequence[str] | None = None
+    ) -> Iterator[Article]:
+        """:meth:`public_between` one article at a time, read from the cursor as it goes: a caller that
+        keeps what it makes of each article (a month's feed items) never holds the rows as well."""
         slugs = _slugs(category_slugs)
         if slugs is not None and not slugs:
-            return []
+            return
         sql = f"SELECT {_COLUMNS} FROM articles WHERE published >= ? AND published < ?"
         params: list[object] = [iso(start), iso(end)]
         if slugs is not None:
             sql += f" AND category_slug IN ({', '.join('?' for _ in slugs)})"
             params += slugs
-        return [row_to_article(r) for r in self.query(sql + " ORDER BY published DESC, id DESC", params)]
+        cursor = self.conn.execute(sql + " ORDER BY published DESC, id DESC", params)
+        cursor.row_factory = sqlite3.Row  # type: ignore[assignment]
+        try:
+            for row in cursor:
+                yield row_to_article(row)
+        finally:
+            cursor.close()
 
     def public_from(self, start: datetime, now: datetime) -> list[Article]:
         """Every article published in ``[start, now]``, newest first (indexed range: the open month)."""
