@@ -13,6 +13,7 @@ half-way (in any of its processes) leaves the previous site exactly as it was.
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -22,6 +23,42 @@ from .errors import SyndicateError
 from .feed_build import FeedDocument
 
 _OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+_MODE = 0o644  # every file of the site: a static server (another user) must read it
+
+_pid = os.getpid()  # in every temp file's name; a syscall per call otherwise (glibc keeps no copy)
+
+
+def _forked() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
+def _umask() -> int | None:
+    """The process's umask, read without setting it (``os.umask`` can only swap it, and a thread
+    creating a file meanwhile would get the swapped one); None where the kernel does not say."""
+    try:
+        with open("/proc/self/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _default_acl(folder: str) -> bool:
+    """True unless ``folder`` surely has no default ACL (one would mask a new file's mode, not the umask)."""
+    getxattr = getattr(os, "getxattr", None)
+    if getxattr is None:
+        return True
+    try:
+        getxattr(folder, "system.posix_acl_default")
+    except OSError as exc:
+        return exc.errno not in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP)
+    return True
 
 
 class BuildError(SyndicateError, OSError):
@@ -78,8 +115,8 @@ def _temp_of(target: str) -> str:
     """The temp file of ``target`` for this process. Deterministic: no random names and retries
     (tempfile.mkstemp), nothing to remember per staged file, and two builds running at once never
     share one."""
-    folder, name = os.path.split(target)
-    return os.path.join(folder, f".{name}.{os.getpid()}.tmp")
+    folder, _, name = target.rpartition(os.sep)
+    return f"{folder}{os.sep}.{name}.{_pid}.tmp"
 
 
 def _write_temp(target: str, data: bytes, durable: bool, new_dir: bool = False) -> str:
@@ -97,26 +134,35 @@ def _write_temp(target: str, data: bytes, durable: bool, new_dir: bool = False) 
         except FileNotFoundError:
             os.makedirs(folder, exist_ok=True)
     try:
-        fd = os.open(tmp, _OPEN_FLAGS, 0o644)
+        fd = os.open(tmp, _OPEN_FLAGS, _MODE)
     except FileNotFoundError:  # the first file of its directory: make it (one syscall less for every other)
         os.makedirs(folder, exist_ok=True)
-        fd = os.open(tmp, _OPEN_FLAGS, 0o644)
+        fd = os.open(tmp, _OPEN_FLAGS, _MODE)
     except FileExistsError:  # left by a run of this pid that was killed: it is ours to replace
         os.unlink(tmp)
-        fd = os.open(tmp, _OPEN_FLAGS, 0o644)
+        fd = os.open(tmp, _OPEN_FLAGS, _MODE)
+    _fill(fd, tmp, data, durable, chmod=True)  # whatever the umask
+    return tmp
+
+
+def _fill(fd: int, path: str, data: bytes, durable: bool, chmod: bool) -> None:
+    """Write ``data`` to the new file ``fd`` (at ``path``) and close it; on any failure the file is removed.
+    ``chmod``: set 0644 (only when the umask or a default ACL could have given it another mode)."""
     try:
-        os.fchmod(fd, 0o644)  # whatever the umask: a static server must read it
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
+        if chmod:
+            os.fchmod(fd, _MODE)
+        done = os.write(fd, data)
+        if done < len(data):  # a short write: the rest, without copying
+            view = memoryview(data)[done:]
+            while view:
+                view = view[os.write(fd, view):]
         if durable:
             os.fsync(fd)
     except BaseException:
         os.close(fd)
-        _unlink(tmp)
+        _unlink(path)
         raise
     os.close(fd)
-    return tmp
 
 
 def _unlink(path: str) -> None:
@@ -155,28 +201,41 @@ class Writer:
     def __init__(self, out_dir: Path, report: PublishReport, staged: bool = False) -> None:
         self.out_dir = out_dir
         self._root = str(out_dir)
+        self._prefix = os.path.join(self._root, "")  # + a relative path: the same as os.path.join, cheaper
         self.report = report
         self.staged = staged
         # Staged paths (relative) in the order written: the strings the report holds too, so a
         # build of 100,000 files keeps no second copy of them (each temp file's name is derived).
         self.pending: list[str] = []
         self._staged: set[str] = set()
+        # Article pages: try making the page's folder first (True) or look for the page first
+        # (False). A build into an empty site makes every folder, and a made folder proves the page
+        # new (no stat); a rebuild finds most pages there. Each page's outcome sets the next's guess.
+        self._new_folders = True
+        self._umask = _umask()
+        self._chmod_under: dict[str, bool] = {}  # parent folder -> its new folders' files need fchmod
 
     def put(self, rel: str, data: bytes, durable: bool = True, own_dir: bool = False) -> bool:
         """Write ``rel`` unless it holds ``data``; True when written. ``own_dir``: the file is the only
         one in its folder (an article page)."""
         rel = rel.lstrip("/")
-        target = os.path.join(self._root, rel)
+        target = self._prefix + rel
         try:
+            if own_dir and self._new_folders and self._put_new(target, data, durable):
+                if self.staged:
+                    self._stage(rel)
+                self.report.written.append(rel)
+                return True
             size = _size(target)
             if _same(target, data, size):
                 self.report.unchanged.append(rel)
                 return False
-            tmp = _write_temp(target, data, durable, new_dir=own_dir and size == _MISSING)
+            new_dir = own_dir and size == _MISSING
+            tmp = _write_temp(target, data, durable, new_dir=new_dir)
+            if own_dir:
+                self._new_folders = new_dir  # a missing page: the next is likely missing too
             if self.staged:
-                if rel not in self._staged:  # written twice in one run: the one temp file holds the last
-                    self._staged.add(rel)
-                    self.pending.append(rel)
+                self._stage(rel)
             else:
                 try:
                     os.replace(tmp, target)
@@ -186,6 +245,41 @@ class Writer:
         except OSError as exc:
             raise BuildError(f"cannot write {os.path.join(self._root, rel)}: {exc.strerror or exc}") from exc
         self.report.written.append(rel)
+        return True
+
+    def _stage(self, rel: str) -> None:
+        if rel not in self._staged:  # written twice in one run: the one temp file holds the last
+            self._staged.add(rel)
+            self.pending.append(rel)
+
+    def _put_new(self, target: str, data: bytes, durable: bool) -> bool:
+        """Make the folder of ``target`` (the only file in it) and write ``target``'s temp file
+        there; False when the folder was there already (or in the way): nothing was written then.
+        Renamed into place at once unless staged."""
+        folder, _, name = target.rpartition(os.sep)
+        try:
+            os.mkdir(folder)
+        except FileNotFoundError:  # the first page: its parent folders are missing too
+            try:
+                os.makedirs(folder)
+            except OSError:
+                self._new_folders = False
+                return False
+        except OSError:  # there (a rebuild), or something is in the way: the usual path finds out
+            self._new_folders = False
+            return False
+        parent = folder.rpartition(os.sep)[0]
+        chmod = self._chmod_under.get(parent)
+        if chmod is None:  # a new folder's files get 0644 & ~umask, or its parent's default ACL decides
+            chmod = self._chmod_under[parent] = self._umask is None or bool(self._umask & _MODE) or _default_acl(parent)
+        tmp = f"{folder}{os.sep}.{name}.{_pid}.tmp"
+        _fill(os.open(tmp, _OPEN_FLAGS, _MODE), tmp, data, durable, chmod)
+        if not self.staged:
+            try:
+                os.replace(tmp, target)
+            except BaseException:
+                _unlink(tmp)
+                raise
         return True
 
     def commit(self) -> None:
