@@ -284,8 +284,9 @@ class Writer:
 
     def commit(self) -> None:
         """Rename every staged file into place (in the order they were written)."""
+        prefix = self._prefix
         for done, rel in enumerate(self.pending):
-            target = os.path.join(self._root, rel)
+            target = prefix + rel
             try:
                 os.replace(_temp_of(target), target)
             except OSError as exc:
