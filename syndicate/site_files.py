@@ -9,6 +9,12 @@ static server).
 A :class:`Writer` in *staged* mode keeps every temp file until :meth:`Writer.commit`
 renames them all, or :meth:`Writer.abort` removes them: a full build that fails
 half-way (in any of its processes) leaves the previous site exactly as it was.
+
+An article page is alone in its folder, so a :class:`Writer` makes the folder first
+when the page before was new: a folder it made holds no page to compare with, and the
+page costs five syscalls (mkdir, open, write, close, rename). Each file is 0644; an
+``fchmod`` says so only when the umask (read once per Writer) or a default ACL of the
+parent folder could have made it otherwise.
 """
 
 from __future__ import annotations
