@@ -12,9 +12,10 @@ half-way (in any of its processes) leaves the previous site exactly as it was.
 
 An article page is alone in its folder, so a :class:`Writer` makes the folder first
 when the page before was new: a folder it made holds no page to compare with, and the
-page costs five syscalls (mkdir, open, write, close, rename). Each file is 0644; an
-``fchmod`` says so only when the umask (read once per Writer) or a default ACL of the
-parent folder could have made it otherwise.
+page costs five syscalls (mkdir, open, write, close, rename). Each file is 0644 and
+each folder made can be listed and entered by anyone (0755, plus what the umask allows):
+a static server runs as another user. A chmod says so only when the umask (read once per
+Writer) or a default ACL of the parent folder could have made it otherwise.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from .feed_build import FeedDocument
 
 _OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
 _MODE = 0o644  # every file of the site: a static server (another user) must read it
+_FOLDER_MODE = 0o755  # and list and enter every folder
 
 _pid = os.getpid()  # in every temp file's name; a syscall per call otherwise (glibc keeps no copy)
 
@@ -53,6 +55,38 @@ def _umask() -> int | None:
     except (OSError, ValueError, IndexError):
         pass
     return None
+
+
+def _folder_mode(umask: int | None) -> int | None:
+    """What to chmod a folder we made to, so a static server can list and enter it: None when the
+    umask already allows that (or is unknown). Only the bits it needs are added (a deploy group's
+    write bit under umask 002 stays)."""
+    if umask is None or not umask & _FOLDER_MODE:
+        return None
+    return (0o777 & ~umask) | _FOLDER_MODE
+
+
+def _make_folders(folder: str, umask: int | None) -> bool:
+    """``os.makedirs(folder, exist_ok=True)``, but every folder it makes lets a static server in
+    whatever the umask (a default ACL of its parent decides instead, if there is one); True when
+    it made ``folder`` itself."""
+    try:
+        os.mkdir(folder)
+    except FileNotFoundError:
+        parent = os.path.dirname(folder)
+        if not parent or parent == folder:
+            raise
+        _make_folders(parent, umask)
+        try:
+            os.mkdir(folder)
+        except FileExistsError:
+            return False
+    except FileExistsError:  # there (or a file in the way: the file's open says so, by its own name)
+        return False
+    mode = _folder_mode(umask)
+    if mode is not None and not _default_acl(os.path.dirname(folder)):
+        os.chmod(folder, mode)
+    return True
 
 
 def _default_acl(folder: str) -> bool:
@@ -125,24 +159,20 @@ def _temp_of(target: str) -> str:
     return f"{folder}{os.sep}.{name}.{_pid}.tmp"
 
 
-def _write_temp(target: str, data: bytes, durable: bool, new_dir: bool = False) -> str:
+def _write_temp(target: str, data: bytes, durable: bool, new_dir: bool = False, umask: int | None = None) -> str:
     """``data`` in a new temp file beside ``target`` (0644, fsynced when ``durable``); its path.
 
     ``new_dir``: the target is missing and alone in its folder (an article page), so the folder is
-    most likely missing too: make it first rather than after a failed open."""
+    most likely missing too: make it first rather than after a failed open. ``umask``: the
+    process's, for the folders it makes (see :func:`_make_folders`)."""
     folder = os.path.dirname(target)
     tmp = _temp_of(target)
     if new_dir:
-        try:
-            os.mkdir(folder)
-        except FileExistsError:  # there after all (or a file is in the way: the open below says so)
-            pass
-        except FileNotFoundError:
-            os.makedirs(folder, exist_ok=True)
+        _make_folders(folder, umask)
     try:
         fd = os.open(tmp, _OPEN_FLAGS, _MODE)
     except FileNotFoundError:  # the first file of its directory: make it (one syscall less for every other)
-        os.makedirs(folder, exist_ok=True)
+        _make_folders(folder, umask)
         fd = os.open(tmp, _OPEN_FLAGS, _MODE)
     except FileExistsError:  # left by a run of this pid that was killed: it is ours to replace
         os.unlink(tmp)
@@ -189,7 +219,7 @@ def write_if_changed(root: Path, rel: str, data: bytes, durable: bool = True) ->
     target = os.path.join(root, rel.lstrip("/"))
     if _same(target, data, _size(target)):
         return False
-    tmp = _write_temp(target, data, durable)
+    tmp = _write_temp(target, data, durable, umask=_umask())
     try:
         os.replace(tmp, target)
     except BaseException:
@@ -219,7 +249,8 @@ class Writer:
         # new (no stat); a rebuild finds most pages there. Each page's outcome sets the next's guess.
         self._new_folders = True
         self._umask = _umask()
-        self._chmod_under: dict[str, bool] = {}  # parent folder -> its new folders' files need fchmod
+        # parent folder -> (its new folders' files need fchmod, the mode to chmod its new folders to)
+        self._modes_under: dict[str, tuple[bool, int | None]] = {}
 
     def put(self, rel: str, data: bytes, durable: bool = True, own_dir: bool = False) -> bool:
         """Write ``rel`` unless it holds ``data``; True when written. ``own_dir``: the file is the only
@@ -237,7 +268,7 @@ class Writer:
                 self.report.unchanged.append(rel)
                 return False
             new_dir = own_dir and size == _MISSING
-            tmp = _write_temp(target, data, durable, new_dir=new_dir)
+            tmp = _write_temp(target, data, durable, new_dir=new_dir, umask=self._umask)
             if own_dir:
                 self._new_folders = new_dir  # a missing page: the next is likely missing too
             if self.staged:
@@ -263,21 +294,31 @@ class Writer:
         there; False when the folder was there already (or in the way): nothing was written then.
         Renamed into place at once unless staged."""
         folder, _, name = target.rpartition(os.sep)
+        parent = folder.rpartition(os.sep)[0]
+        made_here = True
         try:
             os.mkdir(folder)
         except FileNotFoundError:  # the first page: its parent folders are missing too
+            made_here = False
             try:
-                os.makedirs(folder)
+                made = _make_folders(folder, self._umask)  # each given its mode
             except OSError:
+                made = False
+            if not made:
                 self._new_folders = False
                 return False
         except OSError:  # there (a rebuild), or something is in the way: the usual path finds out
             self._new_folders = False
             return False
-        parent = folder.rpartition(os.sep)[0]
-        chmod = self._chmod_under.get(parent)
-        if chmod is None:  # a new folder's files get 0644 & ~umask, or its parent's default ACL decides
-            chmod = self._chmod_under[parent] = self._umask is None or bool(self._umask & _MODE) or _default_acl(parent)
+        modes = self._modes_under.get(parent)
+        if modes is None:  # a new folder and its file get the mode asked & ~umask, or the parent's default ACL decides
+            acl = _default_acl(parent)
+            modes = self._modes_under[parent] = (
+                self._umask is None or bool(self._umask & _MODE) or acl, None if acl else _folder_mode(self._umask)
+            )
+        chmod, folder_mode = modes
+        if made_here and folder_mode is not None:
+            os.chmod(folder, folder_mode)
         tmp = f"{folder}{os.sep}.{name}.{_pid}.tmp"
         _fill(os.open(tmp, _OPEN_FLAGS, _MODE), tmp, data, durable, chmod)
         if not self.staged:

@@ -166,3 +166,48 @@ def test_a_forked_child_names_its_temp_files_with_its_own_pid(tmp_path: Path) ->
     _, status = os.waitpid(child, 0)
     assert os.waitstatus_to_exitcode(status) == 0 and told == str(child)
     assert tree(out) == {f"articles/a/.index.html.{child}.tmp": b"child"}
+
+
+def folders(root: Path) -> dict[str, int]:
+    return {p.relative_to(root).as_posix(): mode(p) for p in [root, *sorted(root.rglob("*"))] if p.is_dir()}
+
+
+@pytest.mark.parametrize("staged", [True, False])
+@pytest.mark.usefixtures("umask_077")
+def test_the_folders_made_under_umask_077_let_a_static_server_in(tmp_path: Path, staged: bool) -> None:
+    """A 0644 page in a 0700 folder is no use to a web server running as another user."""
+    out = tmp_path / "site"
+    files = writer(out, staged)
+    files.put("articles/a/index.html", b"<p>a</p>", durable=False, own_dir=True)  # makes site/ and articles/ too
+    files.put("articles/b/index.html", b"<p>b</p>", durable=False, own_dir=True)
+    files.put("category/kinh-te/feeds/rss/2024-01.xml", b"<rss/>")
+    files.commit()
+    files.put("articles/c/index.html", b"<p>c</p>", durable=False, own_dir=True)  # after a page already there
+    files.commit()
+    assert folders(out) == {
+        ".": 0o755, "articles": 0o755, "articles/a": 0o755, "articles/b": 0o755, "articles/c": 0o755,
+        "category": 0o755, "category/kinh-te": 0o755, "category/kinh-te/feeds": 0o755,
+        "category/kinh-te/feeds/rss": 0o755,
+    }
+
+
+def test_folders_keep_what_a_group_writable_umask_gives(tmp_path: Path) -> None:
+    """Only what a static server needs is added: a deploy group's write bit (umask 002) stays."""
+    old = os.umask(0o002)
+    try:
+        files = writer(tmp_path / "site", True)
+        files.put("articles/a/index.html", b"<p>a</p>", durable=False, own_dir=True)
+        files.put("feeds/rss/2024-01.xml", b"<rss/>")
+        files.commit()
+    finally:
+        os.umask(old)
+    assert set(folders(tmp_path / "site").values()) == {0o775}
+
+
+@pytest.mark.usefixtures("umask_077")
+def test_write_if_changed_makes_its_folders_0755_under_umask_077(tmp_path: Path) -> None:
+    from syndicate.site_files import write_if_changed
+
+    assert write_if_changed(tmp_path / "site", "feeds/atom/2024-01.xml", b"<feed/>")
+    assert folders(tmp_path / "site") == {".": 0o755, "feeds": 0o755, "feeds/atom": 0o755}
+    assert mode(tmp_path / "site/feeds/atom/2024-01.xml") == 0o644
