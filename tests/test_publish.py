@@ -528,3 +528,20 @@ def test_a_sites_own_article_template_gets_the_globals_and_its_errors_name_its_l
     frames = [(str(entry.path), entry.lineno + 1) for entry in failed.traceback]
     assert (str(mine / "web/site-article.html"), 2) in frames  # the template's own line, not the compiled code's
     assert {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
+def test_a_full_build_under_umask_077_is_readable_by_a_static_server(store: Store, settings: Settings) -> None:
+    """Every file 0644 and every folder 0755, in the caller and in its worker alike: the web server
+    is another user, whatever umask the cron job that builds the site runs with."""
+    import stat
+
+    store.upsert_articles([art(i) for i in range(8)])
+    old = os.umask(0o077)
+    try:
+        publish_all(store, settings, now=T0 + timedelta(days=120), ping=False, jobs=2)
+    finally:
+        os.umask(old)
+    out = Path(settings.feeds_out)
+    modes = {p.relative_to(out).as_posix(): stat.S_IMODE(p.stat().st_mode) for p in [out, *out.rglob("*")]}
+    assert "articles/bai-3/index.html" in modes and "category/the-thao/feeds/rss/2024-01.xml" in modes
+    assert {rel: m for rel, m in modes.items() if m != (0o755 if (out / rel).is_dir() else 0o644)} == {}
