@@ -9,10 +9,18 @@ static server).
 A :class:`Writer` in *staged* mode keeps every temp file until :meth:`Writer.commit`
 renames them all, or :meth:`Writer.abort` removes them: a full build that fails
 half-way (in any of its processes) leaves the previous site exactly as it was.
+
+An article page is alone in its folder, so a :class:`Writer` makes the folder first
+when the page before was new: a folder it made holds no page to compare with, and the
+page costs five syscalls (mkdir, open, write, close, rename). Each file is 0644 and
+each folder made can be listed and entered by anyone (0755, plus what the umask allows):
+a static server runs as another user. A chmod says so only when the umask (read once per
+Writer) or a default ACL of the parent folder could have made it otherwise.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -22,6 +30,75 @@ from .errors import SyndicateError
 from .feed_build import FeedDocument
 
 _OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+_MODE = 0o644  # every file of the site: a static server (another user) must read it
+_FOLDER_MODE = 0o755  # and list and enter every folder
+
+_pid = os.getpid()  # in every temp file's name; a syscall per call otherwise (glibc keeps no copy)
+
+
+def _forked() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
+def _umask() -> int | None:
+    """The process's umask, read without setting it (``os.umask`` can only swap it, and a thread
+    creating a file meanwhile would get the swapped one); None where the kernel does not say."""
+    try:
+        with open("/proc/self/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _folder_mode(umask: int | None) -> int | None:
+    """What to chmod a folder we made to, so a static server can list and enter it: None when the
+    umask already allows that (or is unknown). Only the bits it needs are added (a deploy group's
+    write bit under umask 002 stays)."""
+    if umask is None or not umask & _FOLDER_MODE:
+        return None
+    return (0o777 & ~umask) | _FOLDER_MODE
+
+
+def _make_folders(folder: str, umask: int | None) -> bool:
+    """``os.makedirs(folder, exist_ok=True)``, but every folder it makes lets a static server in
+    whatever the umask (a default ACL of its parent decides instead, if there is one); True when
+    it made ``folder`` itself."""
+    try:
+        os.mkdir(folder)
+    except FileNotFoundError:
+        parent = os.path.dirname(folder)
+        if not parent or parent == folder:
+            raise
+        _make_folders(parent, umask)
+        try:
+            os.mkdir(folder)
+        except FileExistsError:
+            return False
+    except FileExistsError:  # there (or a file in the way: the file's open says so, by its own name)
+        return False
+    mode = _folder_mode(umask)
+    if mode is not None and not _default_acl(os.path.dirname(folder)):
+        os.chmod(folder, mode)
+    return True
+
+
+def _default_acl(folder: str) -> bool:
+    """True unless ``folder`` surely has no default ACL (one would mask a new file's mode, not the umask)."""
+    getxattr = getattr(os, "getxattr", None)
+    if getxattr is None:
+        return True
+    try:
+        getxattr(folder, "system.posix_acl_default")
+    except OSError as exc:
+        return exc.errno not in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP)
+    return True
 
 
 class BuildError(SyndicateError, OSError):
@@ -78,45 +155,50 @@ def _temp_of(target: str) -> str:
     """The temp file of ``target`` for this process. Deterministic: no random names and retries
     (tempfile.mkstemp), nothing to remember per staged file, and two builds running at once never
     share one."""
-    folder, name = os.path.split(target)
-    return os.path.join(folder, f".{name}.{os.getpid()}.tmp")
+    folder, _, name = target.rpartition(os.sep)
+    return f"{folder}{os.sep}.{name}.{_pid}.tmp"
 
 
-def _write_temp(target: str, data: bytes, durable: bool, new_dir: bool = False) -> str:
+def _write_temp(target: str, data: bytes, durable: bool, new_dir: bool = False, umask: int | None = None) -> str:
     """``data`` in a new temp file beside ``target`` (0644, fsynced when ``durable``); its path.
 
     ``new_dir``: the target is missing and alone in its folder (an article page), so the folder is
-    most likely missing too: make it first rather than after a failed open."""
+    most likely missing too: make it first rather than after a failed open. ``umask``: the
+    process's, for the folders it makes (see :func:`_make_folders`)."""
     folder = os.path.dirname(target)
     tmp = _temp_of(target)
     if new_dir:
-        try:
-            os.mkdir(folder)
-        except FileExistsError:  # there after all (or a file is in the way: the open below says so)
-            pass
-        except FileNotFoundError:
-            os.makedirs(folder, exist_ok=True)
+        _make_folders(folder, umask)
     try:
-        fd = os.open(tmp, _OPEN_FLAGS, 0o644)
+        fd = os.open(tmp, _OPEN_FLAGS, _MODE)
     except FileNotFoundError:  # the first file of its directory: make it (one syscall less for every other)
-        os.makedirs(folder, exist_ok=True)
-        fd = os.open(tmp, _OPEN_FLAGS, 0o644)
+        _make_folders(folder, umask)
+        fd = os.open(tmp, _OPEN_FLAGS, _MODE)
     except FileExistsError:  # left by a run of this pid that was killed: it is ours to replace
         os.unlink(tmp)
-        fd = os.open(tmp, _OPEN_FLAGS, 0o644)
+        fd = os.open(tmp, _OPEN_FLAGS, _MODE)
+    _fill(fd, tmp, data, durable, chmod=True)  # whatever the umask
+    return tmp
+
+
+def _fill(fd: int, path: str, data: bytes, durable: bool, chmod: bool) -> None:
+    """Write ``data`` to the new file ``fd`` (at ``path``) and close it; on any failure the file is removed.
+    ``chmod``: set 0644 (only when the umask or a default ACL could have given it another mode)."""
     try:
-        os.fchmod(fd, 0o644)  # whatever the umask: a static server must read it
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
+        if chmod:
+            os.fchmod(fd, _MODE)
+        done = os.write(fd, data)
+        if done < len(data):  # a short write: the rest, without copying
+            view = memoryview(data)[done:]
+            while view:
+                view = view[os.write(fd, view):]
         if durable:
             os.fsync(fd)
     except BaseException:
         os.close(fd)
-        _unlink(tmp)
+        _unlink(path)
         raise
     os.close(fd)
-    return tmp
 
 
 def _unlink(path: str) -> None:
@@ -137,7 +219,7 @@ def write_if_changed(root: Path, rel: str, data: bytes, durable: bool = True) ->
     target = os.path.join(root, rel.lstrip("/"))
     if _same(target, data, _size(target)):
         return False
-    tmp = _write_temp(target, data, durable)
+    tmp = _write_temp(target, data, durable, umask=_umask())
     try:
         os.replace(tmp, target)
     except BaseException:
@@ -155,28 +237,42 @@ class Writer:
     def __init__(self, out_dir: Path, report: PublishReport, staged: bool = False) -> None:
         self.out_dir = out_dir
         self._root = str(out_dir)
+        self._prefix = os.path.join(self._root, "")  # + a relative path: the same as os.path.join, cheaper
         self.report = report
         self.staged = staged
         # Staged paths (relative) in the order written: the strings the report holds too, so a
         # build of 100,000 files keeps no second copy of them (each temp file's name is derived).
         self.pending: list[str] = []
         self._staged: set[str] = set()
+        # Article pages: try making the page's folder first (True) or look for the page first
+        # (False). A build into an empty site makes every folder, and a made folder proves the page
+        # new (no stat); a rebuild finds most pages there. Each page's outcome sets the next's guess.
+        self._new_folders = True
+        self._umask = _umask()
+        # parent folder -> (its new folders' files need fchmod, the mode to chmod its new folders to)
+        self._modes_under: dict[str, tuple[bool, int | None]] = {}
 
     def put(self, rel: str, data: bytes, durable: bool = True, own_dir: bool = False) -> bool:
         """Write ``rel`` unless it holds ``data``; True when written. ``own_dir``: the file is the only
         one in its folder (an article page)."""
         rel = rel.lstrip("/")
-        target = os.path.join(self._root, rel)
+        target = self._prefix + rel
         try:
+            if own_dir and self._new_folders and self._put_new(target, data, durable):
+                if self.staged:
+                    self._stage(rel)
+                self.report.written.append(rel)
+                return True
             size = _size(target)
             if _same(target, data, size):
                 self.report.unchanged.append(rel)
                 return False
-            tmp = _write_temp(target, data, durable, new_dir=own_dir and size == _MISSING)
+            new_dir = own_dir and size == _MISSING
+            tmp = _write_temp(target, data, durable, new_dir=new_dir, umask=self._umask)
+            if own_dir:
+                self._new_folders = new_dir  # a missing page: the next is likely missing too
             if self.staged:
-                if rel not in self._staged:  # written twice in one run: the one temp file holds the last
-                    self._staged.add(rel)
-                    self.pending.append(rel)
+                self._stage(rel)
             else:
                 try:
                     os.replace(tmp, target)
@@ -188,10 +284,56 @@ class Writer:
         self.report.written.append(rel)
         return True
 
+    def _stage(self, rel: str) -> None:
+        if rel not in self._staged:  # written twice in one run: the one temp file holds the last
+            self._staged.add(rel)
+            self.pending.append(rel)
+
+    def _put_new(self, target: str, data: bytes, durable: bool) -> bool:
+        """Make the folder of ``target`` (the only file in it) and write ``target``'s temp file
+        there; False when the folder was there already (or in the way): nothing was written then.
+        Renamed into place at once unless staged."""
+        folder, _, name = target.rpartition(os.sep)
+        parent = folder.rpartition(os.sep)[0]
+        made_here = True
+        try:
+            os.mkdir(folder)
+        except FileNotFoundError:  # the first page: its parent folders are missing too
+            made_here = False
+            try:
+                made = _make_folders(folder, self._umask)  # each given its mode
+            except OSError:
+                made = False
+            if not made:
+                self._new_folders = False
+                return False
+        except OSError:  # there (a rebuild), or something is in the way: the usual path finds out
+            self._new_folders = False
+            return False
+        modes = self._modes_under.get(parent)
+        if modes is None:  # a new folder and its file get the mode asked & ~umask, or the parent's default ACL decides
+            acl = _default_acl(parent)
+            modes = self._modes_under[parent] = (
+                self._umask is None or bool(self._umask & _MODE) or acl, None if acl else _folder_mode(self._umask)
+            )
+        chmod, folder_mode = modes
+        if made_here and folder_mode is not None:
+            os.chmod(folder, folder_mode)
+        tmp = f"{folder}{os.sep}.{name}.{_pid}.tmp"
+        _fill(os.open(tmp, _OPEN_FLAGS, _MODE), tmp, data, durable, chmod)
+        if not self.staged:
+            try:
+                os.replace(tmp, target)
+            except BaseException:
+                _unlink(tmp)
+                raise
+        return True
+
     def commit(self) -> None:
         """Rename every staged file into place (in the order they were written)."""
+        prefix = self._prefix
         for done, rel in enumerate(self.pending):
-            target = os.path.join(self._root, rel)
+            target = prefix + rel
             try:
                 os.replace(_temp_of(target), target)
             except OSError as exc:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from datetime import date, datetime
+from typing import Any
 
 import jinja2
 from markupsafe import Markup
@@ -65,12 +66,23 @@ def article_page_file(article: Article) -> str | None:
 
 
 class PageCache:
-    """What every article page of a build shares, made once: per category, its autodiscovery links
-    (rendered) and page URL; per day and language, the date as printed."""
+    """What every article page of a build shares, made once: the page template and its globals; per
+    category, its autodiscovery links (rendered) and page URL; per day and language, the date as printed."""
 
     def __init__(self) -> None:
         self.categories: dict[str, tuple[list[FeedLink], Markup, str]] = {}
         self.dates: dict[tuple[date, str], str] = {}
+        self._page: tuple[jinja2.Environment, jinja2.Template, dict[str, Any]] | None = None
+
+    def page(self, env: jinja2.Environment) -> tuple[jinja2.Template, dict[str, Any]]:
+        """The article page template of ``env`` and its globals merged into one dict: looked up once
+        (``get_template`` checks the file's mtime on every call), merged once (``render`` merges the
+        template's ChainMap of globals into a new dict for every page)."""
+        found = self._page
+        if found is None or found[0] is not env:
+            template = env.get_template("web/site-article.html")
+            found = self._page = (env, template, dict(template.globals))
+        return found[1], found[2]
 
     def category(self, env: jinja2.Environment, settings: Settings, slug: str) -> tuple[list[FeedLink], Markup, str]:
         found = self.categories.get(slug)
@@ -105,17 +117,24 @@ def render_article(
     cache = cache or PageCache()
     feeds, rendered_feeds, category_page = cache.category(env, settings, item.category_term)
     language = item.language or settings.language
-    html = env.get_template("web/site-article.html").render(
-        item=item,
-        body=Markup(item.content_html),  # cleaned by nh3 in feed_item
-        language=language,
-        published_date=cache.date(item.published, language),
-        site_title=settings.title,
-        home=base(settings) + "/",
-        category_page=category_page,
-        feeds=feeds,  # for a site's own template that lists them itself
-        feed_links=rendered_feeds,  # web/site-feed-links.html, rendered once per category
-    )
+    template, context = cache.page(env)
+    context = {
+        **context,  # the globals, as Template.render would add them
+        "item": item,
+        "body": Markup(item.content_html),  # cleaned by nh3 in feed_item
+        "language": language,
+        "published_date": cache.date(item.published, language),
+        "site_title": settings.title,
+        "home": base(settings) + "/",
+        "category_page": category_page,
+        "feeds": feeds,  # for a site's own template that lists them itself
+        "feed_links": rendered_feeds,  # web/site-feed-links.html, rendered once per category
+    }
+    # Template.render, less its per-page merge of the globals (shared: the dict is the context as is)
+    try:
+        html = env.concat(template.root_render_func(template.new_context(context, shared=True)))
+    except Exception:
+        env.handle_exception()
     return html.encode("utf-8")
 
 

@@ -497,3 +497,51 @@ def test_a_full_build_shares_feed_entries_but_never_a_stale_or_foreign_one(
     # the English list does not repeat its own language on each entry; the Vietnamese site does
     assert "<entry xml:lang" not in edited["list/english/feeds/atom/2024-01.xml"].decode()
     assert site_month.count('<entry xml:lang="en">') == 4 and site_month.count("<entry>") == 4  # 0, 3, 4, 6 of 0..7
+
+
+def test_a_sites_own_article_template_gets_the_globals_and_its_errors_name_its_line(
+    store: Store, settings: Settings, tmp_path: Path
+) -> None:
+    """Pages are rendered from one lookup of the template with its globals merged once: a site's own
+    site-article.html still sees every global (``site``, ``logo``, jinja's ``range``), and a mistake
+    in it is reported at its own line, as Template.render would."""
+    import jinja2
+
+    mine = tmp_path / "mine"
+    (mine / "web").mkdir(parents=True)
+    (mine / "web/site-article.html").write_text(
+        "{{ site.title }}|{{ logo }}|{{ range(2)|list }}|{{ item.title }}|{{ published_date }}|{{ feeds|length }}\n",
+        encoding="utf-8",
+    )
+    custom = settings.with_(mail_templates_dir=str(mine), title="Tin <Đà Nẵng>")
+    store.upsert_articles([art(1), art(2)])
+    publish_all(store, custom, now=T0 + timedelta(days=60), ping=False)
+    out = Path(settings.feeds_out)
+    assert (out / "articles/bai-1/index.html").read_text(encoding="utf-8") == (
+        "Tin &lt;Đà Nẵng&gt;||[0, 1]|Bài số 1|21/01/2024|6\n"  # 3 site feeds, 3 of its category
+    )
+    before = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    (mine / "web/site-article.html").write_text("{{ item.title }}\n{{ nope }}\n", encoding="utf-8")
+    store.upsert_articles([art(2, title="Bài số 2 (sửa)")])
+    with pytest.raises(jinja2.UndefinedError, match="'nope' is undefined") as failed:
+        publish_all(store, custom, now=T0 + timedelta(days=60), ping=False)
+    frames = [(str(entry.path), entry.lineno + 1) for entry in failed.traceback]
+    assert (str(mine / "web/site-article.html"), 2) in frames  # the template's own line, not the compiled code's
+    assert {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
+def test_a_full_build_under_umask_077_is_readable_by_a_static_server(store: Store, settings: Settings) -> None:
+    """Every file 0644 and every folder 0755, in the caller and in its worker alike: the web server
+    is another user, whatever umask the cron job that builds the site runs with."""
+    import stat
+
+    store.upsert_articles([art(i) for i in range(8)])
+    old = os.umask(0o077)
+    try:
+        publish_all(store, settings, now=T0 + timedelta(days=120), ping=False, jobs=2)
+    finally:
+        os.umask(old)
+    out = Path(settings.feeds_out)
+    modes = {p.relative_to(out).as_posix(): stat.S_IMODE(p.stat().st_mode) for p in [out, *out.rglob("*")]}
+    assert "articles/bai-3/index.html" in modes and "category/the-thao/feeds/rss/2024-01.xml" in modes
+    assert {rel: m for rel, m in modes.items() if m != (0o755 if (out / rel).is_dir() else 0o644)} == {}
