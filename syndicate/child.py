@@ -28,7 +28,8 @@ def start_child(module: str, function: str, *, share_fds: Sequence[int] = (),
     code = f"import sys; from {module} import {function}; {function}(int(sys.argv[1]))"
     try:
         process = subprocess.Popen(
-            [sys.executable, "-c", code, str(theirs.fileno())], pass_fds=[theirs.fileno(), *share_fds],
+            # -P: not the working directory first on sys.path (`-c` would put it there), the parent's path only
+            [sys.executable, "-P", "-c", code, str(theirs.fileno())], pass_fds=[theirs.fileno(), *share_fds],
             env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}, **popen,
         )
     except BaseException:

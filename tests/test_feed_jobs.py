@@ -202,3 +202,16 @@ def test_claim_order_gives_the_largest_months_to_the_workers(store: Store, setti
     assert one[-1] != OPEN and one.index(OPEN) in (2, 3)  # the smallest (pages only) meet in the middle
     two = [p.month for p in claim_order(store, settings, plans, 2, NOW)]
     assert two[0] == "2024-01" and sorted(two) == sorted(p.month for p in plans)
+
+
+def test_a_child_runs_our_code_whatever_folder_it_starts_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`python -c` puts the working directory first on sys.path: started in a folder holding another
+    `syndicate` (a checkout of another version, say), a build worker would run that code."""
+    from syndicate.child import start_child
+
+    (tmp_path / "syndicate").mkdir()
+    (tmp_path / "syndicate/__init__.py").write_text("raise SystemExit(3)\n")
+    monkeypatch.chdir(tmp_path)
+    process, ours = start_child("syndicate.site_build", "worker_main")
+    ours.close()  # the worker reads EOF where its job would be, and ends
+    assert process.wait(timeout=120) == 0
