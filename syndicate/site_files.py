@@ -201,6 +201,15 @@ def _fill(fd: int, path: str, data: bytes, durable: bool, chmod: bool) -> None:
     os.close(fd)
 
 
+def _move(tmp: str, target: str) -> None:
+    """Rename ``tmp`` over ``target``; if that fails, remove ``tmp`` and raise."""
+    try:
+        os.replace(tmp, target)
+    except BaseException:
+        _unlink(tmp)
+        raise
+
+
 def _unlink(path: str) -> None:
     try:
         os.unlink(path)
@@ -220,11 +229,7 @@ def write_if_changed(root: Path, rel: str, data: bytes, durable: bool = True) ->
     if _same(target, data, _size(target)):
         return False
     tmp = _write_temp(target, data, durable, umask=_umask())
-    try:
-        os.replace(tmp, target)
-    except BaseException:
-        _unlink(tmp)
-        raise
+    _move(tmp, target)
     return True
 
 
@@ -274,11 +279,7 @@ class Writer:
             if self.staged:
                 self._stage(rel)
             else:
-                try:
-                    os.replace(tmp, target)
-                except BaseException:
-                    _unlink(tmp)
-                    raise
+                _move(tmp, target)
         except OSError as exc:
             raise BuildError(f"cannot write {os.path.join(self._root, rel)}: {exc.strerror or exc}") from exc
         self.report.written.append(rel)
@@ -322,11 +323,7 @@ class Writer:
         tmp = f"{folder}{os.sep}.{name}.{_pid}.tmp"
         _fill(os.open(tmp, _OPEN_FLAGS, _MODE), tmp, data, durable, chmod)
         if not self.staged:
-            try:
-                os.replace(tmp, target)
-            except BaseException:
-                _unlink(tmp)
-                raise
+            _move(tmp, target)
         return True
 
     def commit(self) -> None:
