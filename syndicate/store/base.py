@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlite_utils
 
 from ..models import from_iso, to_iso, utcnow
+
+T = TypeVar("T")
 
 
 def public_bound(now: datetime | None) -> str:
@@ -79,6 +81,22 @@ class StoreBase:
         cur = self.conn.execute(sql, params)
         cur.row_factory = sqlite3.Row  # type: ignore[assignment]
         return cur.fetchall()
+
+    def stream(self, sql: str, params: Sequence[object], convert: Callable[[Any], T], *, batch: int = 1000,
+               named: bool = False) -> Iterator[T]:
+        """``convert`` of each row, read from a cursor of its own ``batch`` rows at a time (so other
+        queries may run while it streams, and no caller holds every row at once). ``named``: rows are
+        :class:`sqlite3.Row` (by column name), else plain tuples (cheaper, for the million-row reads)."""
+        cur = self.conn.cursor()
+        if named:
+            cur.row_factory = sqlite3.Row  # type: ignore[assignment]
+        cur.execute(sql, params)
+        try:
+            while rows := cur.fetchmany(batch):
+                for r in rows:
+                    yield convert(r)
+        finally:
+            cur.close()
 
     def query_one(self, sql: str, params: Any = ()) -> sqlite3.Row | None:
         cur = self.conn.execute(sql, params)

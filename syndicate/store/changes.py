@@ -15,7 +15,6 @@ The published-article reads here take ``now`` and leave out anything whose
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -194,13 +193,7 @@ class ChangeQueries(StoreBase):
         if slugs is not None:
             sql += f" AND category_slug IN ({', '.join('?' for _ in slugs)})"
             params += slugs
-        cursor = self.conn.execute(sql + " ORDER BY published DESC, id DESC", params)
-        cursor.row_factory = sqlite3.Row  # type: ignore[assignment]
-        try:
-            for row in cursor:
-                yield row_to_article(row)
-        finally:
-            cursor.close()
+        yield from self.stream(sql + " ORDER BY published DESC, id DESC", params, row_to_article, named=True)
 
     def public_from(self, start: datetime, now: datetime) -> list[Article]:
         """Every article published in ``[start, now]``, newest first (indexed range: the open month)."""

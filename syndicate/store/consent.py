@@ -217,14 +217,8 @@ class ConsentQueries(StoreBase):
             sql += " WHERE p.reason = ?"
             params.append(reason)
         sql += " ORDER BY p.at DESC, p.email_hash"
-        cur = self.conn.cursor()
-        cur.execute(sql, params)
-        try:
-            while rows := cur.fetchmany(batch):
-                for r in rows:
-                    yield Suppression(email_hash=r[0], reason=r[1], at=parse_time(r[2]), email=r[3])
-        finally:
-            cur.close()
+        yield from self.stream(sql, params, lambda r: Suppression(email_hash=r[0], reason=r[1], at=parse_time(r[2]),
+                                                                  email=r[3]), batch=batch)
 
     # -- proof of consent ------------------------------------------------------
 
@@ -280,22 +274,15 @@ class ConsentQueries(StoreBase):
         """
         text = ("asked_source", "asked_ip", "asked_user_agent", "wording")
         tail = ("confirmed_via", "confirmed_ip", "confirmed_user_agent", "confirmation_message_id")
-        cur = self.conn.cursor()
-        cur.execute(
+        yield from self.stream(
             "SELECT s.email, t.status, t.id, coalesce(c.asked_at, t.created), "
             "coalesce(c.asked_via, 'unknown (no record)'), "
             + ", ".join(f"coalesce(c.{name}, '')" for name in text) + ", c.confirmed_at, "
             + ", ".join(f"coalesce(c.{name}, '')" for name in tail)
             + " FROM subscriptions t JOIN subscribers s ON s.id = t.subscriber_id "
             "LEFT JOIN consent c ON c.subscription_id = t.id WHERE t.list_id = ? ORDER BY t.id",
-            [list_id],
+            [list_id], lambda r: (str(r[0]), str(r[1]), _row_to_consent(r, 2)), batch=batch,
         )
-        try:
-            while rows := cur.fetchmany(batch):
-                for r in rows:
-                    yield str(r[0]), str(r[1]), _row_to_consent(r, 2)
-        finally:
-            cur.close()
 
     def pending_without_confirmation(self, list_id: int | None = None) -> list[int]:
         """Ids of pending subscriptions no confirmation email was recorded for (e.g. imported as pending)."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -415,7 +415,7 @@ class SubscriberQueries(ImportQueries):
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY s.id, t.id"
-        yield from self._stream(sql, params, batch, self._subscriber_row)
+        yield from self.stream(sql, params, self._subscriber_row, batch=batch)
 
     def count_subscription_rows(self, list_id: int | None = None, status: str | None = None) -> int:
         """How many rows :meth:`iter_subscriptions` yields for the same filters (one count query)."""
@@ -443,17 +443,6 @@ class SubscriberQueries(ImportQueries):
         tail = _row_to_subscription(r, 6) if r[6] is not None else None
         return sub, tail, str(r[-1] or "")
 
-    def _stream(self, sql: str, params: Sequence[object], batch: int, convert: object) -> Iterator:  # type: ignore[type-arg]
-        # A cursor of its own so other queries may run while this one streams.
-        cur = self.conn.cursor()
-        cur.execute(sql, params)
-        try:
-            while rows := cur.fetchmany(batch):
-                for r in rows:
-                    yield convert(r)  # type: ignore[operator]
-        finally:
-            cur.close()
-
     def iter_active_subscriptions(self, list_id: int, batch: int = 1000) -> Iterator[tuple[Subscription, Subscriber]]:
         """Active subscriptions of a list with their subscribers, streamed in subscription id order."""
         sql = (
@@ -466,7 +455,7 @@ class SubscriberQueries(ImportQueries):
         def convert(r: tuple[object, ...]) -> tuple[Subscription, Subscriber]:
             return _row_to_subscription(r), _row_to_subscriber(r, 14)
 
-        yield from self._stream(sql, [list_id], batch, convert)
+        yield from self.stream(sql, [list_id], convert, batch=batch)
 
     def count_subscriptions(self, list_id: int, status: str | None = None) -> int:
         if status is None:
