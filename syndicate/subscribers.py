@@ -241,16 +241,25 @@ def resolve_token(store: Store, settings: Settings, token: str, purpose: str) ->
     return subscriber, subscription, newslist
 
 
-def confirm_url(settings: Settings, subscriber_id: int, list_id: int, email: str = "") -> str:
-    return f"{settings.base_url.rstrip('/')}/confirm/{make_token(settings, 'confirm', subscriber_id, list_id, email)}"
+def confirm_url(settings: Settings, subscriber_id: int, list_id: int, email: str = "", *,
+                now: float | None = None) -> str:
+    """The link that confirms a pending subscription. A notice signs it with the time its outbox row was
+    queued (``now``), so the CLI that queued the row can print the very link the email holds."""
+    return _link(settings, "confirm", subscriber_id, list_id, email, now)
 
 
-def unsubscribe_url(settings: Settings, subscriber_id: int, list_id: int, email: str = "") -> str:
-    return f"{settings.base_url.rstrip('/')}/unsubscribe/{make_token(settings, 'unsubscribe', subscriber_id, list_id, email)}"
+def unsubscribe_url(settings: Settings, subscriber_id: int, list_id: int, email: str = "", *,
+                    now: float | None = None) -> str:
+    return _link(settings, "unsubscribe", subscriber_id, list_id, email, now)
 
 
-def preferences_url(settings: Settings, subscriber_id: int, list_id: int, email: str = "") -> str:
-    return f"{settings.base_url.rstrip('/')}/preferences/{make_token(settings, 'preferences', subscriber_id, list_id, email)}"
+def preferences_url(settings: Settings, subscriber_id: int, list_id: int, email: str = "", *,
+                    now: float | None = None) -> str:
+    return _link(settings, "preferences", subscriber_id, list_id, email, now)
+
+
+def _link(settings: Settings, purpose: str, subscriber_id: int, list_id: int, email: str, now: float | None) -> str:
+    return f"{settings.base_url.rstrip('/')}/{purpose}/{make_token(settings, purpose, subscriber_id, list_id, email, now=now)}"
 
 
 # -- consent -----------------------------------------------------------------------

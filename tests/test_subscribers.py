@@ -380,6 +380,20 @@ def test_stats_count_statuses_and_growth(store: Store, settings: Settings, tin_s
 # -- CLI --------------------------------------------------------------------------------
 
 
+def test_cli_confirm_link_is_the_one_the_email_holds(cli: CliRunner, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The link `subscriber add` prints is the one in the email, even when the clock ticks between the two
+    (each used to be signed with its own timestamp: the suite saw them differ when a second turned)."""
+    assert cli.invoke(main, ["list", "create", "tin-sang", "--name", "Tin sáng"]).exit_code == 0
+    clock = iter(range(1_800_000_000, 1_800_100_000, 7))  # every reading of the token clock is 7 s later
+    monkeypatch.setattr(lib.time, "time", lambda: float(next(clock)))
+    added = cli.invoke(main, ["subscriber", "add", "lan@example.org", "--list", "tin-sang"])
+    assert added.exit_code == 0, added.output
+    link = added.output.split("confirm link: ")[1].strip()
+    (mail,) = (Path("maildir") / "new").iterdir()
+    msg = email.message_from_bytes(mail.read_bytes(), policy=email.policy.default)
+    assert link in msg.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+
+
 def test_cli_add_show_unsubscribe_erase(cli: CliRunner) -> None:
     assert cli.invoke(main, ["list", "create", "tin-sang", "--name", "Tin sáng"]).exit_code == 0
     added = cli.invoke(main, ["subscriber", "add", " Lan@Example.org", "--list", "tin-sang", "--name", "Lan"])

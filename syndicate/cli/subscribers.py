@@ -252,9 +252,13 @@ def subscriber_add(app: App, email: str, list_slug: str, name: str, timezone: st
     notices: list[NoticeOutcome] = []
     assert r.subscriber.id is not None and r.newslist.id is not None and r.subscription.id is not None
     if r.subscription.status == "pending":
-        link = lib.confirm_url(app.settings, r.subscriber.id, r.newslist.id, r.subscriber.email)
+        issued = None  # the email's link is dated when its row was queued: print that very link
         if not no_email:
             notices.append(notify(app.store, app.settings, "confirm", r.subscription.id))
+            if notices[-1].delivery_id is not None:
+                queued = app.store.get_delivery(notices[-1].delivery_id).created
+                issued = queued.timestamp() if queued else None
+        link = lib.confirm_url(app.settings, r.subscriber.id, r.newslist.id, r.subscriber.email, now=issued)
     else:  # a welcome email the confirmation queued
         notices = deliver_notices(app.store, app.settings, [r.subscription.id])
     if as_json:
