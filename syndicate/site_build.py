@@ -376,6 +376,7 @@ def _build_once(
                 advance(build_month_unit(writer, store, settings, env, plan, now))
                 for worker in workers:
                     worker.poll(advance)
+        writer.settle()  # every file of this process on disk, or its failure, before any is renamed
         for worker in workers:
             parts.months.update(worker.wait_ready(advance))
     except BuildError as exc:
@@ -520,6 +521,7 @@ def worker_main(fd: int) -> None:
                         conn.send(("progress", build_month_unit(writer, store, job.settings, env, plan, job.now)))
             finally:
                 store.close()
+            writer.settle()
             conn.send(("ready", reports))
             if conn.recv() != "commit":
                 raise _Aborted()

@@ -9,6 +9,9 @@ static server).
 A :class:`Writer` in *staged* mode keeps every temp file until :meth:`Writer.commit`
 renames them all, or :meth:`Writer.abort` removes them: a full build that fails
 half-way (in any of its processes) leaves the previous site exactly as it was.
+A staged file need only be on disk before its rename, so its fsync runs in a
+thread (:class:`Syncer`) while the build goes on; :meth:`Writer.settle` waits for
+them all and raises the first that failed, before anything is renamed.
 
 An article page is alone in its folder, so a :class:`Writer` makes the folder first
 when the page before was new: a folder it made holds no page to compare with, and the
@@ -22,7 +25,9 @@ from __future__ import annotations
 
 import errno
 import os
+from collections import deque
 from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -159,7 +164,8 @@ def _temp_of(target: str) -> str:
     return f"{folder}{os.sep}.{name}.{_pid}.tmp"
 
 
-def _write_temp(target: str, data: bytes, durable: bool, new_dir: bool = False, umask: int | None = None) -> str:
+def _write_temp(target: str, data: bytes, durable: bool, new_dir: bool = False, umask: int | None = None,
+                syncer: Syncer | None = None) -> str:
     """``data`` in a new temp file beside ``target`` (0644, fsynced when ``durable``); its path.
 
     ``new_dir``: the target is missing and alone in its folder (an article page), so the folder is
@@ -177,13 +183,14 @@ def _write_temp(target: str, data: bytes, durable: bool, new_dir: bool = False, 
     except FileExistsError:  # left by a run of this pid that was killed: it is ours to replace
         os.unlink(tmp)
         fd = os.open(tmp, _OPEN_FLAGS, _MODE)
-    _fill(fd, tmp, data, durable, chmod=True)  # whatever the umask
+    _fill(fd, tmp, data, durable, chmod=True, syncer=syncer)  # whatever the umask
     return tmp
 
 
-def _fill(fd: int, path: str, data: bytes, durable: bool, chmod: bool) -> None:
+def _fill(fd: int, path: str, data: bytes, durable: bool, chmod: bool, syncer: Syncer | None = None) -> None:
     """Write ``data`` to the new file ``fd`` (at ``path``) and close it; on any failure the file is removed.
-    ``chmod``: set 0644 (only when the umask or a default ACL could have given it another mode)."""
+    ``chmod``: set 0644 (only when the umask or a default ACL could have given it another mode).
+    ``durable`` with a ``syncer``: the syncer fsyncs and closes the file, later."""
     try:
         if chmod:
             os.fchmod(fd, _MODE)
@@ -193,12 +200,74 @@ def _fill(fd: int, path: str, data: bytes, durable: bool, chmod: bool) -> None:
             while view:
                 view = view[os.write(fd, view):]
         if durable:
+            if syncer is not None:
+                syncer.add(fd, path)
+                return
             os.fsync(fd)
     except BaseException:
         os.close(fd)
         _unlink(path)
         raise
     os.close(fd)
+
+
+def _sync_and_close(fd: int) -> None:
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Syncer:
+    """fsyncs and closes written files in a thread of its own (fsync waits for the disk, without the
+    GIL, so the build goes on meanwhile); :meth:`settle` waits for every one and raises the first
+    failure, naming its file. At most :attr:`LIMIT` files are open at once: one more waits for the
+    oldest."""
+
+    LIMIT = 64
+
+    def __init__(self) -> None:
+        self._pool: ThreadPoolExecutor | None = None
+        self._open: deque[tuple[Future[None], str]] = deque()
+        self._failed: tuple[str, OSError] | None = None
+
+    def add(self, fd: int, path: str) -> None:
+        """Take over ``fd`` (the file at ``path``): fsync it, then close it."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="syndicate-fsync")
+        while len(self._open) >= self.LIMIT:
+            self._wait_oldest()
+        self._open.append((self._pool.submit(_sync_and_close, fd), path))
+
+    def _wait_oldest(self) -> None:
+        future, path = self._open.popleft()
+        error = future.exception()
+        if error is not None and self._failed is None:
+            self._failed = (path, error if isinstance(error, OSError) else OSError(str(error)))
+
+    def settle(self) -> None:
+        """Wait until every file is on disk and closed; raise the first fsync that failed (once)."""
+        while self._open:
+            self._wait_oldest()
+        if self._failed is not None:
+            path, error = self._failed
+            self._failed = None
+            raise OSError(error.errno, error.strerror or str(error), path)
+
+    def close(self) -> None:
+        """Wait for every file (failures are dropped: call :meth:`settle` first to hear of them) and end the thread."""
+        while self._open:
+            self._wait_oldest()
+        self._failed = None
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+
+
+def _target_of(tmp: str) -> str:
+    """The file a temp file of :func:`_temp_of` stands for."""
+    folder, _, name = tmp.rpartition(os.sep)
+    return f"{folder}{os.sep}{name[1:].rsplit('.', 2)[0]}"
 
 
 def _move(tmp: str, target: str) -> None:
@@ -256,6 +325,7 @@ class Writer:
         self._umask = _umask()
         # parent folder -> (its new folders' files need fchmod, the mode to chmod its new folders to)
         self._modes_under: dict[str, tuple[bool, int | None]] = {}
+        self._syncer = Syncer() if staged else None  # a staged file's fsync need only end before commit
 
     def put(self, rel: str, data: bytes, durable: bool = True, own_dir: bool = False) -> bool:
         """Write ``rel`` unless it holds ``data``; True when written. ``own_dir``: the file is the only
@@ -273,7 +343,7 @@ class Writer:
                 self.report.unchanged.append(rel)
                 return False
             new_dir = own_dir and size == _MISSING
-            tmp = _write_temp(target, data, durable, new_dir=new_dir, umask=self._umask)
+            tmp = _write_temp(target, data, durable, new_dir=new_dir, umask=self._umask, syncer=self._syncer)
             if own_dir:
                 self._new_folders = new_dir  # a missing page: the next is likely missing too
             if self.staged:
@@ -321,13 +391,26 @@ class Writer:
         if made_here and folder_mode is not None:
             os.chmod(folder, folder_mode)
         tmp = f"{folder}{os.sep}.{name}.{_pid}.tmp"
-        _fill(os.open(tmp, _OPEN_FLAGS, _MODE), tmp, data, durable, chmod)
+        _fill(os.open(tmp, _OPEN_FLAGS, _MODE), tmp, data, durable, chmod, self._syncer)
         if not self.staged:
             _move(tmp, target)
         return True
 
+    def settle(self) -> None:
+        """Wait until every staged file is on disk; raise (BuildError, naming the file) if one is not.
+        A build calls it in each of its processes before any of them renames a file."""
+        if self._syncer is None:
+            return
+        try:
+            self._syncer.settle()
+        except OSError as exc:
+            raise BuildError(f"cannot write {_target_of(exc.filename)}: {exc.strerror or exc}") from exc
+
     def commit(self) -> None:
-        """Rename every staged file into place (in the order they were written)."""
+        """Rename every staged file into place (in the order they were written), once all are on disk."""
+        self.settle()
+        if self._syncer is not None:
+            self._syncer.close()
         prefix = self._prefix
         for done, rel in enumerate(self.pending):
             target = prefix + rel
@@ -341,6 +424,8 @@ class Writer:
 
     def abort(self) -> None:
         """Remove every staged temp file: the targets stay as they were."""
+        if self._syncer is not None:
+            self._syncer.close()
         for rel in self.pending:
             _unlink(_temp_of(os.path.join(self._root, rel)))
         self.pending.clear()

@@ -7,6 +7,7 @@ import errno
 import os
 import stat
 import struct
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -211,3 +212,65 @@ def test_write_if_changed_makes_its_folders_0755_under_umask_077(tmp_path: Path)
     assert write_if_changed(tmp_path / "site", "feeds/atom/2024-01.xml", b"<feed/>")
     assert folders(tmp_path / "site") == {".": 0o755, "feeds": 0o755, "feeds/atom": 0o755}
     assert mode(tmp_path / "site/feeds/atom/2024-01.xml") == 0o644
+
+
+def _failing_fsync_for(name: str, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """os.fsync failing with EIO (a disk fault) for the temp file of ``name``; the threads that called it."""
+    real = os.fsync
+    threads: list[str] = []
+
+    def fsync(fd: int) -> None:
+        threads.append(threading.current_thread().name)
+        if os.path.basename(os.readlink(f"/proc/self/fd/{fd}")).startswith(f".{name}."):
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    return threads
+
+
+def test_a_staged_file_is_fsynced_in_a_thread_and_a_failure_is_named_before_any_rename(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "site"
+    out.mkdir()
+    (out / "atom.xml").write_bytes(b"<feed>old</feed>")
+    threads = _failing_fsync_for("atom.xml", monkeypatch)
+    files = writer(out, staged=True)
+    assert files.put("rss.xml", b"<rss/>")
+    assert files.put("atom.xml", b"<feed>new</feed>")  # written; its fsync fails later, in the thread
+    assert files.put("articles/a/index.html", b"<p>a</p>", durable=False, own_dir=True)
+    with pytest.raises(BuildError) as failed:
+        files.settle()
+    assert str(failed.value) == f"cannot write {out}/atom.xml: Input/output error"
+    assert threads and all(t.startswith("syndicate-fsync") for t in threads)  # never the building thread
+    files.abort()
+    assert tree(out) == {"atom.xml": b"<feed>old</feed>"}  # nothing renamed, no temp file left
+
+
+def test_a_build_whose_fsync_fails_in_the_caller_changes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The caller's fsyncs end before any worker is told to rename (else the workers' files would be in
+    place when the caller's failure is heard)."""
+    from datetime import UTC, datetime
+
+    from syndicate.config import Settings
+    from syndicate.models import Article
+    from syndicate.publish import publish_all
+    from syndicate.store import open_store
+
+    store = open_store(str(tmp_path / "s.db"))
+    settings = Settings(db=str(tmp_path / "s.db"), base_url="https://news.example.org")
+    now = datetime(2024, 5, 20, 12, tzinfo=UTC)
+    store.upsert_articles([Article(guid=f"g{i}", title=f"Bài {i}", slug=f"bai-{i}", body_html="<p>Nội dung</p>",
+                                   published=datetime(2024, 1 + i % 4, 2, 8, tzinfo=UTC)) for i in range(8)])
+    out = tmp_path / "site"
+    publish_all(store, settings, out, now=now, ping=False, jobs=1)
+    store.upsert_articles([Article(guid="g9", title="Bài mới", slug="bai-9", body_html="<p>Mới</p>",
+                                   published=datetime(2024, 2, 9, 8, tzinfo=UTC))])
+    before = {rel: (data, (out / rel).stat().st_ino) for rel, data in tree(out).items()}
+    _failing_fsync_for("atom.xml", monkeypatch)  # the site's subscription feed: the caller writes it (workers
+    with pytest.raises(BuildError) as failed:  # are other interpreters: their fsync is the real one)
+        publish_all(store, settings, out, now=now, ping=False, jobs=2)
+    assert str(failed.value) == f"cannot write {out}/atom.xml: Input/output error; nothing in {out}/ was changed"
+    assert {rel: (data, (out / rel).stat().st_ino) for rel, data in tree(out).items()} == before
+    store.close()
