@@ -112,31 +112,39 @@ def _prune(writer: Writer, kept: set[str]) -> None:
     candidates: list[str] = []
     for pattern in ("feeds/*/*", "category/*/*", "category/*/feeds/*/*", "list/*/*", "list/*/feeds/*/*"):
         candidates += [p.relative_to(root).as_posix() for p in root.glob(pattern) if p.is_file()]
-    pages = root / "articles"
-    if pages.is_dir():  # one directory per article: read it once instead of globbing into each
-        with os.scandir(pages) as entries:
-            for entry in entries:
-                rel = f"articles/{entry.name}/index.html"
-                if rel not in kept and entry.is_dir() and os.path.isfile(os.path.join(entry.path, "index.html")):
-                    candidates.append(rel)
     for rel in candidates:
         if rel not in kept and not rel.rsplit("/", 1)[-1].startswith("."):
             writer.remove(rel)
-    holding = {parent for rel in kept for parent in _parents(rel)}  # folders that keep a file are not empty
+    # folders that keep a file are not empty (article pages are looked up below, one folder each)
+    holding = {parent for rel in kept if not rel.startswith("articles/") for parent in _parents(rel)}
     for pattern in ("category/*/feeds/*", "category/*/feeds", "category/*", "list/*/feeds/*", "list/*/feeds",
-                    "list/*", "feeds/*", "articles/*"):
-        if pattern == "articles/*":
-            folders = []
-            if pages.is_dir():
-                with os.scandir(pages) as entries:
-                    folders = [pages / e.name for e in entries if f"articles/{e.name}" not in holding]
-        else:
-            folders = list(root.glob(pattern))
-        for folder in sorted(folders, reverse=True):
+                    "list/*", "feeds/*"):
+        for folder in sorted(root.glob(pattern), reverse=True):
             if folder.relative_to(root).as_posix() in holding:
                 continue
             if folder.is_dir() and not any(folder.iterdir()):
                 folder.rmdir()
+    _prune_pages(writer, root / "articles", kept)
+
+
+def _prune_pages(writer: Writer, pages: Path, kept: set[str]) -> None:
+    """The article pages no longer made, and their folders once empty: one read of ``articles/``, and
+    nothing more for a page the build kept (a full build of 100,000 pages looks at no page folder)."""
+    try:
+        listing = os.scandir(pages)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    with listing as entries:
+        for entry in entries:
+            rel = f"articles/{entry.name}/index.html"
+            if rel in kept or not entry.is_dir(follow_symlinks=False):
+                continue
+            if os.path.isfile(os.path.join(entry.path, "index.html")):
+                writer.remove(rel)
+            try:
+                os.rmdir(entry.path)  # only when empty: anything else in it stays, and the folder too
+            except OSError:
+                pass
 
 
 def _parents(rel: str) -> Iterable[str]:

@@ -375,6 +375,29 @@ def test_publish_all_prunes_what_it_no_longer_makes(store: Store, settings: Sett
     assert publish_all(store, settings, root).removed == []
 
 
+def test_publish_all_prunes_the_pages_of_removed_articles_and_nothing_else(
+    store: Store, settings: Settings, tmp_path: Path
+) -> None:
+    store.upsert_articles([art(i) for i in range(5)])
+    root = Path(settings.feeds_out)
+    publish_all(store, settings, root)
+    pages = root / "articles"
+    (pages / "bai-3" / "notes.txt").write_text("mine", encoding="utf-8")  # not ours: it and its folder stay
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "index.html").write_text("not the site's", encoding="utf-8")
+    (pages / "linked").symlink_to(tmp_path / "elsewhere")  # a folder through a link: never followed
+    (pages / "readme.txt").write_text("mine", encoding="utf-8")
+    for guid in ("g1", "g3"):
+        store.remove_article(guid)
+    report = publish_all(store, settings, root)
+    assert {"articles/bai-1/index.html", "articles/bai-3/index.html"} <= set(report.removed)
+    assert not (pages / "bai-1").exists() and not (pages / "bai-3" / "index.html").exists()
+    assert (pages / "bai-3" / "notes.txt").read_text(encoding="utf-8") == "mine"
+    assert (tmp_path / "elsewhere" / "index.html").exists() and (pages / "readme.txt").exists()
+    assert sorted(p.name for p in pages.iterdir()) == ["bai-0", "bai-2", "bai-3", "bai-4", "linked", "readme.txt"]
+    assert publish_all(store, settings, root).removed == []
+
+
 # --- progress: a bar on a terminal, one summary line otherwise (issue 13) -----------------------
 
 
