@@ -577,3 +577,25 @@ def test_cli_bad_input_names_it(cli: Any, tmp_path: Path) -> None:
         assert store.scalar("SELECT count(*) FROM deliveries WHERE kind = 'campaign'") == 0
     finally:
         store.close()
+
+
+def test_a_retried_row_puts_its_sent_campaign_back_to_sending_until_it_goes(store: Store, settings: Settings) -> None:
+    """`outbox retry` on a campaign already settled as sent: the campaign reads `sending` while the row
+    waits (it read `sent` with a row still to go), and `sent` again once it went."""
+    make_list(store)
+    people(store, settings, "tin-sang", 2)
+    c = campaigns.create_campaign(store, settings, list_slug="tin-sang", subject="S", body_markdown=BODY, now=T0)
+    campaigns.send_campaign(store, settings, c.id, AT)
+    [dead] = store.claim_deliveries("dead-run", AT, AT + timedelta(days=1), 1)
+    store.mark_orphans_unknown("next-run", AT, all_foreign=True)
+    drain(store, settings)
+    assert store.get_campaign(c.id).status == "sent"
+    assert store.retry_failed(unknown=True) == 1
+    assert store.get_delivery(dead.id).status == "queued"
+    assert store.get_campaign(c.id).status == "sending"
+    later = AT + timedelta(minutes=5)
+    t = drain(store, settings, later)
+    assert len([raw for _f, _r, raw in t.sent if b"Message-ID: <campaign." in raw]) == 1  # that row alone
+    assert store.get_campaign(c.id).status == "sent"
+    report = campaigns.campaign_report(store, c.id)
+    assert (report.sent, report.unknown, report.queued) == (2, 0, 0)

@@ -318,11 +318,18 @@ class ClaimQueries(SubscriberQueries):
         """Requeue failed rows (not hard bounces, only active subscriptions);
         with ``unknown`` also rows whose fate is unknown (may duplicate)."""
         statuses = ["failed", "unknown"] if unknown else ["failed"]
+        retried = (f"status IN ({', '.join('?' for _ in statuses)}) AND bounced = 0 "
+                   "AND subscription_id IN (SELECT id FROM subscriptions WHERE status = 'active')")
         with self.transaction(immediate=True) as conn:
+            # a campaign settled as sent is sending again while a row of it waits (settle_campaigns ends it)
+            conn.execute(
+                "UPDATE campaigns SET status = 'sending' WHERE status = 'sent' AND id IN "
+                f"(SELECT campaign_id FROM deliveries WHERE campaign_id IS NOT NULL AND {retried})",
+                statuses,
+            )
             cur = conn.execute(
                 "UPDATE deliveries SET status = 'queued', attempts = 0, next_attempt = NULL, lease_owner = '', "
-                f"lease_until = NULL WHERE status IN ({', '.join('?' for _ in statuses)}) AND bounced = 0 "
-                "AND subscription_id IN (SELECT id FROM subscriptions WHERE status = 'active')",
+                f"lease_until = NULL WHERE {retried}",
                 statuses,
             )
             return cur.rowcount
