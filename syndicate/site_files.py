@@ -7,8 +7,9 @@ written at all, so unchanged feeds keep their mtime (and their ``ETag`` under a
 static server).
 
 A :class:`Writer` in *staged* mode keeps every temp file until :meth:`Writer.commit`
-renames them all, or :meth:`Writer.abort` removes them: a full build that fails
-half-way (in any of its processes) leaves the previous site exactly as it was.
+renames them all, or :meth:`Writer.abort` removes them and the folders it made: a
+full build that fails half-way (in any of its processes) leaves the previous site
+exactly as it was.
 A staged file need only be on disk before its rename, so its fsync runs in a
 thread (:class:`Syncer`) while the build goes on; :meth:`Writer.settle` waits for
 them all and raises the first that failed, before anything is renamed.
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import errno
 import os
+from array import array
 from collections import deque
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -71,23 +73,25 @@ def _folder_mode(umask: int | None) -> int | None:
     return (0o777 & ~umask) | _FOLDER_MODE
 
 
-def _make_folders(folder: str, umask: int | None) -> bool:
+def _make_folders(folder: str, umask: int | None, made: list[str] | None = None) -> bool:
     """``os.makedirs(folder, exist_ok=True)``, but every folder it makes lets a static server in
     whatever the umask (a default ACL of its parent decides instead, if there is one); True when
-    it made ``folder`` itself."""
+    it made ``folder`` itself. ``made``: each folder it makes is appended, parents first."""
     try:
         os.mkdir(folder)
     except FileNotFoundError:
         parent = os.path.dirname(folder)
         if not parent or parent == folder:
             raise
-        _make_folders(parent, umask)
+        _make_folders(parent, umask, made)
         try:
             os.mkdir(folder)
         except FileExistsError:
             return False
     except FileExistsError:  # there (or a file in the way: the file's open says so, by its own name)
         return False
+    if made is not None:
+        made.append(folder)
     mode = _folder_mode(umask)
     if mode is not None and not _default_acl(os.path.dirname(folder)):
         os.chmod(folder, mode)
@@ -165,7 +169,7 @@ def _temp_of(target: str) -> str:
 
 
 def _write_temp(target: str, data: bytes, durable: bool, new_dir: bool = False, umask: int | None = None,
-                syncer: Syncer | None = None) -> str:
+                syncer: Syncer | None = None, made: list[str] | None = None) -> str:
     """``data`` in a new temp file beside ``target`` (0644, fsynced when ``durable``); its path.
 
     ``new_dir``: the target is missing and alone in its folder (an article page), so the folder is
@@ -174,11 +178,11 @@ def _write_temp(target: str, data: bytes, durable: bool, new_dir: bool = False, 
     folder = os.path.dirname(target)
     tmp = _temp_of(target)
     if new_dir:
-        _make_folders(folder, umask)
+        _make_folders(folder, umask, made)
     try:
         fd = os.open(tmp, _OPEN_FLAGS, _MODE)
     except FileNotFoundError:  # the first file of its directory: make it (one syscall less for every other)
-        _make_folders(folder, umask)
+        _make_folders(folder, umask, made)
         fd = os.open(tmp, _OPEN_FLAGS, _MODE)
     except FileExistsError:  # left by a run of this pid that was killed: it is ours to replace
         os.unlink(tmp)
@@ -326,6 +330,10 @@ class Writer:
         # parent folder -> (its new folders' files need fchmod, the mode to chmod its new folders to)
         self._modes_under: dict[str, tuple[bool, int | None]] = {}
         self._syncer = Syncer() if staged else None  # a staged file's fsync need only end before commit
+        # Staged: the folders this writer made, for abort to remove. A new page's folder is the folder
+        # of pending[i] for each i in _page_folders (a full build makes 100,000: no second string each).
+        self._page_folders = array("L")
+        self._folders: list[str] = []
 
     def put(self, rel: str, data: bytes, durable: bool = True, own_dir: bool = False) -> bool:
         """Write ``rel`` unless it holds ``data``; True when written. ``own_dir``: the file is the only
@@ -335,6 +343,7 @@ class Writer:
         try:
             if own_dir and self._new_folders and self._put_new(target, data, durable):
                 if self.staged:
+                    self._page_folders.append(len(self.pending))  # it made the folder: the page is new
                     self._stage(rel)
                 self.report.written.append(rel)
                 return True
@@ -343,7 +352,8 @@ class Writer:
                 self.report.unchanged.append(rel)
                 return False
             new_dir = own_dir and size == _MISSING
-            tmp = _write_temp(target, data, durable, new_dir=new_dir, umask=self._umask, syncer=self._syncer)
+            tmp = _write_temp(target, data, durable, new_dir=new_dir, umask=self._umask, syncer=self._syncer,
+                              made=self._folders if self.staged else None)
             if own_dir:
                 self._new_folders = new_dir  # a missing page: the next is likely missing too
             if self.staged:
@@ -372,7 +382,9 @@ class Writer:
         except FileNotFoundError:  # the first page: its parent folders are missing too
             made_here = False
             try:
-                made = _make_folders(folder, self._umask)  # each given its mode
+                made = _make_folders(folder, self._umask, self._folders if self.staged else None)  # with their modes
+                if made and self.staged:  # the page's own folder is counted with the page
+                    self._folders.pop()
             except OSError:
                 made = False
             if not made:
@@ -417,10 +429,16 @@ class Writer:
             try:
                 os.replace(_temp_of(target), target)
             except OSError as exc:
-                del self.pending[:done]
+                del self.pending[:done]  # in place now; what is left stays staged (abort removes it)
+                self._page_folders = array("L", (i - done for i in self._page_folders if i >= done))
                 raise BuildError(f"cannot write {target}: {exc.strerror or exc}") from exc
+        self._forget()
+
+    def _forget(self) -> None:
         self.pending.clear()
         self._staged.clear()
+        self._page_folders = array("L")
+        self._folders.clear()
 
     def abort(self) -> None:
         """Remove every staged temp file: the targets stay as they were."""
@@ -428,8 +446,14 @@ class Writer:
             self._syncer.close()
         for rel in self.pending:
             _unlink(_temp_of(os.path.join(self._root, rel)))
-        self.pending.clear()
-        self._staged.clear()
+        # then the folders it made, deepest first: each only if empty (another build's file keeps it)
+        folders = [os.path.dirname(self._prefix + self.pending[i]) for i in self._page_folders]
+        for folder in [*folders[::-1], *self._folders[::-1]]:
+            try:
+                os.rmdir(folder)
+            except OSError:
+                pass
+        self._forget()
 
     def documents(self, docs: Iterable[FeedDocument]) -> list[str]:
         return [doc.path for doc in docs if self.put(doc.path, doc.body)]

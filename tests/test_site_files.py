@@ -274,3 +274,40 @@ def test_a_build_whose_fsync_fails_in_the_caller_changes_nothing(tmp_path: Path,
     assert str(failed.value) == f"cannot write {out}/atom.xml: Input/output error; nothing in {out}/ was changed"
     assert {rel: (data, (out / rel).stat().st_ino) for rel, data in tree(out).items()} == before
     store.close()
+
+
+def everything(root: Path) -> set[str]:
+    """Every file and folder under root."""
+    return {p.relative_to(root).as_posix() + ("/" if p.is_dir() else "") for p in root.rglob("*")}
+
+
+def test_abort_removes_the_folders_it_made_and_only_those(tmp_path: Path) -> None:
+    out = tmp_path / "site"
+    files = writer(out, staged=False)
+    files.put("articles/old/index.html", b"<p>old</p>", durable=False, own_dir=True)
+    files.put("feeds/rss/2024-01.xml", b"<rss/>")
+    (out / "articles" / "kept-empty").mkdir()  # someone's empty folder: not the writer's to remove
+    before = everything(out)
+    staged = writer(out, staged=True)
+    for i in range(3):
+        assert staged.put(f"articles/new-{i}/index.html", b"<p>new</p>", durable=False, own_dir=True)
+    assert staged.put("articles/old/index.html", b"<p>changed</p>", durable=False, own_dir=True)
+    assert staged.put("feeds/atom/2024-01.xml", b"<feed/>")  # a new folder for a feed
+    assert staged.put("category/y-te/feeds/json/2024-01.json", b"{}")  # three new folders at once
+    (out / "articles" / "new-1" / "theirs.txt").write_bytes(b"another build's file")  # keeps its folder
+    staged.abort()
+    assert everything(out) == before | {"articles/new-1/", "articles/new-1/theirs.txt"}
+    assert (out / "articles/old/index.html").read_bytes() == b"<p>old</p>"
+
+
+def test_abort_after_a_commit_that_failed_part_way_removes_only_what_is_still_staged(tmp_path: Path) -> None:
+    out = tmp_path / "site"
+    staged = writer(out, staged=True)
+    for i in range(4):
+        assert staged.put(f"articles/a-{i}/index.html", b"<p>a</p>", durable=False, own_dir=True)
+    os.unlink(out / "articles" / "a-2" / f".index.html.{os.getpid()}.tmp")  # the third rename fails
+    with pytest.raises(BuildError, match="a-2/index.html"):
+        staged.commit()
+    staged.abort()
+    assert everything(out) == {"articles/", "articles/a-0/", "articles/a-0/index.html",
+                               "articles/a-1/", "articles/a-1/index.html"}
