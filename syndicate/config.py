@@ -86,6 +86,7 @@ class Settings:
     feeds_items: int = 50
     feeds_out: str = "site"
     feeds_hub_url: str = ""
+    feeds_hub_timeout: float = 5.0  # seconds for one round of WebSub pings (every changed feed at once)
     feeds_ttl: int = 60
     # [mail]
     mail_sender_name: str = "syndicate"
@@ -355,6 +356,7 @@ secret_key = "{secret}"
 # items = 50
 # out = "site"
 # hub_url = "https://pubsubhubbub.appspot.com/"
+# hub_timeout = 5              # seconds a publish waits for the hub's answers (a slow hub is a warning)
 
 [mail]
 sender_name = "syndicate"

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 
 from .config import Settings
 
-HUB_DEADLINE = 5.0  # seconds for one round of WebSub pings, all feeds at once
+HUB_DEADLINE = 5.0  # seconds for one round of WebSub pings, all feeds at once: [feeds] hub_timeout
 
 
 def _ping_one(hub: str, url: str, timeout: float) -> str | None:
@@ -33,15 +33,17 @@ def _ping_one(hub: str, url: str, timeout: float) -> str | None:
         return f"hub {hub} unreachable for {url}: {reason} (check [feeds] hub_url)"
 
 
-def ping_hub(settings: Settings, urls: Iterable[str], deadline: float = HUB_DEADLINE) -> tuple[list[str], list[str]]:
+def ping_hub(settings: Settings, urls: Iterable[str], deadline: float | None = None) -> tuple[list[str], list[str]]:
     """WebSub publish: POST ``hub.mode=publish&hub.url=<feed>`` to the hub, for all feeds at once.
 
-    The pings run concurrently and the whole round gets ``deadline`` seconds;
+    The pings run concurrently and the whole round gets ``deadline`` seconds
+    (default: ``[feeds] hub_timeout``);
     a ping still unanswered then is reported and left behind (on a daemon
     thread, so it never holds up the process). Returns (pinged urls, warning
     messages); a failing hub never undoes or fails a publish.
     """
     hub = settings.feeds_hub_url
+    deadline = max(0.1, settings.feeds_hub_timeout if deadline is None else deadline)
     targets = list(dict.fromkeys(urls))
     if not hub or not targets:
         return [], []

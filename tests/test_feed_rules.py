@@ -266,6 +266,7 @@ def slow_hub() -> Iterator[SlowHub]:
 def test_a_slow_hub_never_slows_or_fails_an_import(cli: CliRunner, tmp_path: Path, slow_hub: SlowHub,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SYNDICATE_FEEDS_HUB_URL", slow_hub.url)
+    monkeypatch.setenv("SYNDICATE_FEEDS_HUB_TIMEOUT", "1.5")  # [feeds] hub_timeout: each publish waits this long
     s = open_store(tmp_path / "syndicate.db")
     s.upsert_articles([art(1, NOW - timedelta(days=3)), art(2, NOW - timedelta(days=2), category="Xã hội")])
     s.create_list(NewsList(slug="sang", name="Sáng"))
@@ -281,6 +282,7 @@ def test_a_slow_hub_never_slows_or_fails_an_import(cli: CliRunner, tmp_path: Pat
     elapsed = time.monotonic() - started
     assert imported.exit_code == 0, imported.output  # the article landed: a failed ping is a warning
     assert "warning: hub" in imported.output and "error:" not in imported.output
+    assert elapsed >= 3.0  # both waited their hub_timeout for the hanging hub
     assert elapsed < 20, f"two publishes with a hanging hub took {elapsed:.1f} s"
     assert slow_hub.pings >= 9  # site, category and list feeds, pinged at once rather than one after another
 
