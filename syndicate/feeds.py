@@ -463,6 +463,7 @@ class EntryCache:
     def __init__(self, formats: Sequence[str] = XML_FORMATS) -> None:
         self.formats = tuple(fmt for fmt in XML_FORMATS if fmt in formats)
         self._entries: dict[tuple[int, bool], tuple[FeedItem, dict[str, bytes]]] = {}
+        self._json: dict[tuple[int, bool], tuple[FeedItem, dict[str, Any]]] = {}
 
     def frame(self, fmt: str) -> _Frame:
         return _frame(fmt)
@@ -488,8 +489,20 @@ class EntryCache:
             made["atom"] = self.frame("atom").entry_bytes(fe.atom_entry())
         return made[fmt]
 
+    def json_entry(self, item: FeedItem, own_language: bool) -> dict[str, Any]:
+        """The item's JSON Feed item (:func:`json_entry`), made once for every document holding it."""
+        key = (id(item), own_language)
+        found = self._json.get(key)
+        if found is not None and found[0] is item:
+            return found[1]
+        entry = json_entry(item, own_language)
+        self._json[key] = (item, entry)
+        return entry
+
     def forget(self, fmt: str | None = None) -> None:
         """Drop every entry's bytes of ``fmt`` (None: of every format), once no document needs them."""
+        if fmt is None or fmt == "json":
+            self._json.clear()
         if fmt is None:
             self._entries.clear()
             return
@@ -617,6 +630,32 @@ def _iso(value: datetime) -> str:
     return value.astimezone(UTC).isoformat()
 
 
+def json_entry(item: FeedItem, own_language: bool) -> dict[str, Any]:
+    """One JSON Feed item; ``own_language``: the item's language differs from the feed's."""
+    entry: dict[str, Any] = {"id": item.id, "url": item.link, "title": item.title}
+    if item.content_html:
+        entry["content_html"] = item.content_html
+    entry["content_text"] = item.content_text
+    if item.summary:
+        entry["summary"] = item.summary
+    if item.image:
+        entry["image"] = item.image
+    entry["date_published"] = item.published_iso
+    entry["date_modified"] = item.updated_iso
+    if item.author:
+        entry["authors"] = [{"name": item.author}]
+    tags = ([item.category] if item.category else []) + [t for t in item.tags if t != item.category]
+    if tags:
+        entry["tags"] = tags
+    if own_language:
+        entry["language"] = item.language
+    if item.image:
+        entry["attachments"] = [{"url": item.image, "mime_type": item.image_type}]
+    if item.source:
+        entry["_syndicate"] = {"source": {"title": item.source, **({"url": item.source_url} if item.source_url else {})}}
+    return entry
+
+
 def json_feed_bytes(meta: FeedMeta, items: Sequence[FeedItem], cache: EntryCache | None = None) -> bytes:
     """JSON Feed 1.1 (https://jsonfeed.org/version/1.1), written by hand.
 
@@ -649,31 +688,8 @@ def json_feed_bytes(meta: FeedMeta, items: Sequence[FeedItem], cache: EntryCache
             **{rel.replace("-", "_"): href for rel, href in links.items()},
         }
     doc["_syndicate"] = {"updated": _iso(meta.updated), "ttl": meta.settings.feeds_ttl}
-    out = []
-    for item in items:
-        entry: dict[str, Any] = {"id": item.id, "url": item.link, "title": item.title}
-        if item.content_html:
-            entry["content_html"] = item.content_html
-        entry["content_text"] = item.content_text
-        if item.summary:
-            entry["summary"] = item.summary
-        if item.image:
-            entry["image"] = item.image
-        entry["date_published"] = item.published_iso
-        entry["date_modified"] = item.updated_iso
-        if item.author:
-            entry["authors"] = [{"name": item.author}]
-        tags = ([item.category] if item.category else []) + [t for t in item.tags if t != item.category]
-        if tags:
-            entry["tags"] = tags
-        if item.language and item.language != meta.language:
-            entry["language"] = item.language
-        if item.image:
-            entry["attachments"] = [{"url": item.image, "mime_type": item.image_type}]
-        if item.source:
-            entry["_syndicate"] = {"source": {"title": item.source, **({"url": item.source_url} if item.source_url else {})}}
-        out.append(entry)
-    doc["items"] = out
+    entry = cache.json_entry if cache is not None else json_entry
+    doc["items"] = [entry(item, bool(item.language) and item.language != meta.language) for item in items]
     # Byte for byte what json.dumps(doc, ensure_ascii=False, indent=2) + "\n" writes (tests/golden), in C:
     # the standard library's indenting encoder is pure Python and was a fifth of a full build.
     return orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n"
