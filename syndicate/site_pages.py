@@ -86,10 +86,10 @@ class PageFrame:
     fields, the body, the language or the date goes there), so a page is a join of escaped values
     instead of a template run: made by rendering the template once with probes in the slots.
 
-    One frame serves the pages of one category whose text fields are empty or not alike (the
-    template's ``{% if %}`` see only that). Used only for the template syndicate ships (an admin's
+    One frame serves the pages of one category whose text fields are empty or filled alike (all
+    the template's ``{% if %}`` look at). Used only for the template syndicate ships (an admin's
     may do anything with any value), and only once it gave a real page byte for byte as Jinja does
-    (:meth:`PageCache.frame`); tests/test_site_pages.py holds the equivalence over generated items."""
+    (:meth:`PageCache.make_frame`); tests/test_site_pages.py holds the equivalence over generated items."""
 
     def __init__(self, rendered: str) -> None:
         pieces = _SLOT.split(rendered)
