@@ -462,23 +462,27 @@ class EntryCache:
 
     def __init__(self, formats: Sequence[str] = XML_FORMATS) -> None:
         self.formats = tuple(fmt for fmt in XML_FORMATS if fmt in formats)
-        self._entries: dict[tuple[int, bool], tuple[FeedItem, dict[str, bytes]]] = {}
-        self._json: dict[tuple[int, bool], tuple[FeedItem, dict[str, Any]]] = {}
+        # (id of the item, own language) -> (the item, what was made of it: bytes per XML format, "json": a dict)
+        self._entries: dict[tuple[int, bool], tuple[FeedItem, dict[str, Any]]] = {}
 
     def frame(self, fmt: str) -> _Frame:
         return _frame(fmt)
 
-    def entry_bytes(self, meta: FeedMeta, item: FeedItem, fmt: str) -> bytes:
-        own_language = bool(item.language) and item.language != meta.language  # _own_language, inline: hot
+    def _made(self, item: FeedItem, own_language: bool) -> dict[str, Any]:
+        """What was made of ``item`` so far (nothing for another item, even an equal one)."""
         found = self._entries.get((id(item), own_language))
         if found is not None and found[0] is item:
-            made = found[1]
-            out = made.get(fmt)
-            if out is not None:
-                return out
-        else:
-            made = {}
-            self._entries[(id(item), own_language)] = (item, made)
+            return found[1]
+        made: dict[str, Any] = {}
+        self._entries[(id(item), own_language)] = (item, made)
+        return made
+
+    def entry_bytes(self, meta: FeedMeta, item: FeedItem, fmt: str) -> bytes:
+        own_language = bool(item.language) and item.language != meta.language  # _own_language, inline: hot
+        made = self._made(item, own_language)
+        out: bytes | None = made.get(fmt)
+        if out is not None:
+            return out
         # RSS first, from an entry without the published date (its <pubDate> comes from rfc2822, not
         # from feedgen's setlocale dance, ~4% of a full build); then the date, for Atom's <published>.
         fe = _entry(meta.settings, item, own_language, feedgen_dates=False)
@@ -487,22 +491,19 @@ class EntryCache:
         if fmt == "atom" or ("atom" in self.formats and "atom" not in made):
             fe.published(item.published)
             made["atom"] = self.frame("atom").entry_bytes(fe.atom_entry())
-        return made[fmt]
+        made_bytes: bytes = made[fmt]
+        return made_bytes
 
     def json_entry(self, item: FeedItem, own_language: bool) -> dict[str, Any]:
         """The item's JSON Feed item (:func:`json_entry`), made once for every document holding it."""
-        key = (id(item), own_language)
-        found = self._json.get(key)
-        if found is not None and found[0] is item:
-            return found[1]
-        entry = json_entry(item, own_language)
-        self._json[key] = (item, entry)
+        made = self._made(item, own_language)
+        entry: dict[str, Any] | None = made.get("json")
+        if entry is None:
+            entry = made["json"] = json_entry(item, own_language)
         return entry
 
     def forget(self, fmt: str | None = None) -> None:
-        """Drop every entry's bytes of ``fmt`` (None: of every format), once no document needs them."""
-        if fmt is None or fmt == "json":
-            self._json.clear()
+        """Drop what was made of every item in ``fmt`` (None: in every format), once no document needs it."""
         if fmt is None:
             self._entries.clear()
             return
@@ -689,7 +690,7 @@ def json_feed_bytes(meta: FeedMeta, items: Sequence[FeedItem], cache: EntryCache
         }
     doc["_syndicate"] = {"updated": _iso(meta.updated), "ttl": meta.settings.feeds_ttl}
     entry = cache.json_entry if cache is not None else json_entry
-    doc["items"] = [entry(item, bool(item.language) and item.language != meta.language) for item in items]
+    doc["items"] = [entry(item, _own_language(meta, item)) for item in items]
     # Byte for byte what json.dumps(doc, ensure_ascii=False, indent=2) + "\n" writes (tests/golden), in C:
     # the standard library's indenting encoder is pure Python and was a fifth of a full build.
     return orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n"
