@@ -242,24 +242,26 @@ def resolve_token(store: Store, settings: Settings, token: str, purpose: str) ->
 
 
 def confirm_url(settings: Settings, subscriber_id: int, list_id: int, email: str = "", *,
-                now: float | None = None) -> str:
-    """The link that confirms a pending subscription. A notice signs it with the time its outbox row was
-    queued (``now``), so the CLI that queued the row can print the very link the email holds."""
-    return _link(settings, "confirm", subscriber_id, list_id, email, now)
+                issued: datetime | None = None) -> str:
+    """The link that confirms a pending subscription. A notice's links are dated when its outbox row was
+    queued (``issued``; default: now), so the CLI that queued the row can print the very link the email holds."""
+    return _link(settings, "confirm", subscriber_id, list_id, email, issued)
 
 
 def unsubscribe_url(settings: Settings, subscriber_id: int, list_id: int, email: str = "", *,
-                    now: float | None = None) -> str:
-    return _link(settings, "unsubscribe", subscriber_id, list_id, email, now)
+                    issued: datetime | None = None) -> str:
+    return _link(settings, "unsubscribe", subscriber_id, list_id, email, issued)
 
 
 def preferences_url(settings: Settings, subscriber_id: int, list_id: int, email: str = "", *,
-                    now: float | None = None) -> str:
-    return _link(settings, "preferences", subscriber_id, list_id, email, now)
+                    issued: datetime | None = None) -> str:
+    return _link(settings, "preferences", subscriber_id, list_id, email, issued)
 
 
-def _link(settings: Settings, purpose: str, subscriber_id: int, list_id: int, email: str, now: float | None) -> str:
-    return f"{settings.base_url.rstrip('/')}/{purpose}/{make_token(settings, purpose, subscriber_id, list_id, email, now=now)}"
+def _link(settings: Settings, purpose: str, subscriber_id: int, list_id: int, email: str,
+          issued: datetime | None) -> str:
+    token = make_token(settings, purpose, subscriber_id, list_id, email, now=issued.timestamp() if issued else None)
+    return f"{settings.base_url.rstrip('/')}/{purpose}/{token}"
 
 
 # -- consent -----------------------------------------------------------------------

@@ -256,9 +256,8 @@ def subscriber_add(app: App, email: str, list_slug: str, name: str, timezone: st
         if not no_email:
             notices.append(notify(app.store, app.settings, "confirm", r.subscription.id))
             if notices[-1].delivery_id is not None:
-                queued = app.store.get_delivery(notices[-1].delivery_id).created
-                issued = queued.timestamp() if queued else None
-        link = lib.confirm_url(app.settings, r.subscriber.id, r.newslist.id, r.subscriber.email, now=issued)
+                issued = app.store.get_delivery(notices[-1].delivery_id).created
+        link = lib.confirm_url(app.settings, r.subscriber.id, r.newslist.id, r.subscriber.email, issued=issued)
     else:  # a welcome email the confirmation queued
         notices = deliver_notices(app.store, app.settings, [r.subscription.id])
     if as_json:

@@ -169,12 +169,12 @@ class NoticeBuilder:
         s = self.settings
         nl = self.newslist(d.list_id)
         sub = self.store.find_subscription(d.subscriber_id, d.list_id)
-        issued = d.created.timestamp() if d.created else None  # the links are dated when the row was queued
-        unsub = subs.unsubscribe_url(s, d.subscriber_id, d.list_id, d.email, now=issued)
+        issued = d.created  # the links are dated when the row was queued
+        unsub = subs.unsubscribe_url(s, d.subscriber_id, d.list_id, d.email, issued=issued)
         if d.kind == "confirm":
-            action = subs.confirm_url(s, d.subscriber_id, d.list_id, d.email, now=issued)
+            action = subs.confirm_url(s, d.subscriber_id, d.list_id, d.email, issued=issued)
         else:
-            action = subs.preferences_url(s, d.subscriber_id, d.list_id, d.email, now=issued)
+            action = subs.preferences_url(s, d.subscriber_id, d.list_id, d.email, issued=issued)
         schedule = (sub.cadence, sub.weekday, sub.send_hour) if sub else (nl.cadence, nl.weekday, nl.send_hour)
         content = self.content(d.kind, nl, d.name, action, unsub, schedule)
         from_addr = nl.sender_address or s.mail_sender_address
