@@ -47,13 +47,13 @@ from .site_build import Progress, build_site, index_path, publish_scope_current
 from .site_files import BuildError, PublishReport, Writer, write_if_changed
 from .site_pages import article_page_file, put_article_pages, render_article, render_index
 from .store import Store
-from .websub import HUB_DEADLINE, ping_hub
+from .websub import ping_hub
 
 __all__ = [  # the building half lives in feed_build and site_build; publish is where callers find both
     "FeedDocument", "PublishReport", "BuildError", "all_scopes", "archive_months", "build_current", "build_group",
     "build_month", "list_scope", "list_scopes", "month_neighbours", "open_month", "resolve_scope",
     "publish_all", "publish_changed", "publish_due", "publish_due_note", "refresh_published",
-    "render_index", "render_article", "article_page_file", "write_if_changed", "ping_hub", "HUB_DEADLINE",
+    "render_index", "render_article", "article_page_file", "write_if_changed", "ping_hub",
 ]
 
 PUBLISHED_AT = "feeds.published_at"  # meta key: when feeds were last published (the clock)

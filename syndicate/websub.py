@@ -11,8 +11,6 @@ from collections.abc import Iterable
 
 from .config import Settings
 
-HUB_DEADLINE = 5.0  # seconds for one round of WebSub pings, all feeds at once: [feeds] hub_timeout
-
 
 def _ping_one(hub: str, url: str, timeout: float) -> str | None:
     """One WebSub publish POST; an error message, or None when the hub took it."""
