@@ -187,14 +187,15 @@ def _write_temp(target: str, data: bytes, durable: bool, new_dir: bool = False, 
     except FileExistsError:  # left by a run of this pid that was killed: it is ours to replace
         os.unlink(tmp)
         fd = os.open(tmp, _OPEN_FLAGS, _MODE)
-    _fill(fd, tmp, data, durable, chmod=True, syncer=syncer)  # whatever the umask
+    _fill(fd, tmp, data, durable, chmod=True, syncer=syncer, target=target)  # whatever the umask
     return tmp
 
 
-def _fill(fd: int, path: str, data: bytes, durable: bool, chmod: bool, syncer: Syncer | None = None) -> None:
+def _fill(fd: int, path: str, data: bytes, durable: bool, chmod: bool, syncer: Syncer | None = None,
+          target: str = "") -> None:
     """Write ``data`` to the new file ``fd`` (at ``path``) and close it; on any failure the file is removed.
     ``chmod``: set 0644 (only when the umask or a default ACL could have given it another mode).
-    ``durable`` with a ``syncer``: the syncer fsyncs and closes the file, later."""
+    ``durable`` with a ``syncer``: the syncer fsyncs and closes the file later (a failure names ``target``)."""
     try:
         if chmod:
             os.fchmod(fd, _MODE)
@@ -205,7 +206,7 @@ def _fill(fd: int, path: str, data: bytes, durable: bool, chmod: bool, syncer: S
                 view = view[os.write(fd, view):]
         if durable:
             if syncer is not None:
-                syncer.add(fd, path)
+                syncer.add(fd, target)
                 return
             os.fsync(fd)
     except BaseException:
@@ -236,7 +237,7 @@ class Syncer:
         self._failed: tuple[str, OSError] | None = None
 
     def add(self, fd: int, path: str) -> None:
-        """Take over ``fd`` (the file at ``path``): fsync it, then close it."""
+        """Take over ``fd`` (``path``: what a failure names): fsync it, then close it."""
         if self._pool is None:
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="syndicate-fsync")
         while len(self._open) >= self.LIMIT:
@@ -249,10 +250,13 @@ class Syncer:
         if error is not None and self._failed is None:
             self._failed = (path, error if isinstance(error, OSError) else OSError(str(error)))
 
-    def settle(self) -> None:
-        """Wait until every file is on disk and closed; raise the first fsync that failed (once)."""
+    def _drain(self) -> None:
         while self._open:
             self._wait_oldest()
+
+    def settle(self) -> None:
+        """Wait until every file is on disk and closed; raise the first fsync that failed (once)."""
+        self._drain()
         if self._failed is not None:
             path, error = self._failed
             self._failed = None
@@ -260,18 +264,11 @@ class Syncer:
 
     def close(self) -> None:
         """Wait for every file (failures are dropped: call :meth:`settle` first to hear of them) and end the thread."""
-        while self._open:
-            self._wait_oldest()
+        self._drain()
         self._failed = None
         if self._pool is not None:
             self._pool.shutdown()
             self._pool = None
-
-
-def _target_of(tmp: str) -> str:
-    """The file a temp file of :func:`_temp_of` stands for."""
-    folder, _, name = tmp.rpartition(os.sep)
-    return f"{folder}{os.sep}{name[1:].rsplit('.', 2)[0]}"
 
 
 def _move(tmp: str, target: str) -> None:
@@ -403,7 +400,7 @@ class Writer:
         if made_here and folder_mode is not None:
             os.chmod(folder, folder_mode)
         tmp = f"{folder}{os.sep}.{name}.{_pid}.tmp"
-        _fill(os.open(tmp, _OPEN_FLAGS, _MODE), tmp, data, durable, chmod, self._syncer)
+        _fill(os.open(tmp, _OPEN_FLAGS, _MODE), tmp, data, durable, chmod, self._syncer, target)
         if not self.staged:
             _move(tmp, target)
         return True
@@ -416,13 +413,11 @@ class Writer:
         try:
             self._syncer.settle()
         except OSError as exc:
-            raise BuildError(f"cannot write {_target_of(exc.filename)}: {exc.strerror or exc}") from exc
+            raise BuildError(f"cannot write {exc.filename}: {exc.strerror or exc}") from exc
 
     def commit(self) -> None:
         """Rename every staged file into place (in the order they were written), once all are on disk."""
         self.settle()
-        if self._syncer is not None:
-            self._syncer.close()
         prefix = self._prefix
         for done, rel in enumerate(self.pending):
             target = prefix + rel
