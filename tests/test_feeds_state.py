@@ -233,6 +233,9 @@ class FeedsMachine(RuleBasedStateMachine):
             ).fetchall()
             assert self.store.public_categories(now) == [tuple(r) for r in full]
             assert self.store.categories(now=now) == [tuple(r) for r in full]
+            names = {slug: name for slug, name, _n in full}
+            for slug in {a.category_slug for a in self.articles.values()} | {"no-such-category"}:
+                assert self.store.public_category_name(slug, now) == names.get(slug or "\0"), slug
 
     @invariant()
     def nothing_future_is_public(self) -> None:

@@ -256,13 +256,13 @@ class ChangeQueries(StoreBase):
 
     def public_category_name(self, category_slug: str, now: datetime) -> str | None:
         """The display name of a category, or None: the greatest spelling among its published
-        articles, the same rule as :meth:`public_categories` (so ``serve`` and ``feed build`` name a
-        category feed alike; an index range over ``articles_category``)."""
-        value = self.scalar(
-            "SELECT max(category) FROM articles WHERE category_slug = ? AND published <= ?",
-            [category_slug, iso(now)],
-        )
-        return str(value) if value is not None else None
+        articles, by the rule of :meth:`public_categories` and from the same counts (so ``serve`` and
+        ``feed build`` name a category feed alike, and its cost never follows the store: ``max(category)``
+        over the category's articles was a quarter of an incremental publish at 100,000 articles)."""
+        for slug, name, _count in public_category_counts(self.conn, iso(now) or ""):
+            if slug == category_slug:
+                return name
+        return None
 
     def article_keys(self, guids: Iterable[str]) -> list[tuple[datetime, str]]:
         """(published, category_slug) of each named article that still exists."""
