@@ -190,7 +190,7 @@ def feedgen_entry(v: tuple[object, ...], fmt: str) -> bytes | None:
         return None
 
 
-@hypothesis_settings(max_examples=_EXAMPLES * 3, deadline=None)
+@hypothesis_settings(max_examples=_EXAMPLES, deadline=None)
 @given(metas(), st.lists(raw_items(), min_size=1, max_size=3) | articles().map(lambda a: feed_items(a, SETTINGS)))
 def test_entry_frames_write_what_feedgen_writes_for_any_item(meta: FeedMeta, items: list[FeedItem]) -> None:
     """An entry spliced from its kind's frame is feedgen's entry byte for byte, whatever the values hold;
