@@ -651,6 +651,7 @@ class _EntryFrame:
     which says so. tests/test_feed_frames.py holds the equivalence over generated items."""
 
     def __init__(self, fmt: str, shape: tuple[bool, ...]) -> None:
+        self.fmt, self.shape = fmt, shape
         probes: list[Any] = [f'\ue000{i}\t"\ue001' if filled else "" for i, filled in enumerate(shape)]
         probes += [_PROBE_DATES[_V_PUBLISHED], _PROBE_DATES[_V_UPDATED]]
         out = _feedgen_entry_bytes(_feedgen_entry(probes, feedgen_dates=False), probes, fmt).decode("utf-8")
@@ -673,6 +674,16 @@ class _EntryFrame:
             out.append(part)
         return "".join(out).encode("utf-8")
 
+    def escapes_as_feedgen(self) -> bool:
+        """True when this frame escapes, in every slot, each character libxml2 writes differently in text
+        and in attributes as feedgen's entry does under the libxml2 running here."""
+        v: list[Any] = [_EVERY_ESCAPE if filled else "" for filled in self.shape]
+        v += [_PROBE_DATES[_V_PUBLISHED], _PROBE_DATES[_V_UPDATED]]
+        return self.entry_bytes(v) == _feedgen_entry_bytes(_feedgen_entry(v, feedgen_dates=False), v, self.fmt)
+
+
+_EVERY_ESCAPE = 'x &amp; <b>"\'\r\n\t]]> \u00a0Đ\U0001f600'  # what a frame's escaping must match feedgen's on
+
 
 def _accepted(v: Sequence[Any]) -> bool:
     """True when feedgen takes the entry values ``v``: dates with their zones, text lxml takes (no control
@@ -691,7 +702,8 @@ def _accepted(v: Sequence[Any]) -> bool:
 
 class _EntryFrames:
     """This thread's entry frames by (format, kind), each made the second time its kind comes (a publish
-    of one article makes none) and kept only when it gives feedgen's bytes for that entry."""
+    of one article makes none) and kept only when it gives feedgen's bytes for that entry and for one
+    holding every character libxml2 escapes, in each of its slots."""
 
     def __init__(self) -> None:
         self.frames: dict[tuple[str, tuple[bool, ...]], _EntryFrame | None] = {}
@@ -711,7 +723,8 @@ class _EntryFrames:
         if len(self.frames) > 1024:
             self.frames.clear()
             self.seen.clear()
-        self.frames[key] = frame if frame is not None and frame.entry_bytes(v) == made else None
+        good = frame is not None and frame.entry_bytes(v) == made and frame.escapes_as_feedgen()
+        self.frames[key] = frame if good else None
 
 
 def _entry_frames() -> _EntryFrames:

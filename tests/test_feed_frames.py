@@ -7,6 +7,7 @@ import gc
 import os
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from feedgen.entry import FeedEntry
 from hypothesis import given
 from hypothesis import settings as hypothesis_settings
@@ -234,3 +235,26 @@ def test_a_months_entries_come_from_frames_and_equal_feedgens_document() -> None
     assert atom_bytes(meta, items, cache) == whole_tree(meta, items, "atom")
     made = [key for key, frame in frames.frames.items() if frame is not None]
     assert {fmt for fmt, _shape in made} == {"rss", "atom"} and len(made) >= 6  # kinds: image x source x language
+
+
+def test_a_frame_escaping_otherwise_than_the_libxml2_here_is_never_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The escape rules are libxml2's; a libxml2 that wrote a character otherwise (here: a quote in text
+    as &quot;) would make frames that the real entries alone, holding no quote, cannot tell apart. Each
+    frame is also tried on every such character before use, so it is refused and feedgen writes them."""
+    monkeypatch.setattr(feeds, "_text", lambda value: feeds._attribute(value).replace("&#10;", "\n"))
+    items = feed_items([
+        Article(guid=f"q{i}", title=f"Tin {i}", slug=f"tin-{i}", published=T0 - timedelta(minutes=i),
+                body_html=f"<p>Nội dung {i}</p>", category="Kinh tế")
+        for i in range(6)
+    ], SETTINGS)
+    meta = FeedMeta(SETTINGS, SITE, feed_updated(items))
+    frames = feeds._entry_frames()
+    frames.frames.clear()
+    frames.seen.clear()
+    assert rss_bytes(meta, items) == whole_tree(meta, items, "rss")
+    assert frames.frames and all(frame is None for frame in frames.frames.values())
+    monkeypatch.undo()
+    frames.frames.clear()
+    frames.seen.clear()
+    assert rss_bytes(meta, items) == whole_tree(meta, items, "rss")
+    assert frames.frames and all(frame is not None for frame in frames.frames.values())
