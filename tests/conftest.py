@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +15,12 @@ from syndicate.store import Store, open_store
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_VI = ROOT / "data" / "articles" / "vi" / "hai-phong-khoi-nghiep.txt"  # shared/samples/news-page-vi.txt
 DATA = ROOT / "data"
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto`` (pyproject's addopts): one worker per core, at most four, since the end-to-end tests
+    start senders, servers and SMTP sinks of their own; ``pytest -n 0`` runs in one process."""
+    return max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
 
 
 @pytest.fixture
