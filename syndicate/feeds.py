@@ -61,6 +61,7 @@ from .feed_layout import (
     site_domain,
     tag_uri,
 )
+from .frames import Frames
 from .models import Article
 from .sanitize import clean_html, clean_text, html_to_text, one_line, slugify
 
@@ -493,7 +494,7 @@ class EntryCache:
         for wanted in XML_FORMATS:
             if wanted != fmt and (wanted not in self.formats or wanted in made):
                 continue
-            frame = frames.frames.get((wanted, shape))
+            frame = frames.get((wanted, shape))
             if frame is not None and accepted is None:
                 accepted = _accepted(v)
             if frame is not None and accepted:
@@ -502,7 +503,7 @@ class EntryCache:
                 if fe is None:
                     fe = _feedgen_entry(v, feedgen_dates=False)
                 data = _feedgen_entry_bytes(fe, v, wanted)
-                frames.offer(wanted, shape, v, data)
+                _offer_entry_frame(wanted, shape, v, data)
             made[wanted] = data
         made_bytes: bytes = made[fmt]
         return made_bytes
@@ -647,7 +648,7 @@ class _EntryFrame:
     Made by serialising feedgen's entry of probes (:func:`_feedgen_entry`, the code every other entry
     comes from) in the document's frame. A kind is which of the ``_V_`` text slots are empty, all
     ``_feedgen_entry`` and feedgen look at; a frame is kept only once it gave a real entry byte for
-    byte as feedgen does (:meth:`_EntryFrames.offer`), and a value lxml would refuse goes to feedgen,
+    byte as feedgen does (:func:`_offer_entry_frame`), and a value lxml would refuse goes to feedgen,
     which says so. tests/test_feed_frames.py holds the equivalence over generated items."""
 
     def __init__(self, fmt: str, shape: tuple[bool, ...]) -> None:
@@ -700,38 +701,28 @@ def _accepted(v: Sequence[Any]) -> bool:
     return True
 
 
-class _EntryFrames:
-    """This thread's entry frames by (format, kind), each made the second time its kind comes (a publish
-    of one article makes none) and kept only when it gives feedgen's bytes for that entry and for one
-    holding every character libxml2 escapes, in each of its slots."""
-
-    def __init__(self) -> None:
-        self.frames: dict[tuple[str, tuple[bool, ...]], _EntryFrame | None] = {}
-        self.seen: set[tuple[str, tuple[bool, ...]]] = set()
-
-    def offer(self, fmt: str, shape: tuple[bool, ...], v: Sequence[Any], made: bytes) -> None:
-        key = (fmt, shape)
-        if key in self.frames:
-            return
-        if key not in self.seen:
-            self.seen.add(key)
-            return
-        try:
-            frame: _EntryFrame | None = _EntryFrame(fmt, shape)
-        except (ValueError, TypeError):  # pragma: no cover - a feedgen that refuses a probe
-            frame = None
-        if len(self.frames) > 1024:
-            self.frames.clear()
-            self.seen.clear()
-        good = frame is not None and frame.entry_bytes(v) == made and frame.escapes_as_feedgen()
-        self.frames[key] = frame if good else None
+_EntryKey = tuple[str, tuple[bool, ...]]  # (format, which of the _V_ text slots are filled)
 
 
-def _entry_frames() -> _EntryFrames:
-    frames: _EntryFrames | None = getattr(_FRAMES, "entries", None)
+def _entry_frames() -> Frames[_EntryKey, _EntryFrame]:
+    """This thread's entry frames by format and kind (see :class:`syndicate.frames.Frames`)."""
+    frames: Frames[_EntryKey, _EntryFrame] | None = getattr(_FRAMES, "entries", None)
     if frames is None:
-        frames = _FRAMES.entries = _EntryFrames()
+        frames = _FRAMES.entries = Frames()
     return frames
+
+
+def _offer_entry_frame(fmt: str, shape: tuple[bool, ...], v: Sequence[Any], made: bytes) -> None:
+    """Feedgen wrote ``made`` for the values ``v``: a frame of their kind is kept when it gives those bytes
+    and feedgen's for an entry holding every character libxml2 escapes, in each of its slots."""
+
+    def make() -> _EntryFrame | None:
+        try:
+            return _EntryFrame(fmt, shape)
+        except (ValueError, TypeError):  # pragma: no cover - a feedgen that refuses a probe
+            return None
+
+    _entry_frames().offer((fmt, shape), make, lambda frame: frame.entry_bytes(v) == made and frame.escapes_as_feedgen())
 
 
 def _new_generator() -> FeedGenerator:

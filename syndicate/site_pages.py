@@ -18,6 +18,7 @@ from markupsafe import Markup, escape
 
 from .config import PACKAGE_ROOT, Settings
 from .feeds import SITE, FeedItem, FeedLink, Scope, base, feed_item, feed_links
+from .frames import Frames
 from .models import Article
 from .render import format_date
 from .site_files import Writer
@@ -135,8 +136,7 @@ class PageCache:
         self.categories: dict[str, tuple[list[FeedLink], Markup, str]] = {}
         self.dates: dict[tuple[date, str], str] = {}
         self._page: tuple[jinja2.Environment, jinja2.Template, dict[str, Any]] | None = None
-        self._frames: dict[_FrameKey, PageFrame | None] = {}
-        self._seen: set[_FrameKey] = set()  # kinds of page rendered once, with no frame yet
+        self._frames: Frames[_FrameKey, PageFrame] = Frames()
         self._shipped: bool | None = None
 
     def page(self, env: jinja2.Environment) -> tuple[jinja2.Template, dict[str, Any]]:
@@ -148,7 +148,6 @@ class PageCache:
             template = env.get_template(ARTICLE_TEMPLATE)
             found = self._page = (env, template, dict(template.globals))
             self._frames.clear()
-            self._seen.clear()
             self._shipped = _shipped(env)
         return found[1], found[2]
 
@@ -165,20 +164,15 @@ class PageCache:
                    language: str, published_date: str, page: str) -> None:
         """Make the frame of ``key`` from ``render`` with probes, the second time a page of that kind
         comes (a publish of one page makes none), unless tried before; kept only when it gives ``page``
-        (Jinja's render of ``item``) byte for byte."""
-        if key in self._frames:
-            return
-        if key not in self._seen:
-            self._seen.add(key)
-            return
-        probes: dict[str, Any] = {name: _probe(i) for i, name in enumerate(_ITEM_TEXT) if getattr(item, name)}
-        if item.content_html:  # the page's body (Markup: not escaped) is the item's content_html
-            probes["content_html"] = _probe(_BODY)
-        frame = PageFrame(render(dataclasses.replace(item, **probes), _probe(_LANGUAGE), _probe(_DATE)))
-        if len(self._frames) > 1024:
-            self._frames.clear()
-            self._seen.clear()
-        self._frames[key] = frame if frame.splice(item, language, published_date) == page else None
+        (Jinja's render of ``item``) byte for byte (:class:`syndicate.frames.Frames`)."""
+
+        def make() -> PageFrame:
+            probes: dict[str, Any] = {name: _probe(i) for i, name in enumerate(_ITEM_TEXT) if getattr(item, name)}
+            if item.content_html:  # the page's body (Markup: not escaped) is the item's content_html
+                probes["content_html"] = _probe(_BODY)
+            return PageFrame(render(dataclasses.replace(item, **probes), _probe(_LANGUAGE), _probe(_DATE)))
+
+        self._frames.offer(key, make, lambda frame: frame.splice(item, language, published_date) == page)
 
     def category(self, env: jinja2.Environment, settings: Settings, slug: str) -> tuple[list[FeedLink], Markup, str]:
         found = self.categories.get(slug)
